@@ -1,0 +1,398 @@
+"""Typed, validated run configuration: one dataclass per concern, presets as functions.
+
+Every field can be set three ways, applied in this order: the preset, a YAML/JSON file, and
+`--section.field value` flags. Unknown keys and invalid values raise `ConfigError` naming the
+field, so a typo never silently trains the wrong model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import yaml
+
+from electra_pipeline.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _require(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {msg}")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Discriminator sizes; the generator is derived from them (same depth, smaller width)."""
+
+    vocab_size: int = 30522  # must equal the tokenizer's vocabulary size
+    hidden_size: int = 256  # discriminator width
+    num_layers: int = 12  # shared by generator and discriminator
+    num_heads: int = 4  # discriminator attention heads (hidden_size / 64 in the paper)
+    intermediate_size: int = 1024  # discriminator FFN width (4 x hidden)
+    embedding_size: int = 128  # shared token embedding width; != hidden adds a projection
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    generator_fraction: float = 0.25  # generator hidden = fraction x hidden; heads = hidden/64
+    dropout: float = 0.1  # hidden dropout (embeddings, attention output, FFN output)
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "embedding_size", "max_position_embeddings", "type_vocab_size"):
+            _require(getattr(self, name) > 0, f"model.{name}", f"must be > 0, got {getattr(self, name)}")
+        _require(self.hidden_size % self.num_heads == 0, "model.hidden_size",
+                 f"{self.hidden_size} is not divisible by model.num_heads={self.num_heads}")
+        _require(0 < self.generator_fraction <= 1, "model.generator_fraction",
+                 f"must be in (0, 1], got {self.generator_fraction}")
+        _require(self.generator_hidden_size >= 1, "model.generator_fraction",
+                 f"gives a generator of width {self.generator_hidden_size}")
+        for name in ("dropout", "attention_dropout"):
+            _require(0 <= getattr(self, name) < 1, f"model.{name}", f"must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def generator_hidden_size(self) -> int:
+        return int(round(self.hidden_size * self.generator_fraction))
+
+    def generator(self) -> "ModelConfig":
+        """The generator's own config: same depth, fraction of the width, heads = hidden/64."""
+        h = self.generator_hidden_size
+        heads = max(1, h // 64)
+        while h % heads:
+            heads -= 1
+        ffn = int(round(self.intermediate_size * self.generator_fraction))
+        return dataclasses.replace(self, hidden_size=h, num_heads=heads, intermediate_size=ffn,
+                                   generator_fraction=1.0)
+
+
+OBJECTIVES = ("electra", "mlm")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Joint pre-training: objective, masking, optimiser, schedule, and where outputs go."""
+
+    objective: str = "electra"  # electra (generator + discriminator) or mlm (BERT baseline)
+    mask_prob: float = 0.15  # fraction of tokens chosen for prediction
+    mask_token_prob: float = 0.85  # of chosen positions, share replaced by [MASK] (rest kept)
+    random_token_prob: float = 0.0  # of chosen positions, share replaced by a random token
+    gen_weight: float = 1.0  # weight of the generator MLM loss
+    disc_weight: float = 50.0  # weight of the replaced-token-detection loss
+    temperature: float = 1.0  # sampling temperature for generator replacements
+    seq_len: int = 128
+    batch_size: int = 128  # sequences per optimiser step (across accumulation and ranks)
+    grad_accum: int = 1  # micro-batches per optimiser step
+    max_steps: int = 1_000_000
+    lr: float = 5e-4
+    warmup_steps: int = 10_000
+    weight_decay: float = 0.01  # not applied to LayerNorm weights or biases
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-6
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    seed: int = 1234
+    device: str = "auto"  # auto: cuda when available
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the training step's model (fixed shapes)
+    log_every: int = 10  # steps between metric reads (each read syncs the device)
+    save_every: int = 1000  # steps between checkpoints; the last step always saves
+    keep_checkpoints: int = 2
+    num_workers: int = 1  # data-loader worker processes
+
+    def __post_init__(self) -> None:
+        _require(self.objective in OBJECTIVES, "train.objective", f"must be one of {OBJECTIVES}, got {self.objective!r}")
+        _require(0 < self.mask_prob < 1, "train.mask_prob", f"must be in (0, 1), got {self.mask_prob}")
+        _require(0 <= self.mask_token_prob <= 1, "train.mask_token_prob", f"must be in [0, 1], got {self.mask_token_prob}")
+        _require(0 <= self.random_token_prob <= 1 - self.mask_token_prob, "train.random_token_prob",
+                 f"must be in [0, 1 - mask_token_prob], got {self.random_token_prob}")
+        _require(self.gen_weight >= 0 and self.disc_weight >= 0, "train.disc_weight", "loss weights must be >= 0")
+        _require(self.temperature > 0, "train.temperature", f"must be > 0, got {self.temperature}")
+        _require(self.seq_len >= 8, "train.seq_len", f"must be >= 8, got {self.seq_len}")
+        _require(self.batch_size > 0, "train.batch_size", f"must be > 0, got {self.batch_size}")
+        _require(self.grad_accum > 0, "train.grad_accum", f"must be > 0, got {self.grad_accum}")
+        _require(self.batch_size % self.grad_accum == 0, "train.batch_size",
+                 f"{self.batch_size} is not divisible by train.grad_accum={self.grad_accum}")
+        _require(self.max_steps > 0, "train.max_steps", f"must be > 0, got {self.max_steps}")
+        _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _require(self.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _require(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "train.adam_beta1", "betas must be in [0, 1)")
+        _require(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        _require(self.device in DEVICES or self.device.startswith("cuda:"), "train.device",
+                 f"must be one of {DEVICES} or cuda:N, got {self.device!r}")
+        _require(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        _require(self.log_every > 0, "train.log_every", "must be > 0")
+        _require(self.save_every > 0, "train.save_every", "must be > 0")
+        _require(self.keep_checkpoints > 0, "train.keep_checkpoints", "must be > 0")
+        _require(self.num_workers >= 0, "train.num_workers", "must be >= 0")
+
+    @property
+    def max_predictions(self) -> int:
+        """Per-sequence cap on predicted positions: round((mask_prob + 0.005) x seq_len)."""
+        return int(round((self.mask_prob + 0.005) * self.seq_len))
+
+
+@dataclass(kw_only=True)
+class TrackingConfig:
+    """Where metrics go: an MLflow tracking URI (local SQLite by default) and experiment."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "electra"
+    run_name: str = ""  # empty: derived from the preset and time
+    enabled: bool = True
+
+
+@dataclass(kw_only=True)
+class PretrainConfig:
+    """Everything one pre-training run needs; saved as `config.json` beside its outputs."""
+
+    preset: str = "small"
+    data: str = ""  # directory of packed examples (meta.json + shard-*.npy)
+    tokenizer: str = ""  # tokenizer.json or its directory (used to check the vocabulary)
+    output_dir: str = "runs/pretrain"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.train.seq_len <= self.model.max_position_embeddings, "train.seq_len",
+                 f"{self.train.seq_len} exceeds model.max_position_embeddings={self.model.max_position_embeddings}")
+
+
+# --- presets -----------------------------------------------------------------------------
+
+def tiny() -> PretrainConfig:
+    """A 2-layer model for tests and the CPU demo: trains in minutes on two cores."""
+    return PretrainConfig(
+        preset="tiny",
+        model=ModelConfig(vocab_size=8192, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512,
+                          embedding_size=64, max_position_embeddings=128, generator_fraction=0.5),
+        train=TrainConfig(seq_len=128, batch_size=16, max_steps=300, lr=1e-3, warmup_steps=30, log_every=10,
+                          save_every=100),
+    )
+
+
+def small() -> PretrainConfig:
+    """ELECTRA-Small: 13.5M-parameter discriminator, 1/4-width generator."""
+    return PretrainConfig(preset="small", model=ModelConfig(),
+                          train=TrainConfig(seq_len=128, batch_size=128, max_steps=1_000_000, lr=5e-4))
+
+
+def base() -> PretrainConfig:
+    """ELECTRA-Base: 110M-parameter discriminator, 1/3-width generator."""
+    return PretrainConfig(
+        preset="base",
+        model=ModelConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+                          embedding_size=768, generator_fraction=1 / 3),
+        train=TrainConfig(seq_len=512, batch_size=256, max_steps=766_000, lr=2e-4),
+    )
+
+
+def large() -> PretrainConfig:
+    """ELECTRA-Large: 335M-parameter discriminator, 1/4-width generator, mask_prob 0.25."""
+    return PretrainConfig(
+        preset="large",
+        model=ModelConfig(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
+                          embedding_size=1024, generator_fraction=0.25),
+        train=TrainConfig(seq_len=512, batch_size=2048, max_steps=400_000, lr=2e-4, mask_prob=0.25),
+    )
+
+
+PRESETS: dict[str, Callable[[], PretrainConfig]] = {"tiny": tiny, "small": small, "base": base, "large": large}
+
+
+def preset(name: str) -> PretrainConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+# --- dict / file / flag conversion --------------------------------------------------------
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], name)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, prefix=f"{name}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+        if not math.isfinite(out):
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+        return out
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{name}: expected a string, got {type(value).__name__}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build `cls` from a plain dict; unknown keys and wrongly typed values are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown config key (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a dataclass built from an incomplete dict
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def merge(cfg: T, overrides: dict[str, Any]) -> T:
+    """Apply nested overrides (`{"model": {"hidden_size": 64}}`) and re-validate."""
+    base_dict = to_dict(cfg)
+
+    def deep(dst: dict[str, Any], src: dict[str, Any], prefix: str) -> None:
+        for k, v in src.items():
+            if k not in dst:
+                raise ConfigError(f"{prefix}{k}: unknown config key (known: {', '.join(sorted(dst))})")
+            if isinstance(dst[k], dict) and isinstance(v, dict):
+                deep(dst[k], v, f"{prefix}{k}.")
+            else:
+                dst[k] = v
+
+    deep(base_dict, overrides, "")
+    return from_dict(type(cfg), base_dict)
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a nested dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p}: not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a mapping at the top level")
+    return data
+
+
+def save(cfg: Any, path: str | Path) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(p)
+
+
+def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted name, type, comment) for every leaf field of a nested config dataclass."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.extend(_leaf_fields(tp, f"{prefix}{f.name}."))
+        else:
+            out.append((f"{prefix}{f.name}", tp, _FIELD_HELP.get(f"{cls.__name__}.{f.name}", "")))
+    return out
+
+
+def _field_comments() -> dict[str, str]:
+    """Field help text from the trailing comments in this file: one source of truth."""
+    import inspect
+    import re
+
+    helps: dict[str, str] = {}
+    for cls in (ModelConfig, TrainConfig, TrackingConfig, PretrainConfig):
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+): [^=]+=[^#]*#\s*(.+)$", line)
+            if m:
+                helps[f"{cls.__name__}.{m.group(1)}"] = m.group(2).strip()
+    return helps
+
+
+_FIELD_HELP: dict[str, str] = {}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig) -> None:
+    """One `--a.b` flag per leaf field; values stay strings until `resolve` coerces them."""
+    if not _FIELD_HELP:
+        _FIELD_HELP.update(_field_comments())
+    group = parser.add_argument_group("config fields (override the preset and --config file)")
+    defaults = small()
+    for name, tp, helptext in _leaf_fields(cls):
+        if name == "preset":
+            continue
+        default = defaults
+        for part in name.split("."):
+            default = getattr(default, part)
+        metavar = {int: "INT", float: "FLOAT", bool: "BOOL", str: "STR"}.get(tp, "VALUE")
+        flags = [f"--{name}"]
+        if "." not in name and "_" in name:
+            flags.append(f"--{name.replace('_', '-')}")
+        group.add_argument(*flags, dest=f"cfg:{name}", metavar=metavar, default=None,
+                           help=f"{helptext} (small preset: {default})" if helptext else f"(small preset: {default})")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if not key.startswith("cfg:") or value is None:
+            continue
+        node = out
+        parts = key[4:].split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def resolve(preset_name: str | None, config_file: str | None = None,
+            overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """Preset (flag, else the file's `preset`, else small), then file, then flags."""
+    file_data = load_file(config_file) if config_file else {}
+    name = preset_name or str(file_data.get("preset") or "small")
+    file_data.pop("preset", None)
+    cfg = preset(name)
+    if file_data:
+        cfg = merge(cfg, file_data)
+    if overrides:
+        cfg = merge(cfg, overrides)
+    return cfg

@@ -1,0 +1,220 @@
+"""Hugging Face ELECTRA format, both ways: config.json + model.safetensors with HF names.
+
+The ecosystem's interchange format: users publish our discriminators and start from Google's
+checkpoints. Our only naming difference is the fused QKV projection, split/joined here.
+Only safetensors are read: nothing untrusted is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from electra_pipeline.config import ModelConfig
+from electra_pipeline.errors import DataError
+from electra_pipeline.model import Discriminator, ElectraModel, Generator
+
+# our ElectraModel key suffix -> HF suffix (under `electra.`), per layer where `{i}` appears
+_LAYER_MAP = {
+    "attention.dense": "attention.output.dense",
+    "attention.LayerNorm": "attention.output.LayerNorm",
+    "ffn.intermediate": "intermediate.dense",
+    "ffn.output": "output.dense",
+    "ffn.LayerNorm": "output.LayerNorm",
+}
+_HEAD_MAP = {
+    "discriminator": {"head.dense": "discriminator_predictions.dense",
+                      "head.dense_prediction": "discriminator_predictions.dense_prediction"},
+    "generator": {"head.dense": "generator_predictions.dense",
+                  "head.LayerNorm": "generator_predictions.LayerNorm"},
+}
+ARCHITECTURES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+
+
+def to_hf_config(cfg: ModelConfig, kind: str) -> dict:
+    return {
+        "architectures": [ARCHITECTURES[kind]],
+        "model_type": "electra",
+        "vocab_size": cfg.vocab_size,
+        "embedding_size": cfg.embedding_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": cfg.initializer_range,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "pad_token_id": cfg.pad_token_id,
+        "position_embedding_type": "absolute",
+        "summary_type": "first",
+        "tie_word_embeddings": True,
+    }
+
+
+def from_hf_config(d: dict, source: str = "config.json") -> ModelConfig:
+    if d.get("model_type") not in (None, "electra"):
+        raise DataError(f"{source}: model_type is {d.get('model_type')!r}, not an ELECTRA checkpoint")
+    if d.get("hidden_act", "gelu") != "gelu":
+        raise DataError(f"{source}: hidden_act {d['hidden_act']!r} is not supported (only gelu)")
+    try:
+        return ModelConfig(
+            vocab_size=d["vocab_size"], embedding_size=d.get("embedding_size", d["hidden_size"]),
+            hidden_size=d["hidden_size"], num_layers=d["num_hidden_layers"], num_heads=d["num_attention_heads"],
+            intermediate_size=d["intermediate_size"], dropout=d.get("hidden_dropout_prob", 0.1),
+            attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
+            max_position_embeddings=d.get("max_position_embeddings", 512), type_vocab_size=d.get("type_vocab_size", 2),
+            initializer_range=d.get("initializer_range", 0.02), layer_norm_eps=d.get("layer_norm_eps", 1e-12),
+            pad_token_id=d.get("pad_token_id", 0), generator_fraction=1.0)
+    except KeyError as e:
+        raise DataError(f"{source}: missing field {e.args[0]!r}") from None
+
+
+def encoder_to_hf(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Our ElectraModel state dict (keys under `prefix`) -> HF `electra.*` names."""
+    out: dict[str, torch.Tensor] = {}
+    for key, t in sd.items():
+        if not key.startswith(prefix):
+            continue
+        k = key[len(prefix):]
+        m = re.match(r"layers\.(\d+)\.(.+)\.(weight|bias)$", k)
+        if m:
+            i, name, kind = m.groups()
+            base = f"electra.encoder.layer.{i}."
+            if name == "attention.qkv":
+                for part, chunk in zip(("query", "key", "value"), t.chunk(3, dim=0)):
+                    out[f"{base}attention.self.{part}.{kind}"] = chunk.contiguous()
+            else:
+                out[f"{base}{_LAYER_MAP[name]}.{kind}"] = t
+        else:
+            out[f"electra.{k}"] = t
+    return out
+
+
+def encoder_from_hf(sd: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """HF names (with or without the `electra.` prefix) -> our ElectraModel state dict."""
+    sd = {(k[len("electra."):] if k.startswith("electra.") else k): v for k, v in sd.items()}
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k.startswith("embeddings.") and not k.endswith("position_ids"):
+            out[k] = v
+        elif k.startswith("embeddings_project."):
+            out[k] = v
+    inverse = {v: k for k, v in _LAYER_MAP.items()}
+    for i in range(num_layers):
+        base = f"encoder.layer.{i}."
+        for kind in ("weight", "bias"):
+            parts = [sd.get(f"{base}attention.self.{p}.{kind}") for p in ("query", "key", "value")]
+            if all(p is not None for p in parts):
+                out[f"layers.{i}.attention.qkv.{kind}"] = torch.cat(parts, 0)
+            for hf_name, ours in inverse.items():
+                if f"{base}{hf_name}.{kind}" in sd:
+                    out[f"layers.{i}.{ours}.{kind}"] = sd[f"{base}{hf_name}.{kind}"]
+    return out
+
+
+def to_hf_state_dict(module: Discriminator | Generator, kind: str) -> dict[str, torch.Tensor]:
+    sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    out = encoder_to_hf(sd, prefix="electra.")
+    for ours, hf in _HEAD_MAP[kind].items():
+        for kind_ in ("weight", "bias"):
+            out[f"{hf}.{kind_}"] = sd[f"{ours}.{kind_}"]
+    if kind == "generator":
+        out["generator_lm_head.bias"] = sd["head.bias"]
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def save_hf(module: Discriminator | Generator, out_dir: str | Path, kind: str) -> Path:
+    """Write config.json + model.safetensors atomically (temp dir, then rename)."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(to_hf_config(module.electra.config, kind), indent=2) + "\n")
+        # Tied weight is implied by tie_word_embeddings; HF drops it on save too.
+        save_file(to_hf_state_dict(module, kind), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_hf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Read an HF ELECTRA directory: (config, raw HF state dict). Errors name the file."""
+    p = Path(path)
+    cfg_file, weights = p / "config.json", p / "model.safetensors"
+    if not p.is_dir():
+        raise DataError(f"{p}: checkpoint directory not found")
+    if not cfg_file.is_file():
+        raise DataError(f"{cfg_file}: missing; an HF ELECTRA checkpoint has config.json + model.safetensors")
+    if not weights.is_file():
+        hint = " (only safetensors are read; convert pytorch_model.bin first)" if (p / "pytorch_model.bin").exists() else ""
+        raise DataError(f"{weights}: missing{hint}")
+    try:
+        cfg_dict = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{cfg_file}: not valid JSON ({e})") from None
+    cfg = from_hf_config(cfg_dict, str(cfg_file))
+    try:
+        sd = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"{weights}: unreadable or truncated safetensors file ({e})") from None
+    return cfg, sd
+
+
+def _load_into(module: torch.nn.Module, sd: dict[str, torch.Tensor], source: Path) -> None:
+    expected = set(module.state_dict())
+    missing = sorted(expected - set(sd))
+    if missing:
+        raise DataError(f"{source}: checkpoint lacks {len(missing)} tensors (first: {missing[0]}); "
+                        "is it a different architecture?")
+    for k, v in module.state_dict().items():
+        if sd[k].shape != v.shape:
+            raise DataError(f"{source}: tensor {k} has shape {tuple(sd[k].shape)}, expected {tuple(v.shape)}")
+    module.load_state_dict({k: sd[k] for k in expected})
+
+
+def load_encoder(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """The ElectraModel part of any HF ELECTRA checkpoint (pre-training, MLM or base model)."""
+    cfg, sd = read_hf(path)
+    return cfg, encoder_from_hf(sd, cfg.num_layers)
+
+
+def load_discriminator(path: str | Path) -> Discriminator:
+    cfg, sd = read_hf(path)
+    ours = {f"electra.{k}": v for k, v in encoder_from_hf(sd, cfg.num_layers).items()}
+    for o, hf in _HEAD_MAP["discriminator"].items():
+        for kind in ("weight", "bias"):
+            if f"{hf}.{kind}" in sd:
+                ours[f"{o}.{kind}"] = sd[f"{hf}.{kind}"]
+    model = Discriminator(cfg)
+    _load_into(model, ours, Path(path))
+    return model
+
+
+def load_generator(path: str | Path) -> Generator:
+    cfg, sd = read_hf(path)
+    ours = {f"electra.{k}": v for k, v in encoder_from_hf(sd, cfg.num_layers).items()}
+    for o, hf in _HEAD_MAP["generator"].items():
+        for kind in ("weight", "bias"):
+            if f"{hf}.{kind}" in sd:
+                ours[f"{o}.{kind}"] = sd[f"{hf}.{kind}"]
+    if "generator_lm_head.bias" in sd:
+        ours["head.bias"] = sd["generator_lm_head.bias"]
+    model = Generator(cfg)
+    _load_into(model, ours, Path(path))
+    return model

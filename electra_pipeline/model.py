@@ -1,0 +1,263 @@
+"""ELECTRA in plain PyTorch: embeddings, encoder, generator, discriminator, task heads.
+
+Reading order follows the data: Embeddings -> SelfAttention -> FeedForward -> Layer ->
+ElectraModel (embeddings + encoder) -> Generator / Discriminator -> ElectraPretrainer (the two
+sharing one Embeddings) -> fine-tuning heads. Single-device only; distributed wrapping lives in
+`distributed.py`. Module names mirror Hugging Face's ELECTRA except the fused `qkv` projection;
+`hf.py` converts both ways.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from electra_pipeline.config import ModelConfig
+
+
+class Embeddings(nn.Module):
+    """Token + position + token-type embeddings and LayerNorm: the part generator and
+    discriminator share (REFERENCE.md)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.embedding_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.embedding_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.embedding_size)
+        self.LayerNorm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        # input_ids, token_type_ids: (B, T) -> (B, T, E)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head attention with one fused QKV matmul and PyTorch's SDPA kernels."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.attention_dropout = cfg.attention_dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, H = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.attention_dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, H)
+        return self.LayerNorm(x + self.dropout(self.dense(y)))  # post-LN, as BERT/ELECTRA
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.intermediate = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.output = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention = SelfAttention(cfg)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.ffn(self.attention(x, attn_mask))
+
+
+def attention_bias(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) 1/0 padding mask -> (B, 1, 1, T) boolean SDPA mask (True = attend).
+
+    Checking whether anything is padded would sync the host, so only an absent mask skips it."""
+    if attention_mask is None:
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+class ElectraModel(nn.Module):
+    """Embeddings (+ projection to the hidden width when they differ) and the encoder stack.
+
+    `embeddings` may be passed in so a generator can share the discriminator's."""
+
+    def __init__(self, cfg: ModelConfig, embeddings: Embeddings | None = None):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = embeddings if embeddings is not None else Embeddings(cfg)
+        self.embeddings_project = (nn.Linear(cfg.embedding_size, cfg.hidden_size)
+                                   if cfg.embedding_size != cfg.hidden_size else None)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # (B, T) ids -> (B, T, H) hidden states
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        if self.embeddings_project is not None:
+            x = self.embeddings_project(x)
+        mask = attention_bias(attention_mask)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class GeneratorHead(nn.Module):
+    """dense(hidden -> embedding) + GELU + LayerNorm; logits = h @ E^T + bias (tied E)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.embedding_size)
+        self.LayerNorm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, h: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        # h: (N, Hg) -> logits (N, V)
+        return F.linear(self.LayerNorm(F.gelu(self.dense(h))), word_embeddings, self.bias)
+
+
+class Generator(nn.Module):
+    """Small masked-LM. Logits are computed only at the requested positions: the vocabulary
+    projection over every token would cost more than the rest of the generator."""
+
+    def __init__(self, cfg: ModelConfig, embeddings: Embeddings | None = None):
+        super().__init__()
+        self.electra = ElectraModel(cfg, embeddings)
+        self.head = GeneratorHead(cfg)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                attention_mask: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+        # positions: (B, P) indices into T -> logits (B, P, V)
+        h = self.electra(input_ids, token_type_ids, attention_mask)  # (B, T, Hg)
+        h = torch.gather(h, 1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, Hg)
+        return self.head(h, self.electra.embeddings.word_embeddings.weight)
+
+
+class DiscriminatorHead(nn.Module):
+    """dense(hidden) + GELU + dense(1): one replaced/original logit per token."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense_prediction = nn.Linear(cfg.hidden_size, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.dense_prediction(F.gelu(self.dense(h))).squeeze(-1)  # (B, T)
+
+
+class Discriminator(nn.Module):
+    """The model users keep: encoder + replaced-token-detection head."""
+
+    def __init__(self, cfg: ModelConfig, embeddings: Embeddings | None = None):
+        super().__init__()
+        self.electra = ElectraModel(cfg, embeddings)
+        self.head = DiscriminatorHead(cfg)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.electra(input_ids, token_type_ids, attention_mask))  # (B, T) logits
+
+
+class ElectraPretrainer(nn.Module):
+    """Generator and discriminator that share one Embeddings module (one storage).
+
+    For `objective = mlm` (the BERT baseline) the generator is discriminator-sized and the
+    discriminator is absent; `objectives.electra_step` / `mlm_step` drive either."""
+
+    def __init__(self, cfg: ModelConfig, objective: str = "electra"):
+        super().__init__()
+        self.config = cfg
+        self.objective = objective
+        if objective == "electra":
+            self.discriminator = Discriminator(cfg)
+            self.generator = Generator(cfg.generator(), self.discriminator.electra.embeddings)
+        else:
+            self.discriminator = None
+            self.generator = Generator(cfg)  # BERT baseline: the MLM model at full size
+        init_weights(self, cfg.initializer_range)
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT initialisation: N(0, std) for matrices and embeddings, zeros for biases, ones for LN."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+# --- fine-tuning heads ---------------------------------------------------------------------
+
+class ClassificationHead(nn.Module):
+    """Dropout + linear on [CLS] (REFERENCE.md); num_labels = 1 means regression (STS-B)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(h[:, 0]))  # (B, T, H) -> (B, num_labels)
+
+
+class ElectraForSequenceClassification(nn.Module):
+    def __init__(self, cfg: ModelConfig, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.config = cfg
+        self.num_labels = num_labels
+        self.electra = ElectraModel(cfg)
+        self.classifier = ClassificationHead(cfg.hidden_size, num_labels, dropout)
+        init_weights(self.classifier, cfg.initializer_range)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.electra(input_ids, token_type_ids, attention_mask))
+
+
+class ElectraForQuestionAnswering(nn.Module):
+    """Start/end logits per token; with `answerability` (SQuAD 2.0) also a has-answer logit
+    from [CLS], as the reference code's v2 head."""
+
+    def __init__(self, cfg: ModelConfig, answerability: bool = False):
+        super().__init__()
+        self.config = cfg
+        self.electra = ElectraModel(cfg)
+        self.qa_outputs = nn.Linear(cfg.hidden_size, 2)
+        self.answerable = nn.Linear(cfg.hidden_size, 1) if answerability else None
+        init_weights(self.qa_outputs, cfg.initializer_range)
+        if self.answerable is not None:
+            init_weights(self.answerable, cfg.initializer_range)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        h = self.electra(input_ids, token_type_ids, attention_mask)  # (B, T, H)
+        start, end = self.qa_outputs(h).unbind(-1)  # (B, T) each
+        out = {"start_logits": start, "end_logits": end}
+        if self.answerable is not None:
+            out["answerable_logits"] = self.answerable(h[:, 0]).squeeze(-1)  # (B,)
+        return out
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Unique parameters (shared embeddings counted once)."""
+    return sum(p.numel() for p in module.parameters())

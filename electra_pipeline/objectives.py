@@ -1,0 +1,151 @@
+"""ELECTRA's objectives as pure functions on tensors: mask -> generate -> sample -> detect -> loss.
+
+Each function documents its shapes; `electra_step` reads like the paper and returns a named
+result. All shapes are static (a fixed per-sequence prediction budget P), so a step compiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from electra_pipeline.model import ElectraPretrainer
+
+
+@dataclass
+class Masked:
+    """What `mask_tokens` chose. P = the per-sequence prediction budget."""
+
+    input_ids: torch.Tensor  # (B, T) ids with [MASK] (or random ids) at chosen positions
+    positions: torch.Tensor  # (B, P) long, chosen positions (padding slots point at 0)
+    original: torch.Tensor  # (B, P) long, original ids at `positions`
+    weights: torch.Tensor  # (B, P) float, 1 for a real prediction, 0 for a padding slot
+
+
+def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor, *,
+                mask_id: int, vocab_size: int, mask_prob: float, max_predictions: int,
+                mask_token_prob: float = 0.85, random_token_prob: float = 0.0,
+                generator: torch.Generator | None = None) -> Masked:
+    """Choose round(mask_prob x n) of each sequence's n maskable tokens (at least 1, at most
+    `max_predictions`), uniformly without replacement; never special tokens or padding.
+    Of the chosen, `mask_token_prob` become [MASK], `random_token_prob` a random id, the rest
+    keep their token (ELECTRA: 85/0/15).
+
+    input_ids, attention_mask: (B, T); special_ids: (S,) ids never chosen."""
+    B, T = input_ids.shape
+    device = input_ids.device
+    maskable = attention_mask.bool() & ~torch.isin(input_ids, special_ids)  # (B, T)
+    n_tokens = maskable.sum(-1)  # (B,)
+    n_predict = torch.clamp(torch.round(n_tokens.float() * mask_prob).long(), min=1, max=max_predictions)
+    n_predict = torch.minimum(n_predict, n_tokens)  # (B,)
+    # A uniform random subset: the top-P of iid uniform scores over the maskable positions.
+    scores = torch.rand(B, T, device=device, generator=generator).masked_fill(~maskable, -1.0)
+    P = min(max_predictions, T)
+    top_scores, positions = scores.topk(P, dim=-1)  # (B, P), sorted by score
+    slot = torch.arange(P, device=device)[None, :]
+    weights = ((slot < n_predict[:, None]) & (top_scores >= 0)).float()  # (B, P)
+    positions = positions * weights.long()  # padding slots point at position 0 ([CLS])
+    original = torch.gather(input_ids, 1, positions)
+
+    # Decide what each chosen position shows the generator.
+    u = torch.rand(B, P, device=device, generator=generator)
+    replacement = original.clone()
+    replacement = torch.where(u < mask_token_prob, torch.full_like(original, mask_id), replacement)
+    if random_token_prob > 0:
+        rand_ids = torch.randint(0, vocab_size, (B, P), device=device, generator=generator)
+        is_random = (u >= mask_token_prob) & (u < mask_token_prob + random_token_prob)
+        replacement = torch.where(is_random, rand_ids, replacement)
+    replacement = torch.where(weights.bool(), replacement, original)  # padding slots unchanged
+    masked_ids = input_ids.scatter(1, positions, replacement)
+    return Masked(input_ids=masked_ids, positions=positions, original=original, weights=weights)
+
+
+def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gumbel-max sampling in fp32 without gradient: one id per row of (..., V) logits.
+
+    torch's gumbel_softmax is unsafe in half precision; argmax(logits/t + Gumbel) is an exact
+    sample from softmax(logits/t)."""
+    with torch.no_grad():
+        logits = logits.detach().float() / temperature
+        u = torch.rand(logits.shape, device=logits.device, generator=generator)
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-9)).clamp_min(1e-9))
+        return (logits + gumbel).argmax(-1)
+
+
+def replace_tokens(masked: Masked, sampled: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put the generator's samples at the chosen positions; label a token 1 (replaced) only
+    where it differs from the original, so a correct sample counts as original.
+
+    sampled: (B, P); input_ids: (B, T) originals -> (fake_ids (B, T), labels (B, T) float)."""
+    sampled = torch.where(masked.weights.bool(), sampled, masked.original)
+    fake = masked.input_ids.scatter(1, masked.positions, sampled)
+    # Positions kept unmasked still show the original, so comparing to it is exact everywhere.
+    labels = (fake != input_ids).float()
+    return fake, labels
+
+
+def mlm_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over real predictions. logits (B, P, V); targets, weights (B, P)."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return (ce * weights.flatten()).sum() / weights.sum().clamp_min(1e-6)
+
+
+def rtd_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean sigmoid BCE over all non-padding tokens. logits, labels, attention_mask: (B, T)."""
+    w = attention_mask.float()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
+    return (bce * w).sum() / w.sum().clamp_min(1e-6)
+
+
+@dataclass
+class StepOutput:
+    """Loss to backpropagate plus detached metric tensors (read them every N steps: no sync)."""
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+
+
+def electra_step(model: ElectraPretrainer, batch: dict[str, torch.Tensor], masked: Masked, *,
+                 gen_weight: float = 1.0, disc_weight: float = 50.0, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> StepOutput:
+    """One joint forward: generator fills the masks, samples replace them (no gradient through
+    sampling), the discriminator labels every token; loss = gen_weight x MLM + disc_weight x RTD."""
+    ids, tt, am = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
+    gen_logits = model.generator(masked.input_ids, tt, am, masked.positions)  # (B, P, V)
+    gen_loss = mlm_loss(gen_logits, masked.original, masked.weights)
+    sampled = gumbel_sample(gen_logits, temperature, generator)  # (B, P), no grad
+    fake_ids, labels = replace_tokens(masked, sampled, ids)
+    disc_logits = model.discriminator(fake_ids, tt, am)  # (B, T)
+    disc_loss = rtd_loss(disc_logits, labels, am)
+    loss = gen_weight * gen_loss + disc_weight * disc_loss
+    with torch.no_grad():
+        w = masked.weights
+        gen_acc = ((gen_logits.argmax(-1) == masked.original).float() * w).sum() / w.sum().clamp_min(1)
+        valid = am.bool()
+        pred = disc_logits > 0
+        real = labels.bool()
+        tp = (pred & real & valid).sum().float()
+        metrics = {
+            "loss/total": loss.detach(),
+            "loss/gen": gen_loss.detach(),
+            "loss/disc": disc_loss.detach(),
+            "gen/accuracy": gen_acc,
+            "disc/accuracy": ((pred == real) & valid).sum().float() / valid.sum().clamp_min(1),
+            "disc/precision": tp / (pred & valid).sum().clamp_min(1),
+            "disc/recall": tp / (real & valid).sum().clamp_min(1),
+            "disc/replaced_fraction": (real & valid).sum().float() / valid.sum().clamp_min(1),
+        }
+    return StepOutput(loss=loss, metrics=metrics)
+
+
+def mlm_step(model: ElectraPretrainer, batch: dict[str, torch.Tensor], masked: Masked) -> StepOutput:
+    """The BERT baseline: one MLM model, loss on the masked positions only."""
+    logits = model.generator(masked.input_ids, batch["token_type_ids"], batch["attention_mask"], masked.positions)
+    loss = mlm_loss(logits, masked.original, masked.weights)
+    with torch.no_grad():
+        w = masked.weights
+        acc = ((logits.argmax(-1) == masked.original).float() * w).sum() / w.sum().clamp_min(1)
+    return StepOutput(loss=loss, metrics={"loss/total": loss.detach(), "loss/gen": loss.detach(), "gen/accuracy": acc})
