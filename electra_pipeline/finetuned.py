@@ -1,0 +1,115 @@
+"""The fine-tuned model directory: what fine-tuning writes and export/serving read.
+
+    <dir>/config.json        HF-style ELECTRA config of the encoder (hf.to_hf_config)
+    <dir>/model.safetensors  our parameter names (ElectraForSequenceClassification / ...QuestionAnswering)
+    <dir>/task.json          TaskMeta: task, kind, labels, max_seq_length, metrics
+    <dir>/tokenizer.json     the tokenizer the model was trained with
+
+Written atomically (temp dir, then rename), read with clear errors naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from electra_pipeline import hf
+from electra_pipeline.errors import DataError
+from electra_pipeline.model import ElectraForQuestionAnswering, ElectraForSequenceClassification
+
+KINDS = ("classification", "regression", "qa")
+
+
+@dataclass(kw_only=True)
+class TaskMeta:
+    """What a served model needs to know about its task."""
+
+    task: str  # registry name, e.g. "sst2", "stsb", "squad_v2"
+    kind: str  # classification | regression | qa
+    labels: list[str] = field(default_factory=list)  # class names in logit order (classification)
+    max_seq_length: int = 128
+    answerability: bool = False  # qa: SQuAD 2.0 head with a has-answer logit
+    doc_stride: int = 128  # qa: window stride over long contexts
+    max_query_length: int = 64  # qa
+    max_answer_length: int = 30  # qa
+    no_answer_threshold: float = 0.0  # qa v2: tuned on dev; answer only when score > threshold
+    metrics: dict[str, float] = field(default_factory=dict)  # dev metrics at save time
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"task.json: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "classification" and len(self.labels) < 2:
+            raise DataError("task.json: a classification task needs at least 2 labels")
+
+
+TaskModel = ElectraForSequenceClassification | ElectraForQuestionAnswering
+
+
+def build_model(cfg, meta: TaskMeta) -> TaskModel:
+    if meta.kind == "qa":
+        return ElectraForQuestionAnswering(cfg, answerability=meta.answerability)
+    return ElectraForSequenceClassification(cfg, num_labels=1 if meta.kind == "regression" else len(meta.labels))
+
+
+def save_finetuned(model: TaskModel, meta: TaskMeta, tokenizer_file: str | Path, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(hf.to_hf_config(model.config, "discriminator"), indent=2) + "\n")
+        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "task.json").write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
+        shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_meta(path: str | Path) -> TaskMeta:
+    f = Path(path) / "task.json"
+    if not f.is_file():
+        raise DataError(f"{f}: missing; not a fine-tuned model directory (run `electra finetune` first)")
+    try:
+        d = json.loads(f.read_text())
+        known = {x.name for x in dataclasses.fields(TaskMeta)}
+        return TaskMeta(**{k: v for k, v in d.items() if k in known})
+    except (json.JSONDecodeError, TypeError) as e:
+        raise DataError(f"{f}: invalid ({e})") from None
+
+
+def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> tuple[TaskModel, TaskMeta]:
+    """(model in eval mode, meta). The tokenizer is `<path>/tokenizer.json`."""
+    p = Path(path)
+    meta = read_meta(p)
+    cfg_file = p / "config.json"
+    try:
+        cfg = hf.from_hf_config(json.loads(cfg_file.read_text()), str(cfg_file))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{cfg_file}: unreadable ({e})") from None
+    model = build_model(cfg, meta)
+    weights = p / "model.safetensors"
+    try:
+        sd = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"{weights}: unreadable or truncated ({e})") from None
+    missing = set(model.state_dict()) - set(sd)
+    if missing:
+        raise DataError(f"{weights}: lacks {len(missing)} tensors (first: {sorted(missing)[0]})")
+    model.load_state_dict({k: sd[k] for k in model.state_dict()})
+    if not (p / "tokenizer.json").is_file():
+        raise DataError(f"{p / 'tokenizer.json'}: missing")
+    return model.to(device).eval(), meta
