@@ -1,8 +1,8 @@
 """ELECTRA in plain PyTorch: embeddings, encoder, generator, discriminator, task heads.
 
 Reading order follows the data: Embeddings -> SelfAttention -> FeedForward -> Layer ->
-ElectraModel (embeddings + encoder) -> Generator / Discriminator -> ElectraPretrainer (the two
-sharing one Embeddings) -> fine-tuning heads. Single-device only; distributed wrapping lives in
+ElectraModel (embeddings + encoder) -> Generator / Discriminator -> fine-tuning heads. The joint
+pre-training module that ties generator and discriminator is `pretrainer.ElectraPretrainer`. Single-device only; distributed wrapping lives in
 `distributed.py`. Module names mirror Hugging Face's ELECTRA except the fused `qkv` projection;
 `hf.py` converts both ways.
 """
@@ -168,25 +168,6 @@ class Discriminator(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.electra(input_ids, token_type_ids, attention_mask))  # (B, T) logits
-
-
-class ElectraPretrainer(nn.Module):
-    """Generator and discriminator that share one Embeddings module (one storage).
-
-    For `objective = mlm` (the BERT baseline) the generator is discriminator-sized and the
-    discriminator is absent; `objectives.electra_step` / `mlm_step` drive either."""
-
-    def __init__(self, cfg: ModelConfig, objective: str = "electra"):
-        super().__init__()
-        self.config = cfg
-        self.objective = objective
-        if objective == "electra":
-            self.discriminator = Discriminator(cfg)
-            self.generator = Generator(cfg.generator(), self.discriminator.electra.embeddings)
-        else:
-            self.discriminator = None
-            self.generator = Generator(cfg)  # BERT baseline: the MLM model at full size
-        init_weights(self, cfg.initializer_range)
 
 
 def init_weights(module: nn.Module, std: float) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from electra_pipeline.model import ElectraPretrainer
+from electra_pipeline.model import Discriminator, Generator
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Masked:
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor, *,
                 mask_id: int, vocab_size: int, mask_prob: float, max_predictions: int,
                 mask_token_prob: float = 0.85, random_token_prob: float = 0.0,
-                generator: torch.Generator | None = None) -> Masked:
+                rng: torch.Generator | None = None) -> Masked:
     """Choose round(mask_prob x n) of each sequence's n maskable tokens (at least 1, at most
     `max_predictions`), uniformly without replacement; never special tokens or padding.
     Of the chosen, `mask_token_prob` become [MASK], `random_token_prob` a random id, the rest
@@ -41,7 +41,7 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_i
     n_predict = torch.clamp(torch.round(n_tokens.float() * mask_prob).long(), min=1, max=max_predictions)
     n_predict = torch.minimum(n_predict, n_tokens)  # (B,)
     # A uniform random subset: the top-P of iid uniform scores over the maskable positions.
-    scores = torch.rand(B, T, device=device, generator=generator).masked_fill(~maskable, -1.0)
+    scores = torch.rand(B, T, device=device, generator=rng).masked_fill(~maskable, -1.0)
     P = min(max_predictions, T)
     top_scores, positions = scores.topk(P, dim=-1)  # (B, P), sorted by score
     slot = torch.arange(P, device=device)[None, :]
@@ -50,11 +50,11 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_i
     original = torch.gather(input_ids, 1, positions)
 
     # Decide what each chosen position shows the generator.
-    u = torch.rand(B, P, device=device, generator=generator)
+    u = torch.rand(B, P, device=device, generator=rng)
     replacement = original.clone()
     replacement = torch.where(u < mask_token_prob, torch.full_like(original, mask_id), replacement)
     if random_token_prob > 0:
-        rand_ids = torch.randint(0, vocab_size, (B, P), device=device, generator=generator)
+        rand_ids = torch.randint(0, vocab_size, (B, P), device=device, generator=rng)
         is_random = (u >= mask_token_prob) & (u < mask_token_prob + random_token_prob)
         replacement = torch.where(is_random, rand_ids, replacement)
     replacement = torch.where(weights.bool(), replacement, original)  # padding slots unchanged
@@ -63,14 +63,14 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_i
 
 
 def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  rng: torch.Generator | None = None) -> torch.Tensor:
     """Gumbel-max sampling in fp32 without gradient: one id per row of (..., V) logits.
 
     torch's gumbel_softmax is unsafe in half precision; argmax(logits/t + Gumbel) is an exact
     sample from softmax(logits/t)."""
     with torch.no_grad():
         logits = logits.detach().float() / temperature
-        u = torch.rand(logits.shape, device=logits.device, generator=generator)
+        u = torch.rand(logits.shape, device=logits.device, generator=rng)
         gumbel = -torch.log(-torch.log(u.clamp_min(1e-9)).clamp_min(1e-9))
         return (logits + gumbel).argmax(-1)
 
@@ -108,17 +108,18 @@ class StepOutput:
     metrics: dict[str, torch.Tensor]
 
 
-def electra_step(model: ElectraPretrainer, batch: dict[str, torch.Tensor], masked: Masked, *,
+def electra_step(generator: Generator, discriminator: Discriminator, batch: dict[str, torch.Tensor],
+                 masked: Masked, *,
                  gen_weight: float = 1.0, disc_weight: float = 50.0, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> StepOutput:
+                 rng: torch.Generator | None = None) -> StepOutput:
     """One joint forward: generator fills the masks, samples replace them (no gradient through
     sampling), the discriminator labels every token; loss = gen_weight x MLM + disc_weight x RTD."""
     ids, tt, am = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
-    gen_logits = model.generator(masked.input_ids, tt, am, masked.positions)  # (B, P, V)
+    gen_logits = generator(masked.input_ids, tt, am, masked.positions)  # (B, P, V)
     gen_loss = mlm_loss(gen_logits, masked.original, masked.weights)
-    sampled = gumbel_sample(gen_logits, temperature, generator)  # (B, P), no grad
+    sampled = gumbel_sample(gen_logits, temperature, rng)  # (B, P), no grad
     fake_ids, labels = replace_tokens(masked, sampled, ids)
-    disc_logits = model.discriminator(fake_ids, tt, am)  # (B, T)
+    disc_logits = discriminator(fake_ids, tt, am)  # (B, T)
     disc_loss = rtd_loss(disc_logits, labels, am)
     loss = gen_weight * gen_loss + disc_weight * disc_loss
     with torch.no_grad():
@@ -141,9 +142,9 @@ def electra_step(model: ElectraPretrainer, batch: dict[str, torch.Tensor], maske
     return StepOutput(loss=loss, metrics=metrics)
 
 
-def mlm_step(model: ElectraPretrainer, batch: dict[str, torch.Tensor], masked: Masked) -> StepOutput:
+def mlm_step(mlm_model: Generator, batch: dict[str, torch.Tensor], masked: Masked) -> StepOutput:
     """The BERT baseline: one MLM model, loss on the masked positions only."""
-    logits = model.generator(masked.input_ids, batch["token_type_ids"], batch["attention_mask"], masked.positions)
+    logits = mlm_model(masked.input_ids, batch["token_type_ids"], batch["attention_mask"], masked.positions)
     loss = mlm_loss(logits, masked.original, masked.weights)
     with torch.no_grad():
         w = masked.weights

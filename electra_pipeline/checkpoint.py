@@ -1,0 +1,136 @@
+"""Training checkpoints: model, optimizer, scheduler, RNG and data position, with no pickle.
+
+    <run>/checkpoints/step-00001000/
+        model.safetensors      the whole pre-trainer (shared embeddings stored once)
+        optimizer.safetensors  every optimizer state tensor, keyed state.<param index>.<name>
+        state.json             step, examples seen, param groups, scheduler, RNG keys, config
+
+Each is written to a hidden temporary directory and renamed into place, so a crash never
+leaves a half-written checkpoint; older ones beyond `keep` are deleted after the rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from electra_pipeline.errors import DataError
+
+FORMAT = "electra-checkpoint/1"
+
+
+@dataclass
+class TrainState:
+    step: int  # optimiser steps done
+    examples_seen: int  # position in the global example stream
+
+
+def _rng_tensors(mask_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    out = {"rng.cpu": torch.get_rng_state(), "rng.mask": mask_gen.get_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, state: TrainState,
+                    mask_gen: torch.Generator, config: dict[str, Any], keep: int) -> Path:
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"step-{state.step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt_root))
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        opt = optimizer.state_dict()
+        tensors = {f"state.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+                   for i, s in opt["state"].items() for k, v in s.items()}
+        tensors.update({k: v.cpu().contiguous() for k, v in _rng_tensors(mask_gen).items()})
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        meta = {"format": FORMAT, "step": state.step, "examples_seen": state.examples_seen,
+                "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(), "config": config}
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=list))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def find_resume_point(path: Path) -> Path:
+    """A run directory resumes from its latest checkpoint; a checkpoint directory from itself."""
+    p = Path(path)
+    if (p / "state.json").is_file():
+        return p
+    ckpts = list_checkpoints(p)
+    if not ckpts:
+        raise DataError(f"{p}: no checkpoint to resume from (expected {p}/checkpoints/step-*/state.json)")
+    return ckpts[-1]
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    f = Path(ckpt) / "state.json"
+    try:
+        meta = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{f}: missing; not a training checkpoint") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{f}: corrupt ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{f}: format {meta.get('format')!r}, expected {FORMAT!r} (a foreign checkpoint?)")
+    return meta
+
+
+def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, mask_gen: torch.Generator) -> TrainState:
+    """Restore everything in place; errors name the file and what does not match."""
+    ckpt = Path(ckpt)
+    meta = read_state(ckpt)
+    try:
+        missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=False)
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"{ckpt / 'model.safetensors'}: unreadable or truncated ({e})") from None
+    except RuntimeError as e:  # shape mismatch
+        raise DataError(f"{ckpt / 'model.safetensors'}: does not fit this model ({str(e).splitlines()[0]}); "
+                        "was it trained with another config?") from None
+    if missing or unexpected:
+        raise DataError(f"{ckpt / 'model.safetensors'}: does not fit this model "
+                        f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    try:
+        tensors = load_file(str(ckpt / "optimizer.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"{ckpt / 'optimizer.safetensors'}: unreadable or truncated ({e})") from None
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        if key.startswith("state."):
+            _, idx, name = key.split(".", 2)
+            opt_state.setdefault(int(idx), {})[name] = t
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.cpu"])
+    mask_gen.set_state(tensors["rng.mask"].to(torch.uint8))
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    return TrainState(step=int(meta["step"]), examples_seen=int(meta["examples_seen"]))

@@ -1,0 +1,122 @@
+"""`electra` command: one subcommand per pipeline stage.
+
+User mistakes (`PipelineError`) print one line and exit 2; nothing else is caught, so real
+bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from electra_pipeline import config as config_mod
+from electra_pipeline.errors import PipelineError
+
+# Stage modules that register their own subcommands with `add_cli(subparsers)`.
+_STAGE_MODULES = ("corpus", "tokenizer", "examples", "finetune", "export")
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain", help="joint generator + discriminator pre-training",
+        description="Pre-train an ELECTRA generator and discriminator (or the BERT MLM baseline with "
+                    "--train.objective mlm) on packed examples. Config precedence: --preset, then --config "
+                    "FILE (YAML/JSON, nested like config.json), then --section.field flags. Outputs in "
+                    "--output-dir: config.json, checkpoints/, metrics.jsonl, loss_curves.png, and the "
+                    "discriminator/ and generator/ in Hugging Face ELECTRA format.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(config_mod.PRESETS), default=None,
+                   help="model size and recipe (default: the --config file's preset, else small)")
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON config file; unknown keys are errors")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
+                   help="continue from the latest checkpoint of DIR (default: --output-dir) exactly where it stopped")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
+    config_mod.add_config_flags(p)
+    p.set_defaults(func=_run_pretrain)
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from electra_pipeline.tracking import MLflowTracker, NullTracker, finished
+    from electra_pipeline.train import check_inputs, pretrain
+
+    cfg = config_mod.resolve(args.preset, args.config, config_mod.overrides_from_args(args))
+    if args.print_config:
+        print(json.dumps(config_mod.to_dict(cfg), indent=2))
+        return 0
+    resume = None if args.resume is None else (args.resume or cfg.output_dir)
+    check_inputs(cfg)  # fail before an MLflow run exists
+    progress = not args.no_progress and sys.stderr.isatty()
+    if not cfg.tracking.enabled:
+        result = pretrain(cfg, resume=resume, tracker=NullTracker(), progress=progress)
+    else:
+        tracker = MLflowTracker.start(tracking_uri=cfg.tracking.tracking_uri, experiment=cfg.tracking.experiment,
+                                      run_name=cfg.tracking.run_name or f"pretrain-{cfg.preset}",
+                                      tags={"stage": "pretrain"})
+        with finished(tracker):
+            result = pretrain(cfg, resume=resume, tracker=tracker, progress=progress)
+        print(f"MLflow run {tracker.run_id} in {cfg.tracking.tracking_uri} (experiment {cfg.tracking.experiment!r})")
+    m = result.metrics
+    print(f"pretrained {result.steps} steps -> {result.output_dir}")
+    if m:
+        print("  " + "  ".join(f"{k}={m[k]:.4g}" for k in ("loss/gen", "loss/disc", "gen/accuracy", "disc/accuracy",
+                                                             "throughput/tokens_per_s") if k in m))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="electra",
+        description="Pre-train ELECTRA encoders, fine-tune and evaluate them on GLUE/SQuAD, export to ONNX. "
+                    "Run `electra COMMAND --help` for each command's options.")
+    from electra_pipeline import __version__
+
+    parser.add_argument("--version", action="version", version=f"electra-pipeline {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _STAGE_MODULES:
+        try:
+            module = importlib.import_module(f"electra_pipeline.{name}")
+        except ModuleNotFoundError as e:  # a stage not installed in this checkout
+            if e.name != f"electra_pipeline.{name}":
+                raise
+            continue
+        module.add_cli(sub)
+    _add_pretrain(sub)
+    _add_pipeline(sub)
+    return parser
+
+
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    """`electra pipeline` runs the Prefect flow; it lives in `flows/`, imported only when used."""
+    try:
+        flows = importlib.import_module("flows.cli")
+    except ModuleNotFoundError as e:
+        if e.name not in ("flows", "flows.cli"):
+            raise
+        return
+    flows.add_cli(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

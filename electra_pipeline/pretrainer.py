@@ -1,0 +1,53 @@
+"""The joint pre-training module: generator and discriminator sharing one embedding table.
+
+One `forward` does the paper's whole step (mask -> generator -> sample -> discriminator ->
+weighted loss), so DDP and torch.compile can wrap a single module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from electra_pipeline import objectives
+from electra_pipeline.config import ModelConfig, TrainConfig
+from electra_pipeline.model import Discriminator, Generator, init_weights
+
+
+class ElectraPretrainer(nn.Module):
+    """For `objective = electra` a generator (the `generator()` sizes of cfg) and a discriminator
+    share `Embeddings` (one storage). For `objective = mlm` (the BERT baseline) one
+    discriminator-sized MLM model is trained alone and `discriminator` is None."""
+
+    def __init__(self, cfg: ModelConfig, train: TrainConfig | None = None):
+        super().__init__()
+        self.config = cfg
+        self.train_cfg = train or TrainConfig()
+        if self.train_cfg.objective == "electra":
+            self.discriminator: Discriminator | None = Discriminator(cfg)
+            self.generator = Generator(cfg.generator(), self.discriminator.electra.embeddings)
+        else:
+            self.discriminator = None
+            self.generator = Generator(cfg)
+        init_weights(self, cfg.initializer_range)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
+                masked_ids: torch.Tensor, positions: torch.Tensor, original: torch.Tensor,
+                weights: torch.Tensor, rng: torch.Generator | None = None) -> objectives.StepOutput:
+        """All (B, T) or (B, P) tensors; see `objectives.Masked` for the masked fields."""
+        batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+        masked = objectives.Masked(input_ids=masked_ids, positions=positions, original=original, weights=weights)
+        t = self.train_cfg
+        if self.discriminator is None:
+            return objectives.mlm_step(self.generator, batch, masked)
+        return objectives.electra_step(self.generator, self.discriminator, batch, masked,
+                                       gen_weight=t.gen_weight, disc_weight=t.disc_weight,
+                                       temperature=t.temperature, rng=rng)
+
+    def mask(self, batch: dict[str, torch.Tensor], special_ids: torch.Tensor, mask_id: int,
+             rng: torch.Generator | None = None) -> objectives.Masked:
+        t = self.train_cfg
+        return objectives.mask_tokens(batch["input_ids"], batch["attention_mask"], special_ids, mask_id=mask_id,
+                                      vocab_size=self.config.vocab_size, mask_prob=t.mask_prob,
+                                      max_predictions=t.max_predictions, mask_token_prob=t.mask_token_prob,
+                                      random_token_prob=t.random_token_prob, rng=rng)

@@ -1,0 +1,252 @@
+"""Joint ELECTRA pre-training: one loop, readable top to bottom.
+
+setup (device, data, model, optimiser, schedule, resume) -> for each step: accumulate
+micro-batches (mask, joint forward, backward), clip, step, read metrics every `log_every`
+steps (the only host sync), checkpoint atomically -> export generator and discriminator in the
+Hugging Face format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from electra_pipeline import checkpoint as ckpt
+from electra_pipeline import config as config_mod
+from electra_pipeline import distributed, hf
+from electra_pipeline.config import PretrainConfig
+from electra_pipeline.data import ExampleShards, Prefetcher, micro_batches
+from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.pretrainer import ElectraPretrainer
+from electra_pipeline.tracking import NullTracker, Tracker
+
+
+@dataclass
+class PretrainResult:
+    output_dir: Path
+    discriminator_dir: Path | None  # HF ElectraForPreTraining dir (None for objective=mlm)
+    generator_dir: Path  # HF ElectraForMaskedLM dir (the MLM model for objective=mlm)
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)  # last logged window
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available; use --train.device cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA (auto or bf16), none on CPU: CPU bf16 matmuls are slower here."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: not on LayerNorm weights, biases or the MLM output bias."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Warmup and linear decay applied together: min(1, s/warmup) x (1 - s/total), s = step + 1."""
+    s = step + 1
+    return min(1.0, s / max(1, warmup)) * max(0.0, 1.0 - step / total)
+
+
+def check_inputs(cfg: PretrainConfig) -> ExampleShards:
+    """Open the examples and check them against the config and tokenizer, before any run starts."""
+    if not cfg.data:
+        raise ConfigError("data: no examples directory given; pass --data DIR (built by `electra examples`)")
+    data = ExampleShards(cfg.data)
+    if data.seq_len != cfg.train.seq_len:
+        raise ConfigError(f"train.seq_len: {cfg.train.seq_len}, but the examples in {data.path} were built with "
+                          f"seq_len {data.seq_len}; pass --train.seq_len {data.seq_len} or rebuild them")
+    if data.vocab_size != cfg.model.vocab_size:
+        raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size}, but the examples in {data.path} use a "
+                          f"{data.vocab_size}-token vocabulary; pass --model.vocab_size {data.vocab_size}")
+    if cfg.tokenizer:
+        from tokenizers import Tokenizer
+
+        tok_path = Path(cfg.tokenizer)
+        tok_file = tok_path / "tokenizer.json" if tok_path.is_dir() else tok_path
+        if not tok_file.is_file():
+            raise DataError(f"{tok_file}: tokenizer not found")
+        try:
+            size = Tokenizer.from_file(str(tok_file)).get_vocab_size()
+        except Exception as e:  # the tokenizers library raises plain Exceptions on bad JSON
+            raise DataError(f"{tok_file}: not a tokenizers JSON file ({e})") from None
+        if size != cfg.model.vocab_size:
+            raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size}, but the tokenizer {tok_file} has {size} "
+                              f"tokens; pass --model.vocab_size {size} or use the matching tokenizer")
+    return data
+
+
+def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
+    """Loss curves as a PNG: people compare runs by looking."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("loss/gen", "loss/disc", "gen/accuracy", "disc/accuracy") if k in history[0]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    steps = [h["step"] for h in history]
+    for ax, k in zip(axes[0], keys):
+        ax.plot(steps, [h[k] for h in history])
+        ax.set_title(k)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: Tracker | None = None,
+             progress: bool = True) -> PretrainResult:
+    """Run (or resume) one pre-training run; outputs land in `cfg.output_dir`."""
+    tracker = tracker or NullTracker()
+    t = cfg.train
+    world = distributed.World.from_env()
+    device = resolve_device(t.device) if world.size == 1 else world.device(t.device)
+    data = check_inputs(cfg)
+    if t.batch_size % (world.size * t.grad_accum):
+        raise ConfigError(f"train.batch_size: {t.batch_size} is not divisible by world size {world.size} x "
+                          f"train.grad_accum {t.grad_accum}")
+    out = Path(cfg.output_dir)
+    if resume is None and ckpt.list_checkpoints(out):
+        raise ConfigError(f"output_dir: {out} already holds checkpoints; pass --resume to continue it or choose "
+                          "another --output-dir")
+    resume_from = ckpt.find_resume_point(Path(resume)) if resume is not None else None
+
+    torch.manual_seed(t.seed + world.rank)
+    model = ElectraPretrainer(cfg.model, t).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
+                                  eps=t.adam_eps, fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps))
+    mask_rng = torch.Generator(device=device).manual_seed(t.seed * 1000 + world.rank)
+    state = ckpt.TrainState(step=0, examples_seen=0)
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from, model, optimizer, scheduler, mask_rng)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        config_mod.save(cfg, out / "config.json")
+        tracker.log_params(config_mod.to_dict(cfg))
+        tracker.set_tags({"preset": cfg.preset, "objective": t.objective})
+
+    runner: nn.Module = distributed.wrap(model, world)
+    if t.compile:
+        runner = torch.compile(runner)
+    amp = autocast_dtype(t.precision, device)
+    special = torch.tensor(sorted(set(data.special_ids.values())), device=device)
+    mask_id = data.special_ids["mask"]
+    stream = micro_batches(data, batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed,
+                           start_example=state.examples_seen, rank=world.rank, world_size=world.size)
+    loader = Prefetcher(stream, depth=2, pin=device.type == "cuda")
+
+    history: list[dict[str, float]] = []
+    sums: dict[str, torch.Tensor] = {}
+    window_steps, window_start = 0, time.perf_counter()
+    metrics_file = (out / "metrics.jsonl").open("a") if world.is_main else None
+    bar = None
+    if progress and world.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t.max_steps, initial=state.step, desc=f"pretrain {cfg.preset}", unit="step", dynamic_ncols=True)
+    model.train()
+    try:
+        while state.step < t.max_steps:
+            micro = next(loader)
+            for i, mb in enumerate(micro):
+                mb = mb.to(device, non_blocking=True)
+                batch = mb.as_dict()
+                masked = model.mask(batch, special, mask_id, mask_rng)
+                sync = contextlib.nullcontext() if i == len(micro) - 1 else distributed.no_sync(runner)
+                cast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+                with sync, cast:
+                    result = runner(mb.input_ids, mb.token_type_ids, mb.attention_mask, masked.input_ids,
+                                    masked.positions, masked.original, masked.weights, mask_rng)
+                    (result.loss / len(micro)).backward()
+                for k, v in result.metrics.items():
+                    sums[k] = sums.get(k, 0) + v.float() / len(micro)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+            sums["grad_norm"] = sums.get("grad_norm", 0) + grad_norm.float()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.examples_seen += t.batch_size
+            window_steps += 1
+            if bar is not None:
+                bar.update(1)
+
+            last = state.step == t.max_steps
+            if state.step % t.log_every == 0 or last:
+                now = time.perf_counter()
+                row = {k: float(v) / window_steps for k, v in sums.items()}  # the host sync
+                row["lr"] = scheduler.get_last_lr()[0]
+                row["throughput/seq_per_s"] = window_steps * t.batch_size / (now - window_start)
+                row["throughput/tokens_per_s"] = row["throughput/seq_per_s"] * t.seq_len
+                row["step"] = state.step
+                history.append(row)
+                if world.is_main:
+                    tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=state.step)
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                    if bar is not None:
+                        bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in ("loss/total", "disc/accuracy", "gen/accuracy") if k in row})
+                sums, window_steps, window_start = {}, 0, time.perf_counter()
+            if (state.step % t.save_every == 0 or last) and world.is_main:
+                ckpt.save_checkpoint(out, model, optimizer, scheduler, state, mask_rng, config_mod.to_dict(cfg),
+                                     t.keep_checkpoints)
+    except KeyboardInterrupt:
+        if world.is_main and state.step > 0:
+            ckpt.save_checkpoint(out, model, optimizer, scheduler, state, mask_rng, config_mod.to_dict(cfg),
+                                 t.keep_checkpoints)
+        raise
+    finally:
+        loader.close()
+        if bar is not None:
+            bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    distributed.barrier(world)
+
+    result = PretrainResult(output_dir=out, discriminator_dir=None, generator_dir=out / "generator",
+                            steps=state.step, metrics=history[-1] if history else {}, history=history)
+    if world.is_main:
+        if model.discriminator is not None:
+            result.discriminator_dir = hf.save_hf(model.discriminator, out / "discriminator", "discriminator")
+        hf.save_hf(model.generator, out / "generator", "generator")
+        if cfg.tokenizer:
+            tok = Path(cfg.tokenizer)
+            shutil.copyfile(tok / "tokenizer.json" if tok.is_dir() else tok, out / "tokenizer.json")
+        full_history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+        plot = _save_plot(full_history, out / "loss_curves.png")
+        summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for p in (out / "config.json", out / "summary.json", plot):
+            if p is not None:
+                tracker.log_artifact(p)
+        if result.discriminator_dir is not None:
+            tracker.log_artifact(result.discriminator_dir, "discriminator")
+    return result
