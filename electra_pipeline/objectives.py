@@ -71,7 +71,7 @@ def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0,
     with torch.no_grad():
         logits = logits.detach().float() / temperature
         u = torch.rand(logits.shape, device=logits.device, generator=rng)
-        gumbel = -torch.log(-torch.log(u.clamp_min(1e-9)).clamp_min(1e-9))
+        gumbel = -torch.log((-torch.log(u.clamp_min(1e-9))).clamp_min(1e-9))
         return (logits + gumbel).argmax(-1)
 
 

@@ -1,0 +1,71 @@
+"""Config: presets, precedence, and errors that name the field."""
+
+import json
+
+import pytest
+
+from electra_pipeline import config as c
+from electra_pipeline.errors import ConfigError
+
+
+def test_presets_have_published_sizes():
+    assert (c.small().model.hidden_size, c.small().model.num_layers, c.small().model.embedding_size) == (256, 12, 128)
+    assert (c.base().model.hidden_size, c.base().model.num_heads) == (768, 12)
+    assert c.large().train.mask_prob == 0.25
+    assert c.small().train.max_predictions == 20  # round((0.15 + 0.005) * 128) = round(19.84)
+
+
+@pytest.mark.parametrize("name,gen", [("small", (64, 1, 256)), ("base", (256, 4, 1024)), ("large", (256, 4, 1024))])
+def test_generator_sizes_per_preset(name, gen):
+    g = c.preset(name).model.generator()
+    assert (g.hidden_size, g.num_heads, g.intermediate_size) == gen
+    assert g.num_layers == c.preset(name).model.num_layers  # same depth
+
+
+@pytest.mark.parametrize("overrides,field", [
+    ({"train": {"mask_prob": 1.5}}, "train.mask_prob"),
+    ({"train": {"mask_prob": 0}}, "train.mask_prob"),
+    ({"model": {"hidden_size": 130}}, "model.hidden_size"),  # not divisible by 4 heads
+    ({"model": {"hiden_size": 128}}, "model.hiden_size"),  # unknown key
+    ({"train": {"batch_size": "many"}}, "train.batch_size"),
+    ({"train": {"objective": "gpt"}}, "train.objective"),
+    ({"train": {"seq_len": 1024}}, "train.seq_len"),  # beyond max_position_embeddings
+    ({"train": {"compile": "maybe"}}, "train.compile"),
+])
+def test_invalid_values_name_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        c.merge(c.small(), overrides)
+
+
+def test_precedence_preset_file_flags(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("preset: tiny\ntrain:\n  lr: 0.002\n  max_steps: 50\nmodel:\n  num_layers: 3\n")
+    cfg = c.resolve(None, str(f), {"train": {"max_steps": "70"}})
+    assert cfg.preset == "tiny" and cfg.model.num_layers == 3  # file over preset
+    assert cfg.train.lr == 0.002 and cfg.train.max_steps == 70  # flag over file
+    assert cfg.model.hidden_size == c.tiny().model.hidden_size  # untouched fields from the preset
+
+
+def test_unknown_key_in_file_is_an_error(tmp_path):
+    f = tmp_path / "run.json"
+    f.write_text(json.dumps({"train": {"learning_rate": 1e-3}}))
+    with pytest.raises(ConfigError, match="train.learning_rate: unknown config key"):
+        c.resolve("tiny", str(f))
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = c.merge(c.tiny(), {"train": {"seed": 7}})
+    c.save(cfg, tmp_path / "config.json")
+    assert c.from_dict(c.PretrainConfig, json.loads((tmp_path / "config.json").read_text())) == cfg
+
+
+def test_cli_flags_cover_every_field():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    c.add_config_flags(p)
+    args = p.parse_args(["--train.mask_prob", "0.2", "--model.num_layers", "4", "--output-dir", "x"])
+    assert c.overrides_from_args(args) == {"train": {"mask_prob": "0.2"}, "model": {"num_layers": "4"},
+                                           "output_dir": "x"}
+    dests = {a.dest for a in p._actions}
+    assert "cfg:tracking.tracking_uri" in dests and "cfg:train.disc_weight" in dests

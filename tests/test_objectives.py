@@ -1,0 +1,145 @@
+"""Masking statistics and exclusions, sampling, replaced-token labels, losses."""
+
+import math
+
+import pytest
+import torch
+
+from electra_pipeline import objectives as o
+
+PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
+SPECIAL = torch.tensor([PAD, UNK, CLS, SEP, MASK])
+V = 1000
+
+
+def batch(B=64, T=128, pad_from=100, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, V, (B, T), generator=g)
+    ids[:, 0] = CLS
+    ids[:, T // 2] = SEP
+    ids[:, pad_from - 1] = SEP
+    ids[:, pad_from:] = PAD
+    return ids, (ids != PAD).long()
+
+
+def mask(ids, am, **kw):
+    args = dict(mask_id=MASK, vocab_size=V, mask_prob=0.15, max_predictions=20, rng=torch.Generator().manual_seed(1))
+    args.update(kw)
+    return o.mask_tokens(ids, am, SPECIAL, **args)
+
+
+def test_masking_rate_and_cap():
+    ids, am = batch()
+    m = mask(ids, am)
+    n_maskable = 100 - 3  # CLS + two SEP
+    assert torch.all(m.weights.sum(-1) == round(0.15 * n_maskable))
+    ids, am = batch(pad_from=128)
+    m = mask(ids, am)  # 125 maskable tokens -> 19 wanted, cap 20
+    assert torch.all(m.weights.sum(-1) == 19)
+    m = mask(ids, am, max_predictions=10)
+    assert torch.all(m.weights.sum(-1) == 10)
+
+
+def test_special_tokens_and_padding_never_chosen():
+    ids, am = batch()
+    m = mask(ids, am)
+    chosen = torch.gather(ids, 1, m.positions)[m.weights.bool()]
+    assert not torch.isin(chosen, SPECIAL).any()
+    real = m.positions[m.weights.bool()]
+    assert (real < 100).all()
+    # positions within a sequence are distinct
+    for b in range(ids.shape[0]):
+        p = m.positions[b][m.weights[b].bool()]
+        assert len(p.unique()) == len(p)
+
+
+def test_85_percent_mask_15_percent_kept_no_random():
+    ids, am = batch(B=512)
+    m = mask(ids, am)
+    w = m.weights.bool()
+    shown = torch.gather(m.input_ids, 1, m.positions)[w]
+    orig = m.original[w]
+    frac_mask = (shown == MASK).float().mean().item()
+    assert abs(frac_mask - 0.85) < 0.02
+    assert torch.all((shown == MASK) | (shown == orig))  # no random replacements
+    # unchosen positions are untouched
+    untouched = m.input_ids.clone()
+    untouched.scatter_(1, m.positions, m.original)
+    assert torch.equal(untouched, ids)
+
+
+def test_random_token_option():
+    ids, am = batch(B=512)
+    m = mask(ids, am, mask_token_prob=0.8, random_token_prob=0.1)
+    w = m.weights.bool()
+    shown = torch.gather(m.input_ids, 1, m.positions)[w]
+    changed = (shown != MASK) & (shown != m.original[w])
+    assert 0.07 < changed.float().mean().item() < 0.11
+
+
+def test_uniform_choice_over_positions():
+    ids, am = batch(B=4000, T=16, pad_from=16)
+    m = mask(ids, am, max_predictions=3)
+    counts = torch.bincount(m.positions[m.weights.bool()], minlength=16).float()
+    maskable = counts[[i for i in range(1, 15) if i != 8]]  # CLS at 0, SEP at 8 and 15
+    assert counts[[0, 8, 15]].sum() == 0
+    assert maskable.std() / maskable.mean() < 0.1
+
+
+def test_gumbel_sample_matches_softmax():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(20000, -1)
+    s = o.gumbel_sample(logits, rng=torch.Generator().manual_seed(0))
+    freq = torch.bincount(s, minlength=4).float() / len(s)
+    assert torch.allclose(freq, logits[0].softmax(-1), atol=0.015)
+    assert not s.requires_grad
+
+
+def test_gumbel_sample_has_no_gradient_and_is_fp32_safe():
+    logits = torch.randn(8, 50, requires_grad=True)
+    s = o.gumbel_sample(logits.bfloat16())
+    assert s.dtype == torch.long and not s.requires_grad
+
+
+def test_labels_sample_equal_to_original_counts_as_original():
+    ids, am = batch(B=2, T=16, pad_from=16)
+    m = mask(ids, am, max_predictions=4)
+    sampled = m.original.clone()
+    sampled[0, 0] = (m.original[0, 0] + 1) % V  # one real replacement
+    fake, labels = o.replace_tokens(m, sampled, ids)
+    assert labels.sum() == 1 and labels[0, m.positions[0, 0]] == 1
+    assert torch.equal(fake[1], ids[1])  # correct samples restore the original
+
+
+def test_losses():
+    logits = torch.zeros(2, 3, 10)
+    targets = torch.zeros(2, 3, dtype=torch.long)
+    w = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert math.isclose(o.mlm_loss(logits, targets, w).item(), math.log(10), rel_tol=1e-6)
+    rl = torch.tensor([[0.0, 0.0, 100.0]])
+    labels = torch.tensor([[0.0, 1.0, 1.0]])
+    am = torch.tensor([[1, 1, 0]])
+    assert math.isclose(o.rtd_loss(rl, labels, am).item(), math.log(2), rel_tol=1e-6)  # padding ignored
+
+
+def test_electra_step_weights_losses_and_blocks_gradient_through_sampling():
+    import dataclasses
+
+    from electra_pipeline import config as c
+    from electra_pipeline.pretrainer import ElectraPretrainer
+
+    cfg = c.tiny()
+    model = ElectraPretrainer(dataclasses.replace(cfg.model, vocab_size=V), cfg.train)
+    ids, am = batch(B=4, T=64, pad_from=60)
+    tt = torch.zeros_like(ids)
+    m = model.mask({"input_ids": ids, "attention_mask": am}, SPECIAL, MASK, torch.Generator().manual_seed(0))
+    out = model(ids, tt, am, m.input_ids, m.positions, m.original, m.weights, torch.Generator().manual_seed(0))
+    assert torch.allclose(out.loss, out.metrics["loss/gen"] + 50.0 * out.metrics["loss/disc"])
+
+    # With the MLM term off, no gradient may reach generator-only weights through the samples.
+    rtd_only = ElectraPretrainer(dataclasses.replace(cfg.model, vocab_size=V), dataclasses.replace(cfg.train, gen_weight=0.0))
+    rtd_only.load_state_dict(model.state_dict())
+    rtd_only(ids, tt, am, m.input_ids, m.positions, m.original, m.weights, torch.Generator().manual_seed(0)).loss.backward()
+    gen_only = [p for n, p in rtd_only.generator.named_parameters() if not n.startswith("electra.embeddings.")]
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in gen_only)
+    shared = rtd_only.discriminator.electra.embeddings.word_embeddings.weight
+    assert shared.grad is not None and shared.grad.abs().max() > 0
