@@ -1,0 +1,68 @@
+"""Model structure: shared embeddings, published sizes, masked-only generator logits."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from electra_pipeline import config as c
+from electra_pipeline.model import Discriminator, ElectraForQuestionAnswering, ElectraForSequenceClassification, count_parameters
+from electra_pipeline.pretrainer import ElectraPretrainer
+
+
+def test_generator_and_discriminator_share_one_embedding_storage():
+    m = ElectraPretrainer(c.tiny().model)
+    ge, de = m.generator.electra.embeddings, m.discriminator.electra.embeddings
+    assert ge is de
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
+        assert getattr(ge, name).weight.data_ptr() == getattr(de, name).weight.data_ptr()
+    # nothing else is shared: encoder weights are distinct tensors
+    assert m.generator.electra.layers[0].attention.qkv.weight.shape != m.discriminator.electra.layers[0].attention.qkv.weight.shape
+    # counted once
+    assert count_parameters(m) < count_parameters(m.generator) + count_parameters(m.discriminator)
+
+
+@pytest.mark.parametrize("name,expected_m", [("small", 13.5), ("base", 110.0)])
+def test_discriminator_parameter_counts_match_published(name, expected_m):
+    n = count_parameters(Discriminator(c.preset(name).model)) / 1e6
+    assert abs(n - expected_m) / expected_m < 0.02, n
+
+
+@pytest.mark.parametrize("name", ["small", "base", "large"])
+def test_generator_built_with_preset_fraction(name):
+    cfg = c.preset(name).model
+    m = ElectraPretrainer(dataclasses.replace(cfg, num_layers=1))  # depth does not matter here
+    g = m.generator.electra.config
+    assert g.hidden_size == cfg.generator().hidden_size
+    assert m.generator.electra.layers[0].ffn.intermediate.out_features == cfg.generator().intermediate_size
+    assert m.generator.electra.layers[0].attention.num_heads == max(1, g.hidden_size // 64)
+
+
+def test_generator_logits_only_at_requested_positions():
+    cfg = c.tiny().model
+    m = ElectraPretrainer(cfg).eval()
+    ids = torch.randint(5, cfg.vocab_size, (2, 32))
+    pos = torch.tensor([[1, 5, 7], [2, 3, 30]])
+    with torch.no_grad():
+        logits = m.generator(ids, None, None, pos)
+        full = m.generator(ids, None, None, torch.arange(32).expand(2, -1))
+    assert logits.shape == (2, 3, cfg.vocab_size)
+    assert torch.allclose(logits, torch.gather(full, 1, pos[..., None].expand(-1, -1, cfg.vocab_size)), atol=1e-5)
+
+
+def test_padding_does_not_change_real_tokens():
+    cfg = c.tiny().model
+    d = Discriminator(cfg).eval()
+    ids = torch.randint(5, cfg.vocab_size, (1, 10))
+    padded = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], 1)
+    am = torch.cat([torch.ones(1, 10), torch.zeros(1, 6)], 1).long()
+    with torch.no_grad():
+        assert torch.allclose(d(ids), d(padded, None, am)[:, :10], atol=1e-5)
+
+
+def test_task_heads_shapes():
+    cfg = c.tiny().model
+    ids = torch.randint(5, cfg.vocab_size, (3, 12))
+    assert ElectraForSequenceClassification(cfg, 3)(ids).shape == (3, 3)
+    out = ElectraForQuestionAnswering(cfg, answerability=True)(ids)
+    assert out["start_logits"].shape == (3, 12) and out["answerable_logits"].shape == (3,)
