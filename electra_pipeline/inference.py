@@ -1,0 +1,356 @@
+"""Serving-time pre- and post-processing around an exported ONNX model: pure, no web framework.
+
+Export checks, the BentoML service, the benchmark and tests all go through this one module, so
+what the server answers is what the export was verified on. Inputs are assembled exactly as
+fine-tuning does (`tasks/glue.py`, `tasks/squad.py`): [CLS] A [SEP] (B [SEP]) from
+`add_special_tokens=False` encodings, BERT's longest-first pair truncation, and SQuAD
+doc-stride windows where each token is scored only in the window it is most central in.
+
+An exported model directory holds `model.onnx` (and `model.int8.onnx`), `tokenizer.json` and
+`metadata.json` (see `export.py`). `Predictor` loads one and answers classify/answer/detect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from electra_pipeline.errors import DataError
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAMES = {  # metadata kind -> ONNX output names, in the order the graph returns them
+    "classification": ("logits",),
+    "regression": ("logits",),
+    "qa": ("start_logits", "end_logits"),
+    "qa_v2": ("start_logits", "end_logits", "answerable_logits"),
+    "discriminator": ("logits",),
+}
+N_BEST = 20  # span candidates per side, as fine-tuning's SquadTask default
+MAX_TOKENS_PER_RUN = 64 * 128  # padded tokens per ONNX Runtime call: bounds memory, keeps batches dense
+
+Item = str | tuple[str, str]  # one text or a (text_a, text_b) pair
+
+
+# --- tokenisation -----------------------------------------------------------------------
+
+def special_ids(tok: Tokenizer) -> tuple[int, int, int]:
+    """([CLS], [SEP], [PAD]) ids; inputs are assembled here, not by the tokenizer's template."""
+    ids = [tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")]
+    if any(i is None for i in ids):
+        raise DataError("tokenizer: needs [CLS], [SEP] and [PAD] tokens (a BERT-style WordPiece vocabulary)")
+    return ids[0], ids[1], ids[2]
+
+
+def longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """Kept lengths under BERT's longest-first rule (trim the longer side, b on ties), in O(1):
+    the same result as trimming one token at a time, which a 100k-token input would make slow."""
+    budget = max(budget, 0)
+    if len_a + len_b <= budget:
+        return len_a, len_b
+    short = min(len_a, len_b)
+    if budget - short >= short:  # only the longer side is cut
+        return (budget - len_b, len_b) if len_a > len_b else (len_a, budget - len_a)
+    return budget - budget // 2, budget // 2  # both cut down to (about) half; b gives first
+
+
+@dataclass
+class Batch:
+    """Padded int64 model inputs (B, T), padded to this batch's longest row."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                "token_type_ids": self.token_type_ids}
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def select(self, rows: Sequence[int]) -> "Batch":
+        """Rows re-padded to their own longest row (a length bucket)."""
+        idx = np.asarray(rows)
+        width = max(int(self.attention_mask[idx].sum(1).max()), 1)
+        return Batch(self.input_ids[idx, :width], self.attention_mask[idx, :width], self.token_type_ids[idx, :width])
+
+
+def pad_rows(ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]], pad_id: int) -> Batch:
+    width = max(len(r) for r in ids)
+    out = np.full((len(ids), width), pad_id, np.int64)
+    tt = np.zeros((len(ids), width), np.int64)
+    mask = np.zeros((len(ids), width), np.int64)
+    for i, (r, t) in enumerate(zip(ids, types)):
+        out[i, : len(r)], tt[i, : len(t)], mask[i, : len(r)] = r, t, 1
+    return Batch(out, mask, tt)
+
+
+@dataclass
+class EncodedTexts:
+    batch: Batch
+    truncated: list[bool]  # per item: some tokens were cut to fit max_length
+    offsets: list[np.ndarray] = field(default_factory=list)  # per item (T, 2) char spans of text_a, -1 elsewhere
+    tokens: list[list[str]] = field(default_factory=list)  # per item, tokens incl. specials
+
+
+def encode_texts(tok: Tokenizer, items: Sequence[Item], max_length: int) -> EncodedTexts:
+    """[CLS] a [SEP] (b [SEP]) per item, longest-first truncation to max_length, padded."""
+    cls, sep, pad = special_ids(tok)
+    texts_a = [it if isinstance(it, str) else it[0] for it in items]
+    pairs = [None if isinstance(it, str) else it[1] for it in items]
+    enc_a = tok.encode_batch(texts_a, add_special_tokens=False)
+    b_idx = [i for i, b in enumerate(pairs) if b is not None]
+    enc_b = dict(zip(b_idx, tok.encode_batch([pairs[i] for i in b_idx], add_special_tokens=False))) if b_idx else {}
+    ids, types, truncated, offsets, tokens = [], [], [], [], []
+    for i, ea in enumerate(enc_a):
+        eb = enc_b.get(i)
+        a, b = ea.ids, (eb.ids if eb is not None else [])
+        la, lb = longest_first(len(a), len(b), max_length - (3 if eb is not None else 2))
+        row = [cls, *a[:la], sep]
+        tt = [0] * len(row)
+        if eb is not None:
+            row += [*b[:lb], sep]
+            tt += [1] * (lb + 1)
+        ids.append(row)
+        types.append(tt)
+        truncated.append(la < len(a) or lb < len(b))
+        off = np.full((len(row), 2), -1, np.int64)
+        if la:
+            off[1:1 + la] = np.asarray(ea.offsets[:la], np.int64)
+        offsets.append(off)
+        tokens.append(["[CLS]", *ea.tokens[:la], "[SEP]"] + ([*eb.tokens[:lb], "[SEP]"] if eb is not None else []))
+    return EncodedTexts(pad_rows(ids, types, pad), truncated, offsets, tokens)
+
+
+# --- question answering windows ---------------------------------------------------------
+
+def doc_windows(n_tokens: int, max_doc: int, doc_stride: int) -> list[tuple[int, int]]:
+    """(start, length) of each doc-stride window over n_tokens context tokens."""
+    out, start = [], 0
+    while True:
+        length = min(n_tokens - start, max_doc)
+        out.append((start, length))
+        if start + length >= n_tokens:
+            return out
+        start += min(length, doc_stride)
+
+
+def max_context_window(wins: Sequence[tuple[int, int]], n: int) -> np.ndarray:
+    """Per context token, the window where it has the most context on both sides (BERT's rule)."""
+    best_score, best = np.full(n, -np.inf), np.zeros(n, np.int64)
+    for wi, (ws, wl) in enumerate(wins):
+        pos = np.arange(ws, ws + wl)
+        score = np.minimum(pos - ws, ws + wl - 1 - pos) + 0.01 * wl
+        better = score > best_score[pos]
+        best_score[pos[better]], best[pos[better]] = score[better], wi
+    return best
+
+
+@dataclass
+class QAWindows:
+    batch: Batch  # one row per window: [CLS] question [SEP] window [SEP]
+    offsets: list[np.ndarray]  # per window (T, 2) char span in the context; -1 outside it
+    max_context: list[np.ndarray]  # per window (T,) bool: the token is scored in this window
+    truncated: bool  # the question was cut to max_query_length or the context to max_windows
+
+
+def qa_windows(tok: Tokenizer, question: str, context: str, *, max_seq_length: int, doc_stride: int,
+               max_query_length: int, max_windows: int | None = None) -> QAWindows:
+    cls, sep, pad = special_ids(tok)
+    q_enc, c_enc = tok.encode_batch([question, context], add_special_tokens=False)
+    q = q_enc.ids[:max_query_length]
+    truncated = len(q_enc.ids) > len(q)
+    c_ids = np.asarray(c_enc.ids, np.int64)
+    c_off = np.asarray(c_enc.offsets, np.int64).reshape(-1, 2)
+    max_doc = max_seq_length - len(q) - 3
+    if max_doc < 1:
+        raise DataError(f"max_seq_length {max_seq_length} leaves no room for the context after a "
+                        f"{len(q)}-token question")
+    wins = doc_windows(len(c_ids), max_doc, doc_stride)
+    if max_windows is not None and len(wins) > max_windows:
+        wins, truncated = wins[:max_windows], True
+    best = max_context_window(wins, len(c_ids))
+    first = len(q) + 2
+    ids, types, offsets, max_ctx = [], [], [], []
+    for wi, (ws, wl) in enumerate(wins):
+        ids.append([cls, *q, sep, *c_ids[ws:ws + wl].tolist(), sep])
+        types.append([0] * first + [1] * (wl + 1))
+        off = np.full((len(ids[-1]), 2), -1, np.int64)
+        off[first:first + wl] = c_off[ws:ws + wl]
+        mc = np.zeros(len(ids[-1]), bool)
+        mc[first:first + wl] = best[ws:ws + wl] == wi
+        offsets.append(off)
+        max_ctx.append(mc)
+    return QAWindows(pad_rows(ids, types, pad), offsets, max_ctx, truncated)
+
+
+def decode_answer(context: str, win: QAWindows, start_logits: np.ndarray, end_logits: np.ndarray,
+                  answerable_logits: np.ndarray | None, *, max_answer_length: int,
+                  no_answer_threshold: float = 0.0) -> dict[str, Any]:
+    """Best span over all windows (score = start + end logit); with a v2 head, "no answer"
+    unless the best window's has-answer logit beats the threshold tuned on dev."""
+    best: tuple[float, int, int] | None = None
+    for w in range(len(win.offsets)):
+        off, n = win.offsets[w], len(win.offsets[w])
+        s_log, e_log = start_logits[w, :n], end_logits[w, :n]
+        in_ctx = off[:, 0] >= 0
+        starts = [j for j in np.argsort(-s_log) if in_ctx[j] and win.max_context[w][j]][:N_BEST]
+        ends = [j for j in np.argsort(-e_log) if in_ctx[j]][:N_BEST]
+        for s in starts:
+            for e in ends:
+                if s <= e < s + max_answer_length:
+                    score = float(s_log[s] + e_log[e])
+                    if best is None or score > best[0]:
+                        best = (score, int(off[s, 0]), int(off[e, 1]))
+    out: dict[str, Any] = {"answer": "", "start": None, "end": None, "score": None, "has_answer": False,
+                           "answerable_prob": None, "truncated": win.truncated}
+    if best is not None:
+        out.update(answer=context[best[1]:best[2]], start=best[1], end=best[2], score=best[0], has_answer=True)
+    if answerable_logits is not None:
+        logit = float(np.max(answerable_logits))
+        out["answerable_prob"] = float(sigmoid(np.float64(logit)))
+        if not logit > no_answer_threshold:
+            out.update(answer="", start=None, end=None, has_answer=False)
+    return out
+
+
+# --- output post-processing -------------------------------------------------------------
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+
+
+def classification_results(logits: np.ndarray, kind: str, labels: Sequence[str],
+                           truncated: Sequence[bool]) -> list[dict[str, Any]]:
+    """(B, L) logits -> per item label, its probability and all scores; regression: the value."""
+    if kind == "regression":
+        return [{"label": None, "score": float(v), "scores": {}, "truncated": bool(t)}
+                for v, t in zip(logits[:, 0], truncated)]
+    probs = softmax(logits.astype(np.float64))
+    return [{"label": labels[int(p.argmax())], "score": float(p.max()),
+             "scores": {lab: float(x) for lab, x in zip(labels, p)}, "truncated": bool(t)}
+            for p, t in zip(probs, truncated)]
+
+
+# --- the exported model -----------------------------------------------------------------
+
+def read_metadata(export_dir: str | Path) -> dict[str, Any]:
+    f = Path(export_dir) / "metadata.json"
+    if not f.is_file():
+        raise DataError(f"{f}: missing; not an exported model directory (run `electra export` first)")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{f}: invalid JSON ({e})") from None
+
+
+def providers() -> list[str]:
+    """CUDA when onnxruntime-gpu is installed (it falls back to CPU without a usable GPU)."""
+    import onnxruntime as ort
+
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+
+
+class Predictor:
+    """One exported model ready to answer: ONNX Runtime session, tokenizer and metadata.
+
+    Thread-safe: ORT sessions and tokenizers may be called concurrently."""
+
+    def __init__(self, session: Any, tokenizer: Tokenizer, meta: dict[str, Any], model_file: str):
+        self.session = session
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.model_file = model_file
+        self.kind: str = meta["kind"]
+        self.max_seq_length: int = int(meta["max_seq_length"])
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    @classmethod
+    def load(cls, export_dir: str | Path, *, quantized: bool = False, threads: int | None = None) -> "Predictor":
+        import onnxruntime as ort
+
+        d = Path(export_dir)
+        meta = read_metadata(d)
+        name = meta.get("files", {}).get("int8" if quantized else "model")
+        if not name or not (d / name).is_file():
+            what = "an int8 model (export with --quantize)" if quantized else "model.onnx"
+            raise DataError(f"{d}: has no {what}")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(d / name), opts, providers=providers())
+        tok_file = d / "tokenizer.json"
+        if not tok_file.is_file():
+            raise DataError(f"{tok_file}: missing")
+        return cls(session, Tokenizer.from_file(str(tok_file)), meta, name)
+
+    def run(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Raw outputs for one padded batch, by output name."""
+        return dict(zip(self.output_names, self.session.run(None, batch.feeds())))
+
+    def run_bucketed(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Outputs for a batch of any size: rows sorted by length and run in dense chunks of at
+        most MAX_TOKENS_PER_RUN padded tokens, so one long row does not pad all the others.
+        Per-token outputs come back padded to the input batch's width."""
+        lengths = batch.attention_mask.sum(1)
+        order = np.argsort(-lengths, kind="stable")
+        width = batch.input_ids.shape[1]
+        out: dict[str, np.ndarray] = {}
+        i = 0
+        while i < len(order):
+            rows = max(1, MAX_TOKENS_PER_RUN // max(int(lengths[order[i]]), 1))
+            chunk = order[i:i + rows]
+            for k, v in self.run(batch.select(chunk)).items():
+                if self._per_token(k):  # (b, t) with t <= width
+                    out.setdefault(k, np.zeros((len(batch), width), v.dtype))[chunk, : v.shape[1]] = v
+                else:
+                    out.setdefault(k, np.zeros((len(batch), *v.shape[1:]), v.dtype))[chunk] = v
+            i += rows
+        return out
+
+    def _per_token(self, output: str) -> bool:
+        return output in ("start_logits", "end_logits") or (self.kind == "discriminator" and output == "logits")
+
+    def _require(self, *kinds: str) -> None:
+        if self.kind not in kinds:
+            raise DataError(f"this model is a {self.kind} model ({self.meta.get('task', '?')}); "
+                            f"the operation needs a {' or '.join(kinds)} model")
+
+    def classify(self, items: Sequence[Item]) -> list[dict[str, Any]]:
+        self._require("classification", "regression")
+        if not items:
+            return []
+        enc = encode_texts(self.tokenizer, items, self.max_seq_length)
+        logits = self.run_bucketed(enc.batch)["logits"]
+        return classification_results(logits, self.kind, self.meta.get("labels", []), enc.truncated)
+
+    def answer(self, question: str, context: str, max_windows: int | None = None) -> dict[str, Any]:
+        self._require("qa")
+        m = self.meta
+        win = qa_windows(self.tokenizer, question, context, max_seq_length=self.max_seq_length,
+                         doc_stride=m["doc_stride"], max_query_length=m["max_query_length"], max_windows=max_windows)
+        out = self.run_bucketed(win.batch)
+        return decode_answer(context, win, out["start_logits"], out["end_logits"], out.get("answerable_logits"),
+                             max_answer_length=m["max_answer_length"],
+                             no_answer_threshold=m.get("no_answer_threshold", 0.0))
+
+    def detect(self, text: str) -> dict[str, Any]:
+        """Per-token probability that the token was replaced (the raw RTD discriminator)."""
+        self._require("discriminator")
+        enc = encode_texts(self.tokenizer, [text], self.max_seq_length)
+        probs = sigmoid(self.run(enc.batch)["logits"][0].astype(np.float64))
+        toks, off = enc.tokens[0], enc.offsets[0]
+        return {"tokens": [{"token": toks[j], "start": int(off[j, 0]), "end": int(off[j, 1]),
+                            "replaced_prob": float(probs[j])} for j in range(1, len(toks) - 1)],
+                "truncated": enc.truncated[0]}

@@ -1,0 +1,282 @@
+"""ONNX export: ONNX Runtime equals PyTorch for every model kind, dynamic axes, int8, atomicity,
+clear errors; plus the pure pre/post-processing in `inference.py` and MLflow registration.
+
+The helpers at the top build tiny models with a WordPiece tokenizer trained in-process on real
+text; `test_serving.py` reuses them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from electra_pipeline import export, inference
+from electra_pipeline.config import ModelConfig
+from electra_pipeline.errors import DataError
+from electra_pipeline.finetuned import TaskMeta, save_finetuned
+from electra_pipeline.hf import save_hf
+from electra_pipeline.model import Discriminator, ElectraForQuestionAnswering, ElectraForSequenceClassification
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT_SOURCES = (REPO / "electra_pipeline" / "sample", REPO.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv",
+                Path("/work/shared/data/glue/SST-2/train.tsv"))
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+# --- helpers (also used by test_serving.py) ----------------------------------------------
+
+def real_lines(limit: int = 4000) -> list[str]:
+    """Real English lines: the repo's shipped sample if present, else SST-2 sentences."""
+    for src in TEXT_SOURCES:
+        files = sorted(p for p in src.rglob("*") if p.suffix in (".txt", ".gz", ".tsv")) if src.is_dir() else [src]
+        for f in files:
+            if not f.is_file():
+                continue
+            opener = gzip.open if f.suffix == ".gz" else open
+            with opener(f, "rt", encoding="utf-8", errors="replace") as fh:
+                lines = [ln.split("\t")[0].strip() for _, ln in zip(range(limit + 1), fh)]
+            lines = [ln for ln in lines if len(ln) > 3 and ln != "sentence"]
+            if len(lines) > 100:
+                return lines
+    pytest.skip("no real text found (repo sample or shared SST-2) to train a tokenizer on")
+
+
+def train_tokenizer(out: Path, vocab_size: int = 2000) -> Path:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(real_lines(), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    assert [tok.token_to_id(t) for t in SPECIALS] == [0, 1, 2, 3, 4]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out))
+    return out
+
+
+def tiny_cfg(vocab_size: int) -> ModelConfig:
+    return ModelConfig(vocab_size=vocab_size, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
+                       embedding_size=64, max_position_embeddings=128)
+
+
+def _vocab(tok_file: Path) -> int:
+    return len(json.loads(tok_file.read_text())["model"]["vocab"])
+
+
+def make_classifier(root: Path, tok_file: Path, kind: str = "classification", seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    labels = ["negative", "positive"] if kind == "classification" else []
+    model = ElectraForSequenceClassification(tiny_cfg(_vocab(tok_file)), num_labels=len(labels) or 1).eval()
+    meta = TaskMeta(task="sst2" if labels else "stsb", kind=kind, labels=labels, max_seq_length=64,
+                    metrics={"accuracy": 50.0} if labels else {})
+    return save_finetuned(model, meta, tok_file, root / f"{kind}_model")
+
+
+def make_qa(root: Path, tok_file: Path, answerability: bool = True, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = ElectraForQuestionAnswering(tiny_cfg(_vocab(tok_file)), answerability=answerability).eval()
+    meta = TaskMeta(task="squad_v2" if answerability else "squad_v1", kind="qa", max_seq_length=64,
+                    answerability=answerability, doc_stride=24, max_query_length=16, max_answer_length=12,
+                    no_answer_threshold=-1e9 if answerability else 0.0)  # always answer: spans testable
+    return save_finetuned(model, meta, tok_file, root / ("qa_v2_model" if answerability else "qa_model"))
+
+
+def make_discriminator(root: Path, tok_file: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    out = save_hf(Discriminator(tiny_cfg(_vocab(tok_file))).eval(), root / "discriminator", "discriminator")
+    (out / "tokenizer.json").write_bytes(tok_file.read_bytes())
+    return out
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def tok_file(root: Path) -> Path:
+    return train_tokenizer(root / "tokenizer.json")
+
+
+@pytest.fixture(scope="module")
+def classifier(root: Path, tok_file: Path) -> Path:
+    return make_classifier(root, tok_file)
+
+
+@pytest.fixture(scope="module")
+def classifier_export(root: Path, classifier: Path) -> tuple[Path, export.ExportReport]:
+    report = export.export_onnx(classifier, root / "onnx_cls", quantize=True)
+    return root / "onnx_cls", report
+
+
+# --- pure pre/post-processing ------------------------------------------------------------
+
+def test_longest_first_matches_token_by_token_rule() -> None:
+    def slow(a: int, b: int, budget: int) -> tuple[int, int]:
+        while a + b > budget:
+            if a > b:
+                a -= 1
+            else:
+                b -= 1
+        return a, b
+
+    for a in range(0, 12):
+        for b in range(0, 12):
+            for budget in range(0, 20):
+                assert inference.longest_first(a, b, budget) == slow(a, b, budget), (a, b, budget)
+
+
+def test_doc_windows_cover_the_context_with_stride() -> None:
+    wins = inference.doc_windows(100, 40, 16)
+    assert wins[0] == (0, 40) and wins[-1][0] + wins[-1][1] == 100
+    assert all(b[0] - a[0] == 16 for a, b in zip(wins, wins[1:]))
+    assert inference.doc_windows(10, 40, 16) == [(0, 10)]
+
+
+def test_encode_texts_truncates_and_flags(tok_file: Path) -> None:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tok_file))
+    enc = inference.encode_texts(tok, ["a fine film .", "word " * 200, ("a short one", "and its pair")], 32)
+    assert enc.truncated == [False, True, False]
+    assert enc.batch.input_ids.shape == (3, 32) and enc.batch.input_ids.dtype == np.int64
+    row = enc.batch.input_ids[2][enc.batch.attention_mask[2] == 1]
+    assert row[0] == 2 and list(row).count(3) == 2  # [CLS] a [SEP] b [SEP]
+    assert enc.batch.token_type_ids[2].max() == 1
+    # the tokenizer's own template gives the same ids for an untruncated pair
+    assert tok.encode("a short one", "and its pair").ids == row.tolist()
+
+
+# --- export ------------------------------------------------------------------------------
+
+def test_classifier_export_matches_pytorch(classifier: Path, classifier_export: tuple[Path, export.ExportReport]) -> None:
+    out, report = classifier_export
+    assert report.max_abs_diff <= 1e-4
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.int8.onnx", "model.onnx", "tokenizer.json"]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["kind"] == "classification" and meta["labels"] == ["negative", "positive"]
+    assert meta["max_abs_diff"] == report.max_abs_diff and meta["opset"] == 17 and meta["max_seq_length"] == 64
+    assert meta["files"]["int8"] == "model.int8.onnx" and meta["metrics"] == {"accuracy": 50.0}
+    # checked with batch > 1 and padding, then other batch and sequence sizes
+    shapes = report.checked_shapes
+    assert shapes[0][0] > 1 and len({s[0] for s in shapes}) > 1 and len({s[1] for s in shapes}) > 1
+
+
+def test_dynamic_axes_accept_other_batch_and_sequence_sizes(classifier: Path, classifier_export) -> None:
+    from electra_pipeline.finetuned import load_finetuned
+
+    model, _ = load_finetuned(classifier)
+    pred = inference.Predictor.load(classifier_export[0])
+    rng = np.random.default_rng(0)
+    for b, t in [(1, 3), (5, 64), (9, 17)]:
+        ids = rng.integers(5, 1000, (b, t))
+        mask = np.ones((b, t), np.int64)
+        mask[0, t // 2 + 1:] = 0
+        batch = inference.Batch(ids, mask, np.zeros_like(ids))
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(ids), torch.from_numpy(batch.token_type_ids), torch.from_numpy(mask)).numpy()
+        assert np.abs(pred.run(batch)["logits"] - ref).max() <= 1e-4
+
+
+def test_int8_export_is_close(classifier_export: tuple[Path, export.ExportReport]) -> None:
+    out, report = classifier_export
+    assert report.int8_max_abs_diff is not None and report.int8_max_abs_diff < 0.05
+    assert report.int8_agreement is not None and report.int8_agreement >= 0.8
+    texts = ["a gripping , beautifully acted film", "dull and far too long"]
+    fp32 = inference.Predictor.load(out).classify(texts)
+    int8 = inference.Predictor.load(out, quantized=True).classify(texts)
+    assert all(abs(a["scores"]["positive"] - b["scores"]["positive"]) < 0.02 for a, b in zip(fp32, int8))
+
+
+@pytest.mark.parametrize("answerability", [False, True])
+def test_qa_export_matches_pytorch_and_decodes_spans(root: Path, tok_file: Path, answerability: bool) -> None:
+    src = make_qa(root, tok_file, answerability)
+    out = root / f"onnx_qa_{answerability}"
+    report = export.export_onnx(src, out, optimize=True)
+    assert report.max_abs_diff <= 1e-4 and report.kind == "qa"
+    assert len(report.checked_shapes[0]) == 2 and report.checked_shapes[0][0] > 2  # several windows
+    pred = inference.Predictor.load(out)
+    assert pred.output_names == (["start_logits", "end_logits", "answerable_logits"] if answerability
+                                 else ["start_logits", "end_logits"])
+    context = "The harbour closed in the winter of 1962. " * 8 + "Her father repaired boats for forty years."
+    res = pred.answer("How long did her father repair boats?", context)
+    assert res["has_answer"] and res["answer"] == context[res["start"]:res["end"]] and res["answer"]
+    assert res["truncated"] is False and (res["answerable_prob"] is not None) == answerability
+
+
+def test_discriminator_export_matches_pytorch(root: Path, tok_file: Path) -> None:
+    src = make_discriminator(root, tok_file)
+    report = export.export_onnx(src, root / "onnx_disc", quantize=True)
+    assert report.kind == "discriminator" and report.max_abs_diff <= 1e-4
+    assert report.int8_agreement is not None and report.int8_agreement > 0.8
+    res = inference.Predictor.load(root / "onnx_disc").detect("the chef cooked the meal")
+    assert [t["token"] for t in res["tokens"]][:2] == ["the", "chef"] or res["tokens"][0]["start"] == 0
+    assert all(0.0 <= t["replaced_prob"] <= 1.0 for t in res["tokens"])
+
+
+def test_regression_export_with_dynamo_exporter(root: Path, tok_file: Path) -> None:
+    src = make_classifier(root, tok_file, kind="regression")
+    report = export.export_onnx(src, root / "onnx_reg_dynamo", exporter="dynamo")
+    assert report.max_abs_diff <= 1e-4 and report.opset >= 18
+    res = inference.Predictor.load(root / "onnx_reg_dynamo").classify([("a man plays", "a man is playing")])
+    assert res[0]["label"] is None and isinstance(res[0]["score"], float)
+
+
+def test_failed_check_leaves_nothing_behind(root: Path, classifier: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = export._torch_outputs
+    monkeypatch.setattr(export, "_torch_outputs", lambda w, b: [o + 1e-2 for o in real(w, b)])
+    out = root / "must_not_exist"
+    before = set(root.iterdir())
+    with pytest.raises(export.ExportCheckError, match="disagrees"):
+        export.export_onnx(classifier, out)
+    assert not out.exists() and set(root.iterdir()) == before  # no temp dir left either
+
+
+def test_missing_or_foreign_model_dir_is_a_data_error(root: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        export.export_onnx(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    with pytest.raises(DataError, match="neither a fine-tuned"):
+        export.export_onnx(tmp_path / "foreign", tmp_path / "out")
+    with pytest.raises(DataError, match="metadata.json"):
+        inference.Predictor.load(tmp_path / "foreign")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_help_and_run(root: Path, classifier: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="electra")
+    export.add_cli(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export", "--help"])
+    assert "--quantize" in capsys.readouterr().out
+    args = parser.parse_args(["export", str(classifier), str(root / "cli_out"), "--optimize"])
+    assert args.func(args) == 0
+    assert "max_abs_diff" in capsys.readouterr().out
+    assert json.loads((root / "cli_out" / "metadata.json").read_text())["optimized"] is True
+
+
+def test_mlflow_register_and_download(classifier_export, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        mlflow.set_experiment(experiment_id=mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri()))
+        res = export.log_to_mlflow(classifier_export[0], "electra-sst2-test")
+        assert res["model_uri"] == "models:/electra-sst2-test@champion"
+        local = export.download_model(res["model_uri"], tmp_path / "dl")
+        assert (local / "model.onnx").is_file() and (local / "tokenizer.json").is_file()
+        texts = ["a fine film", "a dull film"]
+        assert inference.Predictor.load(local).classify(texts) == inference.Predictor.load(classifier_export[0]).classify(texts)
+    finally:
+        mlflow.set_tracking_uri(None)
