@@ -1,0 +1,267 @@
+"""`finetune` (one task, several seeds) and `evaluate` (many tasks, one checkpoint).
+
+Inputs are checked before any training starts (tokenizer vs checkpoint vocabulary, split
+files, sequence length vs position embeddings). Outputs of one task in `out_dir`:
+
+    config.json             the resolved recipe, model config and data paths
+    metrics.json            median over seeds, every seed's metrics, the best seed
+    model/                  the best seed's fine-tuned model (finetuned.save_finetuned)
+    predictions/<split>.*   the best seed's dev predictions
+    seeds/<seed>/<split>.*  every seed's dev predictions
+    submission/<Task>.tsv   test-set predictions in the GLUE leaderboard format
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from electra_pipeline import config as config_mod
+from electra_pipeline import hf, metrics
+from electra_pipeline.config import ModelConfig
+from electra_pipeline.errors import DataError
+from electra_pipeline.finetune.loop import run_model, task_score, train_seed
+from electra_pipeline.finetune.recipe import FinetuneConfig, resolve_device, resolved
+from electra_pipeline.finetuned import build_model, save_finetuned
+from electra_pipeline.model import init_weights
+from electra_pipeline.tasks import GLUE_TASKS, SquadTask, Task, canonical_name, get_task, glue_tasks_present
+from electra_pipeline.tasks.base import special_ids
+from electra_pipeline.tracking import NullTracker, Tracker
+
+@dataclass
+class FinetuneResult:
+    task: str
+    metrics: dict[str, float]  # median over seeds, percent
+    seed_metrics: dict[int, dict[str, float]]  # per seed (final weights of each)
+    best_seed: int
+    model_dir: Path  # save_finetuned directory of the best seed
+    predictions: dict[str, Path]  # split -> dev predictions file of the best seed
+    submission: dict[str, Path] = field(default_factory=dict)  # leaderboard file stem -> path
+    out_dir: Path = Path(".")
+
+
+@dataclass
+class EvaluationResult:
+    results: dict[str, FinetuneResult]
+    glue_score: float  # mean task score over the GLUE tasks run (WNLI excluded, as the paper)
+    table_md: Path
+    table_json: Path
+    submission_dir: Path | None
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def load_tokenizer_file(path: str | Path) -> tuple[Tokenizer, Path]:
+    """(tokenizer, its tokenizer.json) from the file or a directory holding it."""
+    p = Path(path)
+    f = p / "tokenizer.json" if p.is_dir() else p
+    if not f.is_file():
+        raise DataError(f"{f}: tokenizer file not found")
+    try:
+        return Tokenizer.from_file(str(f)), f
+    except Exception as e:  # tokenizers raises a plain Exception on malformed JSON
+        raise DataError(f"{f}: not a tokenizers JSON file ({e})") from None
+
+
+def load_encoder_config(checkpoint: str | Path | None, cfg: FinetuneConfig,
+                        vocab_size: int) -> tuple[ModelConfig, dict[str, torch.Tensor] | None]:
+    """The checkpoint's config and encoder weights, or a preset config for random init."""
+    if checkpoint is None:
+        model_cfg = config_mod.preset(cfg.model_preset).model
+        return dataclasses.replace(model_cfg, vocab_size=vocab_size, max_position_embeddings=512), None
+    model_cfg, state = hf.load_encoder(checkpoint)
+    if model_cfg.vocab_size != vocab_size:
+        raise DataError(f"{Path(checkpoint) / 'config.json'}: vocab_size {model_cfg.vocab_size} does not match the "
+                        f"tokenizer's {vocab_size}; fine-tune with the tokenizer the checkpoint was pre-trained with")
+    return model_cfg, state
+
+
+def subset(items: list, limit: int | None, seed: int) -> list:
+    """A fixed random subset in original order (first-N slices are often label-sorted)."""
+    if limit is None or len(items) <= limit:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], checkpoint: str | Path) -> None:
+    """Strict load of the pre-trained encoder; a mismatch names the checkpoint, not a traceback."""
+    own = model.electra.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise DataError(f"{checkpoint}: encoder lacks {len(missing)} tensors (first: {missing[0]})")
+    for k, v in own.items():
+        if state[k].shape != v.shape:
+            raise DataError(f"{checkpoint}: tensor {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
+    model.electra.load_state_dict({k: state[k] for k in own})
+
+
+def build_task(name: str, cfg: FinetuneConfig) -> Task:
+    task = get_task(name)
+    if isinstance(task, SquadTask):
+        task = task.with_options(doc_stride=cfg.doc_stride, max_query_length=cfg.max_query_length,
+                                 max_answer_length=cfg.max_answer_length, n_best_size=cfg.n_best_size)
+    return task
+
+
+def _has_split(task: Task, data_dir: str | Path, split: str) -> bool:
+    if str(data_dir).startswith("hf:"):
+        return True
+    path_of = getattr(task, "split_path", None)
+    return path_of is not None and path_of(data_dir, split).is_file()
+
+
+# --- one task ---------------------------------------------------------------------------------
+
+
+def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, data_dir: str | Path,
+             out_dir: str | Path, cfg: FinetuneConfig, tracker: Tracker | None = None,
+             progress: bool = True) -> FinetuneResult:
+    """Fine-tune `checkpoint` (HF ELECTRA dir; None = random init of `cfg.model_preset`) on one
+    task once per seed and report the median, as the paper does: single runs vary by points."""
+    tracker = tracker or NullTracker()
+    progress = progress and sys.stderr.isatty()
+    t = build_task(task, cfg)
+    tok, tok_file = load_tokenizer_file(tokenizer)
+    model_cfg, encoder_state = load_encoder_config(checkpoint, cfg, tok.get_vocab_size())
+    cfg = resolved(cfg, t, model_cfg)
+    device = resolve_device(cfg.device)
+    _, _, pad_id = special_ids(tok)
+
+    train_ex = subset(t.read(data_dir, "train"), cfg.max_train_examples, cfg.data_seed)
+    evals = {}
+    for split in t.eval_splits:
+        ex = subset(t.read(data_dir, split), cfg.max_eval_examples, cfg.data_seed)
+        evals[split] = (ex, t.featurize(ex, tok, cfg.max_seq_length, training=False))
+    tests = {s: t.read(data_dir, s) for s in t.test_splits if cfg.predict_test and _has_split(t, data_dir, s)}
+    train_feats = t.featurize(train_ex, tok, cfg.max_seq_length, training=True)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_info = {"task": t.name, "checkpoint": str(checkpoint) if checkpoint else None, "tokenizer": str(tok_file),
+                "data_dir": str(data_dir), "train_examples": len(train_ex), "train_features": len(train_feats),
+                "eval_examples": {s: len(e) for s, (e, _) in evals.items()},
+                "finetune": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
+    (out / "config.json").write_text(json.dumps(run_info, indent=2) + "\n")
+    tracker.log_params({k: v for k, v in run_info.items() if k != "eval_examples"})
+
+    seed_metrics: dict[int, dict[str, float]] = {}
+    best: tuple[float, int, torch.nn.Module, dict] | None = None
+    for seed in cfg.seeds:
+        with tracker.child(f"{t.name}-seed{seed}") as st:
+            st.log_params({"task": t.name, "seed": seed})
+            torch.manual_seed(seed)
+            model = build_model(model_cfg, t.meta(cfg.max_seq_length, {}))
+            if encoder_state is None:
+                init_weights(model, model_cfg.initializer_range)
+            else:
+                load_into(model, encoder_state, checkpoint)
+            model.to(device)
+            scores, preds = train_seed(t, model, train_feats, evals, cfg, seed, pad_id, device, st, progress)
+            st.log_metrics({f"final/{k}": v for k, v in scores.items()} | {"final/score": task_score(t, scores)},
+                           step=cfg.epochs)
+            for split, (ex, _) in evals.items():
+                st.log_artifact(t.write_predictions(ex, preds[split], out / "seeds" / str(seed) / f"{split}.jsonl"))
+            seed_metrics[seed] = scores
+            score = task_score(t, scores)
+            if best is None or score > best[0]:
+                best = (score, seed, model, preds)
+            del model
+
+    _, best_seed, best_model, best_preds = best
+    keys = seed_metrics[best_seed].keys()
+    median = {k: float(statistics.median(m[k] for m in seed_metrics.values())) for k in keys}
+    meta = t.meta(cfg.max_seq_length, seed_metrics[best_seed])
+    model_dir = save_finetuned(best_model, meta, tok_file, out / "model")
+    predictions = {split: t.write_predictions(ex, best_preds[split], out / "predictions" / f"{split}.jsonl")
+                   for split, (ex, _) in evals.items()}
+    submission = {}
+    for split, ex in tests.items():
+        feats = t.featurize(ex, tok, cfg.max_seq_length, training=False)
+        outputs = run_model(best_model, t, feats, cfg.eval_batch_size, pad_id, device, cfg.precision)
+        stem = t.test_splits[split]
+        path = t.write_submission(ex, t.predict(ex, feats, outputs), out / "submission" / f"{stem}.tsv")
+        if path is not None:
+            submission[stem] = path
+    summary = {"task": t.name, "metrics": median, "score": task_score(t, median), "best_seed": best_seed,
+               "seeds": {str(s): m for s, m in seed_metrics.items()}}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    tracker.log_metrics({f"dev/{k}": v for k, v in median.items()} | {"dev/score": summary["score"]}, step=0)
+    for p in (out / "config.json", out / "metrics.json", *predictions.values(), *submission.values()):
+        tracker.log_artifact(p)
+    return FinetuneResult(task=t.name, metrics=median, seed_metrics=seed_metrics, best_seed=best_seed,
+                          model_dir=model_dir, predictions=predictions, submission=submission, out_dir=out)
+
+
+# --- many tasks -------------------------------------------------------------------------------
+
+
+def default_tasks(data_dir: str | Path) -> list[str]:
+    """The GLUE tasks with train and dev files in `data_dir` (all nine for `hf:glue`)."""
+    return list(GLUE_TASKS) if str(data_dir).startswith("hf:") else glue_tasks_present(data_dir)
+
+
+def format_table(results: dict[str, FinetuneResult], score: float) -> str:
+    """Markdown: one row per task (median metrics) and the GLUE score row."""
+    lines = ["| task | score | dev metrics (median over seeds) | seeds |", "|---|---|---|---|"]
+    for name, r in results.items():
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in r.metrics.items() if not k.endswith(("thresh", "total", "threshold")))
+        lines.append(f"| {name} | {task_score(get_task(name), r.metrics):.1f} | {shown} | {len(r.seed_metrics)} |")
+    n_glue = sum(1 for n in results if n in metrics.GLUE_SCORE_METRICS and n != "wnli")
+    if n_glue:
+        lines.append(f"| **GLUE** | **{score:.1f}** | mean task score of {n_glue} tasks (WNLI excluded) | |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(tasks: list[str] | None, checkpoint: str | Path | None, tokenizer: str | Path, data_dir: str | Path,
+             out_dir: str | Path, cfg: FinetuneConfig, tracker: Tracker | None = None,
+             progress: bool = True) -> EvaluationResult:
+    """Fine-tune every task from the same checkpoint; write results.md/.json and the GLUE
+    test-set submission (one `<Task>.tsv` per task, zip the folder to submit)."""
+    tracker = tracker or NullTracker()
+    names = [canonical_name(n) for n in tasks] if tasks else default_tasks(data_dir)
+    if not names:
+        raise DataError(f"{data_dir}: no GLUE task with train and dev files found "
+                        "(expected <data_dir>/<TaskDir>/train.tsv and dev.tsv, e.g. SST-2/)")
+    out = Path(out_dir)
+    results: dict[str, FinetuneResult] = {}
+    for name in names:
+        with tracker.child(name) as tt:
+            results[name] = finetune(name, checkpoint, tokenizer, data_dir, out / name, cfg, tracker=tt,
+                                     progress=progress)
+    score = metrics.glue_score({n: r.metrics for n, r in results.items()})
+    table = format_table(results, score)
+    table_md, table_json = out / "results.md", out / "results.json"
+    table_md.write_text(table)
+    table_json.write_text(json.dumps({
+        "checkpoint": str(checkpoint) if checkpoint else None, "glue_score": score,
+        "tasks": {n: {"metrics": r.metrics, "score": task_score(get_task(n), r.metrics), "best_seed": r.best_seed,
+                      "seeds": {str(s): m for s, m in r.seed_metrics.items()}, "model_dir": str(r.model_dir)}
+                  for n, r in results.items()}}, indent=2) + "\n")
+    submission_dir = None
+    if any(r.submission for r in results.values()):
+        submission_dir = out / "submission"
+        submission_dir.mkdir(parents=True, exist_ok=True)
+        for r in results.values():
+            for path in r.submission.values():
+                shutil.copyfile(path, submission_dir / path.name)
+    tracker.log_metrics({"glue/score": score} | {f"{n}/score": task_score(get_task(n), r.metrics)
+                                                 for n, r in results.items()}, step=0)
+    for p in (table_md, table_json):
+        tracker.log_artifact(p)
+    if submission_dir is not None:
+        tracker.log_artifact(submission_dir, "submission")
+    return EvaluationResult(results=results, glue_score=score, table_md=table_md, table_json=table_json,
+                            submission_dir=submission_dir)

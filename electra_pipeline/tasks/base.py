@@ -1,0 +1,136 @@
+"""The one small interface every fine-tuning task implements (as in the reference code).
+
+A task knows how to read its official files, turn examples into token features, which head
+and loss it needs, how to turn raw model outputs into predictions and how to score them. The
+training loop in `finetune.py` knows nothing task-specific beyond this interface.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from electra_pipeline.errors import DataError
+from electra_pipeline.finetuned import TaskMeta
+
+KINDS = ("classification", "regression", "qa")
+
+
+@dataclass
+class Feature:
+    """One model input. Classification has one per example; QA one per context window."""
+
+    example_index: int  # position of the source example in the list given to featurize
+    input_ids: np.ndarray  # (T,) int32, unpadded: padding happens per batch
+    token_type_ids: np.ndarray  # (T,) int32
+    label: int | float | None = None  # class index or regression target; None when unlabeled
+    start_position: int = 0  # qa: answer start token (0 = [CLS] when absent from the window)
+    end_position: int = 0  # qa: answer end token, inclusive
+    answerable: int = 1  # qa v2: 0 for an unanswerable question
+    offsets: np.ndarray | None = None  # qa eval: (T, 2) char span in the context, -1 outside it
+    max_context: np.ndarray | None = None  # qa eval: (T,) bool, window where the token is most central
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+Predictions = dict[str, Any]  # example id -> task-specific prediction
+
+
+def special_ids(tokenizer: Tokenizer) -> tuple[int, int, int]:
+    """([CLS], [SEP], [PAD]) ids. We assemble inputs ourselves instead of relying on the
+    tokenizer's post-processor so truncation and SQuAD windows are exact."""
+    ids = []
+    for tok in ("[CLS]", "[SEP]", "[PAD]"):
+        i = tokenizer.token_to_id(tok)
+        if i is None:
+            raise DataError(f"tokenizer: has no {tok} token; a BERT-style WordPiece vocabulary is required")
+        ids.append(i)
+    return ids[0], ids[1], ids[2]
+
+
+def pad_batch(rows: Sequence[np.ndarray], pad: int) -> torch.Tensor:
+    """Dynamic padding: pad to the longest row of this batch, not to max_seq_length."""
+    out = np.full((len(rows), max(len(r) for r in rows)), pad, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return torch.from_numpy(out)
+
+
+class Task(ABC):
+    """Interface of a fine-tuning task; subclasses set the class attributes."""
+
+    name: str  # registry name, e.g. "sst2"
+    kind: str  # classification | regression | qa
+    labels: tuple[str, ...] = ()  # class names in logit order, as written in the files
+    metric_names: tuple[str, ...] = ()  # metrics shown in results tables (percent)
+    eval_splits: dict[str, str] = {"dev": ""}  # split -> suffix for its metric keys
+    test_splits: dict[str, str] = {}  # split -> leaderboard submission file stem
+    default_epochs: int = 3
+    default_max_seq_length: int = 128
+
+    @abstractmethod
+    def read(self, data_dir: str | Path, split: str) -> list[Any]:
+        """Examples of one split from the official files (or `hf:<name>` for the Hub)."""
+
+    @abstractmethod
+    def featurize(self, examples: Sequence[Any], tokenizer: Tokenizer, max_seq_length: int,
+                  training: bool) -> list[Feature]:
+        """Token features; `training` adds targets and, for pairs, may augment."""
+
+    @abstractmethod
+    def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scalar training loss from the head's outputs (fp32)."""
+
+    @abstractmethod
+    def predict(self, examples: Sequence[Any], features: Sequence[Feature],
+                outputs: Sequence[dict[str, np.ndarray]]) -> Predictions:
+        """Per-example predictions from per-feature outputs (aligned with `features`)."""
+
+    @abstractmethod
+    def score(self, examples: Sequence[Any], predictions: Predictions) -> dict[str, float]:
+        """Metrics in percent; keys include `metric_names`."""
+
+    @abstractmethod
+    def example_id(self, example: Any) -> str:
+        """Stable id used to key predictions."""
+
+    def meta(self, max_seq_length: int, metrics: dict[str, float]) -> TaskMeta:
+        """What the saved model directory records about this task."""
+        return TaskMeta(task=self.name, kind=self.kind, labels=list(self.labels), max_seq_length=max_seq_length,
+                        metrics={k: v for k, v in metrics.items() if k in self.metric_names})
+
+    def collate(self, features: Sequence[Feature], pad_id: int, training: bool) -> dict[str, torch.Tensor]:
+        """Batch tensors, padded to this batch's longest feature."""
+        ids = pad_batch([f.input_ids for f in features], pad_id)
+        batch = {"input_ids": ids,
+                 "token_type_ids": pad_batch([f.token_type_ids for f in features], 0),
+                 "attention_mask": (pad_batch([np.ones(len(f), np.int64) for f in features], 0))}
+        if training:
+            batch.update(self.targets(features))
+        return batch
+
+    def targets(self, features: Sequence[Feature]) -> dict[str, torch.Tensor]:
+        dtype = torch.float32 if self.kind == "regression" else torch.long
+        return {"labels": torch.tensor([f.label for f in features], dtype=dtype)}
+
+    def write_predictions(self, examples: Sequence[Any], predictions: Predictions, path: Path) -> Path:
+        """One JSON object per line: id, prediction (and gold when known)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            for ex in examples:
+                qid = self.example_id(ex)
+                f.write(json.dumps({"id": qid, "prediction": predictions.get(qid)}) + "\n")
+        return path
+
+    def write_submission(self, examples: Sequence[Any], predictions: Predictions, path: Path) -> Path | None:
+        """Leaderboard submission file; tasks without a leaderboard format return None."""
+        return None
