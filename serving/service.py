@@ -1,0 +1,281 @@
+"""BentoML service for an exported ELECTRA model: classify, answer, detect, metadata.
+
+    ELECTRA_MODEL_DIR=runs/export/sst2 bentoml serve serving.service:ElectraService --port 3000
+
+The model is loaded once per worker in `__init__` from ELECTRA_MODEL_DIR (an `electra export`
+directory) or ELECTRA_MODEL_URI (`models:/<name>@<alias>` in the MLflow registry at
+MLFLOW_TRACKING_URI, downloaded to a local directory); ELECTRA_QUANTIZED=1 serves model.int8.onnx.
+All pre/post-processing is `electra_pipeline.inference`, the same code the export was verified
+with; this file only adds HTTP: typed request validation, limits, and error mapping.
+
+Limits: at most MAX_ITEMS texts per /classify request, MAX_TEXT_CHARS per text, MAX_CONTEXT_CHARS
+per QA context and MAX_BODY_BYTES per request body. Bad requests answer 400 (validation), 404
+(endpoint not served by the loaded model's kind) or 413 (body too large), always with a JSON body
+{"error": "..."}; texts longer than the model's window are truncated and flagged
+`truncated: true`. Binds 127.0.0.1 by default; pass `--host 0.0.0.0` to listen on all interfaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from http import HTTPStatus
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Union
+
+import bentoml
+from bentoml.exceptions import BentoMLException, InvalidArgument
+from pydantic import AfterValidator, BaseModel, Field, PlainValidator, StringConstraints
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from electra_pipeline.errors import DataError
+
+MAX_ITEMS = 64  # texts per /classify request (also the adaptive batch cap)
+MAX_TEXT_CHARS = 20_000  # per text; far beyond any model window, so truncation is the normal path
+MAX_CONTEXT_CHARS = 100_000  # per QA context
+MAX_QA_WINDOWS = 32  # doc-stride windows per question; beyond, the context is cut and flagged
+MAX_BODY_BYTES = 1 << 20  # request body cap (1 MiB), enforced before parsing
+
+
+def _not_blank(s: str) -> str:
+    if not s.strip():
+        raise ValueError("must contain non-whitespace text")
+    return s
+
+
+def _item(v: Any) -> str | tuple[str, str]:
+    """One validator for "a text or a pair", so a bad item gets one error, not one per union arm."""
+    texts = [v] if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) and len(v) == 2 else None
+    if texts is None or not all(isinstance(t, str) for t in texts):
+        raise ValueError("each item must be a text or a [text_a, text_b] pair of texts")
+    for t in texts:
+        if len(t) > MAX_TEXT_CHARS:
+            raise ValueError(f"text longer than {MAX_TEXT_CHARS} characters")
+        _not_blank(t)
+    return texts[0] if len(texts) == 1 else (texts[0], texts[1])
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
+Context = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTEXT_CHARS), AfterValidator(_not_blank)]
+# a text, or a [text_a, text_b] pair (NLI, paraphrase, STS)
+Item = Annotated[Union[str, tuple[str, str]], PlainValidator(_item, json_schema_input_type=Union[str, tuple[str, str]])]
+
+
+class ClassifyResult(BaseModel):
+    label: str | None = Field(description="predicted class; null for regression")
+    score: float = Field(description="probability of `label`; the predicted value for regression")
+    scores: dict[str, float] = Field(description="probability of every label (empty for regression)")
+    truncated: bool = Field(description="the input was cut to the model's max_seq_length tokens")
+
+
+class AnswerResult(BaseModel):
+    answer: str = Field(description="exact substring of the context; empty when there is no answer")
+    start: int | None = Field(description="character offset of the answer in the context")
+    end: int | None = Field(description="character offset one past the answer's end")
+    score: float | None = Field(description="start + end logit of the best span")
+    has_answer: bool
+    answerable_prob: float | None = Field(description="SQuAD 2.0 models: P(answerable); null otherwise")
+    truncated: bool = Field(description="the question or the context was cut to the model's limits")
+
+
+class TokenScore(BaseModel):
+    token: str
+    start: int = Field(description="character offset of the token in the text")
+    end: int
+    replaced_prob: float = Field(description="discriminator's P(this token was replaced)")
+
+
+class DetectResult(BaseModel):
+    tokens: list[TokenScore]
+    truncated: bool
+
+
+class WrongModelKind(InvalidArgument):
+    """The endpoint exists but the loaded model cannot serve it (e.g. /answer on a classifier)."""
+
+    error_code = HTTPStatus.NOT_FOUND
+
+
+class RequestTooLarge(BentoMLException):
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class HttpGuard:
+    """ASGI middleware: caps the request body (Content-Length or streamed) and gives every 4xx
+    the same JSON shape {"error": ...} (BentoML wraps errors raised in endpoints in a list)."""
+
+    def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = f"request body over {self.max_body_bytes} bytes"
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return await self._reply(send, 413, too_large)
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_body_bytes:
+                raise RequestTooLarge(too_large)
+            return msg
+
+        start: dict | None = None
+        body = b""
+
+        async def reshaping_send(msg: dict) -> None:
+            nonlocal start, body
+            if msg["type"] == "http.response.start" and 400 <= msg["status"] < 500:
+                start = msg
+                return
+            if start is None:
+                return await send(msg)
+            body += msg.get("body", b"")
+            if msg.get("more_body"):
+                return
+            try:
+                data = json.loads(body)
+            except ValueError:  # Starlette's plain-text 404/405
+                data = {"error": body.decode("utf-8", "replace").strip() or HTTPStatus(start["status"]).phrase}
+            if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+                data = data[0]
+            if not (isinstance(data, dict) and "error" in data):
+                data = {"error": HTTPStatus(start["status"]).phrase, "detail": data}
+            body = json.dumps(data).encode()
+            headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
+            await send({**start, "headers": [*headers, (b"content-type", b"application/json"),
+                                             (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, limited_receive, reshaping_send)
+
+    @staticmethod
+    async def _reply(send: Any, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.contextmanager
+def _as_bad_request() -> Iterator[None]:
+    """The library's user-facing errors (PipelineError) are the client's problem: 400, not 500."""
+    from electra_pipeline.errors import PipelineError
+
+    try:
+        yield
+    except PipelineError as e:
+        raise InvalidArgument(str(e)) from None
+
+
+async def _metadata(_: Request) -> JSONResponse:
+    return JSONResponse(bentoml.get_current_service().metadata())
+
+
+_extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])])
+
+
+def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
+    """(local export directory, where it came from) from ELECTRA_MODEL_DIR or ELECTRA_MODEL_URI."""
+    from electra_pipeline.export import download_model
+
+    if env.get("ELECTRA_MODEL_DIR"):
+        return Path(env["ELECTRA_MODEL_DIR"]), env["ELECTRA_MODEL_DIR"]
+    if env.get("ELECTRA_MODEL_URI"):
+        dst = tempfile.mkdtemp(prefix="electra-model-")
+        return download_model(env["ELECTRA_MODEL_URI"], dst), env["ELECTRA_MODEL_URI"]
+    raise DataError("set ELECTRA_MODEL_DIR (an `electra export` directory) or ELECTRA_MODEL_URI "
+                    "(models:/<name>@<alias>) before starting the service")
+
+
+@bentoml.asgi_app(_extra_routes, path="/")
+@bentoml.service(
+    http={"host": "127.0.0.1", "port": 3000},  # loopback unless `--host` says otherwise
+    traffic={"timeout": 60},
+    workers=1,
+)
+class ElectraService:
+    """One exported ELECTRA model behind typed endpoints; which ones answer depends on its kind."""
+
+    def __init__(self) -> None:
+        from electra_pipeline.inference import Predictor
+
+        model_dir, self.source = resolve_model_dir(os.environ)
+        threads = int(os.environ.get("ELECTRA_THREADS", "0")) or None
+        self.predictor = Predictor.load(model_dir, quantized=os.environ.get("ELECTRA_QUANTIZED") == "1",
+                                        threads=threads)
+        self.kind = self.predictor.kind
+
+    @bentoml.on_deployment
+    def check_model() -> None:
+        """Once, before any worker starts: a missing or wrong model directory stops `bentoml
+        serve` with one clear error instead of workers failing and restarting forever."""
+        from electra_pipeline.inference import read_metadata
+
+        if os.environ.get("ELECTRA_MODEL_URI") and not os.environ.get("ELECTRA_MODEL_DIR"):
+            return  # downloaded per worker; MLflow errors surface there
+        model_dir, _ = resolve_model_dir(os.environ)
+        meta = read_metadata(model_dir)
+        if os.environ.get("ELECTRA_QUANTIZED") == "1" and "int8" not in meta.get("files", {}):
+            raise DataError(f"{model_dir}: ELECTRA_QUANTIZED=1 but the export has no int8 model "
+                            "(export with --quantize)")
+
+    def __is_ready__(self) -> bool:
+        return self.predictor is not None
+
+    def metadata(self) -> dict[str, Any]:
+        m = self.predictor.meta
+        endpoints = {"classification": "/classify", "regression": "/classify", "qa": "/answer",
+                     "discriminator": "/detect"}
+        return {
+            "task": m.get("task"), "kind": self.kind, "labels": m.get("labels", []),
+            "max_seq_length": self.predictor.max_seq_length, "endpoint": endpoints[self.kind],
+            "answerability": m.get("answerability", False), "metrics": m.get("metrics", {}),
+            "model_file": self.predictor.model_file, "providers": self.predictor.session.get_providers(),
+            "source": self.source, "opset": m.get("opset"), "max_abs_diff": m.get("max_abs_diff"),
+            "limits": {"max_items": MAX_ITEMS, "max_text_chars": MAX_TEXT_CHARS,
+                       "max_context_chars": MAX_CONTEXT_CHARS, "max_qa_windows": MAX_QA_WINDOWS,
+                       "max_body_bytes": MAX_BODY_BYTES},
+        }
+
+    def _require(self, endpoint: str, *kinds: str) -> None:
+        if self.kind not in kinds:
+            raise WrongModelKind(f"/{endpoint} needs a {' or '.join(kinds)} model, but this server loaded "
+                                 f"{self.predictor.meta.get('task')!r} ({self.kind}); use "
+                                 f"{self.metadata()['endpoint']}")
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_ITEMS, max_latency_ms=10_000)
+    def classify(self, texts: Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]) -> list[ClassifyResult]:
+        """Label (and class probabilities) per text or [text_a, text_b] pair; regression models
+        return the predicted value as `score`. Concurrent requests are batched adaptively."""
+        self._require("classify", "classification", "regression")
+        with _as_bad_request():
+            return [ClassifyResult(**r) for r in self.predictor.classify(texts)]
+
+    @bentoml.api
+    def answer(self, question: Text, context: Context) -> AnswerResult:
+        """Extractive answer span from the context (doc-stride windows over long contexts);
+        SQuAD 2.0 models may return no answer."""
+        self._require("answer", "qa")
+        with _as_bad_request():
+            return AnswerResult(**self.predictor.answer(question, context, max_windows=MAX_QA_WINDOWS))
+
+    @bentoml.api
+    def detect(self, text: Text) -> DetectResult:
+        """Per-token probability that the token was replaced (raw RTD discriminators)."""
+        self._require("detect", "discriminator")
+        with _as_bad_request():
+            return DetectResult(**self.predictor.detect(text))
+
+
+ElectraService.add_asgi_middleware(HttpGuard, max_body_bytes=MAX_BODY_BYTES)

@@ -1,0 +1,261 @@
+"""The HTTP service end to end: real `bentoml serve` processes on free loopback ports.
+
+Three servers start in parallel (a classifier, a SQuAD 2.0 model loaded from the MLflow
+registry by `models:/<name>@champion`, and an int8 raw discriminator); every endpoint is
+called over HTTP and must equal the in-process prediction, and every bad request must get its
+documented 4xx (never a 5xx)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("bentoml")
+
+from electra_pipeline import export, inference  # noqa: E402
+from electra_pipeline.finetuned import load_finetuned  # noqa: E402
+
+try:
+    from tests.test_export import make_classifier, make_discriminator, make_qa, train_tokenizer
+except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    from test_export import make_classifier, make_discriminator, make_qa, train_tokenizer
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+NO_TELEMETRY = {"BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "true"}
+READY_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One `bentoml serve` process group on 127.0.0.1; stopped with SIGTERM to its group."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        full_env = {**os.environ, **NO_TELEMETRY, **env, "PYTHONPATH": str(REPO)}
+        full_env.pop("ELECTRA_MODEL_DIR" if "ELECTRA_MODEL_URI" in env else "ELECTRA_MODEL_URI", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:ElectraService",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO, env=full_env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.3)
+        self.stop()
+        pytest.fail(f"server not ready after {READY_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", timeout=30, **kw)
+
+
+def _register_in_mlflow(export_dir: Path, root: Path) -> dict[str, str]:
+    """Register the export in a throwaway SQLite registry; env for a server to load it by alias."""
+    import mlflow
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        exp = mlflow.create_experiment("serving-test", artifact_location=(root / "mlartifacts").as_uri())
+        mlflow.set_experiment(experiment_id=exp)
+        res = export.log_to_mlflow(export_dir, "electra-qa-test", alias="champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    return {"ELECTRA_MODEL_URI": res["model_uri"], "MLFLOW_TRACKING_URI": uri}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("serving")
+    tok = train_tokenizer(root / "tokenizer.json")
+    cls_src, qa_src, disc_src = make_classifier(root, tok), make_qa(root, tok, answerability=True), \
+        make_discriminator(root, tok)
+    export.export_onnx(cls_src, root / "x_cls")
+    servers = {"cls": Server({"ELECTRA_MODEL_DIR": str(root / "x_cls")}, root / "cls.log")}
+    export.export_onnx(disc_src, root / "x_disc", quantize=True)
+    servers["disc"] = Server({"ELECTRA_MODEL_DIR": str(root / "x_disc"), "ELECTRA_QUANTIZED": "1"}, root / "disc.log")
+    export.export_onnx(qa_src, root / "x_qa")
+    servers["qa"] = Server(_register_in_mlflow(root / "x_qa", root), root / "qa.log")
+    try:
+        for s in servers.values():
+            s.wait_ready()
+        yield {"root": root, "servers": servers, "cls_src": cls_src,
+               "cls": inference.Predictor.load(root / "x_cls"), "qa": inference.Predictor.load(root / "x_qa"),
+               "disc": inference.Predictor.load(root / "x_disc", quantized=True)}
+    finally:
+        for s in servers.values():
+            s.stop()
+    for name, s in servers.items():
+        assert s.proc.returncode is not None, f"{name} server still running"
+
+
+TEXTS = ["it 's a charming and often affecting journey .", "unflinchingly bleak and desperate",
+         ("A man is playing a guitar.", "Someone performs music."), "the plot is thin " * 40]
+
+
+# --- answers equal the in-process model --------------------------------------------------
+
+def test_health_and_metadata(env: dict) -> None:
+    s = env["servers"]["cls"]
+    assert httpx.get(f"{s.url}/livez").status_code == 200 and httpx.get(f"{s.url}/readyz").status_code == 200
+    meta = httpx.get(f"{s.url}/metadata").json()
+    assert meta["kind"] == "classification" and meta["labels"] == ["negative", "positive"]
+    assert meta["endpoint"] == "/classify" and meta["limits"]["max_items"] == 64
+    assert meta["model_file"] == "model.onnx" and "CPUExecutionProvider" in meta["providers"]
+
+
+def test_classify_equals_in_process_and_pytorch(env: dict) -> None:
+    r = env["servers"]["cls"].post("/classify", json={"texts": TEXTS})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    want = env["cls"].classify([t if isinstance(t, str) else tuple(t) for t in TEXTS])
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert np.allclose([g["scores"]["positive"] for g in got], [w["scores"]["positive"] for w in want], atol=1e-6)
+    assert [g["truncated"] for g in got] == [False, False, False, True]
+    # PyTorch on the same tokenisation agrees with what the server said
+    model, _ = load_finetuned(env["cls_src"])
+    enc = inference.encode_texts(env["cls"].tokenizer, [t if isinstance(t, str) else tuple(t) for t in TEXTS], 64)
+    with torch.inference_mode():
+        logits = model(*(torch.from_numpy(enc.batch.feeds()[k]) for k in ("input_ids", "token_type_ids",
+                                                                            "attention_mask")))
+    assert [g["label"] for g in got] == [["negative", "positive"][i] for i in logits.argmax(-1).tolist()]
+    assert np.allclose([g["scores"]["positive"] for g in got], logits.softmax(-1)[:, 1].numpy(), atol=1e-4)
+
+
+def test_concurrent_classify_requests_are_batched_correctly(env: dict) -> None:
+    s = env["servers"]["cls"]
+    texts = [f"{w} film , {n} minutes" for n in range(4) for w in ("a moving", "a dull", "an odd", "a fine")]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda t: s.post("/classify", json={"texts": [t]}), texts))
+    assert all(r.status_code == 200 for r in results)
+    want = env["cls"].classify(texts)
+    assert [r.json()[0]["label"] for r in results] == [w["label"] for w in want]
+    assert np.allclose([r.json()[0]["score"] for r in results], [w["score"] for w in want], atol=1e-6)
+
+
+def test_answer_from_registry_model_equals_in_process(env: dict) -> None:
+    s = env["servers"]["qa"]
+    assert httpx.get(f"{s.url}/metadata").json()["source"] == "models:/electra-qa-test@champion"
+    context = "The harbour closed in the winter of 1962 . " * 10 + "Her father repaired boats for forty years ."
+    for question in ("How long did her father repair boats?", "when " * 30 + "?"):
+        r = s.post("/answer", json={"question": question, "context": context})
+        assert r.status_code == 200, r.text
+        got, want = r.json(), env["qa"].answer(question, context, max_windows=32)
+        assert got["answer"] == want["answer"] and got["start"] == want["start"] and got["end"] == want["end"]
+        assert got["answer"] == context[got["start"]:got["end"]] and got["answerable_prob"] is not None
+        assert got["truncated"] is (len(question) > 100)  # the long question exceeds max_query_length
+
+
+def test_detect_int8_equals_in_process(env: dict) -> None:
+    s = env["servers"]["disc"]
+    assert httpx.get(f"{s.url}/metadata").json()["model_file"] == "model.int8.onnx"
+    text = "the chef cooked the meal and the guests ate it"
+    r = s.post("/detect", json={"text": text})
+    assert r.status_code == 200, r.text
+    got, want = r.json(), env["disc"].detect(text)
+    assert [t["token"] for t in got["tokens"]] == [t["token"] for t in want["tokens"]]
+    assert np.allclose([t["replaced_prob"] for t in got["tokens"]], [t["replaced_prob"] for t in want["tokens"]])
+    assert got["tokens"][0]["start"] == 0 and got["truncated"] is False
+    long = s.post("/detect", json={"text": "word " * 400}).json()
+    assert long["truncated"] is True and len(long["tokens"]) == 126
+
+
+# --- bad requests: documented 4xx, never 5xx ---------------------------------------------
+
+BAD = [
+    ("cls", "/classify", {"texts": []}, 400),
+    ("cls", "/classify", {"texts": [""]}, 400),
+    ("cls", "/classify", {"texts": ["   "]}, 400),
+    ("cls", "/classify", {"texts": [1, 2]}, 400),
+    ("cls", "/classify", {"texts": "not a list"}, 400),
+    ("cls", "/classify", {"texts": [["only one"]]}, 400),
+    ("cls", "/classify", {"texts": [["a", "b", "c"]]}, 400),
+    ("cls", "/classify", {"text": "wrong field"}, 400),
+    ("cls", "/classify", {"texts": ["x"] * 65}, 400),
+    ("cls", "/classify", {"texts": ["x" * 20_001]}, 400),
+    ("cls", "/classify", None, 400),
+    ("cls", "/answer", {"question": "q?", "context": "c"}, 404),
+    ("cls", "/detect", {"text": "a"}, 404),
+    ("qa", "/answer", {"question": "q?"}, 400),
+    ("qa", "/answer", {"question": "", "context": "c"}, 400),
+    ("qa", "/answer", {"question": "q?", "context": 5}, 400),
+    ("qa", "/classify", {"texts": ["a"]}, 404),
+    ("disc", "/detect", {"text": ["a"]}, 400),
+    ("disc", "/classify", {"texts": ["a"]}, 404),
+    ("disc", "/nowhere", {"x": 1}, 404),
+]
+
+
+@pytest.mark.parametrize("server,path,body,status", BAD, ids=[f"{s}{p}-{i}" for i, (s, p, _, _) in enumerate(BAD)])
+def test_bad_request_gets_documented_status(env: dict, server: str, path: str, body, status: int) -> None:
+    s = env["servers"][server]
+    r = s.post(path, json=body) if body is not None else s.post(path, content=b'{"texts": [', 
+                                                              headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert isinstance(r.json(), dict) and r.json()["error"]
+
+
+def test_oversized_body_is_413_not_5xx(env: dict) -> None:
+    s = env["servers"]["cls"]
+    big = {"texts": ["word " * 4000] * 60}  # ~1.2 MB
+    assert s.post("/classify", json=big).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the streamed body is counted
+        yield b'{"texts": ["'
+        for _ in range(300):
+            yield b"x" * 4096
+        yield b'"]}'
+
+    r = s.post("/classify", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "bytes" in r.json()["error"]
+    assert s.post("/classify", json={"texts": ["still fine"]}).status_code == 200
+
+
+def test_wrong_method_is_json_4xx(env: dict) -> None:
+    r = httpx.get(f"{env['servers']['cls'].url}/classify")
+    assert r.status_code == 405 and r.json()["error"]
+
+
+def test_missing_model_stops_serve_with_clear_error(tmp_path: Path) -> None:
+    s = Server({"ELECTRA_MODEL_DIR": str(tmp_path / "nope")}, tmp_path / "fail.log")
+    try:
+        assert s.proc.wait(timeout=60) != 0
+    finally:
+        s.stop()
+    assert "metadata.json: missing" in (tmp_path / "fail.log").read_text()
