@@ -1,0 +1,64 @@
+"""Stage 6, export: the fine-tuned model -> verified ONNX, registered in the MLflow Model
+Registry with an alias (`champion`) that serving loads as `models:/<name>@<alias>`."""
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from flows.base import Tracking, user_errors
+from flows.tracking import mlflow_run, resolve_tracking_uri, sweep_hook
+
+
+@task(name="export-onnx", retries=1, retry_delay_seconds=5)
+@user_errors
+def export_task(model_dir: str, out_dir: str, optimize: bool, quantize: bool, registered_name: str, alias: str,
+                run_id: str, tracking_uri: str) -> dict[str, Any]:
+    """Export, check ONNX Runtime against PyTorch, then log and register under the stage's run.
+
+    Retried once: registering talks to the tracking server over the network."""
+    import mlflow
+
+    from electra_pipeline.export import export_onnx, log_to_mlflow
+
+    report = export_onnx(model_dir, out_dir, optimize=optimize, quantize=quantize)
+    # The library logs through MLflow's fluent API: point it at this store and this stage's run.
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        logged = log_to_mlflow(out_dir, registered_name or None, alias=alias)
+    return {"onnx_dir": str(Path(out_dir).resolve()), "task": report.task, "kind": report.kind,
+            "max_abs_diff": float(report.max_abs_diff), "int8_agreement": report.int8_agreement,
+            "registered_name": registered_name or None, "alias": alias if registered_name else None,
+            "version": logged.get("version"), "model_uri": logged.get("model_uri") or logged.get("artifact_uri")}
+
+
+@flow(name="export-onnx", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
+@user_errors
+def export_model(
+    model_dir: str,
+    output_dir: str = "outputs/export",
+    registered_name: str = "electra-sst2",
+    alias: str = "champion",
+    optimize: bool = False,
+    quantize: bool = False,
+    tracking: Tracking = Tracking(),
+) -> dict[str, Any]:
+    """Export `model_dir` to ONNX in `output_dir` and register it as `registered_name@alias`.
+
+    Args:
+        model_dir: A fine-tuned model directory (evaluate flow: <task>/model) or an HF discriminator.
+        output_dir: Export directory (model.onnx, tokenizer.json, metadata.json).
+        registered_name: MLflow registered model name; empty: log the files without registering.
+        alias: Registry alias moved to the new version (serving loads models:/<name>@<alias>).
+        optimize: Fuse the graph with ONNX Runtime's transformer optimiser.
+        quantize: Also write a dynamic int8 model.
+        tracking: MLflow store, experiment and parent run.
+    """
+    uri = resolve_tracking_uri(tracking.tracking_uri)
+    with mlflow_run(tracking_uri=uri, experiment=tracking.experiment, name="export",
+                    parent_run_id=tracking.parent_run_id, tags={"stage": "export"}) as run:
+        run.log_params({"model_dir": model_dir, "optimize": optimize, "quantize": quantize,
+                        "registered_name": registered_name, "alias": alias})
+        result = export_task(model_dir, output_dir, optimize, quantize, registered_name, alias, run.run_id, uri)
+    result["run_id"] = run.run_id
+    return result

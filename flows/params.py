@@ -1,0 +1,68 @@
+"""The pipeline's parameters as a pydantic model: what `electra pipeline --help` lists and
+what the CLI validates before it starts anything.
+
+It mirrors the signature of `flows.pipeline.electra_pipeline` (the Prefect UI form), and a
+test keeps the two identical. It lives apart because importing Prefect costs a second, and
+`electra --help` builds every subcommand's parser.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.base import DEFAULT_EXPERIMENT, SAMPLE
+
+Preset = Literal["tiny", "small", "base", "large"]
+Objective = Literal["electra", "mlm"]
+Device = Literal["auto", "cpu", "cuda"]
+
+# The CPU demo's fine-tuning recipe: one seed on a 2,000-example slice fits the 10-minute
+# budget on two cores; set `finetune_config` to {} for the reference recipe (3 seeds, all data).
+DEMO_FINETUNE: dict[str, Any] = {"seeds": [1], "max_train_examples": 2000, "max_eval_examples": 872,
+                                 "predict_test": False}
+
+
+class PipelineParams(BaseModel):
+    """Every parameter of the `electra-pipeline` flow, with its default and help."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Preset = Field("tiny", description="model size and recipe: tiny (CPU demo), small, base, large")
+    corpus: list[str] = Field([SAMPLE], min_length=1, description="corpus files, folders, globs or hf: datasets; "
+                                                                   "`sample` = the corpus shipped in the package")
+    eval_tasks: list[str] = Field(["sst2"], min_length=1, description="GLUE tasks (sst2, mrpc, ...) and/or "
+                                                                       "squad_v1/squad_v2 to fine-tune on")
+    glue_dir: str = Field(SAMPLE, description="GLUE root (<dir>/SST-2/train.tsv ...); `sample` = shipped slices")
+    squad_dir: str = Field(SAMPLE, description="SQuAD directory; `sample` = shipped slices")
+    objectives: list[Objective] = Field(["electra"], min_length=1,
+                                        description="pre-training objectives; electra mlm compares ELECTRA with "
+                                                    "the BERT MLM baseline on the same data and steps")
+    max_steps: int | None = Field(None, gt=0, description="pre-training steps (empty: the preset's)")
+    match_compute: bool = Field(True, description="with several objectives, give each the first one's training "
+                                                  "FLOPs (the MLM baseline gets more, cheaper steps); off: the "
+                                                  "same number of steps")
+    device: Device = Field("auto", description="auto (CUDA when available), cpu or cuda")
+    output_dir: str = Field("outputs", min_length=1, description="root of all outputs, relative to the working "
+                                                                 "directory")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (empty: $MLFLOW_TRACKING_URI, else "
+                                                       "sqlite:///<workdir>/mlflow.db)")
+    experiment: str = Field(DEFAULT_EXPERIMENT, min_length=1, description="MLflow experiment")
+    export: bool = Field(True, description="export the fine-tuned model to ONNX and register it")
+    register_as: str = Field("electra-{task}", description="registered model name; {task}, {preset}, {objective} "
+                                                           "are filled in; empty: do not register")
+    alias: str = Field("champion", min_length=1, description="registry alias pointed at the new version")
+    quantize: bool = Field(False, description="also export a dynamic int8 ONNX model")
+    eval_concurrency: int = Field(2, ge=1, le=16, description="evaluation tasks fine-tuned at once")
+    corpus_config: dict[str, Any] = Field({}, description="CorpusConfig overrides, e.g. {\"min_line_chars\": 20}")
+    tokenizer_config: dict[str, Any] = Field({}, description="TokenizerConfig overrides (vocab_size defaults to "
+                                                             "the model's)")
+    examples_config: dict[str, Any] = Field({}, description="ExamplesConfig overrides (seq_len defaults to the "
+                                                            "model's)")
+    pretrain_config: dict[str, Any] = Field({}, description="PretrainConfig overrides, nested like config.json, "
+                                                            "e.g. {\"train\": {\"lr\": 0.0005}}")
+    finetune_config: dict[str, Any] = Field(DEMO_FINETUNE, description="FinetuneConfig overrides; {} = the "
+                                                                       "reference recipe")
+    refresh_cache: bool = Field(False, description="re-run cached stages (pre-training still resumes a "
+                                                   "half-finished run)")

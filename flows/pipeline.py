@@ -1,0 +1,293 @@
+"""`electra_pipeline`: the product's main job, as one Prefect flow that reads like the pipeline.
+
+    corpus ingestion -> WordPiece -> example building -> pre-training (ELECTRA and/or the MLM
+    baseline) -> GLUE/SQuAD fine-tuning -> ONNX export + MLflow Model Registry
+
+Each stage is its own flow (a subflow here) with its own nested MLflow run under the
+pipeline's parent run. Every parameter is checked and every config resolved before the first
+stage starts. The deterministic stages and pre-training are cached on their inputs, so a
+rerun (or a resumed failure) starts at the first stage whose inputs changed.
+
+Run it: `python -m flows.pipeline` or `electra pipeline` (see `--help`).
+"""
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from flows.base import SAMPLE, StageOutput, Tracking, data_path, user_errors
+from flows import evaluate as evaluate_stage
+from flows import examples as examples_stage
+from flows import ingest as ingest_stage
+from flows import pretrain as pretrain_stage
+from flows import tokenizer as tokenizer_stage
+from flows.evaluate import evaluate
+from flows.examples import build_examples
+from flows.export import export_model
+from flows.ingest import ingest_corpus
+from flows.params import DEMO_FINETUNE, Device, Objective, PipelineParams, Preset
+from flows.pretrain import pretrain
+from flows.report import glue_chart, loss_chart, task_table, text_table
+from flows.tokenizer import train_tokenizer
+from flows.tracking import experiment_id, mlflow_run, resolve_tracking_uri, run_url, sweep_hook, ui_command
+
+
+@dataclass
+class Plan:
+    """Every config resolved and every input checked: what the run will do, before it does it."""
+
+    params: PipelineParams
+    corpus: Any  # CorpusConfig
+    tokenizer: Any  # TokenizerConfig
+    examples: Any  # ExamplesConfig
+    pretrain: dict[str, Any]  # objective -> PretrainConfig
+    finetune: Any  # FinetuneConfig
+    tasks: list[str]
+
+    def to_params(self) -> dict[str, Any]:
+        """The full resolved configs, as the parent MLflow run's params."""
+        from electra_pipeline import config as config_mod
+
+        p = self.params
+        return {"pipeline": {"preset": p.preset, "corpus": p.corpus, "eval_tasks": self.tasks,
+                             "objectives": p.objectives, "glue_dir": p.glue_dir, "squad_dir": p.squad_dir,
+                             "output_dir": p.output_dir, "register_as": p.register_as, "alias": p.alias,
+                             "export": p.export, "quantize": p.quantize},
+                "corpus": dataclasses.asdict(self.corpus), "tokenizer": dataclasses.asdict(self.tokenizer),
+                "examples": dataclasses.asdict(self.examples),
+                "pretrain": config_mod.to_dict(self.pretrain[p.objectives[0]]),
+                "finetune": dataclasses.asdict(self.finetune)}
+
+
+def plan(params: PipelineParams) -> Plan:
+    """Resolve and check everything up front; a problem raises ConfigError/DataError naming the
+    parameter or file, before any stage (or MLflow run) starts."""
+    from electra_pipeline import corpus as corpus_mod
+    from electra_pipeline.errors import ConfigError, DataError
+    from electra_pipeline.tasks import SQUAD_TASKS, glue_tasks_present
+
+    objectives = list(dict.fromkeys(params.objectives))
+    first = pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=objectives[0],
+                                           max_steps=params.max_steps, device=params.device)
+    pre = {objectives[0]: first}
+    for o in objectives[1:]:
+        cfg = pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=o,
+                                             max_steps=params.max_steps, device=params.device)
+        steps = pretrain_stage.compute_matched_steps(first, cfg) if params.match_compute else cfg.train.max_steps
+        pre[o] = pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=o,
+                                                max_steps=steps, device=params.device)
+    tok = tokenizer_stage.tokenizer_config(params.tokenizer_config, vocab_size=first.model.vocab_size)
+    ex = examples_stage.examples_config(params.examples_config, seq_len=first.train.seq_len)
+    tasks = evaluate_stage.task_names(params.eval_tasks)
+    glue = [t for t in tasks if t not in SQUAD_TASKS]
+    if glue and not params.glue_dir.startswith("hf:"):
+        present = set(glue_tasks_present(data_path(params.glue_dir, "glue")))
+        missing = [t for t in glue if t not in present]
+        if missing:
+            raise DataError(f"glue_dir: {data_path(params.glue_dir, 'glue')} has no train/dev files for "
+                            f"{', '.join(missing)} (found: {', '.join(sorted(present)) or 'none'})")
+    if any(t in SQUAD_TASKS for t in tasks):
+        data_path(params.squad_dir, "squad")
+    try:
+        params.register_as.format(task="t", preset="p", objective="o")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"register_as: {params.register_as!r} has an unknown placeholder ({e}); use {{task}}, "
+                          "{preset} or {objective}") from None
+    corpus_mod.expand_sources([data_path(s, "corpus") for s in params.corpus])  # missing files fail now
+    return Plan(params=params.model_copy(update={"objectives": objectives}),
+                corpus=ingest_stage.corpus_config(params.corpus_config), tokenizer=tok, examples=ex, pretrain=pre,
+                finetune=evaluate_stage.finetune_config(params.finetune_config), tasks=tasks)
+
+
+class StageTiming(BaseModel):
+    stage: str
+    seconds: float
+    cached: bool = False
+    path: str = ""
+
+
+class PipelineResult(BaseModel):
+    """What a pipeline run returns (and the CLI prints)."""
+
+    run_id: str
+    tracking_uri: str
+    mlflow_url: str
+    mlflow_ui: str
+    run_dir: str
+    stages: list[StageTiming] = Field(default_factory=list)
+    summaries: dict[str, dict[str, Any]] = Field(default_factory=dict)  # objective -> evaluation summary
+    exported: dict[str, Any] | None = None
+    table: str = ""
+
+
+def _run_dir(output_dir: str) -> Path:
+    from prefect.runtime import flow_run
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(output_dir) / "runs" / f"{stamp}-{flow_run.name or 'local'}"
+
+
+def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
+    lines = [f"# ELECTRA pipeline ({p.preset} preset)", "",
+             f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}`; "
+             f"open the UI with `{result.mlflow_ui}`.", "", "## Fine-tuned dev scores", "", result.table, "",
+             "## Stages", "", "| stage | status | seconds | output |", "|---|---|---|---|"]
+    for s in result.stages:
+        lines.append(f"| {s.stage} | {'cached' if s.cached else 'ran'} | {s.seconds:.1f} | `{s.path}` |")
+    if result.exported:
+        e = result.exported
+        where = f"`{e['model_uri']}` (version {e['version']})" if e.get("version") else f"`{e['model_uri']}`"
+        lines += ["", "## Exported model", "", f"ONNX in `{e['onnx_dir']}`, registered as {where}; "
+                  f"max |ONNX - PyTorch| = {e['max_abs_diff']:.2g}."]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="electra-pipeline", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
+@user_errors
+def electra_pipeline(
+    preset: Preset = "tiny",
+    corpus: list[str] = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
+    eval_tasks: list[str] = ["sst2"],  # noqa: B006
+    glue_dir: str = SAMPLE,
+    squad_dir: str = SAMPLE,
+    objectives: list[Objective] = ["electra"],  # noqa: B006
+    max_steps: int | None = None,
+    match_compute: bool = True,
+    device: Device = "auto",
+    output_dir: str = "outputs",
+    tracking_uri: str | None = None,
+    experiment: str = "electra-pipeline",
+    export: bool = True,
+    register_as: str = "electra-{task}",
+    alias: str = "champion",
+    quantize: bool = False,
+    eval_concurrency: int = 2,
+    corpus_config: dict[str, Any] = {},  # noqa: B006
+    tokenizer_config: dict[str, Any] = {},  # noqa: B006
+    examples_config: dict[str, Any] = {},  # noqa: B006
+    pretrain_config: dict[str, Any] = {},  # noqa: B006
+    finetune_config: dict[str, Any] = DEMO_FINETUNE,
+    refresh_cache: bool = False,
+) -> PipelineResult:
+    """Corpus -> WordPiece -> examples -> pre-training -> GLUE/SQuAD fine-tuning -> ONNX + registry.
+
+    Args:
+        preset: Model size and recipe: tiny (CPU demo, minutes), small, base, large.
+        corpus: Corpus files, folders, globs or hf: datasets; `sample` is the corpus shipped in the package.
+        eval_tasks: GLUE tasks (sst2, mrpc, cola, stsb, qnli, rte, ...) and/or squad_v1 / squad_v2.
+        glue_dir: GLUE root (<dir>/SST-2/train.tsv ...); `sample` is the shipped slices.
+        squad_dir: SQuAD directory; `sample` is the shipped slices.
+        objectives: Pre-training objectives; ["electra", "mlm"] compares ELECTRA with the BERT MLM baseline.
+        max_steps: Pre-training steps; empty: the preset's (tiny: 300).
+        match_compute: With several objectives, give each the first one's training FLOPs (the MLM baseline
+            gets more, cheaper steps); off: the same number of steps.
+        device: auto (CUDA when available), cpu or cuda.
+        output_dir: Root of all outputs, relative to the working directory.
+        tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db.
+        experiment: MLflow experiment.
+        export: Export the fine-tuned model to ONNX and register it in the MLflow Model Registry.
+        register_as: Registered model name; {task}, {preset} and {objective} are filled in; empty: do not register.
+        alias: Registry alias moved to the new version (serve models:/<name>@<alias>).
+        quantize: Also export a dynamic int8 ONNX model.
+        eval_concurrency: Evaluation tasks fine-tuned at once (CPU threads are split between them).
+        corpus_config: CorpusConfig overrides, e.g. {"min_line_chars": 20}.
+        tokenizer_config: TokenizerConfig overrides; vocab_size defaults to the model's.
+        examples_config: ExamplesConfig overrides; seq_len defaults to the model's.
+        pretrain_config: PretrainConfig overrides, nested like config.json, e.g. {"train": {"lr": 0.0005}}.
+        finetune_config: FinetuneConfig overrides; the default is a one-seed CPU demo, {} the reference recipe.
+        refresh_cache: Re-run cached stages (pre-training still resumes a half-finished run).
+    """
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.logging import get_run_logger
+
+    log = get_run_logger()
+    params = PipelineParams(**{k: v for k, v in locals().items() if k in PipelineParams.model_fields})
+    p = plan(params)
+    uri = resolve_tracking_uri(tracking_uri)
+    run_dir = _run_dir(output_dir)
+    stages: list[StageTiming] = []
+
+    def timed(stage: str, fn: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(**kwargs)
+        path = out.path if isinstance(out, StageOutput) else str(kwargs.get("output_dir", ""))
+        stages.append(StageTiming(stage=stage, seconds=time.perf_counter() - t0,
+                                  cached=isinstance(out, StageOutput) and out.cached, path=path))
+        log.info("%s: %s in %.1f s", stage, "cached" if stages[-1].cached else "done", stages[-1].seconds)
+        return out
+
+    with mlflow_run(tracking_uri=uri, experiment=experiment, name=f"pipeline-{preset}",
+                    tags={"stage": "pipeline", "preset": preset, "objectives": ",".join(p.params.objectives)}) as run:
+        run.log_params(p.to_params())
+        t = Tracking(tracking_uri=uri, experiment=experiment, parent_run_id=run.run_id)
+        common = {"output_dir": output_dir, "tracking": t, "refresh_cache": refresh_cache}
+        c = timed("corpus", ingest_corpus, sources=corpus, config=dataclasses.asdict(p.corpus), **common)
+        tok = timed("tokenizer", train_tokenizer, corpus=c.path, config=dataclasses.asdict(p.tokenizer), **common)
+        ex = timed("examples", build_examples, corpus=c.path, tokenizer=tok.path,
+                   config=dataclasses.asdict(p.examples), **common)
+        summaries: dict[str, dict[str, Any]] = {}
+        pretrained: dict[str, StageOutput] = {}
+        for objective in p.params.objectives:
+            pretrained[objective] = timed(f"pretrain-{objective}", pretrain, examples=ex.path, tokenizer=tok.path,
+                                          preset=preset, objective=objective,
+                                          max_steps=p.pretrain[objective].train.max_steps, device=device,
+                                          config=pretrain_config, **common)
+            summaries[objective] = timed(f"evaluate-{objective}", evaluate, checkpoint=pretrained[objective].path,
+                                         tokenizer=tok.path, tasks=p.tasks, glue_dir=glue_dir, squad_dir=squad_dir,
+                                         output_dir=str(run_dir / "evaluate" / objective),
+                                         config=dataclasses.asdict(p.finetune), concurrency=eval_concurrency,
+                                         label=objective, tracking=t)
+        exported = None
+        if export:
+            objective = p.params.objectives[0]
+            done = summaries[objective]["tasks"]
+            name = next(n for n in p.tasks if n in done)  # evaluate fails the run when none finished
+            registered = register_as.format(task=name, preset=preset, objective=objective)
+            exported = timed("export", export_model, model_dir=done[name]["model_dir"],
+                             output_dir=str(run_dir / "export" / name), registered_name=registered, alias=alias,
+                             quantize=quantize, tracking=t)
+
+        table = task_table(summaries)
+        result = PipelineResult(run_id=run.run_id, tracking_uri=uri,
+                                mlflow_url=run_url(uri, experiment_id(run), run.run_id), mlflow_ui=ui_command(uri),
+                                run_dir=str(run_dir.resolve()), stages=stages, summaries=summaries,
+                                exported=exported, table=table)
+        report = _report_markdown(p.params, result)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "report.md").write_text(report)
+        (run_dir / "results.json").write_text(json.dumps(result.model_dump(), indent=2) + "\n")
+        for path in (run_dir / "report.md", run_dir / "results.json",
+                     glue_chart(summaries, run_dir / "glue_scores.png"),
+                     loss_chart({o: Path(s.summary["output_dir"]) / "metrics.jsonl" for o, s in pretrained.items()},
+                                run_dir / "loss_curves.png") if len(pretrained) > 1 else None):
+            if path is not None:
+                run.log_artifact(path)
+        run.log_metrics({f"{o}/glue_score": s["glue_score"] for o, s in summaries.items()
+                         if s.get("glue_score") is not None})
+        create_markdown_artifact(report, key="electra-pipeline-report",
+                                 description=f"Results and MLflow link of {run.run_id}")
+        log.info("results:\n%s", text_table(summaries))
+        failed = {f"{o}/{n}": m for o, s in summaries.items() for n, m in s.get("failed", {}).items()}
+        if failed:
+            from electra_pipeline.errors import PipelineError
+
+            raise PipelineError("evaluation failed for " + "; ".join(f"{k}: {m}" for k, m in failed.items()))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.pipeline [flags]`: the same as `electra pipeline`."""
+    from flows.cli import run_cli
+
+    return run_cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Stage 4, joint ELECTRA pre-training (or the BERT MLM baseline) on the packed examples.
+
+The run directory is named by a key over the examples, tokenizer, config and training code,
+so a rerun with the same inputs hits Prefect's cache, and a rerun after a crash or Ctrl-C
+finds its checkpoints and resumes exactly where it stopped.
+"""
+
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, task
+
+from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, user_errors
+from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
+from flows.tracking import PrefectProgress, mlflow_run, resolve_tracking_uri, sweep_hook
+
+Preset = Literal["tiny", "small", "base", "large"]
+Objective = Literal["electra", "mlm"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def pretrain_config(preset: str, overrides: dict[str, Any], *, objective: str | None = None,
+                    max_steps: int | None = None, device: str | None = None) -> Any:
+    """Preset, then the `pretrain_config` overrides, then the explicit knobs; validated, so a
+    bad value names its field (`train.lr: must be > 0`) before any stage runs."""
+    from electra_pipeline import config as config_mod
+
+    cfg = config_mod.resolve(preset, None, dict(overrides))
+    train: dict[str, Any] = {}
+    if objective is not None:
+        train["objective"] = objective
+    if max_steps is not None:
+        train["max_steps"] = max_steps
+        train["save_every"] = min(cfg.train.save_every, max_steps)
+        train["warmup_steps"] = min(cfg.train.warmup_steps, max(1, max_steps // 10))
+    if device is not None:
+        train["device"] = device
+    return config_mod.merge(cfg, {"train": train}) if train else cfg
+
+
+def compute_matched_steps(reference: Any, other: Any) -> int:
+    """Steps that give `other` the training FLOPs of `reference` (the paper's compute-matched
+    comparison): an MLM step skips the generator, so the baseline gets more steps."""
+    from electra_pipeline.flops import train_step_flops
+
+    budget = reference.train.max_steps * train_step_flops(reference.model, reference.train).total
+    return max(1, round(budget / train_step_flops(other.model, other.train).total))
+
+
+def _code() -> str:
+    from electra_pipeline import checkpoint, data, model, objectives, pretrainer, train
+
+    return code_fingerprint(train, pretrainer, model, objectives, data, checkpoint)
+
+
+def pretrain_plan(cfg: Any, examples: str, tokenizer: str, output_dir: str) -> tuple[Any, str, Path]:
+    """(config bound to its inputs and run directory, stage key, run directory)."""
+    from electra_pipeline import config as config_mod
+    from electra_pipeline.data import ExampleShards
+
+    vocab = ExampleShards(examples).vocab_size  # WordPiece may stop short of the requested size
+    cfg = config_mod.merge(cfg, {"data": examples, "tokenizer": tokenizer, "model": {"vocab_size": vocab}})
+    recipe = {k: v for k, v in config_mod.to_dict(cfg).items() if k not in ("data", "tokenizer", "output_dir",
+                                                                             "tracking")}
+    key = stage_key("pretrain", inputs=[input_key(examples), input_key(tokenizer)], config=recipe, code=_code())
+    out = Path(output_dir) / "pretrain" / f"{cfg.train.objective}-{cfg.preset}-{key}"
+    return config_mod.merge(cfg, {"output_dir": str(out.resolve())}), key, out
+
+
+@task(name="pretrain", cache_policy=STAGE_CACHE, persist_result=True)
+@user_errors
+def pretrain_task(key: str, out_dir: str, config: dict[str, Any], run_id: str, tracking_uri: str) -> dict[str, Any]:
+    """Train (resuming from the run directory's last checkpoint if there is one); mirrors
+    progress into a Prefect progress artifact through the tracker it hands the library."""
+    from electra_pipeline import checkpoint
+    from electra_pipeline import config as config_mod
+    from electra_pipeline.config import PretrainConfig
+    from electra_pipeline.tracking import MLflowTracker
+    from electra_pipeline.train import pretrain
+
+    cfg = config_mod.from_dict(PretrainConfig, config)
+    out = Path(out_dir)
+    resume = out if checkpoint.list_checkpoints(out) else None
+    objective = cfg.train.objective
+    tracker = PrefectProgress(MLflowTracker(run_id, tracking_uri), total_steps=cfg.train.max_steps,
+                              key=f"pretrain-progress-{objective}", label=f"pre-training {objective} ({cfg.preset})")
+    tracker.start(0)
+    result = pretrain(cfg, resume=resume, tracker=tracker, progress=False)
+    tracker.update(result.steps, result.metrics)
+    encoder = result.discriminator_dir if result.discriminator_dir is not None else result.generator_dir
+    summary = {"output_dir": str(out.resolve()), "encoder_dir": str(Path(encoder).resolve()),
+               "generator_dir": str(Path(result.generator_dir).resolve()),
+               "discriminator_dir": str(Path(result.discriminator_dir).resolve()) if result.discriminator_dir else None,
+               "steps": result.steps, "resumed_from": str(resume) if resume else None,
+               "metrics": {k: float(v) for k, v in result.metrics.items()}}
+    mark_complete(out, {"stage": "pretrain", "key": key, "summary": summary})
+    return summary
+
+
+@flow(name="pretrain", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
+@user_errors
+def pretrain(
+    examples: str,
+    tokenizer: str,
+    preset: Preset = "tiny",
+    objective: Objective = "electra",
+    max_steps: int | None = None,
+    device: Device = "auto",
+    output_dir: str = "outputs",
+    config: dict[str, Any] = {},  # noqa: B006 (Prefect copies parameter defaults)
+    tracking: Tracking = Tracking(),
+    refresh_cache: bool = False,
+) -> StageOutput:
+    """Pre-train on packed examples into `<output_dir>/pretrain/<objective>-<preset>-<key>`.
+
+    Args:
+        examples: Packed examples directory (build-examples flow).
+        tokenizer: The tokenizer.json the examples were built with.
+        preset: Model size and recipe: tiny (CPU demo), small, base, large.
+        objective: electra (generator + discriminator) or mlm (the BERT baseline).
+        max_steps: Optimiser steps; empty: the preset's.
+        device: auto (CUDA when available), cpu or cuda.
+        output_dir: Root of all pipeline outputs.
+        config: PretrainConfig overrides, nested like config.json, e.g. {"train": {"lr": 0.0005}}.
+        tracking: MLflow store, experiment and parent run.
+        refresh_cache: Re-run even when a cached result exists (a half-finished run still resumes).
+    """
+    from electra_pipeline import config as config_mod
+    from electra_pipeline.train import check_inputs
+
+    cfg = pretrain_config(preset, config, objective=objective, max_steps=max_steps, device=device)
+    cfg, key, out = pretrain_plan(cfg, examples, tokenizer, output_dir)
+    check_inputs(cfg)  # data, vocabulary and sequence length agree: fail before an MLflow run exists
+    uri = resolve_tracking_uri(tracking.tracking_uri)
+    with mlflow_run(tracking_uri=uri, experiment=tracking.experiment, name=f"pretrain-{objective}",
+                    parent_run_id=tracking.parent_run_id,
+                    tags={"stage": "pretrain", "stage_key": key, "objective": objective}) as run:
+        summary, cached = call_stage_task(pretrain_task, out_dir=out, results=Path(output_dir) / RESULTS_DIR,
+                                          refresh=refresh_cache, key=key, config=config_mod.to_dict(cfg),
+                                          run_id=run.run_id, tracking_uri=uri)
+        run.set_tags({"cached": str(cached).lower()})
+        if cached:  # the library logged nothing this time: give the run its config and results
+            run.log_params(config_mod.to_dict(cfg))
+            run.log_metrics(summary["metrics"], step=summary["steps"])
+            for name in ("config.json", "summary.json", "loss_curves.png"):
+                if (out / name).is_file():
+                    run.log_artifact(out / name)
+        if objective == "mlm":  # the baseline's model to fine-tune is its MLM encoder
+            run.log_artifact(summary["generator_dir"], "generator")
+    return StageOutput(stage=f"pretrain-{objective}", path=summary["encoder_dir"], key=key, cached=cached,
+                       run_id=run.run_id, summary=summary)

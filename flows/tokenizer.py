@@ -1,0 +1,84 @@
+"""Stage 2, WordPiece training: the corpus -> tokenizer.json (uncased, BERT-style)."""
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, user_errors
+from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
+from flows.tracking import mlflow_run, resolve_tracking_uri, sweep_hook
+
+
+def tokenizer_config(overrides: dict[str, Any], vocab_size: int | None = None) -> Any:
+    """The resolved `TokenizerConfig`. `vocab_size` (the model's) is the default, so the
+    tokenizer and the model agree unless the user sets both."""
+    from electra_pipeline import config as config_mod
+    from electra_pipeline.tokenizer import TokenizerConfig
+
+    values = dict(overrides)
+    if vocab_size is not None:
+        values.setdefault("vocab_size", vocab_size)
+    return config_mod.from_dict(TokenizerConfig, values, prefix="tokenizer_config.")
+
+
+def tokenizer_plan(corpus: str, output_dir: str, cfg: Any) -> tuple[str, Path]:
+    from electra_pipeline import tokenizer
+
+    key = stage_key("tokenizer", inputs=[input_key(corpus)], config=dataclasses.asdict(cfg),
+                    code=code_fingerprint(tokenizer))
+    return key, Path(output_dir) / "tokenizer" / key
+
+
+def tokenizer_file(path: str | Path) -> Path:
+    p = Path(path)
+    return p / "tokenizer.json" if p.is_dir() else p
+
+
+@task(name="train-wordpiece", cache_policy=STAGE_CACHE, persist_result=True, retries=1, retry_delay_seconds=5)
+@user_errors
+def train_task(key: str, corpus: str, out_dir: str, config: dict[str, Any]) -> dict[str, Any]:
+    from electra_pipeline import config as config_mod
+    from electra_pipeline.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece
+
+    out = Path(out_dir)
+    path = tokenizer_file(train_wordpiece(Path(corpus), out, config_mod.from_dict(TokenizerConfig, config),
+                                          progress=False))
+    summary = {"vocab_size": load_tokenizer(path).get_vocab_size(), "file": str(path.resolve())}
+    mark_complete(out, {"stage": "tokenizer", "key": key, "summary": summary})
+    return summary
+
+
+@flow(name="train-tokenizer", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
+@user_errors
+def train_tokenizer(
+    corpus: str,
+    output_dir: str = "outputs",
+    config: dict[str, Any] = {},  # noqa: B006 (Prefect copies parameter defaults)
+    tracking: Tracking = Tracking(),
+    refresh_cache: bool = False,
+) -> StageOutput:
+    """Train a WordPiece vocabulary into `<output_dir>/tokenizer/<key>`; cached on the corpus and config.
+
+    Args:
+        corpus: A corpus directory made by the ingest-corpus flow.
+        output_dir: Root of all pipeline outputs.
+        config: TokenizerConfig overrides, e.g. {"vocab_size": 8192}.
+        tracking: MLflow store, experiment and parent run.
+        refresh_cache: Re-run even when a cached result exists.
+    """
+    cfg = tokenizer_config(config)
+    key, out = tokenizer_plan(corpus, output_dir, cfg)
+    uri = resolve_tracking_uri(tracking.tracking_uri)
+    with mlflow_run(tracking_uri=uri, experiment=tracking.experiment, name="tokenizer",
+                    parent_run_id=tracking.parent_run_id, tags={"stage": "tokenizer", "stage_key": key}) as run:
+        run.log_params({"corpus": corpus, "tokenizer": dataclasses.asdict(cfg)})
+        summary, cached = call_stage_task(train_task, out_dir=out, results=Path(output_dir) / RESULTS_DIR,
+                                          refresh=refresh_cache, key=key, corpus=corpus,
+                                          config=dataclasses.asdict(cfg))
+        run.set_tags({"cached": str(cached).lower()})
+        run.log_metrics({"tokenizer/vocab_size": float(summary["vocab_size"])})
+        run.log_artifact(summary["file"], "tokenizer")
+    return StageOutput(stage="tokenizer", path=summary["file"], key=key, cached=cached, run_id=run.run_id,
+                       summary=summary)

@@ -1,0 +1,185 @@
+"""MLflow runs as the flows see them: one parent run per pipeline run, a nested run per stage.
+
+Flows create runs and pass run ids (strings) to tasks; a task rebuilds its tracker with
+`MLflowTracker(run_id, tracking_uri)`. Every run is ended by the `mlflow_run` context manager
+(FINISHED, FAILED, or KILLED on Ctrl-C / cancellation), and a flow-level hook sweeps runs a
+killed process could not end, so no run is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+from electra_pipeline.tracking import MLflowTracker, Tracker
+
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+FLOW_RUN_TAG = "prefect.flow_run_id"
+ROOT_RUN_TAG = "prefect.root_flow_run_id"  # the top-level flow run: what a crash hook knows
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The parameter, else MLFLOW_TRACKING_URI, else a SQLite file in the working directory.
+
+    Resolved at run time in the process that runs the flow, so a deployment's default follows
+    the worker's working directory; relative SQLite paths are made absolute for the same reason."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        rel = uri[len("sqlite:///"):]
+        if rel and not Path(rel).is_absolute():
+            return f"sqlite:///{(Path.cwd() / rel).resolve()}"
+    return uri
+
+
+def is_server(uri: str) -> bool:
+    return urlparse(uri).scheme in ("http", "https", "databricks")
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    if is_server(uri):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    """A link to the run: the server itself, or where `mlflow ui` serves a local store."""
+    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else MLFLOW_UI
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def experiment_id(tracker: MLflowTracker) -> str:
+    return tracker._client.get_run(tracker.run_id).info.experiment_id
+
+
+def _prefect_tags() -> dict[str, str]:
+    """Link the MLflow run back to the Prefect flow run that made it (and the sweep's key)."""
+    from prefect.runtime import flow_run
+
+    tags: dict[str, str] = {}
+    if flow_run.id:
+        tags[FLOW_RUN_TAG] = str(flow_run.id)
+        tags[ROOT_RUN_TAG] = str(flow_run.root_flow_run_id or flow_run.id)
+        tags["prefect.flow_run_name"] = str(flow_run.name)
+        if flow_run.ui_url:
+            tags["prefect.flow_run_url"] = str(flow_run.ui_url)
+    return tags
+
+
+def _ending_status(exc: BaseException) -> str:
+    """KILLED for a user stop (Ctrl-C, a cancellation's SIGTERM), FAILED for anything else."""
+    from prefect.exceptions import TerminationSignal
+
+    return "KILLED" if isinstance(exc, (KeyboardInterrupt, TerminationSignal)) else "FAILED"
+
+
+@contextlib.contextmanager
+def mlflow_run(*, tracking_uri: str, experiment: str, name: str, parent_run_id: str | None = None,
+               tags: dict[str, str] | None = None) -> Iterator[MLflowTracker]:
+    """A (nested) MLflow run for the body, tagged with the Prefect flow run, always ended."""
+    tracker = MLflowTracker.start(tracking_uri=tracking_uri, experiment=experiment, run_name=name,
+                                  parent_run_id=parent_run_id, tags={**_prefect_tags(), **(tags or {})})
+    try:
+        yield tracker
+    except BaseException as e:
+        tracker.end(_ending_status(e))
+        raise
+    else:
+        tracker.end("FINISHED")
+
+
+def end_orphaned_runs(tracking_uri: str, experiment: str, flow_run_id: str, status: str = "KILLED") -> int:
+    """End every RUNNING run of `flow_run_id` (and runs nested under them): the process that
+    owned them was killed before its context managers could run. Returns how many were ended."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    running = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                 max_results=1000)
+    ours = {r.info.run_id for r in running
+            if flow_run_id in (r.data.tags.get(FLOW_RUN_TAG), r.data.tags.get(ROOT_RUN_TAG))}
+    changed = True
+    while changed:  # children created by the library (per seed) carry only mlflow.parentRunId
+        extra = {r.info.run_id for r in running if r.data.tags.get("mlflow.parentRunId") in ours} - ours
+        ours |= extra
+        changed = bool(extra)
+    for run_id in ours:
+        client.set_terminated(run_id, status=status)
+    return len(ours)
+
+
+def sweep_hook(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect on_crashed / on_cancellation hook: the runner calls it after killing the run's
+    process, so it ends the MLflow runs that process left RUNNING."""
+    params = flow_run.parameters or {}
+    where = params.get("tracking") if isinstance(params.get("tracking"), dict) else params
+    uri = resolve_tracking_uri(where.get("tracking_uri"))
+    experiment = where.get("experiment") or "electra-pipeline"
+    with contextlib.suppress(Exception):  # a hook must not turn a crash into a second error
+        end_orphaned_runs(uri, experiment, str(flow_run.id))
+
+
+class PrefectProgress:
+    """A Tracker that forwards to another and mirrors step metrics into a Prefect progress
+    artifact, so the UI shows pre-training advance without the library importing Prefect."""
+
+    def __init__(self, inner: Tracker, *, total_steps: int, key: str, label: str, every_s: float = 3.0):
+        self.inner = inner
+        self.run_id = inner.run_id
+        self.total_steps = total_steps
+        self.key = key
+        self.label = label
+        self.every_s = every_s
+        self._artifact_id: Any = None
+        self._last = 0.0
+        self._t0 = time.monotonic()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.inner.log_params(params)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.inner.log_artifact(path, artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.inner.set_tags(tags)
+
+    def child(self, name: str) -> contextlib.AbstractContextManager[Tracker]:
+        return self.inner.child(name)
+
+    def start(self, step: int = 0) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self._artifact_id = create_progress_artifact(
+            progress=100.0 * step / self.total_steps, key=self.key,
+            description=f"{self.label}: step {step}/{self.total_steps}")
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.inner.log_metrics(metrics, step)
+        if step is None:
+            return
+        now = time.monotonic()
+        if now - self._last < self.every_s and step < self.total_steps:
+            return
+        self._last = now
+        self.update(step, metrics)
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        if self._artifact_id is None:
+            self.start(step)
+        shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("loss/total", "loss/gen", "loss/disc", "disc/accuracy",
+                                                           "gen/accuracy", "throughput/tokens_per_s") if k in metrics)
+        desc = f"{self.label}: step {step}/{self.total_steps}" + (f" ({shown})" if shown else "")
+        with contextlib.suppress(Exception):  # the UI mirror must never stop training
+            update_progress_artifact(self._artifact_id, progress=min(100.0, 100.0 * step / self.total_steps),
+                                     description=desc)
