@@ -1,0 +1,165 @@
+"""Pre-training on real text: loss falls, resume is exact, bad input fails cleanly."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from electra_pipeline import config as c
+from electra_pipeline import train
+from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.tracking import NullTracker
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A WordPiece vocabulary and packed examples built in-process from the shipped sample."""
+    from electra_pipeline import corpus, examples, tokenizer
+
+    from conftest import SAMPLE_CORPUS
+
+    root = tmp_path_factory.mktemp("data")
+    corpus.ingest([str(SAMPLE_CORPUS)], root / "corpus", corpus.CorpusConfig(), progress=False)
+    tok_dir = tokenizer.train_wordpiece(root / "corpus", root / "tokenizer",
+                                        tokenizer.TokenizerConfig(vocab_size=4096), progress=False)
+    ex_dir = root / "examples"
+    examples.build_examples(root / "corpus", tok_dir, ex_dir, examples.ExamplesConfig(seq_len=64, num_proc=1),
+                            progress=False)
+    vocab = json.loads((ex_dir / "meta.json").read_text())["vocab_size"]
+    return tok_dir, ex_dir, vocab
+
+
+def tiny_cfg(tiny_data, out: Path, **train_overrides) -> c.PretrainConfig:
+    tok_dir, ex_dir, vocab = tiny_data
+    cfg = c.tiny()
+    return dataclasses.replace(
+        cfg, data=str(ex_dir), tokenizer=str(tok_dir), output_dir=str(out),
+        model=dataclasses.replace(cfg.model, vocab_size=vocab),
+        train=dataclasses.replace(cfg.train, seq_len=64, batch_size=8, **train_overrides))
+
+
+def test_loss_falls_on_real_text(tiny_data, tmp_path):
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=50, lr=2e-3, warmup_steps=5, log_every=5, save_every=50)
+    result = train.pretrain(cfg, progress=False)
+    first, last = result.history[0], result.history[-1]
+    assert last["loss/gen"] < first["loss/gen"] - 0.5
+    assert last["loss/total"] < first["loss/total"]
+    assert last["disc/replaced_fraction"] > 0.05  # the generator really replaces tokens
+    for name in ("config.json", "metrics.jsonl", "loss_curves.png", "summary.json", "tokenizer.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert (result.discriminator_dir / "model.safetensors").is_file()
+    assert (result.generator_dir / "config.json").is_file()
+
+
+class _Interrupt(NullTracker):
+    """Raises Ctrl-C when step `at` is logged: an interrupted run, mid-training."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def log_metrics(self, metrics, step=None):
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+def _losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {int(r["step"]): r["loss/total"] for r in rows}
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path):
+    kw = dict(max_steps=12, log_every=1, save_every=100, warmup_steps=3)
+    full = train.pretrain(tiny_cfg(tiny_data, tmp_path / "full", **kw), progress=False)
+    cut = tiny_cfg(tiny_data, tmp_path / "cut", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train.pretrain(cut, tracker=_Interrupt(at=7), progress=False)
+    resumed = train.pretrain(cut, resume=tmp_path / "cut", progress=False)
+    assert resumed.steps == 12
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    for step in range(8, 13):
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+    for k, v in full.history[-1].items():
+        if not k.startswith("throughput"):
+            assert resumed.history[-1][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+
+
+def test_objective_mlm_baseline_trains(tiny_data, tmp_path):
+    cfg = tiny_cfg(tiny_data, tmp_path / "mlm", max_steps=4, log_every=2, objective="mlm")
+    result = train.pretrain(cfg, progress=False)
+    assert result.discriminator_dir is None and (result.generator_dir / "model.safetensors").is_file()
+    assert "loss/disc" not in result.history[-1]
+
+
+def test_checkpoints_are_atomic_and_pruned(tiny_data, tmp_path):
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=6, log_every=2, save_every=2, keep_checkpoints=2)
+    train.pretrain(cfg, progress=False)
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["step-00000004", "step-00000006"]  # no temporary leftovers
+
+
+def test_bad_inputs_fail_with_a_clear_message(tiny_data, tmp_path):
+    tok_dir, ex_dir, vocab = tiny_data
+    with pytest.raises(DataError, match="not found"):
+        train.pretrain(dataclasses.replace(tiny_cfg(tiny_data, tmp_path / "a"), data=str(tmp_path / "missing")))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="meta.json"):
+        train.pretrain(dataclasses.replace(tiny_cfg(tiny_data, tmp_path / "a"), data=str(empty)))
+    wrong_vocab = tiny_cfg(tiny_data, tmp_path / "a")
+    wrong_vocab = dataclasses.replace(wrong_vocab, model=dataclasses.replace(wrong_vocab.model, vocab_size=vocab + 1))
+    with pytest.raises(ConfigError, match="model.vocab_size"):
+        train.pretrain(wrong_vocab)
+    with pytest.raises(ConfigError, match="train.seq_len"):
+        train.pretrain(dataclasses.replace(tiny_cfg(tiny_data, tmp_path / "a"),
+                                           train=dataclasses.replace(c.tiny().train, seq_len=128)))
+    assert not (tmp_path / "a").exists()  # nothing written for a rejected run
+
+
+def test_truncated_checkpoint_is_rejected_and_kept(tiny_data, tmp_path):
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=2, log_every=1, save_every=2)
+    train.pretrain(cfg, progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    weights = ckpt / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 3])
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4))
+    with pytest.raises(DataError, match="model.safetensors"):
+        train.pretrain(longer, resume=tmp_path / "run", progress=False)
+    assert weights.read_bytes() == data[: len(data) // 3]  # nothing overwritten
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train.pretrain(longer, progress=False)
+
+
+def test_foreign_checkpoint_is_rejected(tiny_data, tmp_path):
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=2, log_every=1, save_every=2)
+    train.pretrain(cfg, progress=False)
+    bigger = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=64, num_heads=2),
+                                 output_dir=str(tmp_path / "other"))
+    with pytest.raises(DataError, match="does not fit this model"):
+        train.pretrain(bigger, resume=tmp_path / "run", progress=False)
+
+
+def test_cli_pretrain_logs_to_mlflow(tiny_data, tmp_path, capsys):
+    import mlflow
+
+    from electra_pipeline.cli import main
+
+    tok_dir, ex_dir, vocab = tiny_data
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["pretrain", "--preset", "tiny", "--data", str(ex_dir), "--tokenizer", str(tok_dir),
+            "--output-dir", str(tmp_path / "run"), "--model.vocab_size", str(vocab), "--train.seq_len", "64",
+            "--train.batch_size", "4", "--train.max_steps", "3", "--train.log_every", "1",
+            "--tracking.tracking_uri", db, "--no-progress"]
+    assert main(argv) == 0
+    runs = mlflow.MlflowClient(tracking_uri=db).search_runs(
+        [mlflow.MlflowClient(tracking_uri=db).get_experiment_by_name("electra").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["train.max_steps"] == "3"
+    assert {"loss/gen", "loss/disc", "disc/accuracy", "throughput/tokens_per_s"} <= set(runs[0].data.metrics)
+    capsys.readouterr()
+    assert main(argv[:-1] + ["--train.mask_prob", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: train.mask_prob: must be in (0, 1), got 1.5" and "Traceback" not in err
