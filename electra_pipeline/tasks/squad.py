@@ -277,9 +277,20 @@ class SquadTask(Task):
             return metrics.squad_v1(gold, texts)
         na = {q: -p["answerable_logit"] for q, p in predictions.items()}
         out = metrics.squad_v2(gold, texts, na)
-        # serving answers when answerable_logit > threshold, the mirror of na <= thresh
-        out["answerable_threshold"] = float(np.clip(-out["threshold"], -THRESHOLD_CLAMP, THRESHOLD_CLAMP))
+        out["answerable_threshold"] = self._logit_threshold(out["threshold"], [p["answerable_logit"] for p in predictions.values()])
         return out
+
+    @staticmethod
+    def _logit_threshold(na_thresh: float, logits: list[float]) -> float:
+        """The tuned rule `na <= t` (na = -logit) as serving's `logit > threshold`: the midpoint
+        between the lowest answered logit and the highest abstaining one, so both agree exactly."""
+        answered = [x for x in logits if -x <= na_thresh]
+        abstained = [x for x in logits if -x > na_thresh]
+        if not answered:
+            return THRESHOLD_CLAMP
+        if not abstained:
+            return -THRESHOLD_CLAMP
+        return float((min(answered) + max(abstained)) / 2)
 
     def meta(self, max_seq_length: int, metrics_: dict[str, float]) -> TaskMeta:
         base = super().meta(max_seq_length, metrics_)
