@@ -61,18 +61,21 @@ class CorpusConfig:
     """Drop paragraphs that exactly equal an earlier kept paragraph (boilerplate, repeated headers)."""
     strict: bool = False
     """Undecodable (non-UTF-8) bytes raise `DataError` naming file:line instead of being dropped and counted."""
-    shard_mb: int = 256
+    shard_mb: float = 256
     """Start a new Parquet shard after this many MB of text."""
-    row_group_mb: int = 4
+    row_group_mb: float = 4
     """Parquet row-group size in MB of text: the unit of parallel work for the example builder."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.text_field, str) or not self.text_field:
             raise ConfigError(f"corpus.text_field: must be a non-empty string, got {self.text_field!r}")
-        for name, low in (("min_line_chars", 0), ("shard_mb", 1), ("row_group_mb", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"corpus.{name}: must be an integer >= {low}, got {value!r}")
+        v = self.min_line_chars
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"corpus.min_line_chars: must be an integer >= 0, got {v!r}")
+        for name in ("shard_mb", "row_group_mb"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ConfigError(f"corpus.{name}: must be a number > 0, got {v!r}")
         for name in ("dedup_documents", "dedup_paragraphs", "strict"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"corpus.{name}: must be true or false, got {getattr(self, name)!r}")
@@ -554,7 +557,7 @@ class _ShardWriter:
 
     def __init__(self, out_dir: Path, cfg: CorpusConfig):
         self.out_dir = out_dir
-        self.row_group_bytes, self.shard_bytes = cfg.row_group_mb << 20, cfg.shard_mb << 20
+        self.row_group_bytes, self.shard_bytes = int(cfg.row_group_mb * (1 << 20)), int(cfg.shard_mb * (1 << 20))
         self.buffer: list[str] = []
         self.buffered = 0
         self.shards: list[dict[str, Any]] = []
@@ -809,8 +812,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-dedup-documents", action="store_true", help="keep exact duplicate documents")
     p.add_argument("--no-dedup-paragraphs", action="store_true", help="keep exact duplicate paragraphs")
     p.add_argument("--strict", action="store_true", help="fail on undecodable (non-UTF-8) bytes instead of dropping and counting them")
-    p.add_argument("--shard-mb", type=int, default=d.shard_mb, help="MB of text per Parquet shard")
-    p.add_argument("--row-group-mb", type=int, default=d.row_group_mb, help="MB of text per row group (unit of parallel work downstream)")
+    p.add_argument("--shard-mb", type=float, default=d.shard_mb, help="MB of text per Parquet shard")
+    p.add_argument("--row-group-mb", type=float, default=d.row_group_mb, help="MB of text per row group (unit of parallel work downstream)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     p.set_defaults(func=_run_cli)
 

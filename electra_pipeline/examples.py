@@ -1,0 +1,491 @@
+"""Pre-training examples: sentences of one document packed into [CLS] A [SEP] B [SEP] rows.
+
+The packing follows ELECTRA's `build_pretraining_dataset.py` (`ExampleBuilder`) decision for
+decision: sentences of a document accumulate until they reach the target length (never across
+documents; a document's remainder becomes a shorter example); with p=0.1 the first segment may
+take the whole length, else it targets (target-3)//2, and a sentence that would overflow it goes
+to segment A with p=0.5 while B is still empty; A is cut to L-2, B to L-len(A)-3; after each
+example, with p=0.05 the next target length is uniform in [5, L]. Where the reference treats
+each line as a sentence, `split_sentences` (default) first cuts paragraphs after `.`/`!`/`?`
+(on token ids, so it costs almost nothing); off, lines are sentences exactly as in the reference.
+
+Output directory (read by `electra_pipeline.data.ExampleShards`):
+    meta.json          {"format": "electra-examples/1", "seq_len", "vocab_size", "num_examples",
+                        "shards": [{"file", "num_examples"}], "special_ids", "tokenizer_sha256",
+                        "seed", "stats"}
+    shard-00000.npy    (n, seq_len) uint16 (int32 if vocab_size > 65535): [CLS] A [SEP] B [SEP]
+                       then [PAD]=0; rows shuffled with the seed; `examples_per_shard` rows each
+    config.json        the resolved ExamplesConfig (minus num_proc), corpus and tokenizer paths
+    length_hist.png    histogram of example lengths (non-padding tokens)
+
+Work is split by corpus row group and each row group has its own seeded RNG, so the output is
+byte-identical for a given seed whatever `num_proc` is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from electra_pipeline.corpus import corpus_row_groups, read_row_group, staged_output_dir
+from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.tokenizer import SPECIAL_IDS, TOKENIZER_FILE, file_sha256, load_tokenizer
+
+FORMAT = "electra-examples/1"
+META_FILE = "meta.json"
+_SENTENCE_END = (".", "!", "?")
+_CLOSERS = ('"', "'", ")", "]", "\u201d", "\u2019", "\u00bb")  # may follow the end mark
+# a "." after these is not a sentence end (single letters cover initials, "i.e.", "U.S.")
+_ABBREVIATIONS = tuple("abcdefghijklmnopqrstuvwxyz") + (
+    "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "mt", "fig", "gen", "col", "lt", "capt", "rev",
+    "gov", "sen", "rep", "no", "vol", "pp", "ch", "ca", "approx")
+
+
+@dataclass(kw_only=True)
+class ExamplesConfig:
+    """How the corpus is cut into fixed-length pre-training rows."""
+
+    seq_len: int = 128
+    """Row length L, [CLS]/[SEP]/[PAD] included (128 for ELECTRA-Small, 512 for Base/Large)."""
+    seed: int = 0
+    """Fixes packing choices and the row shuffle: same seed + corpus + tokenizer => same bytes."""
+    examples_per_shard: int = 100_000
+    """Rows per .npy shard (the last one may be shorter)."""
+    single_segment_prob: float = 0.1
+    """Chance that segment A may take the whole row (as in classification inputs)."""
+    short_seq_prob: float = 0.05
+    """Chance that the next example targets a random length in [5, L] instead of L."""
+    split_sentences: bool = True
+    """Cut paragraphs into sentences before packing; False: a line is a sentence (the reference)."""
+    num_proc: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Worker processes (default: all cores). Does not change the output."""
+    encode_batch_size: int = 1000
+    """Paragraphs per `encode_batch` call. Does not change the output."""
+
+    def __post_init__(self) -> None:
+        for name, low in (("seq_len", 8), ("examples_per_shard", 1), ("num_proc", 1), ("encode_batch_size", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"examples.{name}: must be an integer >= {low}, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"examples.seed: must be an integer >= 0, got {self.seed!r}")
+        for name in ("single_segment_prob", "short_seq_prob"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ConfigError(f"examples.{name}: must be a probability in [0, 1], got {v!r}")
+        if not isinstance(self.split_sentences, bool):
+            raise ConfigError(f"examples.split_sentences: must be true or false, got {self.split_sentences!r}")
+
+
+# --------------------------------------------------------------------------- tokenising
+
+class _Encoder:
+    """`encode_batch` without special tokens, plus a fast path that gives the same ids.
+
+    BertNormalizer on printable ASCII is just lowercasing (or nothing), which Python does far
+    faster than the Rust normaliser's NFD/accents/CJK passes; such paragraphs (most English text)
+    go to a copy of the tokenizer without a normaliser. Special-token strings in the text are
+    tokenised as text on both paths, so content never produces [PAD]/[CLS]/[SEP]/[MASK] ids."""
+
+    def __init__(self, tokenizer_file: str):
+        self.tok = load_tokenizer(tokenizer_file)
+        self._prepare(self.tok)
+        self.marks = _SentenceMarks.of(self.tok)
+        normalizer = json.loads(self.tok.to_str()).get("normalizer") or {}
+        self.fast = None
+        self.lowercase = bool(normalizer.get("lowercase"))
+        if normalizer.get("type") == "BertNormalizer":
+            self.fast = load_tokenizer(tokenizer_file)
+            self.fast.normalizer = None
+            self._prepare(self.fast)
+
+    @staticmethod
+    def _prepare(tok: Any) -> None:
+        tok.no_padding()
+        tok.no_truncation()
+        tok.encode_special_tokens = True
+
+    def _encode(self, tok: Any, texts: list[str]) -> list[list[int]]:
+        encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if self.fast is None:
+            return self._encode(self.tok, texts)
+        simple_at, simple, other_at, other = [], [], [], []
+        for i, t in enumerate(texts):
+            if t.isascii() and t.isprintable():
+                simple_at.append(i)
+                simple.append(t.lower() if self.lowercase else t)
+            else:
+                other_at.append(i)
+                other.append(t)
+        out: list[list[int]] = [[]] * len(texts)
+        for at, ids in zip(simple_at, self._encode(self.fast, simple) if simple else []):
+            out[at] = ids
+        for at, ids in zip(other_at, self._encode(self.tok, other) if other else []):
+            out[at] = ids
+        return out
+
+
+@lru_cache(maxsize=2)
+def _encoder(tokenizer_file: str) -> _Encoder:
+    """One encoder per worker process, loaded on its first task."""
+    return _Encoder(tokenizer_file)
+
+
+@dataclass(frozen=True)
+class _SentenceMarks:
+    """Token ids that end a sentence, may follow its end, or make a "." not an end."""
+
+    ends: list[int]
+    closers: list[int]
+    abbreviations: list[int]
+    dot: int | None
+
+    @classmethod
+    def of(cls, tok: Any) -> "_SentenceMarks":
+        def ids(tokens: tuple[str, ...]) -> list[int]:
+            return sorted({i for t in tokens for i in (tok.token_to_id(t), tok.token_to_id(t.capitalize())) if i is not None})
+
+        return cls(ids(_SENTENCE_END), ids(_CLOSERS), ids(_ABBREVIATIONS), tok.token_to_id("."))
+
+
+def _sentence_ends(tokens: np.ndarray, para_ends: np.ndarray, marks: _SentenceMarks) -> np.ndarray:
+    """Exclusive end offsets of sentences: after `.`/`!`/`?` (and a closing quote/bracket right
+    after it) when the next token is not more punctuation and a "." does not follow an initial or
+    a common abbreviation; and at every paragraph end. Cheap and approximate, on token ids."""
+    if len(tokens) == 0 or not marks.ends:
+        return para_ends
+    is_end = np.isin(tokens, marks.ends)
+    if marks.dot is not None and marks.abbreviations:
+        is_end[1:] &= ~((tokens[1:] == marks.dot) & np.isin(tokens[:-1], marks.abbreviations))
+    is_close = np.isin(tokens, marks.closers) if marks.closers else np.zeros_like(is_end)
+    stop = is_end.copy()
+    stop[1:] |= is_close[1:] & is_end[:-1]
+    mark = is_end | is_close
+    stop[:-1] &= ~mark[1:]
+    cuts = np.flatnonzero(stop) + 1
+    return np.unique(np.concatenate([cuts, para_ends]))
+
+
+# --------------------------------------------------------------------------- packing (one row group)
+
+@dataclass
+class _Task:
+    index: int  # row-group number in the whole corpus: seeds this task's RNG
+    shard: str
+    row_group: int
+    tokenizer_file: str
+    out_file: str
+    cfg: ExamplesConfig
+
+
+def _build_unit(task: _Task) -> tuple[str, int, dict[str, Any]]:
+    """Tokenise and pack one corpus row group; writes its rows (unshuffled) to task.out_file."""
+    cfg, L = task.cfg, task.cfg.seq_len
+    enc = _encoder(task.tokenizer_file)
+    docs = read_row_group(Path(task.shard), task.row_group)
+    paras: list[str] = []
+    doc_paras = np.empty(len(docs), dtype=np.int64)
+    for i, doc in enumerate(docs):
+        split = doc.split("\n")
+        paras.extend(split)
+        doc_paras[i] = len(split)
+    ids: list[list[int]] = []
+    for i in range(0, len(paras), cfg.encode_batch_size):
+        ids.extend(enc(paras[i:i + cfg.encode_batch_size]))
+    para_len = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    tokens = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(para_len.sum()))
+    del ids
+    para_ends = np.cumsum(para_len)
+    if cfg.split_sentences:
+        ends = _sentence_ends(tokens, para_ends, enc.marks)
+    else:
+        ends = np.unique(para_ends)
+    starts = np.concatenate([[0], ends[:-1]])
+    keep = ends > starts
+    starts, ends = starts[keep], ends[keep]  # empty paragraphs make no sentences
+    doc_token_ends = para_ends[np.cumsum(doc_paras) - 1] if len(docs) and len(para_ends) else np.zeros(len(docs), np.int64)
+    doc_first_sent = np.searchsorted(ends, np.concatenate([[0], doc_token_ends])[:-1], side="right")
+    doc_last_sent = np.searchsorted(ends, doc_token_ends, side="right")
+
+    rows, lengths, stats = _pack(tokens, starts.tolist(), ends.tolist(), doc_first_sent.tolist(),
+                                 doc_last_sent.tolist(), L, cfg, random.Random(f"electra-examples:{cfg.seed}:{task.index}"))
+    stats.update(documents=len(docs), paragraphs=len(paras), sentences=int(len(starts)), tokens=int(len(tokens)))
+    np.save(task.out_file, rows.astype(_dtype_for(enc.tok.get_vocab_size()), copy=False))
+    stats["length_histogram"] = np.bincount(lengths, minlength=L + 1).tolist()
+    return task.out_file, int(len(rows)), stats
+
+
+def _pack(tokens: np.ndarray, starts: list[int], ends: list[int], doc_first: list[int], doc_last: list[int],
+          L: int, cfg: ExamplesConfig, rng: random.Random) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """ELECTRA's ExampleBuilder over pre-tokenised sentences; returns (rows, lengths, stats)."""
+    cls, sep = SPECIAL_IDS["cls"], SPECIAL_IDS["sep"]
+    rows = np.zeros((max(16, len(starts) // 2), L), dtype=np.int32)
+    lengths: list[int] = []
+    truncated = single = 0
+    target = L
+
+    def fill(row: np.ndarray, pos: int, sents: list[int], limit: int) -> int:
+        for s in sents:
+            if limit <= 0:
+                break
+            a = starts[s]
+            n = min(ends[s] - a, limit)
+            row[pos:pos + n] = tokens[a:a + n]
+            pos += n
+            limit -= n
+        return pos
+
+    def create(sents: list[int]) -> None:
+        nonlocal rows, target, truncated, single
+        first_target = 100_000 if rng.random() < cfg.single_segment_prob else (target - 3) // 2
+        first: list[int] = []
+        second: list[int] = []
+        n_first = n_second = 0
+        for s in sents:
+            n = ends[s] - starts[s]
+            if (n_first == 0 or n_first + n < first_target
+                    or (n_second == 0 and n_first < first_target and rng.random() < 0.5)):
+                first.append(s)
+                n_first += n
+            else:
+                second.append(s)
+                n_second += n
+        a = min(n_first, L - 2)
+        b = min(n_second, max(0, L - a - 3))
+        k = len(lengths)
+        if k == len(rows):
+            rows = np.concatenate([rows, np.zeros_like(rows)])
+        row = rows[k]
+        row[0] = cls
+        pos = fill(row, 1, first, a)
+        row[pos] = sep
+        pos += 1
+        if b > 0:
+            pos = fill(row, pos, second, b)
+            row[pos] = sep
+            pos += 1
+        else:
+            single += 1
+        lengths.append(pos)
+        truncated += (n_first - a) + (n_second - b)
+        target = rng.randint(5, L) if rng.random() < cfg.short_seq_prob else L
+
+    for d in range(len(doc_first)):
+        current: list[int] = []
+        length = 0
+        for s in range(doc_first[d], doc_last[d]):
+            current.append(s)
+            length += ends[s] - starts[s]
+            if length >= target:
+                create(current)
+                current, length = [], 0
+        if current:  # the document's end closes the example (never packs across documents)
+            create(current)
+    n = len(lengths)
+    return rows[:n], np.asarray(lengths, dtype=np.int64), {"examples": n, "truncated_tokens": truncated,
+                                                          "single_segment_examples": single}
+
+
+# --------------------------------------------------------------------------- whole corpus
+
+def _dtype_for(vocab_size: int) -> type:
+    return np.uint16 if vocab_size <= 65535 else np.int32
+
+
+def _init_worker() -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process
+
+
+@contextmanager
+def _worker_pool(num_proc: int) -> Iterator[Any]:
+    """A process pool. Fork on Linux: spawn would re-run the caller's `__main__` (scripts without
+    a main guard, `python -` heredocs) and start slower. Workers only use tokenizers (told not to
+    start threads), numpy and pyarrow (fork-safe), never the parent's threads. TOKENIZERS_PARALLELISM
+    is set for the fork itself so tokenizers does not warn about parallelism used before it."""
+    import multiprocessing
+
+    method = "fork" if sys.platform == "linux" else "spawn"
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        with multiprocessing.get_context(method).Pool(num_proc, initializer=_init_worker) as pool:
+            yield pool
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+def _run_tasks(tasks: list[_Task], num_proc: int, progress: bool) -> list[tuple[str, int, dict[str, Any]]]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc="examples", unit="part", disable=not (progress and sys.stderr.isatty()),
+               dynamic_ncols=True)
+    results = []
+    with bar:
+        if num_proc <= 1:
+            for task in tasks:
+                results.append(_build_unit(task))
+                bar.update(1)
+        else:
+            with _worker_pool(num_proc) as pool:
+                for result in pool.imap(_build_unit, tasks, chunksize=1):
+                    results.append(result)
+                    bar.update(1)
+    return results
+
+
+def _merge_stats(parts: list[dict[str, Any]], L: int) -> dict[str, Any]:
+    keys = ("documents", "paragraphs", "sentences", "tokens", "examples", "truncated_tokens", "single_segment_examples")
+    total = {k: int(sum(p[k] for p in parts)) for k in keys}
+    hist = np.sum([p["length_histogram"] for p in parts], axis=0) if parts else np.zeros(L + 1, np.int64)
+    n = max(1, total["examples"])
+    used = float(np.dot(np.arange(L + 1), hist))
+    total.update(mean_length=round(used / n, 3), padding_fraction=round(1 - used / (n * L), 6),
+                 length_histogram=[int(x) for x in hist])
+    return total
+
+
+def _write_shuffled(chunks: list[tuple[str, int]], out_dir: Path, cfg: ExamplesConfig) -> list[dict[str, Any]]:
+    """Concatenate the per-part rows in a seeded random order into fixed-size shards; parts are
+    memory-mapped and each output shard gathered on its own, so memory stays one shard."""
+    arrays = [np.load(f, mmap_mode="r") for f, n in chunks if n]
+    offsets = np.cumsum([0] + [len(a) for a in arrays])
+    total = int(offsets[-1])
+    order = np.random.default_rng(cfg.seed).permutation(total)
+    shards = []
+    for s, begin in enumerate(range(0, total, cfg.examples_per_shard)):
+        idx = order[begin:begin + cfg.examples_per_shard]
+        out = np.empty((len(idx), cfg.seq_len), dtype=arrays[0].dtype)
+        part = np.searchsorted(offsets, idx, side="right") - 1
+        for p in np.unique(part):
+            sel = np.flatnonzero(part == p)
+            local = idx[sel] - offsets[p]
+            srt = np.argsort(local)
+            out[sel[srt]] = arrays[p][local[srt]]
+        name = f"shard-{s:05d}.npy"
+        np.save(out_dir / name, out)
+        shards.append({"file": name, "num_examples": int(len(idx))})
+    return shards
+
+
+def _save_histogram(stats: dict[str, Any], L: int, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    hist = np.asarray(stats["length_histogram"])
+    fig = Figure(figsize=(7, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    ax.bar(np.arange(L + 1), hist, width=1.0, color="#3b6ea8")
+    ax.set_yscale("log")
+    ax.set_xlabel("example length (tokens, [CLS]/[SEP] included)")
+    ax.set_ylabel("examples")
+    ax.set_title(f"{stats['examples']:,} examples, seq_len {L}, mean length {stats['mean_length']:.1f}, "
+                 f"padding {100 * stats['padding_fraction']:.1f}%", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})
+
+
+def _log_to_mlflow(meta: dict[str, Any], out_dir: Path) -> None:
+    """Only into a run the caller already started: this stage never starts one."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None or mlflow.active_run() is None:
+        return
+    s = meta["stats"]
+    mlflow.log_metrics({"data/examples": s["examples"], "data/documents": s["documents"], "data/tokens": s["tokens"],
+                        "data/mean_length": s["mean_length"], "data/padding_fraction": s["padding_fraction"],
+                        "data/truncated_tokens": s["truncated_tokens"]})
+    mlflow.log_artifact(str(out_dir / "length_hist.png"), artifact_path="data")
+
+
+def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesConfig, progress: bool = True) -> dict:
+    """Tokenise the corpus, pack it into seq_len rows and write shuffled .npy shards + meta.json
+    to `out_dir` (complete or not at all); returns the meta."""
+    started = time.perf_counter()
+    tokenizer = Path(tokenizer)
+    tok_file = tokenizer / TOKENIZER_FILE if tokenizer.is_dir() else tokenizer
+    vocab_size = load_tokenizer(tok_file).get_vocab_size()  # validates before any work
+    units = corpus_row_groups(Path(corpus))
+    out_dir = Path(out_dir)
+    with staged_output_dir(out_dir, META_FILE) as tmp:
+        parts = tmp / "_parts"
+        parts.mkdir()
+        tasks = [_Task(index=i, shard=str(shard), row_group=rg, tokenizer_file=str(tok_file.resolve()),
+                       out_file=str(parts / f"part-{i:06d}.npy"), cfg=cfg) for i, (shard, rg) in enumerate(units)]
+        results = _run_tasks(tasks, min(cfg.num_proc, len(tasks)), progress)
+        stats = _merge_stats([r[2] for r in results], cfg.seq_len)
+        if stats["examples"] == 0:
+            raise DataError(f"{corpus}: no examples could be built (is the corpus empty?)")
+        shards = _write_shuffled([(r[0], r[1]) for r in results], tmp, cfg)
+        shutil.rmtree(parts)
+        meta = {"format": FORMAT, "seq_len": cfg.seq_len, "vocab_size": vocab_size, "num_examples": stats["examples"],
+                "shards": shards, "special_ids": dict(SPECIAL_IDS), "tokenizer_sha256": file_sha256(tok_file),
+                "seed": cfg.seed, "stats": stats}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        resolved = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "num_proc"}
+        (tmp / "config.json").write_text(json.dumps(
+            {"config": resolved, "corpus": str(corpus), "tokenizer": str(tok_file)}, indent=2) + "\n")
+        _save_histogram(stats, cfg.seq_len, tmp / "length_hist.png")
+    meta["stats"]["seconds"] = round(time.perf_counter() - started, 2)  # returned, not saved: keeps bytes fixed
+    _log_to_mlflow(meta, out_dir)
+    return meta
+
+
+# --------------------------------------------------------------------------- CLI
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register `electra examples`."""
+    d = ExamplesConfig()
+    p = subparsers.add_parser(
+        "examples", help="pack the corpus into fixed-length pre-training rows",
+        description="Tokenise a corpus directory (from `electra corpus`) with a trained tokenizer and pack the "
+                    "sentences of each document into [CLS] A [SEP] B [SEP] rows of --seq-len tokens, as ELECTRA's "
+                    "build_pretraining_dataset.py does (never across documents). Writes shuffled shard-NNNNN.npy "
+                    "files, meta.json, config.json and length_hist.png to --out. Same seed => same bytes, whatever "
+                    "--num-proc.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--corpus", required=True, type=Path, help="corpus directory (Parquet shards + manifest.json)")
+    p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory or its tokenizer.json")
+    p.add_argument("--out", "-o", required=True, type=Path, help="output examples directory (replaced atomically)")
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help="row length L including [CLS]/[SEP]/[PAD]")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for packing choices and the row shuffle")
+    p.add_argument("--examples-per-shard", type=int, default=d.examples_per_shard, help="rows per .npy shard")
+    p.add_argument("--single-segment-prob", type=float, default=d.single_segment_prob,
+                   help="chance that segment A may fill the whole row")
+    p.add_argument("--short-seq-prob", type=float, default=d.short_seq_prob,
+                   help="chance of a random target length in [5, L]")
+    p.add_argument("--no-sentence-split", action="store_true",
+                   help="treat each paragraph (line) as one sentence, exactly like the reference")
+    p.add_argument("--num-proc", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    kwargs = {} if args.num_proc is None else {"num_proc": args.num_proc}
+    cfg = ExamplesConfig(seq_len=args.seq_len, seed=args.seed, examples_per_shard=args.examples_per_shard,
+                         single_segment_prob=args.single_segment_prob, short_seq_prob=args.short_seq_prob,
+                         split_sentences=not args.no_sentence_split, **kwargs)
+    meta = build_examples(args.corpus, args.tokenizer, args.out, cfg, progress=not args.no_progress)
+    s = meta["stats"]
+    print(f"examples: {meta['num_examples']:,} rows of {meta['seq_len']} in {len(meta['shards'])} shard(s) -> {args.out}")
+    print(f"  {s['documents']:,} documents, {s['tokens']:,} tokens, mean length {s['mean_length']:.1f}, "
+          f"padding {100 * s['padding_fraction']:.1f}%, {s['seconds']:.1f} s")
+    return 0
