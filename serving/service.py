@@ -40,6 +40,7 @@ MAX_TEXT_CHARS = 20_000  # per text; far beyond any model window, so truncation 
 MAX_CONTEXT_CHARS = 100_000  # per QA context
 MAX_QA_WINDOWS = 32  # doc-stride windows per question; beyond, the context is cut and flagged
 MAX_BODY_BYTES = 1 << 20  # request body cap (1 MiB), enforced before parsing
+BAKED_MODEL_DIR = Path(__file__).resolve().parent / "model"  # optional export shipped inside a Bento
 
 
 def _not_blank(s: str) -> str:
@@ -186,7 +187,8 @@ _extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])
 
 
 def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
-    """(local export directory, where it came from) from ELECTRA_MODEL_DIR or ELECTRA_MODEL_URI."""
+    """(local export directory, where it came from): ELECTRA_MODEL_DIR, else ELECTRA_MODEL_URI,
+    else an export baked into the Bento at serving/model (see bentofile.yaml)."""
     from electra_pipeline.export import download_model
 
     if env.get("ELECTRA_MODEL_DIR"):
@@ -194,6 +196,8 @@ def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
     if env.get("ELECTRA_MODEL_URI"):
         dst = tempfile.mkdtemp(prefix="electra-model-")
         return download_model(env["ELECTRA_MODEL_URI"], dst), env["ELECTRA_MODEL_URI"]
+    if (BAKED_MODEL_DIR / "metadata.json").is_file():
+        return BAKED_MODEL_DIR, str(BAKED_MODEL_DIR)
     raise DataError("set ELECTRA_MODEL_DIR (an `electra export` directory) or ELECTRA_MODEL_URI "
                     "(models:/<name>@<alias>) before starting the service")
 
@@ -213,7 +217,7 @@ class ElectraService:
         model_dir, self.source = resolve_model_dir(os.environ)
         threads = int(os.environ.get("ELECTRA_THREADS", "0")) or None
         self.predictor = Predictor.load(model_dir, quantized=os.environ.get("ELECTRA_QUANTIZED") == "1",
-                                        threads=threads)
+                                        threads=threads, spin=os.environ.get("ELECTRA_ORT_SPIN") == "1")
         self.kind = self.predictor.kind
 
     @bentoml.on_deployment

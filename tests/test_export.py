@@ -164,6 +164,7 @@ def test_classifier_export_matches_pytorch(classifier: Path, classifier_export: 
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["kind"] == "classification" and meta["labels"] == ["negative", "positive"]
     assert meta["max_abs_diff"] == report.max_abs_diff and meta["opset"] == 17 and meta["max_seq_length"] == 64
+    assert meta["attention"] == "explicit" and meta["exporter"] == "torchscript"
     assert meta["files"]["int8"] == "model.int8.onnx" and meta["metrics"] == {"accuracy": 50.0}
     # checked with batch > 1 and padding, then other batch and sequence sizes
     shapes = report.checked_shapes
@@ -214,7 +215,7 @@ def test_qa_export_matches_pytorch_and_decodes_spans(root: Path, tok_file: Path,
 
 def test_discriminator_export_matches_pytorch(root: Path, tok_file: Path) -> None:
     src = make_discriminator(root, tok_file)
-    report = export.export_onnx(src, root / "onnx_disc", quantize=True)
+    report = export.export_onnx(src, root / "onnx_disc", quantize=True, attention="sdpa")  # SDPA traced as is
     assert report.kind == "discriminator" and report.max_abs_diff <= 1e-4
     assert report.int8_agreement is not None and report.int8_agreement > 0.8
     res = inference.Predictor.load(root / "onnx_disc").detect("the chef cooked the meal")
