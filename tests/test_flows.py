@@ -1,0 +1,389 @@
+"""The pipeline as Prefect flows, against a real local Prefect API and a real MLflow store.
+
+One Prefect test server (prefect_test_harness, its own SQLite database) and one MLflow SQLite
+store serve the whole module; the pipeline runs on a tiny slice of the shipped corpus, a
+5-step tiny model and one small GLUE task. The first run fills the caches that the later
+tests (second run, compare, deployment, failures) rely on, so they are ordered.
+"""
+
+from __future__ import annotations
+
+import gzip
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TELEMETRY_OFF = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                 "MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+                 "BENTOML_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false",
+                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
+STAGE_FLOWS = {"ingest-corpus", "train-tokenizer", "build-examples", "pretrain", "evaluate", "export-onnx"}
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run's working directory: a corpus slice, outputs, the MLflow store."""
+    d = tmp_path_factory.mktemp("flows")
+    from flows.base import sample_path
+
+    with gzip.open(sample_path("corpus"), "rt", encoding="utf-8") as f:
+        lines = [next(f) for _ in range(1200)]
+    (d / "corpus.txt").write_text("".join(lines), encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="module")
+def prefect_api(work: Path) -> Any:
+    """A real Prefect API (temporary SQLite database, PREFECT_HOME in tmp) for this module."""
+    for k, v in TELEMETRY_OFF.items():
+        os.environ.setdefault(k, v)
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = work / "prefect-home"
+    home.mkdir()
+    with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=90):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="module")
+def params(work: Path) -> dict[str, Any]:
+    """Tiny everything: 1,200 corpus lines, 1,000-token vocabulary, 5 steps, 64 SST-2 examples."""
+    return {
+        "corpus": [str(work / "corpus.txt")],
+        "eval_tasks": ["sst2"],
+        "objectives": ["electra", "mlm"],
+        "max_steps": 5,
+        "device": "cpu",
+        "output_dir": str(work / "outputs"),
+        "tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+        "experiment": "flows-test",
+        "eval_concurrency": 1,
+        "pretrain_config": {"model": {"vocab_size": 1000}},
+        "examples_config": {"num_proc": 1},
+        "finetune_config": {"seeds": [1], "epochs": 1, "max_train_examples": 64, "max_eval_examples": 64,
+                            "batch_size": 16, "predict_test": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_api: str, params: dict[str, Any]) -> Any:
+    from flows.pipeline import electra_pipeline
+
+    state = electra_pipeline(**params, return_state=True)
+    assert state.is_completed(), state.message
+    return state
+
+
+def _mlflow(params: dict[str, Any]) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=params["tracking_uri"])
+
+
+def _runs(params: dict[str, Any]) -> list[Any]:
+    client = _mlflow(params)
+    exp = client.get_experiment_by_name(params["experiment"])
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _child_flow_runs(parent_id: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, TaskRunFilter, TaskRunFilterFlowRunId
+
+    client = get_client(sync_client=True)
+    tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[parent_id])))
+    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_task_run_id={"any_": [t.id for t in tasks]}))
+    return runs
+
+
+def _flow_name(flow_run: Any) -> str:
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True).read_flow(flow_run.flow_id).name
+
+
+def _task_runs(flow_run_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+    return get_client(sync_client=True).read_task_runs(
+        task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+
+
+# --- fast: parameters and CLI ------------------------------------------------------------------
+
+def test_cli_params_match_the_flow_signature() -> None:
+    """The CLI's model and the UI form (the flow signature) list the same parameters and defaults."""
+    from flows.params import PipelineParams
+    from flows.pipeline import electra_pipeline
+
+    sig = inspect.signature(electra_pipeline.fn)
+    assert list(sig.parameters) == list(PipelineParams.model_fields)
+    for name, p in sig.parameters.items():
+        assert p.default == PipelineParams.model_fields[name].default, name
+    schema = electra_pipeline.parameters.model_dump()["properties"]
+    assert schema["preset"]["default"] == "tiny" and "description" in schema["max_steps"]
+
+
+def test_cli_help_lists_parameters() -> None:
+    out = subprocess.run([sys.executable, "-m", "flows.pipeline", "--help"], capture_output=True, text=True,
+                         cwd=REPO, timeout=60)
+    assert out.returncode == 0
+    for flag in ("--preset", "--max-steps", "--eval-tasks", "--objectives", "--tracking-uri", "--set"):
+        assert flag in out.stdout
+    from electra_pipeline.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert "pipeline" in sub.choices  # `electra pipeline` exists
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--max-steps", "0"], "max_steps"),
+    (["--set", "pretrain.train.lr=-1"], "train.lr"),
+    (["--eval-tasks", "nosuchtask"], "task"),
+    (["--corpus", "does/not/exist.txt"], "does/not/exist.txt"),
+    (["--set", "finetune.max_seq_length=4"], "max_seq_length"),
+    (["--register-as", "electra-{model}"], "register_as"),
+])
+def test_bad_parameters_are_rejected_before_any_work(argv: list[str], field: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """One line naming the field, exit 2, and nothing written: no outputs, no MLflow store."""
+    from flows.cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and field in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stage_keys_follow_content_not_paths(tmp_path: Path) -> None:
+    """Same bytes under another name: same corpus key; one changed byte: another key."""
+    from flows.ingest import corpus_config, corpus_plan
+
+    cfg = corpus_config({})
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("One paragraph of text that is long enough.\n")
+    b.write_text("One paragraph of text that is long enough.\n")
+    key_a = corpus_plan([str(a)], str(tmp_path / "out"), cfg)[1]
+    assert corpus_plan([str(b)], str(tmp_path / "out"), cfg)[1] == key_a
+    b.write_text("One paragraph of text that is long enough!\n")
+    assert corpus_plan([str(b)], str(tmp_path / "out"), cfg)[1] != key_a
+    assert corpus_plan([str(a)], str(tmp_path / "out"), corpus_config({"min_line_chars": 3}))[1] != key_a
+
+
+# --- slow: the real thing --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+
+    result = first_run.result()
+    children = _child_flow_runs(first_run.state_details.flow_run_id)
+    names = {_flow_name(r) for r in children}
+    assert names == STAGE_FLOWS
+    assert all(r.state.is_completed() for r in children), [(r.name, r.state.name) for r in children]
+    assert all(t.state.is_completed() for r in children for t in _task_runs(r.id))
+    assert [s.stage for s in result.stages] == ["corpus", "tokenizer", "examples", "pretrain-electra",
+                                               "evaluate-electra", "pretrain-mlm", "evaluate-mlm", "export"]
+    assert not any(s.cached for s in result.stages)
+    assert set(result.summaries) == {"electra", "mlm"} and "sst2" in result.summaries["mlm"]["tasks"]
+    run_dir = Path(result.run_dir)
+    for name in ("report.md", "results.json", "glue_scores.png", "loss_curves.png"):
+        assert (run_dir / name).is_file(), name
+    # The Prefect UI: the results table with the MLflow link, and pre-training progress.
+    client = get_client(sync_client=True)
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    report = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["electra-pipeline-report"])))
+    assert report and "| sst2 |" in report[0].data and result.run_id in report[0].data
+    progress = client.read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["pretrain-progress-electra"])))
+    assert progress and progress[0].type == "progress" and float(progress[0].data) == 100.0
+
+
+@pytest.mark.slow
+def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: Any, params: dict[str, Any]) -> None:
+    result = first_run.result()
+    client = _mlflow(params)
+    runs = _runs(params)
+    by_id = {r.info.run_id: r for r in runs}
+    parent = by_id[result.run_id]
+    assert parent.info.status == "FINISHED" and "mlflow.parentRunId" not in parent.data.tags
+    assert parent.data.params["pretrain.model.hidden_size"] == "128"  # the full resolved config
+    assert parent.data.params["tokenizer.vocab_size"] == "1000"
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
+    assert set(children) == {"corpus", "tokenizer", "examples", "pretrain-electra", "pretrain-mlm",
+                             "evaluate-electra", "evaluate-mlm", "export"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    finetune = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["evaluate-electra"].info.run_id]
+    assert [r.info.run_name for r in finetune] == ["finetune-sst2"]
+    assert "dev/accuracy" in finetune[0].data.metrics
+    history = client.get_metric_history(children["pretrain-electra"].info.run_id, "loss/disc")
+    assert [m.step for m in history][-1] == 5
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"report.md", "results.json", "glue_scores.png", "loss_curves.png"} <= artifacts
+    assert "loss_curves.png" in {a.path for a in client.list_artifacts(children["pretrain-electra"].info.run_id)}
+    assert client.list_artifacts(children["tokenizer"].info.run_id, "tokenizer")
+    version = client.get_model_version_by_alias("electra-sst2", "champion")
+    assert str(version.version) == result.exported["version"] and version.run_id == children["export"].info.run_id
+
+
+@pytest.mark.slow
+def test_second_run_hits_the_caches(first_run: Any, params: dict[str, Any]) -> None:
+    from flows.pipeline import electra_pipeline
+
+    state = electra_pipeline(**{**params, "export": False}, return_state=True)
+    assert state.is_completed(), state.message
+    stages = {s.stage: s for s in state.result().stages}
+    for name in ("corpus", "tokenizer", "examples", "pretrain-electra", "pretrain-mlm"):
+        assert stages[name].cached, name
+    cached_tasks = [t for r in _child_flow_runs(state.state_details.flow_run_id) for t in _task_runs(r.id)
+                    if t.state.name == "Cached"]
+    assert len(cached_tasks) == 5
+    first = first_run.result().summaries["electra"]["tasks"]["sst2"]["score"]
+    assert state.result().summaries["electra"]["tasks"]["sst2"]["score"] == first  # same model, same seed
+
+
+@pytest.mark.slow
+def test_lost_output_is_rebuilt_not_served_from_cache(first_run: Any, params: dict[str, Any]) -> None:
+    """A cache hit must never hand a deleted directory to the next stage."""
+    from flows.tokenizer import train_tokenizer
+
+    result = first_run.result()
+    tok_dir = Path(next(s.path for s in result.stages if s.stage == "tokenizer")).parent
+    corpus = next(s.path for s in result.stages if s.stage == "corpus")
+    shutil.rmtree(tok_dir)
+    out = train_tokenizer(corpus=corpus, output_dir=params["output_dir"], config={"vocab_size": 1000},
+                          tracking={"tracking_uri": params["tracking_uri"], "experiment": params["experiment"]})
+    assert not out.cached and Path(out.path).is_file() and Path(out.path).parent == tok_dir
+
+
+@pytest.mark.slow
+def test_compare_flow_puts_both_models_side_by_side(first_run: Any, params: dict[str, Any]) -> None:
+    from flows.compare import electra_vs_mlm
+
+    keep = {k: params[k] for k in ("corpus", "eval_tasks", "max_steps", "device", "output_dir", "tracking_uri",
+                                   "pretrain_config", "finetune_config", "eval_concurrency")}
+    state = electra_vs_mlm(**keep, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert set(result.summaries) == {"electra", "mlm"} and result.exported is None
+    steps = {s.stage: s.cached for s in result.stages}
+    assert steps["pretrain-electra"] and steps["pretrain-mlm"]  # the pipeline's runs, reused
+    mlm = json.loads((Path(next(s.path for s in result.stages if s.stage == "pretrain-mlm")).parent
+                      / "summary.json").read_text())
+    assert mlm["steps"] == 7  # compute-matched: 5 ELECTRA steps cost as much as 7 cheaper MLM steps
+    assert "| task | electra | mlm |" in result.table
+
+
+@pytest.mark.slow
+def test_failed_task_keeps_the_others_and_fails_the_run_with_the_library_message(
+        first_run: Any, params: dict[str, Any], work: Path) -> None:
+    from flows.base import sample_path
+    from flows.pipeline import electra_pipeline
+
+    glue = work / "glue-broken"
+    shutil.copytree(sample_path("glue") / "SST-2", glue / "SST-2")
+    shutil.copytree(sample_path("glue") / "RTE", glue / "RTE")
+    with (glue / "RTE" / "train.tsv").open("a") as f:
+        f.write("9999\tonly two fields\n")
+    state = electra_pipeline(**{**params, "objectives": ["electra"], "eval_tasks": ["sst2", "rte"],
+                                "glue_dir": str(glue), "export": False}, return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("evaluation failed for electra/rte: ") and "train.tsv" in state.message
+    assert "Traceback" not in state.message
+    runs = _runs(params)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    by_name = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        by_name[r.info.run_name] = r
+    assert by_name["finetune-rte"].info.status == "FAILED"
+    assert by_name["finetune-sst2"].info.status == "FINISHED"
+    evaluate = [r for r in _child_flow_runs(state.state_details.flow_run_id) if _flow_name(r) == "evaluate"][0]
+    assert evaluate.state.is_completed()  # it finished and kept sst2's result
+    tasks = {t.name: t.state for t in _task_runs(evaluate.id)}
+    assert tasks["finetune-rte"].is_failed() and "train.tsv" in tasks["finetune-rte"].message
+    assert tasks["finetune-sst2"].is_completed()
+
+
+@pytest.mark.slow
+def test_stage_failure_marks_the_stage_flow_failed_with_the_message(prefect_api: str, params: dict[str, Any],
+                                                                     work: Path) -> None:
+    from flows.pretrain import pretrain
+
+    empty = work / "not-examples"
+    empty.mkdir()
+    state = pretrain(examples=str(empty), tokenizer=str(empty / "tokenizer.json"), max_steps=5,
+                     output_dir=params["output_dir"], return_state=True,
+                     tracking={"tracking_uri": params["tracking_uri"], "experiment": params["experiment"]})
+    assert state.is_failed()
+    assert state.message.endswith("is not an examples directory (run `electra examples`)")
+
+
+@pytest.mark.slow
+def test_deployment_served_and_triggered_through_the_api(first_run: Any, prefect_api: str,
+                                                         params: dict[str, Any], work: Path) -> None:
+    """infra/serve.py in a subprocess; a run created through the API runs there and completes."""
+    from prefect.deployments import run_deployment
+
+    run_params = {**params, "objectives": ["electra"], "export": False}
+    env = {**os.environ, **TELEMETRY_OFF, "PREFECT_API_URL": prefect_api,
+           "PREFECT_HOME": str(work / "prefect-home")}
+    log = (work / "serve.log").open("w")
+    server = subprocess.Popen([sys.executable, str(REPO / "infra" / "serve.py"), "--only", "tiny-demo",
+                               "--params", json.dumps(run_params)], cwd=work, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        from prefect.client.orchestration import get_client
+
+        client = get_client(sync_client=True)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                client.read_deployment_by_name("electra-pipeline/tiny-demo")
+                break
+            except Exception:
+                assert server.poll() is None and time.monotonic() < deadline, (work / "serve.log").read_text()
+                time.sleep(1)
+        flow_run = run_deployment("electra-pipeline/tiny-demo", timeout=240)
+        assert flow_run.state.is_completed(), (flow_run.state.message, (work / "serve.log").read_text()[-3000:])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_to_work_pools(prefect_api: str, work: Path) -> None:
+    """`prefect deploy --all --prefect-file infra/prefect.yaml` registers every deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    client = get_client(sync_client=True)
+    for pool in ("electra-cpu", "electra-gpu"):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+    env = {**os.environ, **TELEMETRY_OFF, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(work / "prefect-home")}
+    out = subprocess.run(["prefect", "--no-prompt", "deploy", "--all", "--prefect-file", "infra/prefect.yaml"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    demo = client.read_deployment_by_name("electra-pipeline/tiny-demo")
+    assert demo.work_pool_name == "electra-cpu" and demo.parameters == {}
+    gpu = client.read_deployment_by_name("electra-pipeline/small-gpu")
+    assert gpu.work_pool_name == "electra-gpu" and gpu.parameters["preset"] == "small"
+    nightly = client.read_deployment_by_name("electra-pipeline/tiny-nightly")
+    assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 3 * * *"
+    assert client.read_deployment_by_name("electra-vs-mlm/tiny").work_pool_name == "electra-cpu"
