@@ -86,7 +86,7 @@ def train_seed(task: Task, model: TaskModel, train_feats: list[Feature], evals: 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=f"{task.name} seed {seed}", unit="step", dynamic_ncols=True, leave=False)
-    loss_sum, n_loss, t0 = 0.0, 0, time.perf_counter()
+    loss_sum, n_loss, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     try:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -101,22 +101,23 @@ def train_seed(task: Task, model: TaskModel, train_feats: list[Feature], evals: 
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                loss_sum, n_loss = loss_sum + loss.item(), n_loss + 1
+                loss_sum, n_loss = loss_sum + loss.detach().float(), n_loss + 1
                 if bar is not None:
                     bar.update(1)
                 if step % cfg.log_every == 0 or step == total:
-                    tracker.log_metrics({"train/loss": loss_sum / n_loss, "train/lr": scheduler.get_last_lr()[-1],
+                    mean_loss = float(loss_sum) / n_loss  # the host sync
+                    tracker.log_metrics({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[-1],
                                          "throughput/steps_per_s": n_loss / (time.perf_counter() - t0)}, step=step)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{loss_sum / n_loss:.4f}")
-                    loss_sum, n_loss, t0 = 0.0, 0, time.perf_counter()
+                        bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    loss_sum, n_loss, t0 = torch.zeros((), device=device), 0, time.perf_counter()
             if cfg.eval_every_epoch or epoch == cfg.epochs:
                 scores, preds = evaluate_splits(model, task, evals, cfg, pad_id, device)
                 tracker.log_metrics({f"dev/{k}": v for k, v in scores.items()}, step=epoch)
                 score = task_score(task, scores)
                 if cfg.select == "last" and epoch == cfg.epochs:
                     kept = (scores, preds, None)
-                elif cfg.select == "best" and score > best:
+                elif cfg.select == "best" and (kept is None or score > best):
                     best = score
                     kept = (scores, preds, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     finally:

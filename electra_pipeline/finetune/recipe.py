@@ -79,6 +79,8 @@ class FinetuneConfig:
         if self.max_seq_length is not None:
             _require(self.max_seq_length >= 8, "max_seq_length", f"must be >= 8, got {self.max_seq_length}")
         _require(len(self.seeds) > 0, "seeds", "needs at least one seed")
+        _require(all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds), "seeds",
+                 f"must be integers, got {self.seeds}")
         _require(len(set(self.seeds)) == len(self.seeds), "seeds", f"has duplicates: {self.seeds}")
         _require(self.select in SELECT, "select", f"must be one of {SELECT}, got {self.select!r}")
         _require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
