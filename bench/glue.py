@@ -43,7 +43,8 @@ PAPER_SMALL = {"cola": 56.8, "sst2": 88.3, "mrpc": 87.4, "stsb": 86.8, "qqp": 88
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="pre-trained HF ELECTRA dir for (b); omitted: only (a) runs")
     p.add_argument("--tokenizer", type=Path, help="tokenizer.json of the checkpoint (default: train a WordPiece here)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with glue/<Task>/ and squad/")
@@ -82,7 +83,7 @@ def train_fallback_tokenizer(data: Path, tasks: list[str], out: Path, vocab_size
 
 
 def run(name: str, tasks: list[str], checkpoint: Path | None, tokenizer: Path, args: argparse.Namespace,
-        cfg: "FinetuneConfig", squad_cfg: "FinetuneConfig") -> tuple["EvaluationResult", "FinetuneResult | None"]:
+        cfg: FinetuneConfig, squad_cfg: FinetuneConfig) -> tuple[EvaluationResult, FinetuneResult | None]:
     """evaluate() for the GLUE tasks, finetune() for SQuAD (its own window settings)."""
     from electra_pipeline.finetune import evaluate, finetune
 
@@ -106,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from electra_pipeline import metrics
+    from electra_pipeline.errors import DataError
     from electra_pipeline.finetune import FinetuneConfig
     from electra_pipeline.finetune.recipe import resolve_device
     from electra_pipeline.tasks import GLUE_TASKS, glue_tasks_present
-    from electra_pipeline.errors import DataError
     from electra_pipeline.tasks.squad import find_file
 
     if args.threads:

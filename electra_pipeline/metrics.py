@@ -125,7 +125,8 @@ def _gold_list(answers: Sequence[str]) -> list[str]:
     return golds or [""]
 
 
-def squad_scores(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str]) -> tuple[dict[str, float], dict[str, float]]:
+def squad_scores(gold: Mapping[str, Sequence[str]],
+                 predictions: Mapping[str, str]) -> tuple[dict[str, float], dict[str, float]]:
     """Per-question (EM, F1) in [0, 1], max over the gold answers; a missing prediction scores 0."""
     em, f1_ = {}, {}
     for qid, answers in gold.items():

@@ -160,6 +160,22 @@ def test_vocab_mismatch_is_a_clear_error(assets, tmp_path):
         finetune("sst2", None, tmp_path / "nope.json", SAMPLE, tmp_path / "out", FinetuneConfig(seeds=[1]))
 
 
+def test_inputs_are_checked_before_any_run(assets, tmp_path):
+    from electra_pipeline.finetune.runner import check_inputs
+
+    tok_file, ckpt = assets
+    cfg = FinetuneConfig(seeds=[1])
+    check_inputs(["sst2", "squad_v1"], ckpt, tok_file, SAMPLE, FinetuneConfig(max_seq_length=128))
+    with pytest.raises(ConfigError, match="unknown task 'glue'"):
+        check_inputs(["sst2", "glue"], ckpt, tok_file, SAMPLE, cfg)
+    with pytest.raises(DataError, match=r"MNLI/train\.tsv: missing train split for mnli"):
+        check_inputs(["mnli"], ckpt, tok_file, SAMPLE, cfg)
+    with pytest.raises(DataError, match="no GLUE task with train and dev files"):
+        check_inputs([], ckpt, tok_file, tmp_path, cfg)
+    with pytest.raises(ConfigError, match="max_seq_length: 512 exceeds"):  # SQuAD's default vs a 128-position model
+        check_inputs(["squad_v1"], ckpt, tok_file, SAMPLE, cfg)
+
+
 # --- learning on real data ------------------------------------------------------------------
 
 
@@ -226,7 +242,8 @@ def test_evaluate_writes_table_submission_and_reloadable_models(assets, tmp_path
     feats = task.featurize(examples, tok, 64, training=False)
     from electra_pipeline.finetune.loop import run_model
     preds = task.predict(examples, feats, run_model(model, task, feats, 16, 0, torch.device("cpu"), "fp32"))
-    saved = {d["id"]: d["prediction"] for d in map(json.loads, res.results["sst2"].predictions["dev"].read_text().splitlines())}
+    rows = res.results["sst2"].predictions["dev"].read_text().splitlines()
+    saved = {d["id"]: d["prediction"] for d in map(json.loads, rows)}
     assert preds == saved
 
 

@@ -205,7 +205,8 @@ def test_submission_format(tmp_path):
     stsb = get_task("stsb")
     ex = stsb.read(SAMPLE, "test")[:3]
     lines = stsb.write_submission(ex, dict(zip([e.guid for e in ex], [-0.3, 2.71828, 6.0])), tmp_path / "STS-B.tsv")
-    assert lines.read_text().splitlines()[1:] == [f"{ex[0].guid}\t0.000", f"{ex[1].guid}\t2.718", f"{ex[2].guid}\t5.000"]
+    expected = [f"{ex[0].guid}\t0.000", f"{ex[1].guid}\t2.718", f"{ex[2].guid}\t5.000"]  # clipped to [0, 5]
+    assert lines.read_text().splitlines()[1:] == expected
 
 
 # --- SQuAD windows --------------------------------------------------------------------------

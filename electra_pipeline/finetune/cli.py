@@ -14,8 +14,9 @@ import inspect
 import json
 import re
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from electra_pipeline import config as config_mod
 from electra_pipeline.errors import ConfigError
@@ -64,9 +65,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         if f.name in _SPECIAL:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        tp = hints[f.name]
-        metavar = next((m for t, m in ((bool, "BOOL"), (int, "INT"), (float, "FLOAT")) if t in typing.get_args(tp) or tp is t),
-                       "STR")
+        kinds = {hints[f.name], *typing.get_args(hints[f.name])}  # `int | None` -> {int, None}
+        metavar = next((m for t, m in ((bool, "BOOL"), (int, "INT"), (float, "FLOAT")) if t in kinds), "STR")
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg:{f.name}", default=None, metavar=metavar,
                            help=f"{helps.get(f.name, '')} (default: {default})")
 
@@ -110,15 +110,16 @@ def _note_random_init(args: argparse.Namespace, cfg: Any) -> None:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from electra_pipeline.finetune.runner import finetune
+    from electra_pipeline.finetune.runner import check_inputs, finetune
 
     cfg = build_config(args)
+    check_inputs([args.task], args.checkpoint, args.tokenizer, args.data_dir, cfg)  # before an MLflow run exists
     _note_random_init(args, cfg)
     out = Path(args.out or f"runs/finetune/{args.task}")
     with _tracker(args, f"finetune-{args.task}") as tracker:
         r = finetune(args.task, args.checkpoint, args.tokenizer, args.data_dir, out, cfg, tracker=tracker,
                      progress=not args.no_progress)
-    shown = "  ".join(f"{k}={v:.2f}" for k, v in r.metrics.items() if not k.endswith(("thresh", "total", "threshold")))
+    shown = "  ".join(f"{k}={v:.2f}" for k, v in r.metrics.items() if not k.endswith(("thresh", "threshold", "total")))
     print(f"{r.task}: median over {len(r.seed_metrics)} seed(s): {shown}")
     print(f"model (seed {r.best_seed}) -> {r.model_dir}")
     for stem, path in r.submission.items():
@@ -127,9 +128,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from electra_pipeline.finetune.runner import evaluate
+    from electra_pipeline.finetune.runner import check_inputs, default_tasks, evaluate
 
     cfg = build_config(args)
+    check_inputs(args.tasks or default_tasks(args.data_dir), args.checkpoint, args.tokenizer, args.data_dir, cfg)
     _note_random_init(args, cfg)
     with _tracker(args, "evaluate") as tracker:
         r = evaluate(args.tasks or None, args.checkpoint, args.tokenizer, args.data_dir, Path(args.out), cfg,

@@ -21,9 +21,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from tokenizers import Tokenizer
 
@@ -38,6 +36,7 @@ from electra_pipeline.model import init_weights
 from electra_pipeline.tasks import GLUE_TASKS, SquadTask, Task, canonical_name, get_task, glue_tasks_present
 from electra_pipeline.tasks.base import special_ids
 from electra_pipeline.tracking import NullTracker, Tracker
+
 
 @dataclass
 class FinetuneResult:
@@ -119,8 +118,33 @@ def build_task(name: str, cfg: FinetuneConfig) -> Task:
 def _has_split(task: Task, data_dir: str | Path, split: str) -> bool:
     if str(data_dir).startswith("hf:"):
         return True
-    path_of = getattr(task, "split_path", None)
-    return path_of is not None and path_of(data_dir, split).is_file()
+    try:
+        path = task.split_file(data_dir, split)
+    except DataError:
+        return False
+    return path is not None and path.is_file()
+
+
+def check_inputs(tasks: list[str], checkpoint: str | Path | None, tokenizer: str | Path, data_dir: str | Path,
+                 cfg: FinetuneConfig) -> None:
+    """Every user mistake we can see up front (task names, tokenizer, checkpoint and its
+    vocabulary, missing train/dev files, sequence length), before any training or MLflow run."""
+    names = [canonical_name(n) for n in tasks]
+    if not names:
+        raise DataError(f"{data_dir}: no GLUE task with train and dev files found "
+                        "(expected <data_dir>/<TaskDir>/train.tsv and dev.tsv, e.g. SST-2/)")
+    tok, _ = load_tokenizer_file(tokenizer)
+    special_ids(tok)
+    model_cfg, _ = load_encoder_config(checkpoint, cfg, tok.get_vocab_size())
+    for name in names:
+        t = build_task(name, cfg)
+        resolved(cfg, t, model_cfg)
+        if str(data_dir).startswith("hf:"):
+            continue
+        for split in ("train", *t.eval_splits):
+            path = t.split_file(data_dir, split)
+            if path is not None and not path.is_file():
+                raise DataError(f"{path}: missing {split} split for {t.name}")
 
 
 # --- one task ---------------------------------------------------------------------------------
@@ -201,6 +225,7 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
     tracker.log_metrics({f"dev/{k}": v for k, v in median.items()} | {"dev/score": summary["score"]}, step=0)
     for p in (out / "config.json", out / "metrics.json", *predictions.values(), *submission.values()):
         tracker.log_artifact(p)
+    tracker.log_artifact(model_dir, "model")  # what export and serving load
     return FinetuneResult(task=t.name, metrics=median, seed_metrics=seed_metrics, best_seed=best_seed,
                           model_dir=model_dir, predictions=predictions, submission=submission, out_dir=out)
 
@@ -213,11 +238,14 @@ def default_tasks(data_dir: str | Path) -> list[str]:
     return list(GLUE_TASKS) if str(data_dir).startswith("hf:") else glue_tasks_present(data_dir)
 
 
+_NOT_SHOWN = ("thresh", "threshold", "total")  # SQuAD v2 bookkeeping keys, not scores
+
+
 def format_table(results: dict[str, FinetuneResult], score: float) -> str:
     """Markdown: one row per task (median metrics) and the GLUE score row."""
     lines = ["| task | score | dev metrics (median over seeds) | seeds |", "|---|---|---|---|"]
     for name, r in results.items():
-        shown = ", ".join(f"{k} {v:.1f}" for k, v in r.metrics.items() if not k.endswith(("thresh", "total", "threshold")))
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in r.metrics.items() if not k.endswith(_NOT_SHOWN))
         lines.append(f"| {name} | {task_score(get_task(name), r.metrics):.1f} | {shown} | {len(r.seed_metrics)} |")
     n_glue = sum(1 for n in results if n in metrics.GLUE_SCORE_METRICS and n != "wnli")
     if n_glue:

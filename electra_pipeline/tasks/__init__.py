@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from electra_pipeline.errors import ConfigError
 from electra_pipeline.tasks.base import Feature, Task

@@ -103,6 +103,10 @@ class Task(ABC):
     def example_id(self, example: Any) -> str:
         """Stable id used to key predictions."""
 
+    def split_file(self, data_dir: str | Path, split: str) -> Path | None:
+        """The file a split is read from (None where unknown), so runs can check inputs first."""
+        return None
+
     def meta(self, max_seq_length: int, metrics: dict[str, float]) -> TaskMeta:
         """What the saved model directory records about this task."""
         return TaskMeta(task=self.name, kind=self.kind, labels=list(self.labels), max_seq_length=max_seq_length,

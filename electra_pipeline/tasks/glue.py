@@ -187,7 +187,7 @@ class GlueTask(Task):
         self.test_splits = dict(spec.test_splits)
         self.default_epochs = spec.epochs
 
-    def split_path(self, data_dir: str | Path, split: str) -> Path:
+    def split_file(self, data_dir: str | Path, split: str) -> Path:
         return task_dir(data_dir, self.spec.dir_name) / f"{split}.tsv"
 
     def read(self, data_dir: str | Path, split: str) -> list[Example]:
@@ -196,7 +196,7 @@ class GlueTask(Task):
             raise ConfigError(f"split: {self.name} has no split {split!r} (known: {known})")
         if str(data_dir).startswith(HF_PREFIX):
             return read_hf(self.spec, split)
-        return read_tsv(self.split_path(data_dir, split), self.spec, split)
+        return read_tsv(self.split_file(data_dir, split), self.spec, split)
 
     def example_id(self, example: Example) -> str:
         return example.guid

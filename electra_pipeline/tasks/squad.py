@@ -112,7 +112,7 @@ class SquadTask(Task):
     def answerability(self) -> bool:
         return self.version == "v2"
 
-    def with_options(self, **options: int) -> "SquadTask":
+    def with_options(self, **options: int) -> SquadTask:
         """A copy with other window/decoding settings (from FinetuneConfig)."""
         kw = {k: getattr(self, k) for k in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size")}
         kw.update(options)
@@ -127,7 +127,8 @@ class SquadTask(Task):
             return self._read_hf(split)
         path = find_file(data_dir, self.version, split)
         try:
-            with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8") as f:
                 data = json.load(f)
         except (OSError, json.JSONDecodeError, EOFError) as e:
             raise DataError(f"{path}: unreadable SQuAD JSON ({e})") from None
@@ -141,6 +142,9 @@ class SquadTask(Task):
         return [QAExample(qid=r["id"], question=r["question"], context=r["context"], answers=list(r["answers"]["text"]),
                           answer_start=int(r["answers"]["answer_start"][0]) if r["answers"]["text"] else -1)
                 for r in ds]
+
+    def split_file(self, data_dir: str | Path, split: str) -> Path:
+        return find_file(data_dir, self.version, split)
 
     def example_id(self, example: QAExample) -> str:
         return example.qid
@@ -277,7 +281,8 @@ class SquadTask(Task):
             return metrics.squad_v1(gold, texts)
         na = {q: -p["answerable_logit"] for q, p in predictions.items()}
         out = metrics.squad_v2(gold, texts, na)
-        out["answerable_threshold"] = self._logit_threshold(out["threshold"], [p["answerable_logit"] for p in predictions.values()])
+        logits = [p["answerable_logit"] for p in predictions.values()]
+        out["answerable_threshold"] = self._logit_threshold(out["threshold"], logits)
         return out
 
     @staticmethod
