@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -94,51 +95,62 @@ class ExamplesConfig:
 # --------------------------------------------------------------------------- tokenising
 
 class _Encoder:
-    """`encode_batch` without special tokens, plus a fast path that gives the same ids.
+    """`encode_batch` without special tokens, with a word cache that gives the same ids faster.
 
-    BertNormalizer on printable ASCII is just lowercasing (or nothing), which Python does far
-    faster than the Rust normaliser's NFD/accents/CJK passes; such paragraphs (most English text)
-    go to a copy of the tokenizer without a normaliser. Special-token strings in the text are
-    tokenised as text on both paths, so content never produces [PAD]/[CLS]/[SEP]/[MASK] ids."""
+    BERT tokenisation is local to words: the normaliser works character by character and the
+    pre-tokeniser splits at every space and punctuation character, so a paragraph's ids are the
+    concatenation of the ids of its pieces when it is cut at spaces and ASCII/common Unicode
+    punctuation. For printable paragraphs (all of a cleaned corpus; no tabs, controls or exotic
+    spaces) the pieces are cut with one regex and looked up in a dict filled by `encode_batch`
+    on the pieces not seen before, which is ~3x cheaper than encoding every paragraph in full
+    (English is Zipfian: most pieces repeat). Other paragraphs, and tokenizers that are not
+    BertNormalizer + BertPreTokenizer, go through `encode_batch` unchanged. Special-token
+    strings in the text are tokenised as text on every path, so content never yields
+    [PAD]/[CLS]/[SEP]/[MASK]."""
+
+    _PIECES = re.compile("[^ !-/:-@\\[-`{-~\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00ab\u00bb]+|[^ ]")
+    max_cached = 2_000_000  # pieces; the cache is emptied when full (speed only, never the result)
 
     def __init__(self, tokenizer_file: str):
         self.tok = load_tokenizer(tokenizer_file)
-        self._prepare(self.tok)
+        self.tok.no_padding()
+        self.tok.no_truncation()
+        self.tok.encode_special_tokens = True
         self.marks = _SentenceMarks.of(self.tok)
-        normalizer = json.loads(self.tok.to_str()).get("normalizer") or {}
-        self.fast = None
-        self.lowercase = bool(normalizer.get("lowercase"))
-        if normalizer.get("type") == "BertNormalizer":
-            self.fast = load_tokenizer(tokenizer_file)
-            self.fast.normalizer = None
-            self._prepare(self.fast)
+        spec = json.loads(self.tok.to_str())
+        self.cached = ((spec.get("normalizer") or {}).get("type") == "BertNormalizer"
+                       and (spec.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer")
+        self.cache: dict[str, tuple[int, ...]] = {}
 
-    @staticmethod
-    def _prepare(tok: Any) -> None:
-        tok.no_padding()
-        tok.no_truncation()
-        tok.encode_special_tokens = True
-
-    def _encode(self, tok: Any, texts: list[str]) -> list[list[int]]:
-        encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
         return [e.ids for e in encode(texts, add_special_tokens=False)]
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
-        if self.fast is None:
-            return self._encode(self.tok, texts)
-        simple_at, simple, other_at, other = [], [], [], []
+        if not self.cached:
+            return self._encode(texts)
+        out: list[list[int]] = [[]] * len(texts)
+        split, other_at, other = [], [], []
+        pieces_of = self._PIECES.findall
         for i, t in enumerate(texts):
-            if t.isascii() and t.isprintable():
-                simple_at.append(i)
-                simple.append(t.lower() if self.lowercase else t)
+            if t.isprintable():
+                split.append((i, pieces_of(t)))
             else:
                 other_at.append(i)
                 other.append(t)
-        out: list[list[int]] = [[]] * len(texts)
-        for at, ids in zip(simple_at, self._encode(self.fast, simple) if simple else []):
-            out[at] = ids
-        for at, ids in zip(other_at, self._encode(self.tok, other) if other else []):
-            out[at] = ids
+        cache = self.cache
+        new = set().union(*(pieces for _, pieces in split)).difference(cache)
+        if new:
+            if len(cache) + len(new) > self.max_cached:
+                cache.clear()
+                new = set().union(*(pieces for _, pieces in split))
+            new_list = list(new)
+            cache.update(zip(new_list, map(tuple, self._encode(new_list))))
+        lookup = cache.__getitem__
+        for i, pieces in split:
+            out[i] = list(chain.from_iterable(map(lookup, pieces)))
+        for i, ids in zip(other_at, self._encode(other) if other else []):
+            out[i] = ids
         return out
 
 

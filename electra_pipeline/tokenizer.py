@@ -88,6 +88,20 @@ def new_tokenizer(cfg: TokenizerConfig) -> Any:
     return tok
 
 
+def _canonical_ids(tok: Any) -> None:
+    """Renumber the trained vocabulary in a fixed order: specials, single characters, the rest,
+    each sorted. The trainer's merge order breaks count ties differently from run to run, so the
+    same corpus could give the same vocabulary under different ids; WordPiece only needs the set
+    (longest match first), and fixed ids make tokenizer.json, and every example built with it,
+    reproducible."""
+    from tokenizers import models
+
+    rest = sorted((t for t in tok.get_vocab(with_added_tokens=False) if t not in SPECIAL_TOKENS),
+                  key=lambda t: (len(t) > 1, t))
+    vocab = {t: i for i, t in enumerate(list(SPECIAL_TOKENS) + rest)}
+    tok.model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##", max_input_chars_per_word=100)
+
+
 def _post_processor() -> Any:
     from tokenizers import processors
 
@@ -193,8 +207,9 @@ def train_wordpiece(corpus: Path | list[Path], out_dir: Path, cfg: TokenizerConf
     seconds = time.perf_counter() - start
     if counted["paragraphs"] == 0:
         raise DataError(f"{corpus}: no text to train the tokenizer on")
+    _canonical_ids(tok)
     for token, i in zip(SPECIAL_TOKENS, range(len(SPECIAL_TOKENS))):
-        if tok.token_to_id(token) != i:  # the trainer puts special tokens first, in order; guard it
+        if tok.token_to_id(token) != i:  # guard the contract every later stage relies on
             raise DataError(f"tokenizer training gave {token} id {tok.token_to_id(token)}, expected {i}")
     tok.post_processor = _post_processor()
 

@@ -227,10 +227,16 @@ def test_fast_encoder_gives_the_tokenizers_ids(real, tmp_path):
     cased = train_wordpiece(corpus, tmp_path / "cased", TokenizerConfig(vocab_size=600, lowercase=False), progress=False)
     for path in (tok_dir / "tokenizer.json", cased):
         enc = _Encoder(str(path))
-        assert enc.fast is not None
+        assert enc.cached
         tok = load_tokenizer(path)
         tok.encode_special_tokens = True
-        assert enc(texts) == [tok.encode(t, add_special_tokens=False).ids for t in texts]
+        expected = [tok.encode(t, add_special_tokens=False).ids for t in texts]
+        assert enc(texts) == expected
+        assert enc(texts) == expected  # again, from the warm cache
+        small = _Encoder(str(path))
+        small.max_cached = 50  # a full cache is emptied before new pieces go in: same ids
+        assert small(texts[:20]) == expected[:20] and small(texts[20:]) == expected[20:]
+        assert len(small.cache) == len(set(small._PIECES.findall(" ".join(t for t in texts[20:] if t.isprintable()))))
     ids = _Encoder(str(tok_dir / "tokenizer.json"))(["Literal [MASK] and [CLS] tokens stay text."])[0]
     assert MASK not in ids and CLS not in ids
 

@@ -58,6 +58,13 @@ def test_saved_files_and_fixed_special_ids(tok_dir):
     assert load_tokenizer(tok_dir / "tokenizer.json").to_str() == tok.to_str()
 
 
+def test_training_is_reproducible(corpus, tmp_path):
+    for name in ("a", "b"):
+        train_wordpiece(corpus, tmp_path / name, TokenizerConfig(vocab_size=1500, max_chars=400_000), progress=False)
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
+    assert (tmp_path / "a" / "vocab.txt").read_bytes() == (tmp_path / "b" / "vocab.txt").read_bytes()
+
+
 def test_bert_templates_type_ids_and_decoder(tok_dir):
     tok = load_tokenizer(tok_dir)
     single = tok.encode("The Time Traveller smiled.")
