@@ -293,3 +293,28 @@ def test_squad_v2_round_trip_and_threshold(tok, tmp_path):
             assert final == ""
         elif _recoverable(tok, e):
             assert final == e.answers[0]
+
+
+def test_hub_datasets_map_to_the_same_examples(monkeypatch):
+    """`hf:` data dirs read the Hub copies (never downloaded in tests: load_dataset is faked)."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        if name == "nyu-mll/glue":
+            return [{"premise": "A man sleeps.", "hypothesis": "A man is awake.", "label": 2, "idx": 7},
+                    {"premise": "P.", "hypothesis": "H.", "label": -1, "idx": 8}]
+        return [{"id": "q1", "title": "T", "context": "Paris is in France.", "question": "Where is Paris?",
+                 "answers": {"text": ["France"], "answer_start": [12]}},
+                {"id": "q2", "title": "T", "context": "Paris is in France.", "question": "Why?",
+                 "answers": {"text": [], "answer_start": []}}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    mnli = get_task("mnli").read("hf:glue", "dev_mismatched")
+    assert calls[-1] == ("nyu-mll/glue", "mnli", "validation_mismatched")
+    assert (mnli[0].guid, mnli[0].text_a, mnli[0].label, mnli[1].label) == ("7", "A man sleeps.", 2, None)
+    squad = get_task("squad_v2").read("hf:squad", "dev")
+    assert calls[-1] == ("rajpurkar/squad_v2", None, "validation")
+    assert (squad[0].answers, squad[0].answer_start, squad[1].answers) == (["France"], 12, [])
