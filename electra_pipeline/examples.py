@@ -75,7 +75,7 @@ class ExamplesConfig:
     num_proc: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Worker processes (default: all cores). Does not change the output."""
     encode_batch_size: int = 1000
-    """Paragraphs per `encode_batch` call. Does not change the output."""
+    """Texts per `encode_batch` call (new word pieces, see `_Encoder`). Does not change the output."""
 
     def __post_init__(self) -> None:
         for name, low in (("seq_len", 8), ("examples_per_shard", 1), ("num_proc", 1), ("encode_batch_size", 1)):
@@ -95,69 +95,93 @@ class ExamplesConfig:
 # --------------------------------------------------------------------------- tokenising
 
 class _Encoder:
-    """`encode_batch` without special tokens, with a word cache that gives the same ids faster.
+    """Paragraphs -> token ids without special tokens, as `encode_batch` gives them, faster.
 
     BERT tokenisation is local to words: the normaliser works character by character and the
     pre-tokeniser splits at every space and punctuation character, so a paragraph's ids are the
     concatenation of the ids of its pieces when it is cut at spaces and ASCII/common Unicode
-    punctuation. For printable paragraphs (all of a cleaned corpus; no tabs, controls or exotic
-    spaces) the pieces are cut with one regex and looked up in a dict filled by `encode_batch`
-    on the pieces not seen before, which is ~3x cheaper than encoding every paragraph in full
-    (English is Zipfian: most pieces repeat). Other paragraphs, and tokenizers that are not
-    BertNormalizer + BertPreTokenizer, go through `encode_batch` unchanged. Special-token
-    strings in the text are tokenised as text on every path, so content never yields
-    [PAD]/[CLS]/[SEP]/[MASK]."""
+    punctuation. Printable paragraphs (all of a cleaned corpus: no tabs, controls or exotic
+    spaces) are cut into pieces with one regex; each distinct piece is encoded once with
+    `encode_batch` and kept in a table, and a paragraph becomes a gather from that table
+    (English is Zipfian: after a few MB nearly every piece is known). Other paragraphs are
+    encoded whole (as one "piece"). Tokenizers that are not BertNormalizer + BertPreTokenizer
+    encode every paragraph whole. Special-token strings in the text are tokenised as text, so
+    content never yields [PAD]/[CLS]/[SEP]/[MASK]."""
 
     _PIECES = re.compile("[^ !-/:-@\\[-`{-~\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00ab\u00bb]+|[^ ]")
-    max_cached = 2_000_000  # pieces; the cache is emptied when full (speed only, never the result)
+    max_cached = 2_000_000  # table entries; emptied when full (speed only, never the result)
 
-    def __init__(self, tokenizer_file: str):
+    def __init__(self, tokenizer_file: str, batch_size: int = 1000):
         self.tok = load_tokenizer(tokenizer_file)
         self.tok.no_padding()
         self.tok.no_truncation()
         self.tok.encode_special_tokens = True
+        self.batch_size = batch_size
         self.marks = _SentenceMarks.of(self.tok)
         spec = json.loads(self.tok.to_str())
-        self.cached = ((spec.get("normalizer") or {}).get("type") == "BertNormalizer"
-                       and (spec.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer")
-        self.cache: dict[str, tuple[int, ...]] = {}
+        self.split = ((spec.get("normalizer") or {}).get("type") == "BertNormalizer"
+                      and (spec.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer")
+        self._reset()
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
+    def _reset(self) -> None:
+        self.index: dict[str, int] = {}  # piece -> row in the table
+        self.starts = np.zeros(1024, np.int64)  # row -> first id in self.ids
+        self.lengths = np.zeros(1024, np.int64)  # row -> number of ids
+        self.ids = np.zeros(1 << 16, np.int32)
+        self.n_ids = 0
+
+    def _learn(self, pieces: list[str]) -> None:
+        """Encode pieces not in the table yet and append them."""
         encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
-        return [e.ids for e in encode(texts, add_special_tokens=False)]
+        for b in range(0, len(pieces), self.batch_size):
+            batch = pieces[b:b + self.batch_size]
+            encoded = [e.ids for e in encode(batch, add_special_tokens=False)]
+            lengths = np.fromiter(map(len, encoded), np.int64, count=len(encoded))
+            flat = np.fromiter(chain.from_iterable(encoded), np.int32, count=int(lengths.sum()))
+            row, end = len(self.index), self.n_ids + len(flat)
+            if row + len(batch) > len(self.starts):
+                grow = max(len(self.starts), len(batch))
+                self.starts = np.concatenate([self.starts, np.zeros(grow, np.int64)])
+                self.lengths = np.concatenate([self.lengths, np.zeros(grow, np.int64)])
+            if end > len(self.ids):
+                self.ids = np.concatenate([self.ids, np.zeros(max(len(self.ids), len(flat)), np.int32)])
+            self.starts[row:row + len(batch)] = self.n_ids + np.cumsum(lengths) - lengths
+            self.lengths[row:row + len(batch)] = lengths
+            self.ids[self.n_ids:end] = flat
+            self.n_ids = end
+            self.index.update(zip(batch, range(row, row + len(batch))))
 
-    def __call__(self, texts: list[str]) -> list[list[int]]:
-        if not self.cached:
-            return self._encode(texts)
-        out: list[list[int]] = [[]] * len(texts)
-        split, other_at, other = [], [], []
-        pieces_of = self._PIECES.findall
-        for i, t in enumerate(texts):
-            if t.isprintable():
-                split.append((i, pieces_of(t)))
-            else:
-                other_at.append(i)
-                other.append(t)
-        cache = self.cache
-        new = set().union(*(pieces for _, pieces in split)).difference(cache)
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(all ids concatenated, int32; ids per text, int64)."""
+        if self.split:
+            find = self._PIECES.findall
+            per_text = [find(t) if t.isprintable() else [t] for t in texts]
+        else:
+            per_text = [[t] for t in texts]
+        pieces = list(chain.from_iterable(per_text))
+        counts = np.fromiter(map(len, per_text), np.int64, count=len(per_text))
+        new = set(pieces).difference(self.index)
+        if new and len(self.index) + len(new) > self.max_cached:
+            self._reset()
+            new = set(pieces)
         if new:
-            if len(cache) + len(new) > self.max_cached:
-                cache.clear()
-                new = set().union(*(pieces for _, pieces in split))
-            new_list = list(new)
-            cache.update(zip(new_list, map(tuple, self._encode(new_list))))
-        lookup = cache.__getitem__
-        for i, pieces in split:
-            out[i] = list(chain.from_iterable(map(lookup, pieces)))
-        for i, ids in zip(other_at, self._encode(other) if other else []):
-            out[i] = ids
-        return out
+            self._learn(list(new))
+        rows = np.fromiter(map(self.index.__getitem__, pieces), np.int64, count=len(pieces))
+        lengths = self.lengths[rows]
+        ends = np.cumsum(lengths)
+        total = int(ends[-1]) if len(ends) else 0
+        # ids of piece k sit at starts[k] .. starts[k] + lengths[k] in the table
+        gather = np.arange(total) + np.repeat(self.starts[rows] - (ends - lengths), lengths)
+        piece_end = np.concatenate([[0], ends])
+        text_end = np.cumsum(counts)
+        return self.ids[gather], piece_end[text_end] - piece_end[text_end - counts]
 
 
-@lru_cache(maxsize=2)
-def _encoder(tokenizer_file: str) -> _Encoder:
-    """One encoder per worker process, loaded on its first task."""
-    return _Encoder(tokenizer_file)
+@lru_cache(maxsize=1)
+def _worker_encoder(tokenizer_file: str, tokenizer_sha256: str, batch_size: int) -> _Encoder:
+    """One encoder (and word cache) per worker process, loaded on its first task; keyed by the
+    file's hash so a tokenizer retrained in place is never served stale."""
+    return _Encoder(tokenizer_file, batch_size)
 
 
 @dataclass(frozen=True)
@@ -203,27 +227,26 @@ class _Task:
     shard: str
     row_group: int
     tokenizer_file: str
+    tokenizer_sha256: str
     out_file: str
     cfg: ExamplesConfig
 
 
-def _build_unit(task: _Task) -> tuple[str, int, dict[str, Any]]:
+def _build_in_worker(task: _Task) -> tuple[str, int, dict[str, Any]]:
+    return _build_unit(task, _worker_encoder(task.tokenizer_file, task.tokenizer_sha256, task.cfg.encode_batch_size))
+
+
+def _build_unit(task: _Task, enc: _Encoder) -> tuple[str, int, dict[str, Any]]:
     """Tokenise and pack one corpus row group; writes its rows (unshuffled) to task.out_file."""
     cfg, L = task.cfg, task.cfg.seq_len
-    enc = _encoder(task.tokenizer_file)
-    docs = read_row_group(Path(task.shard), task.row_group)
+    docs = [d or "" for d in read_row_group(Path(task.shard), task.row_group)]
     paras: list[str] = []
     doc_paras = np.empty(len(docs), dtype=np.int64)
     for i, doc in enumerate(docs):
         split = doc.split("\n")
         paras.extend(split)
         doc_paras[i] = len(split)
-    ids: list[list[int]] = []
-    for i in range(0, len(paras), cfg.encode_batch_size):
-        ids.extend(enc(paras[i:i + cfg.encode_batch_size]))
-    para_len = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    tokens = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(para_len.sum()))
-    del ids
+    tokens, para_len = enc(paras)
     para_ends = np.cumsum(para_len)
     if cfg.split_sentences:
         ends = _sentence_ends(tokens, para_ends, enc.marks)
@@ -354,12 +377,13 @@ def _run_tasks(tasks: list[_Task], num_proc: int, progress: bool) -> list[tuple[
     results = []
     with bar:
         if num_proc <= 1:
+            enc = _Encoder(tasks[0].tokenizer_file, tasks[0].cfg.encode_batch_size)
             for task in tasks:
-                results.append(_build_unit(task))
+                results.append(_build_unit(task, enc))
                 bar.update(1)
         else:
             with _worker_pool(num_proc) as pool:
-                for result in pool.imap(_build_unit, tasks, chunksize=1):
+                for result in pool.imap(_build_in_worker, tasks, chunksize=1):
                     results.append(result)
                     bar.update(1)
     return results
@@ -434,13 +458,17 @@ def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesCo
     tokenizer = Path(tokenizer)
     tok_file = tokenizer / TOKENIZER_FILE if tokenizer.is_dir() else tokenizer
     vocab_size = load_tokenizer(tok_file).get_vocab_size()  # validates before any work
+    tok_sha256 = file_sha256(tok_file)
     units = corpus_row_groups(Path(corpus))
+    if not units:
+        raise DataError(f"{corpus}: the corpus holds no documents")
     out_dir = Path(out_dir)
     with staged_output_dir(out_dir, META_FILE) as tmp:
         parts = tmp / "_parts"
         parts.mkdir()
         tasks = [_Task(index=i, shard=str(shard), row_group=rg, tokenizer_file=str(tok_file.resolve()),
-                       out_file=str(parts / f"part-{i:06d}.npy"), cfg=cfg) for i, (shard, rg) in enumerate(units)]
+                       tokenizer_sha256=tok_sha256, out_file=str(parts / f"part-{i:06d}.npy"), cfg=cfg)
+                 for i, (shard, rg) in enumerate(units)]
         results = _run_tasks(tasks, min(cfg.num_proc, len(tasks)), progress)
         stats = _merge_stats([r[2] for r in results], cfg.seq_len)
         if stats["examples"] == 0:
@@ -448,7 +476,7 @@ def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesCo
         shards = _write_shuffled([(r[0], r[1]) for r in results], tmp, cfg)
         shutil.rmtree(parts)
         meta = {"format": FORMAT, "seq_len": cfg.seq_len, "vocab_size": vocab_size, "num_examples": stats["examples"],
-                "shards": shards, "special_ids": dict(SPECIAL_IDS), "tokenizer_sha256": file_sha256(tok_file),
+                "shards": shards, "special_ids": dict(SPECIAL_IDS), "tokenizer_sha256": tok_sha256,
                 "seed": cfg.seed, "stats": stats}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         resolved = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "num_proc"}
