@@ -67,12 +67,19 @@ def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0,
     """Gumbel-max sampling in fp32 without gradient: one id per row of (..., V) logits.
 
     torch's gumbel_softmax is unsafe in half precision; argmax(logits/t + Gumbel) is an exact
-    sample from softmax(logits/t)."""
+    sample from softmax(logits/t). The noise is built in place in one (..., V) buffer: at
+    (B, P, 30522) fresh temporaries cost more than the arithmetic (255 -> 90 ms per CPU step).
+    Under torch.compile the default generator is used instead of `rng` (a Generator argument
+    would break the graph); it is checkpointed like `rng`."""
     with torch.no_grad():
-        logits = logits.detach().float() / temperature
-        u = torch.rand(logits.shape, device=logits.device, generator=rng)
-        gumbel = -torch.log((-torch.log(u.clamp_min(1e-9))).clamp_min(1e-9))
-        return (logits + gumbel).argmax(-1)
+        if torch.compiler.is_compiling():
+            rng = None
+        logits = logits.detach().float()
+        if temperature != 1.0:
+            logits = logits / temperature
+        g = torch.rand(logits.shape, device=logits.device, generator=rng)
+        g.clamp_min_(1e-9).log_().neg_().clamp_min_(1e-9).log_().neg_()  # Gumbel(0, 1) = -log(-log u)
+        return g.add_(logits).max(-1).indices  # the first maximum, as argmax, 2x faster on CPU
 
 
 def replace_tokens(masked: Masked, sampled: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,20 +118,24 @@ class StepOutput:
 def electra_step(generator: Generator, discriminator: Discriminator, batch: dict[str, torch.Tensor],
                  masked: Masked, *,
                  gen_weight: float = 1.0, disc_weight: float = 50.0, temperature: float = 1.0,
-                 rng: torch.Generator | None = None) -> StepOutput:
+                 rng: torch.Generator | None = None, pad_free: bool = False) -> StepOutput:
     """One joint forward: generator fills the masks, samples replace them (no gradient through
-    sampling), the discriminator labels every token; loss = gen_weight x MLM + disc_weight x RTD."""
+    sampling), the discriminator labels every token; loss = gen_weight x MLM + disc_weight x RTD.
+
+    `pad_free`: the caller knows no row is padded, so the encoders run without an attention mask
+    (flash attention on CUDA); the losses still weight by `attention_mask`."""
     ids, tt, am = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
-    gen_logits = generator(masked.input_ids, tt, am, masked.positions)  # (B, P, V)
+    enc_mask = None if pad_free else am
+    gen_logits = generator(masked.input_ids, tt, enc_mask, masked.positions)  # (B, P, V)
     gen_loss = mlm_loss(gen_logits, masked.original, masked.weights)
     sampled = gumbel_sample(gen_logits, temperature, rng)  # (B, P), no grad
     fake_ids, labels = replace_tokens(masked, sampled, ids)
-    disc_logits = discriminator(fake_ids, tt, am)  # (B, T)
+    disc_logits = discriminator(fake_ids, tt, enc_mask)  # (B, T)
     disc_loss = rtd_loss(disc_logits, labels, am)
     loss = gen_weight * gen_loss + disc_weight * disc_loss
     with torch.no_grad():
         w = masked.weights
-        gen_acc = ((gen_logits.argmax(-1) == masked.original).float() * w).sum() / w.sum().clamp_min(1)
+        gen_acc = ((gen_logits.max(-1).indices == masked.original).float() * w).sum() / w.sum().clamp_min(1)
         valid = am.bool()
         pred = disc_logits > 0
         real = labels.bool()
@@ -142,11 +153,12 @@ def electra_step(generator: Generator, discriminator: Discriminator, batch: dict
     return StepOutput(loss=loss, metrics=metrics)
 
 
-def mlm_step(mlm_model: Generator, batch: dict[str, torch.Tensor], masked: Masked) -> StepOutput:
+def mlm_step(mlm_model: Generator, batch: dict[str, torch.Tensor], masked: Masked, pad_free: bool = False) -> StepOutput:
     """The BERT baseline: one MLM model, loss on the masked positions only."""
-    logits = mlm_model(masked.input_ids, batch["token_type_ids"], batch["attention_mask"], masked.positions)
+    logits = mlm_model(masked.input_ids, batch["token_type_ids"], None if pad_free else batch["attention_mask"],
+                       masked.positions)
     loss = mlm_loss(logits, masked.original, masked.weights)
     with torch.no_grad():
         w = masked.weights
-        acc = ((logits.argmax(-1) == masked.original).float() * w).sum() / w.sum().clamp_min(1)
+        acc = ((logits.max(-1).indices == masked.original).float() * w).sum() / w.sum().clamp_min(1)
     return StepOutput(loss=loss, metrics={"loss/total": loss.detach(), "loss/gen": loss.detach(), "gen/accuracy": acc})

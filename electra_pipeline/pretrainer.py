@@ -33,16 +33,18 @@ class ElectraPretrainer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
                 masked_ids: torch.Tensor, positions: torch.Tensor, original: torch.Tensor,
-                weights: torch.Tensor, rng: torch.Generator | None = None) -> objectives.StepOutput:
-        """All (B, T) or (B, P) tensors; see `objectives.Masked` for the masked fields."""
+                weights: torch.Tensor, rng: torch.Generator | None = None, *,
+                pad_free: bool = False) -> objectives.StepOutput:
+        """All (B, T) or (B, P) tensors; see `objectives.Masked` for the masked fields.
+        `pad_free`: no row is padded (the trainer checks on the host), so no attention mask."""
         batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
         masked = objectives.Masked(input_ids=masked_ids, positions=positions, original=original, weights=weights)
         t = self.train_cfg
         if self.discriminator is None:
-            return objectives.mlm_step(self.generator, batch, masked)
+            return objectives.mlm_step(self.generator, batch, masked, pad_free=pad_free)
         return objectives.electra_step(self.generator, self.discriminator, batch, masked,
                                        gen_weight=t.gen_weight, disc_weight=t.disc_weight,
-                                       temperature=t.temperature, rng=rng)
+                                       temperature=t.temperature, rng=rng, pad_free=pad_free)
 
     def mask(self, batch: dict[str, torch.Tensor], special_ids: torch.Tensor, mask_id: int,
              rng: torch.Generator | None = None) -> objectives.Masked:

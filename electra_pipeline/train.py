@@ -1,9 +1,10 @@
 """Joint ELECTRA pre-training: one loop, readable top to bottom.
 
-setup (device, data, model, optimiser, schedule, resume) -> for each step: accumulate
-micro-batches (mask, joint forward, backward), clip, step, read metrics every `log_every`
-steps (the only host sync), checkpoint atomically -> export generator and discriminator in the
-Hugging Face format.
+setup (device, data, model, optimiser, schedule, resume) -> for each step (`train_step`):
+accumulate micro-batches (mask, joint forward, backward), clip, step; read metrics every
+`log_every` steps (the only host sync; averaged over ranks there), checkpoint atomically ->
+export generator and discriminator in the Hugging Face format and write the compute spent.
+Multi-process runs (torchrun) are data-parallel; see `distributed.py` and docs/performance.md.
 """
 
 from __future__ import annotations
@@ -11,21 +12,23 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from electra_pipeline import checkpoint as ckpt
 from electra_pipeline import config as config_mod
-from electra_pipeline import distributed, hf
-from electra_pipeline.config import PretrainConfig
-from electra_pipeline.data import ExampleShards, Prefetcher, micro_batches
+from electra_pipeline import distributed, flops, hf
+from electra_pipeline.config import PretrainConfig, TrainConfig
+from electra_pipeline.data import Batch, ExampleShards, Prefetcher, micro_batches
 from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.objectives import Masked
 from electra_pipeline.pretrainer import ElectraPretrainer
 from electra_pipeline.tracking import NullTracker, Tracker
 
@@ -65,10 +68,66 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def build_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the fused kernel: one pass over all parameters on CUDA, and on CPU too, where it
+    is 3x faster than the default per-tensor loop (64 -> 19 ms per ELECTRA-Small step)."""
+    return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
+                             eps=t.adam_eps, fused=device.type in ("cuda", "cpu"))
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Warmup and linear decay applied together: min(1, s/warmup) x (1 - s/total), s = step + 1."""
     s = step + 1
     return min(1.0, s / max(1, warmup)) * max(0.0, 1.0 - step / total)
+
+
+def train_step(runner: nn.Module, model: ElectraPretrainer, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, micro: list[Batch],
+               mask: Callable[[Batch], Masked], *, device: torch.device, amp: torch.dtype | None,
+               grad_clip: float, rng: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """One optimiser step over `micro` (this rank's micro-batches, on the host).
+
+    `runner` is `model` as wrapped for the run (DDP, FSDP, torch.compile); gradients are
+    all-reduced on the last micro-batch only. Returns the step's metrics as device tensors,
+    averaged over micro-batches: nothing here waits for the device."""
+    sums: dict[str, torch.Tensor] = {}
+    for i, host_mb in enumerate(micro):
+        # Known on the host before the copy: an unpadded batch needs no attention mask (flash on CUDA).
+        pad_free = bool(host_mb.attention_mask.all())
+        mb = host_mb.to(device, non_blocking=True)
+        masked = mask(mb)
+        sync = contextlib.nullcontext() if i == len(micro) - 1 else distributed.no_sync(runner)
+        cast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        with sync:
+            with cast:
+                result = runner(mb.input_ids, mb.token_type_ids, mb.attention_mask, masked.input_ids,
+                                masked.positions, masked.original, masked.weights, rng, pad_free=pad_free)
+            (result.loss / len(micro)).backward()  # outside autocast, as torch recommends
+        for k, v in result.metrics.items():
+            sums[k] = sums[k] + v.float() / len(micro) if k in sums else v.float() / len(micro)
+    sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                       grad_clip if grad_clip > 0 else math.inf).float()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return sums
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak for MFU: $ELECTRA_PEAK_TFLOPS, else the GPU table, else None."""
+    if os.environ.get("ELECTRA_PEAK_TFLOPS"):
+        return float(os.environ["ELECTRA_PEAK_TFLOPS"])
+    if device.type == "cuda":
+        return flops.peak_tflops(torch.cuda.get_device_name(device))
+    return None
+
+
+def _previous_device_hours(metrics_file: Path) -> float:
+    """Device-hours logged by earlier sessions of this run (the last row of metrics.jsonl)."""
+    if not metrics_file.is_file():
+        return 0.0
+    lines = [line for line in metrics_file.read_text().splitlines() if line.strip()]
+    return float(json.loads(lines[-1]).get("throughput/device_hours", 0.0)) if lines else 0.0
 
 
 def check_inputs(cfg: PretrainConfig) -> ExampleShards:
@@ -124,6 +183,7 @@ def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
 def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: Tracker | None = None,
              progress: bool = True) -> PretrainResult:
     """Run (or resume) one pre-training run; outputs land in `cfg.output_dir`."""
+    session_start = time.perf_counter()
     tracker = tracker or NullTracker()
     t = cfg.train
     world = distributed.World.from_env()
@@ -138,15 +198,19 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                           "another --output-dir")
     resume_from = ckpt.find_resume_point(Path(resume)) if resume is not None else None
 
-    torch.manual_seed(t.seed + world.rank)
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = ElectraPretrainer(cfg.model, t).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
-                                  eps=t.adam_eps, fused=device.type == "cuda")
+    if world.rank:
+        torch.manual_seed(t.seed + world.rank)  # dropout differs per rank; rank 0 is the single-process run
+    optimizer = build_optimizer(model, t, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps))
     mask_rng = torch.Generator(device=device).manual_seed(t.seed * 1000 + world.rank)
     state = ckpt.TrainState(step=0, examples_seen=0)
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from, model, optimizer, scheduler, mask_rng)
+        if world.rank:  # the checkpoint holds rank 0's generators; other ranks draw their own
+            torch.manual_seed(t.seed + world.rank + 7919 * state.step)
+            mask_rng.manual_seed(t.seed * 1000 + world.rank + 7919 * state.step)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, out / "config.json")
@@ -163,6 +227,13 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                            start_example=state.examples_seen, rank=world.rank, world_size=world.size)
     loader = Prefetcher(stream, depth=2, pin=device.type == "cuda")
 
+    def mask(mb: Batch) -> Masked:
+        return model.mask(mb.as_dict(), special, mask_id, mask_rng)
+
+    step_flops = flops.train_step_flops(cfg.model, t).total  # the global batch, all ranks together
+    peak = peak_tflops(device)
+    earlier_hours = _previous_device_hours(out / "metrics.jsonl") if world.is_main else 0.0
+    session_steps = 0
     history: list[dict[str, float]] = []
     sums: dict[str, torch.Tensor] = {}
     window_steps, window_start = 0, time.perf_counter()
@@ -175,37 +246,32 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     model.train()
     try:
         while state.step < t.max_steps:
-            micro = next(loader)
-            for i, mb in enumerate(micro):
-                mb = mb.to(device, non_blocking=True)
-                batch = mb.as_dict()
-                masked = model.mask(batch, special, mask_id, mask_rng)
-                sync = contextlib.nullcontext() if i == len(micro) - 1 else distributed.no_sync(runner)
-                cast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-                with sync, cast:
-                    result = runner(mb.input_ids, mb.token_type_ids, mb.attention_mask, masked.input_ids,
-                                    masked.positions, masked.original, masked.weights, mask_rng)
-                    (result.loss / len(micro)).backward()
-                for k, v in result.metrics.items():
-                    sums[k] = sums.get(k, 0) + v.float() / len(micro)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-            sums["grad_norm"] = sums.get("grad_norm", 0) + grad_norm.float()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            step_metrics = train_step(runner, model, optimizer, scheduler, next(loader), mask, device=device, amp=amp,
+                                      grad_clip=t.grad_clip, rng=mask_rng)
+            for k, v in step_metrics.items():
+                sums[k] = sums[k] + v if k in sums else v
             state.step += 1
             state.examples_seen += t.batch_size
             window_steps += 1
+            session_steps += 1
             if bar is not None:
                 bar.update(1)
 
             last = state.step == t.max_steps
             if state.step % t.log_every == 0 or last:
+                sums = distributed.mean_across(sums, world)  # every rank's shard, not rank 0's alone
                 now = time.perf_counter()
                 row = {k: float(v) / window_steps for k, v in sums.items()}  # the host sync
+                seconds = now - window_start
                 row["lr"] = scheduler.get_last_lr()[0]
-                row["throughput/seq_per_s"] = window_steps * t.batch_size / (now - window_start)
+                row["throughput/seq_per_s"] = window_steps * t.batch_size / seconds
                 row["throughput/tokens_per_s"] = row["throughput/seq_per_s"] * t.seq_len
+                row["perf/flops_per_step"] = float(step_flops)
+                # wall-clock figures live under throughput/ (a resumed run reproduces everything else)
+                row["throughput/tflops_per_s_per_device"] = window_steps * step_flops / seconds / world.size / 1e12
+                if peak:
+                    row["throughput/mfu"] = flops.mfu(window_steps * step_flops, seconds, peak, world.size)
+                row["throughput/device_hours"] = earlier_hours + (now - session_start) * world.size / 3600
                 row["step"] = state.step
                 history.append(row)
                 if world.is_main:
@@ -230,6 +296,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         if metrics_file is not None:
             metrics_file.close()
     distributed.barrier(world)
+    session_hours = (time.perf_counter() - session_start) * world.size / 3600
 
     result = PretrainResult(output_dir=out, discriminator_dir=None, generator_dir=out / "generator",
                             steps=state.step, metrics=history[-1] if history else {}, history=history)
@@ -242,11 +309,24 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             shutil.copyfile(tok / "tokenizer.json" if tok.is_dir() else tok, out / "tokenizer.json")
         full_history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
         plot = _save_plot(full_history, out / "loss_curves.png")
-        summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics}
+        compute = {
+            "flops_per_step": step_flops,  # analytic, see flops.py
+            "train_flops": step_flops * state.step,  # all steps of the run, as the paper counts compute
+            "flops_this_session": step_flops * session_steps,
+            "device_hours": earlier_hours + session_hours,  # wall clock x devices, all sessions
+            "device_hours_this_session": session_hours,
+            "devices": world.size,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+            "peak_tflops_per_device": peak,
+        }
+        summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics,
+                   "compute": compute}
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         for p in (out / "config.json", out / "summary.json", plot):
             if p is not None:
                 tracker.log_artifact(p)
         if result.discriminator_dir is not None:
             tracker.log_artifact(result.discriminator_dir, "discriminator")
+    distributed.barrier(world)
+    distributed.shutdown(world)
     return result

@@ -1,0 +1,167 @@
+"""Data parallelism on the CPU (gloo): two ranks train exactly like one process with their
+combined batch; a torchrun run logs and checkpoints once and resumes under another world size."""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from electra_pipeline import config as c
+from electra_pipeline import distributed, objectives, train
+from electra_pipeline.data import Batch, ExampleShards, micro_batches
+
+SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+VOCAB, SEQ, STEPS = 512, 32, 3
+
+
+def write_examples(root: Path, n: int = 64, seed: int = 0) -> Path:
+    """Unpadded [CLS] A [SEP] B [SEP] rows: every sequence has the same number of maskable
+    tokens, so per-rank loss means average to the combined batch's mean exactly."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(len(SPECIAL), VOCAB, size=(n, SEQ)).astype(np.int32)
+    ids[:, 0], ids[:, SEQ // 2], ids[:, -1] = SPECIAL["cls"], SPECIAL["sep"], SPECIAL["sep"]
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "shard-00000.npy", ids)
+    meta = {"format": "electra-examples/1", "seq_len": SEQ, "vocab_size": VOCAB, "num_examples": n,
+            "shards": [{"file": "shard-00000.npy", "num_examples": n}], "special_ids": SPECIAL}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def tiny_cfg(data: Path, out: Path, **train_kw) -> c.PretrainConfig:
+    cfg = c.tiny()
+    model = dataclasses.replace(cfg.model, vocab_size=VOCAB, hidden_size=64, num_heads=2, intermediate_size=128,
+                                embedding_size=32, dropout=0.0, attention_dropout=0.0)
+    kw = dict(seq_len=SEQ, batch_size=16, max_steps=STEPS, lr=1e-3, warmup_steps=1, device="cpu")
+    kw.update(train_kw)
+    return dataclasses.replace(cfg, data=str(data), output_dir=str(out), model=model,
+                               train=dataclasses.replace(cfg.train, **kw))
+
+
+def mask_per_example(mb: Batch, cfg: c.PretrainConfig) -> objectives.Masked:
+    """Masking seeded by each row's content: the same choice whichever rank or batch holds it."""
+    special = torch.tensor(sorted(SPECIAL.values()))
+    parts = []
+    for row, am in zip(mb.input_ids, mb.attention_mask):
+        seed = int((row * torch.arange(1, SEQ + 1)).sum()) % (2**31)
+        parts.append(objectives.mask_tokens(row[None], am[None], special, mask_id=SPECIAL["mask"], vocab_size=VOCAB,
+                                            mask_prob=cfg.train.mask_prob, max_predictions=cfg.train.max_predictions,
+                                            rng=torch.Generator().manual_seed(seed)))
+    return objectives.Masked(*(torch.cat([getattr(p, f.name) for p in parts])
+                               for f in dataclasses.fields(objectives.Masked)))
+
+
+def fixed_samples(logits: torch.Tensor, temperature: float = 1.0, rng=None) -> torch.Tensor:
+    """Replacements that do not depend on float rounding, so both runs feed the discriminator
+    the same tokens (a sample is a float argmax: a near-tie could flip between batch sizes)."""
+    B, P = logits.shape[:2]
+    return (torch.arange(P) * 7 + len(SPECIAL)).expand(B, P) % VOCAB
+
+
+def train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path) -> None:
+    real_sampler, objectives.gumbel_sample = objectives.gumbel_sample, fixed_samples
+    try:
+        _train_steps(cfg, world, out_file)
+    finally:
+        objectives.gumbel_sample = real_sampler
+
+
+def _train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path) -> None:
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    from electra_pipeline.pretrainer import ElectraPretrainer
+
+    model = ElectraPretrainer(cfg.model, t)
+    runner = distributed.wrap(model, world)
+    optimizer = train.build_optimizer(model, t, torch.device("cpu"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.lr_factor(s, t.warmup_steps, t.max_steps))
+    stream = micro_batches(ExampleShards(cfg.data), batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed,
+                           start_example=0, rank=world.rank, world_size=world.size)
+    losses = []
+    for _ in range(t.max_steps):
+        metrics = train.train_step(runner, model, optimizer, scheduler, next(stream),
+                                   lambda mb: mask_per_example(mb, cfg), device=torch.device("cpu"), amp=None,
+                                   grad_clip=t.grad_clip)
+        metrics = distributed.mean_across(metrics, world)
+        losses.append((float(metrics["loss/total"]), float(metrics["grad_norm"])))  # the norm checks gradient scale
+    torch.save({"state": model.state_dict(), "losses": losses}, out_file)
+
+
+def _worker(rank: int, world_size: int, port: int, cfg: c.PretrainConfig, out_dir: Path) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        train_steps(cfg, distributed.World(rank=rank, size=world_size), out_dir / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_match_one_process_with_the_combined_batch(tmp_path):
+    data = write_examples(tmp_path / "data")
+    # 2 ranks x 2 accumulated micro-batches of 4 == 1 process with the whole batch of 16
+    ddp_cfg = tiny_cfg(data, tmp_path / "ddp", grad_accum=2)
+    mp.spawn(_worker, args=(2, free_port(), ddp_cfg, tmp_path), nprocs=2, join=True)
+    single = tmp_path / "single.pt"
+    train_steps(tiny_cfg(data, tmp_path / "one"), distributed.World(), single)
+
+    r0, r1, one = (torch.load(p) for p in (tmp_path / "rank0.pt", tmp_path / "rank1.pt", single))
+    for (loss, norm), (loss1, norm1) in zip(r0["losses"], one["losses"]):
+        assert loss == pytest.approx(loss1, rel=1e-5) and norm == pytest.approx(norm1, rel=1e-4)
+    for name, p in one["state"].items():
+        assert torch.equal(r0["state"][name], r1["state"][name]), name  # replicas stay identical
+        assert torch.allclose(r0["state"][name], p, atol=1e-5, rtol=0), name
+    assert not torch.equal(one["state"]["discriminator.head.dense.weight"], start_weights(ddp_cfg))  # it trained
+
+
+def start_weights(cfg: c.PretrainConfig) -> torch.Tensor:
+    from electra_pipeline.pretrainer import ElectraPretrainer
+
+    torch.manual_seed(cfg.train.seed)
+    return ElectraPretrainer(cfg.model, cfg.train).discriminator.head.dense.weight.detach()
+
+
+def _torchrun(nproc: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "electra_pipeline.cli", "pretrain", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_torchrun_logs_once_and_resumes_with_another_world_size(tmp_path):
+    data = write_examples(tmp_path / "data")
+    run = tmp_path / "run"
+    common = ["--preset", "tiny", "--data", str(data), "--output-dir", str(run), "--model.vocab_size", str(VOCAB),
+              "--train.seq_len", str(SEQ), "--train.batch_size", "8",
+              "--train.device", "cpu", "--train.log_every", "1", "--train.save_every", "2",
+              "--tracking.enabled", "false", "--no-progress"]
+    first = _torchrun(2, common + ["--train.max_steps", "4"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # rank 0 alone writes
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    assert json.loads((run / "checkpoints" / "step-00000004" / "state.json").read_text())["examples_seen"] == 32
+
+    # one process picks up at the same global example position
+    second = _torchrun(1, common + ["--train.max_steps", "6", "--resume"], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["examples_seen"] == 48
+    assert summary["compute"]["train_flops"] == 6 * summary["compute"]["flops_per_step"]
+    assert summary["compute"]["device_hours"] > summary["compute"]["device_hours_this_session"] > 0
+    assert (run / "discriminator" / "model.safetensors").is_file()
