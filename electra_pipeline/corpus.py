@@ -458,21 +458,26 @@ def _csv_documents(path: Path, compression: str | None, clean: _Cleaner, field_n
 
     rows = 0
     with _open_binary(path, compression) as fh:
-        try:
+        try:  # the column is read as bytes so undecodable bytes are counted, not fatal
             reader = pacsv.open_csv(
                 fh, read_options=pacsv.ReadOptions(block_size=1 << 22),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(include_columns=[field_name], column_types={field_name: pa.binary()}))
-            for batch in reader:
-                for value in batch.column(0).to_pylist():
-                    rows += 1
-                    yield clean.document(_value_text(value, clean, f"{path}: row {rows}"))
-        except (pa.ArrowInvalid, KeyError) as e:
-            if rows == 0 and "include_columns" in str(e) or isinstance(e, KeyError):
-                raise DataError(f"{path}: no column {field_name!r}; set --text-field") from None
-            if "Empty CSV file" in str(e):
-                raise DataError(f"{path}: empty file") from None
-            raise DataError(f"{path}: unreadable CSV near row {rows + 1} ({e})") from None
+        except KeyError:  # pyarrow.ArrowKeyError: no such column in the header
+            raise DataError(f"{path}: no column {field_name!r}; set --text-field") from None
+        except pa.ArrowInvalid as e:
+            raise DataError(f"{path}: unreadable CSV ({e})") from None
+        batches = iter(reader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as e:
+                raise DataError(f"{path}: unreadable CSV after row {rows} ({e})") from None
+            for value in batch.column(0).to_pylist():
+                rows += 1
+                yield clean.document(_value_text(value, clean, f"{path}: row {rows}"))
     if rows == 0:
         raise DataError(f"{path}: contains no rows")
 
