@@ -144,14 +144,15 @@ class HttpGuard:
             body += msg.get("body", b"")
             if msg.get("more_body"):
                 return
+            phrase = _phrase(start["status"])
             try:
                 data = json.loads(body)
             except ValueError:  # Starlette's plain-text 404/405
-                data = {"error": body.decode("utf-8", "replace").strip() or HTTPStatus(start["status"]).phrase}
+                data = {"error": body.decode("utf-8", "replace").strip() or phrase}
             if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
                 data = data[0]
             if not (isinstance(data, dict) and "error" in data):
-                data = {"error": HTTPStatus(start["status"]).phrase, "detail": data}
+                data = {"error": phrase, "detail": data}
             body = json.dumps(data).encode()
             headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
             await send({**start, "headers": [*headers, (b"content-type", b"application/json"),
@@ -166,6 +167,13 @@ class HttpGuard:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
 
 
 @contextlib.contextmanager

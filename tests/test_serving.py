@@ -48,15 +48,15 @@ def free_port() -> int:
 class Server:
     """One `bentoml serve` process group on 127.0.0.1; stopped with SIGTERM to its group."""
 
-    def __init__(self, env: dict[str, str], log: Path):
+    def __init__(self, env: dict[str, str], log: Path, host: str | None = "127.0.0.1"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         full_env = {**os.environ, **NO_TELEMETRY, **env, "PYTHONPATH": str(REPO)}
         full_env.pop("ELECTRA_MODEL_DIR" if "ELECTRA_MODEL_URI" in env else "ELECTRA_MODEL_URI", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:ElectraService",
-             "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "bentoml", "serve", "serving.service:ElectraService", "--port", str(self.port),
+             *(["--host", host] if host else [])],
             cwd=REPO, env=full_env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self) -> None:
@@ -107,7 +107,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     cls_src, qa_src, disc_src = make_classifier(root, tok), make_qa(root, tok, answerability=True), \
         make_discriminator(root, tok)
     export.export_onnx(cls_src, root / "x_cls")
-    servers = {"cls": Server({"ELECTRA_MODEL_DIR": str(root / "x_cls")}, root / "cls.log")}
+    # no --host: the service's own default must be loopback
+    servers = {"cls": Server({"ELECTRA_MODEL_DIR": str(root / "x_cls")}, root / "cls.log", host=None)}
     export.export_onnx(disc_src, root / "x_disc", quantize=True)
     servers["disc"] = Server({"ELECTRA_MODEL_DIR": str(root / "x_disc"), "ELECTRA_QUANTIZED": "1"}, root / "disc.log")
     export.export_onnx(qa_src, root / "x_qa")
@@ -133,6 +134,7 @@ TEXTS = ["it 's a charming and often affecting journey .", "unflinchingly bleak 
 
 def test_health_and_metadata(env: dict) -> None:
     s = env["servers"]["cls"]
+    assert f"listening on http://127.0.0.1:{s.port}" in s.log.read_text()  # default bind, no --host given
     assert httpx.get(f"{s.url}/livez").status_code == 200 and httpx.get(f"{s.url}/readyz").status_code == 200
     meta = httpx.get(f"{s.url}/metadata").json()
     assert meta["kind"] == "classification" and meta["labels"] == ["negative", "positive"]
