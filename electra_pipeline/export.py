@@ -12,9 +12,11 @@ within `atol`; otherwise it raises and leaves no output directory (temp dir, the
 
 Exporter: the TorchScript exporter (`dynamo=False`) is the default. Both handle the model's
 SDPA attention with a boolean mask on torch 2.13 (max diff ~3e-7), but for ELECTRA-Small on
-this project's 2-core CPU the TorchScript one exported in ~2 s vs ~12 s and its graph ran
-faster in ORT (16x128: fp32 0.62 s vs 0.88 s, int8 0.39 s vs 0.60 s); `exporter="dynamo"`
-stays available for when the TorchScript exporter is removed.
+this project's 2-core CPU the TorchScript one exported in ~2 s vs ~12 s and its graph ran no
+slower in ORT (16x128, one noisy measurement: fp32 0.62 s vs 0.88 s, int8 0.39 s vs 0.60 s);
+`exporter="dynamo"` stays available for when the TorchScript exporter is removed. By default
+the exported graph is `explicit_attention_twin(model)` (why: see there), checked against the
+original model like any export.
 
 Heavy imports (torch, onnx, onnxruntime, mlflow) happen inside functions: `electra --help`
 imports this module.
