@@ -10,6 +10,12 @@ rank 0 logs and checkpoints. What each rank sees:
   rank (`train.pretrain`);
 - gradients: all-reduced once per optimiser step (`no_sync` on the other micro-batches);
 - metrics: averaged over ranks when they are read (`mean_across`), every `log_every` steps.
+
+FSDP2 (`fully_shard`) replaces DDP when $ELECTRA_FSDP=1: parameters, gradients and optimizer
+state are sharded over ranks (each encoder layer gathered just before use), for `large` on
+GPUs that cannot hold the replicated optimizer state. Checkpoints and exports gather the full
+state on rank 0, so they are the same files as a DDP or single-process run writes and resume
+under either.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -72,7 +79,86 @@ def wrap(model: nn.Module, world: World) -> nn.Module:
 def no_sync(runner: nn.Module) -> contextlib.AbstractContextManager:
     """Skip the gradient all-reduce on all but the last micro-batch of an accumulation."""
     inner = getattr(runner, "_orig_mod", runner)  # through torch.compile's wrapper
+    if hasattr(inner, "set_requires_gradient_sync"):  # FSDP2
+        return _fsdp_no_sync(inner)
     return inner.no_sync() if hasattr(inner, "no_sync") else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(module: nn.Module) -> Iterator[None]:
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
+# --- FSDP2 ---------------------------------------------------------------------------------
+
+def fsdp_requested(world: World) -> bool:
+    """Shard with FSDP2 instead of replicating with DDP: $ELECTRA_FSDP=1 on a multi-rank run."""
+    return world.size > 1 and os.environ.get("ELECTRA_FSDP", "0") not in ("", "0", "false")
+
+
+def shard(model: nn.Module, optimizer: torch.optim.Optimizer, world: World, *, param_dtype: torch.dtype | None,
+          make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]) -> torch.optim.Optimizer:
+    """FSDP2 `model` in place: every encoder `Layer` is a unit of its own, the rest (the shared
+    embeddings, projections, heads) belongs to the root. `optimizer` (plain, possibly holding a
+    resumed state) is replaced by one over the shards, with that state carried over.
+
+    With `param_dtype` (bf16 on CUDA) the gathered parameters are cast once per step and
+    gradients reduced in fp32, instead of autocast casting at every matmul."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from electra_pipeline.model import Layer
+
+    full = StateDictOptions(full_state_dict=True)
+    resumed = get_optimizer_state_dict(model, optimizer, options=full) if optimizer.state else None
+    device = next(model.parameters()).device
+    mesh = init_device_mesh(device.type, (world.size,))
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    for module in list(model.modules()):
+        if isinstance(module, Layer):
+            fully_shard(module, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    sharded = make_optimizer(model)
+    if resumed is not None:
+        _load_optimizer(model, sharded, resumed, full)
+    return sharded
+
+
+def _load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, options: object) -> None:
+    """Load a full (FQN-keyed) optimizer state; a fresh optimizer first gets the groups' extra
+    keys (the scheduler's `initial_lr`), which the loader expects to find."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    for group, saved in zip(optimizer.param_groups, state["param_groups"]):
+        for key, value in saved.items():
+            group.setdefault(key, value)
+    set_optimizer_state_dict(model, optimizer, state, options=options)
+
+
+def gather(model: nn.Module, optimizer: torch.optim.Optimizer | None, world: World, *,
+           make_model: Callable[[], nn.Module],
+           make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]) -> tuple[nn.Module, torch.optim.Optimizer | None]:
+    """Plain CPU copies of a sharded model (and optimizer) on rank 0, for checkpoints and export.
+    A collective: every rank calls it; the others get their sharded objects back."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    to_rank0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(model, options=to_rank0)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=to_rank0) if optimizer is not None else None
+    if not world.is_main:
+        return model, optimizer
+    plain = make_model()
+    plain.load_state_dict(model_state)
+    plain_optimizer = None
+    if optimizer is not None:
+        plain_optimizer = make_optimizer(plain)
+        _load_optimizer(plain, plain_optimizer, optim_state, StateDictOptions(full_state_dict=True))
+    return plain, plain_optimizer
 
 
 def mean_across(metrics: dict[str, torch.Tensor], world: World) -> dict[str, torch.Tensor]:

@@ -105,12 +105,23 @@ def train_step(runner: nn.Module, model: ElectraPretrainer, optimizer: torch.opt
             (result.loss / len(micro)).backward()  # outside autocast, as torch recommends
         for k, v in result.metrics.items():
             sums[k] = sums[k] + v.float() / len(micro) if k in sums else v.float() / len(micro)
-    sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                       grad_clip if grad_clip > 0 else math.inf).float()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    sums["grad_norm"] = (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).float()  # FSDP: a DTensor
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return sums
+
+
+def _rebind(scheduler: torch.optim.lr_scheduler.LambdaLR, optimizer: torch.optim.Optimizer,
+            fn: Callable[[int], float]) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule, at the same step, driving a replacement optimizer (FSDP's over shards)."""
+    state = scheduler.state_dict()
+    rebound = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+    rebound.load_state_dict(state)
+    for group, lr in zip(optimizer.param_groups, rebound.get_last_lr()):
+        group["lr"] = lr  # the constructor reset it to the schedule's first value
+    return rebound
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -217,10 +228,17 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         tracker.log_params(config_mod.to_dict(cfg))
         tracker.set_tags({"preset": cfg.preset, "objective": t.objective})
 
-    runner: nn.Module = distributed.wrap(model, world)
+    amp = autocast_dtype(t.precision, device)
+    fsdp = distributed.fsdp_requested(world)
+    if fsdp:  # shard in place; the optimizer (and its resumed state) moves onto the shards
+        optimizer = distributed.shard(model, optimizer, world, param_dtype=amp if device.type == "cuda" else None,
+                                      make_optimizer=lambda m: build_optimizer(m, t, device))
+        scheduler = _rebind(scheduler, optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps))
+        runner: nn.Module = model
+    else:
+        runner = distributed.wrap(model, world)
     if t.compile:
         runner = torch.compile(runner)
-    amp = autocast_dtype(t.precision, device)
     special = torch.tensor(sorted(set(data.special_ids.values())), device=device)
     mask_id = data.special_ids["mask"]
     stream = micro_batches(data, batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed,
@@ -229,6 +247,21 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
 
     def mask(mb: Batch) -> Masked:
         return model.mask(mb.as_dict(), special, mask_id, mask_rng)
+
+    def unsharded(with_optimizer: bool) -> tuple[ElectraPretrainer, torch.optim.Optimizer | None]:
+        """The model (and optimizer) as plain tensors: itself, or gathered on rank 0 under FSDP."""
+        if not fsdp:
+            return model, optimizer
+        with torch.random.fork_rng(devices=[]):  # building the copy must not move the dropout stream
+            return distributed.gather(model, optimizer if with_optimizer else None, world,
+                                      make_model=lambda: ElectraPretrainer(cfg.model, t),
+                                      make_optimizer=lambda m: build_optimizer(m, t, torch.device("cpu")))
+
+    def save() -> None:
+        plain, plain_optimizer = unsharded(with_optimizer=True)  # every rank takes part under FSDP
+        if world.is_main:
+            ckpt.save_checkpoint(out, plain, plain_optimizer, scheduler, state, mask_rng, config_mod.to_dict(cfg),
+                                 t.keep_checkpoints)
 
     step_flops = flops.train_step_flops(cfg.model, t).total  # the global batch, all ranks together
     peak = peak_tflops(device)
@@ -281,13 +314,11 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                     if bar is not None:
                         bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in ("loss/total", "disc/accuracy", "gen/accuracy") if k in row})
                 sums, window_steps, window_start = {}, 0, time.perf_counter()
-            if (state.step % t.save_every == 0 or last) and world.is_main:
-                ckpt.save_checkpoint(out, model, optimizer, scheduler, state, mask_rng, config_mod.to_dict(cfg),
-                                     t.keep_checkpoints)
+            if state.step % t.save_every == 0 or last:
+                save()
     except KeyboardInterrupt:
-        if world.is_main and state.step > 0:
-            ckpt.save_checkpoint(out, model, optimizer, scheduler, state, mask_rng, config_mod.to_dict(cfg),
-                                 t.keep_checkpoints)
+        if world.is_main and state.step > 0 and not fsdp:  # gathering shards needs every rank
+            save()
         raise
     finally:
         loader.close()
@@ -300,10 +331,11 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
 
     result = PretrainResult(output_dir=out, discriminator_dir=None, generator_dir=out / "generator",
                             steps=state.step, metrics=history[-1] if history else {}, history=history)
+    final, _ = unsharded(with_optimizer=False)
     if world.is_main:
-        if model.discriminator is not None:
-            result.discriminator_dir = hf.save_hf(model.discriminator, out / "discriminator", "discriminator")
-        hf.save_hf(model.generator, out / "generator", "generator")
+        if final.discriminator is not None:
+            result.discriminator_dir = hf.save_hf(final.discriminator, out / "discriminator", "discriminator")
+        hf.save_hf(final.generator, out / "generator", "generator")
         if cfg.tokenizer:
             tok = Path(cfg.tokenizer)
             shutil.copyfile(tok / "tokenizer.json" if tok.is_dir() else tok, out / "tokenizer.json")

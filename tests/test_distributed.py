@@ -67,22 +67,27 @@ def fixed_samples(logits: torch.Tensor, temperature: float = 1.0, rng=None) -> t
     return (torch.arange(P) * 7 + len(SPECIAL)).expand(B, P) % VOCAB
 
 
-def train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path) -> None:
+def train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path, fsdp: bool = False) -> None:
     real_sampler, objectives.gumbel_sample = objectives.gumbel_sample, fixed_samples
     try:
-        _train_steps(cfg, world, out_file)
+        _train_steps(cfg, world, out_file, fsdp)
     finally:
         objectives.gumbel_sample = real_sampler
 
 
-def _train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path) -> None:
-    t = cfg.train
-    torch.manual_seed(t.seed)
+def _train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path, fsdp: bool) -> None:
     from electra_pipeline.pretrainer import ElectraPretrainer
 
+    t = cfg.train
+    torch.manual_seed(t.seed)
     model = ElectraPretrainer(cfg.model, t)
-    runner = distributed.wrap(model, world)
     optimizer = train.build_optimizer(model, t, torch.device("cpu"))
+    if fsdp:
+        optimizer = distributed.shard(model, optimizer, world, param_dtype=None,
+                                      make_optimizer=lambda m: train.build_optimizer(m, t, torch.device("cpu")))
+        runner = model
+    else:
+        runner = distributed.wrap(model, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.lr_factor(s, t.warmup_steps, t.max_steps))
     stream = micro_batches(ExampleShards(cfg.data), batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed,
                            start_example=0, rank=world.rank, world_size=world.size)
@@ -93,14 +98,17 @@ def _train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path
                                    grad_clip=t.grad_clip)
         metrics = distributed.mean_across(metrics, world)
         losses.append((float(metrics["loss/total"]), float(metrics["grad_norm"])))  # the norm checks gradient scale
+    if fsdp:
+        model, _ = distributed.gather(model, None, world, make_model=lambda: ElectraPretrainer(cfg.model, t),
+                                      make_optimizer=None)
     torch.save({"state": model.state_dict(), "losses": losses}, out_file)
 
 
-def _worker(rank: int, world_size: int, port: int, cfg: c.PretrainConfig, out_dir: Path) -> None:
+def _worker(rank: int, world_size: int, port: int, cfg: c.PretrainConfig, out_dir: Path, fsdp: bool) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
-        train_steps(cfg, distributed.World(rank=rank, size=world_size), out_dir / f"rank{rank}.pt")
+        train_steps(cfg, distributed.World(rank=rank, size=world_size), out_dir / f"rank{rank}.pt", fsdp)
     finally:
         dist.destroy_process_group()
 
@@ -111,19 +119,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_ranks_match_one_process_with_the_combined_batch(tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
+def test_two_ranks_match_one_process_with_the_combined_batch(tmp_path, fsdp):
     data = write_examples(tmp_path / "data")
     # 2 ranks x 2 accumulated micro-batches of 4 == 1 process with the whole batch of 16
     ddp_cfg = tiny_cfg(data, tmp_path / "ddp", grad_accum=2)
-    mp.spawn(_worker, args=(2, free_port(), ddp_cfg, tmp_path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), ddp_cfg, tmp_path, fsdp), nprocs=2, join=True)
     single = tmp_path / "single.pt"
     train_steps(tiny_cfg(data, tmp_path / "one"), distributed.World(), single)
 
-    r0, r1, one = (torch.load(p) for p in (tmp_path / "rank0.pt", tmp_path / "rank1.pt", single))
+    r0, one = torch.load(tmp_path / "rank0.pt"), torch.load(single)
     for (loss, norm), (loss1, norm1) in zip(r0["losses"], one["losses"]):
         assert loss == pytest.approx(loss1, rel=1e-5) and norm == pytest.approx(norm1, rel=1e-4)
+    if not fsdp:  # DDP replicas stay identical (FSDP's rank 1 holds shards only)
+        r1 = torch.load(tmp_path / "rank1.pt")
+        assert all(torch.equal(r0["state"][k], v) for k, v in r1["state"].items())
     for name, p in one["state"].items():
-        assert torch.equal(r0["state"][name], r1["state"][name]), name  # replicas stay identical
         assert torch.allclose(r0["state"][name], p, atol=1e-5, rtol=0), name
     assert not torch.equal(one["state"]["discriminator.head.dense.weight"], start_weights(ddp_cfg))  # it trained
 
@@ -135,22 +146,35 @@ def start_weights(cfg: c.PretrainConfig) -> torch.Tensor:
     return ElectraPretrainer(cfg.model, cfg.train).discriminator.head.dense.weight.detach()
 
 
-def _torchrun(nproc: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "electra_pipeline.cli", "pretrain", *args]
+DRIVER = """
+import json, sys
+from electra_pipeline import config, train
+cfg = config.resolve("tiny", None, json.loads(sys.argv[1]))
+train.pretrain(cfg, resume=cfg.output_dir if sys.argv[2] == "resume" else None, progress=False)
+"""
+
+
+def _torchrun(nproc: int, overrides: dict, resume: bool, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone` on a two-line driver of `train.pretrain` (what `electra pretrain` calls)."""
+    driver = cwd / "driver.py"
+    driver.write_text(DRIVER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(driver),
+           json.dumps(overrides), "resume" if resume else "new"]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
-def test_torchrun_logs_once_and_resumes_with_another_world_size(tmp_path):
+def test_torchrun_logs_once_and_resumes_under_other_world_sizes_and_fsdp(tmp_path):
     data = write_examples(tmp_path / "data")
     run = tmp_path / "run"
-    common = ["--preset", "tiny", "--data", str(data), "--output-dir", str(run), "--model.vocab_size", str(VOCAB),
-              "--train.seq_len", str(SEQ), "--train.batch_size", "8",
-              "--train.device", "cpu", "--train.log_every", "1", "--train.save_every", "2",
-              "--tracking.enabled", "false", "--no-progress"]
-    first = _torchrun(2, common + ["--train.max_steps", "4"], tmp_path)
+
+    def cfg(max_steps: int) -> dict:
+        return {"data": str(data), "output_dir": str(run), "model": {"vocab_size": VOCAB},
+                "train": {"seq_len": SEQ, "batch_size": 8, "device": "cpu", "log_every": 1, "save_every": 2,
+                          "max_steps": max_steps}}
+
+    first = _torchrun(2, cfg(4), False, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # rank 0 alone writes
@@ -158,10 +182,37 @@ def test_torchrun_logs_once_and_resumes_with_another_world_size(tmp_path):
     assert json.loads((run / "checkpoints" / "step-00000004" / "state.json").read_text())["examples_seen"] == 32
 
     # one process picks up at the same global example position
-    second = _torchrun(1, common + ["--train.max_steps", "6", "--resume"], tmp_path)
+    second = _torchrun(1, cfg(6), True, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["examples_seen"] == 48
     assert summary["compute"]["train_flops"] == 6 * summary["compute"]["flops_per_step"]
     assert summary["compute"]["device_hours"] > summary["compute"]["device_hours_this_session"] > 0
-    assert (run / "discriminator" / "model.safetensors").is_file()
+
+    # two FSDP2 ranks shard the plain checkpoint, then gather their own into the same format
+    third = _torchrun(2, cfg(8), True, tmp_path, ELECTRA_FSDP="1")
+    assert third.returncode == 0, third.stderr[-3000:]
+    state = json.loads((run / "checkpoints" / "step-00000008" / "state.json").read_text())
+    assert state["examples_seen"] == 64
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    expected = [c.tiny().train.lr * train.lr_factor(s, c.tiny().train.warmup_steps, 8) for s in range(1, 9)]
+    assert [r["lr"] for r in rows[-2:]] == pytest.approx(expected[-2:])
+    from electra_pipeline import hf
+
+    assert hf.load_discriminator(run / "discriminator") is not None  # a full model, not a shard
+
+
+def test_rebinding_the_schedule_keeps_step_and_rate():
+    model = torch.nn.Linear(2, 2)
+    first = torch.optim.AdamW(model.parameters(), lr=1.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(first, lambda s: 1 / (s + 1))
+    for _ in range(3):
+        first.step()
+        schedule.step()
+    second = torch.optim.AdamW(model.parameters(), lr=1.0)
+    rebound = train._rebind(schedule, second, lambda s: 1 / (s + 1))
+    assert second.param_groups[0]["lr"] == first.param_groups[0]["lr"] == 0.25
+    second.step()
+    rebound.step()
+    assert second.param_groups[0]["lr"] == 0.2
