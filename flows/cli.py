@@ -9,13 +9,17 @@ opens afterwards: the run is in the UI either way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from flows.params import PipelineParams
 
@@ -116,15 +120,88 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _prefect_ui_hint(flow_run_id: str) -> str:
-    from prefect.settings import PREFECT_API_URL
+def _die_with_parent() -> None:
+    """In the server's child process (Linux): exit when the CLI process dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
 
-    api = PREFECT_API_URL.value()
-    if api:
-        ui = api.rstrip("/").removesuffix("/api")
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _drain_prefect_workers() -> None:
+    """Flush Prefect's background log and event senders (as prefect_test_harness does);
+    otherwise they retry a stopped server for a minute at exit."""
+    for module, name in (("prefect.logging.handlers", "APILogWorker"), ("prefect.events.worker", "EventsWorker")):
+        with contextlib.suppress(Exception):
+            import importlib
+
+            getattr(importlib.import_module(module), name).drain_all(timeout=10, at_exit=False)
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """The Prefect API this run reports to: the configured server, else a temporary local one.
+
+    Prefect's own temporary server is a child in the terminal's process group, so Ctrl-C killed
+    it before the interrupted flow could report its state (and the CLI then retried a dead API
+    for minutes). This one runs in its own session: Ctrl-C reaches only the flow, which saves a
+    checkpoint, marks its runs Crashed and its MLflow runs KILLED, then the server is stopped.
+    It uses the same database (PREFECT_HOME) that `prefect server start` opens later."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield str(PREFECT_API_URL.value())
+        return
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    log = tempfile.NamedTemporaryFile(prefix="prefect-server-", suffix=".log", delete=False)
+    print(f"Starting a temporary Prefect server on http://127.0.0.1:{port} (log: {log.name})", file=sys.stderr)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui",
+         "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED",
+                                                                              "false")})
+    try:
+        deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                from electra_pipeline.errors import PipelineError
+
+                raise PipelineError(f"the temporary Prefect server did not start; see {log.name}, or start one with "
+                                    "`prefect server start` and set PREFECT_API_URL")
+            time.sleep(0.3)
+        with temporary_settings({PREFECT_API_URL: url}):
+            try:
+                yield url
+            finally:
+                _drain_prefect_workers()  # send the last logs and events while the server is still up
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def _prefect_ui_hint(flow_run_id: str, configured: bool) -> str:
+    """Where to see the run: the configured server's UI, or the local database via a server."""
+    if configured:
+        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+        ui = PREFECT_UI_URL.value() or str(PREFECT_API_URL.value()).rstrip("/").removesuffix("/api")
         return f"Prefect UI:  {ui}/runs/flow-run/{flow_run_id}"
     return (f"Prefect UI:  prefect server start   # then {PREFECT_UI}/runs/flow-run/{flow_run_id}\n"
-            "             (the same local database this run used)")
+            "             (it opens the local database this run used)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,23 +212,27 @@ def run(args: argparse.Namespace) -> int:
     from flows.pipeline import electra_pipeline, plan
 
     plan(params)  # bad parameters fail here, before a server starts or a stage runs
+    from prefect.settings import PREFECT_API_URL
+
+    configured = bool(PREFECT_API_URL.value())
     t0 = time.perf_counter()
-    try:
-        state = electra_pipeline(**params.model_dump(), return_state=True)
-    except KeyboardInterrupt:
-        print("interrupted: finished stages are cached and pre-training checkpoints kept; run the same command "
-              "again to resume", file=sys.stderr)
-        return 130
-    seconds = time.perf_counter() - t0
-    flow_run_id = str(state.state_details.flow_run_id)
+    with prefect_api():
+        try:
+            state = electra_pipeline(**params.model_dump(), return_state=True)
+        except KeyboardInterrupt:
+            print("interrupted: finished stages are cached and the pre-training checkpoint kept; run the same "
+                  "command again to resume", file=sys.stderr)
+            return 130
+        seconds = time.perf_counter() - t0
+        ui_hint = _prefect_ui_hint(str(state.state_details.flow_run_id), configured)
+        result = state.result() if state.is_completed() else None
     from flows.tracking import resolve_tracking_uri, ui_command
 
-    if not state.is_completed():
+    if result is None:
         print(f"error: {state.message}", file=sys.stderr)
-        print(_prefect_ui_hint(flow_run_id), file=sys.stderr)
+        print(ui_hint, file=sys.stderr)
         print(f"MLflow UI:   {ui_command(resolve_tracking_uri(params.tracking_uri))}", file=sys.stderr)
         return 1
-    result = state.result()
     from flows.report import text_table
 
     print()
@@ -161,10 +242,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {s.stage:<18} {'cached' if s.cached else 'ran':<7} {s.seconds:7.1f} s")
     print(f"  {'total':<18} {'':<7} {seconds:7.1f} s")
     if result.exported and result.exported.get("version"):
-        print(f"\nRegistered {result.exported['model_uri']} (version {result.exported['version']})")
+        print(f"\nRegistered {result.exported['model_uri']} (version {result.exported['version']}); serve it with")
+        print(f"  ELECTRA_MODEL_URI={result.exported['model_uri']} MLFLOW_TRACKING_URI={result.tracking_uri} "
+              "bentoml serve serving.service:ElectraService")
     print(f"Outputs:     {result.run_dir}")
     print()
-    print(_prefect_ui_hint(flow_run_id))
+    print(ui_hint)
     print(f"MLflow UI:   {result.mlflow_ui}   # then {result.mlflow_url}")
     return 0
 

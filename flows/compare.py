@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow
 
 from flows.base import SAMPLE, user_errors
-from flows.params import DEMO_FINETUNE, Device, Preset
+from flows.params import DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Device, Preset
 from flows.pipeline import PipelineResult, electra_pipeline
 from flows.tracking import sweep_hook
 
@@ -22,7 +22,7 @@ from flows.tracking import sweep_hook
 def electra_vs_mlm(
     preset: Preset = "tiny",
     corpus: list[str] = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
-    eval_tasks: list[str] = ["sst2"],  # noqa: B006
+    eval_tasks: list[str] = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,
     max_steps: int | None = None,
     match_compute: bool = True,

@@ -19,7 +19,8 @@ def export_task(model_dir: str, out_dir: str, optimize: bool, quantize: bool, re
     Retried once: registering talks to the tracking server over the network."""
     import mlflow
 
-    from electra_pipeline.export import export_onnx, log_to_mlflow
+    from electra_pipeline.export import export_onnx
+    from electra_pipeline.registry import log_to_mlflow
 
     report = export_onnx(model_dir, out_dir, optimize=optimize, quantize=quantize)
     # The library logs through MLflow's fluent API: point it at this store and this stage's run.

@@ -32,7 +32,7 @@ from flows.evaluate import evaluate
 from flows.examples import build_examples
 from flows.export import export_model
 from flows.ingest import ingest_corpus
-from flows.params import DEMO_FINETUNE, Device, Objective, PipelineParams, Preset
+from flows.params import DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Device, Objective, PipelineParams, Preset
 from flows.pretrain import pretrain
 from flows.report import glue_chart, loss_chart, task_table, text_table
 from flows.tokenizer import train_tokenizer
@@ -154,7 +154,7 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
 def electra_pipeline(
     preset: Preset = "tiny",
     corpus: list[str] = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
-    eval_tasks: list[str] = ["sst2"],  # noqa: B006
+    eval_tasks: list[str] = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,
     squad_dir: str = SAMPLE,
     objectives: list[Objective] = ["electra"],  # noqa: B006

@@ -91,7 +91,7 @@ def pretrain_task(key: str, out_dir: str, config: dict[str, Any], run_id: str, t
     summary = {"output_dir": str(out.resolve()), "encoder_dir": str(Path(encoder).resolve()),
                "generator_dir": str(Path(result.generator_dir).resolve()),
                "discriminator_dir": str(Path(result.discriminator_dir).resolve()) if result.discriminator_dir else None,
-               "steps": result.steps, "resumed_from": str(resume) if resume else None,
+               "steps": result.steps, "resumed_from": str(resume.resolve()) if resume else None,
                "metrics": {k: float(v) for k, v in result.metrics.items()}}
     mark_complete(out, {"stage": "pretrain", "key": key, "summary": summary})
     return summary

@@ -122,6 +122,15 @@ def _task_runs(flow_run_id: Any) -> list[Any]:
         task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
 
 
+def _pretrain_dir(output_dir: str, max_steps: int) -> Path | None:
+    """The ELECTRA pre-training run directory whose config trains `max_steps` steps."""
+    for d in Path(output_dir).glob("pretrain/electra-tiny-*"):
+        cfg = d / "config.json"
+        if cfg.is_file() and json.loads(cfg.read_text())["train"]["max_steps"] == max_steps:
+            return d
+    return None
+
+
 # --- fast: parameters and CLI ------------------------------------------------------------------
 
 def test_cli_params_match_the_flow_signature() -> None:
@@ -365,6 +374,48 @@ def test_deployment_served_and_triggered_through_the_api(first_run: Any, prefect
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, prefect_api: str,
+                                                          params: dict[str, Any], work: Path) -> None:
+    """`python -m flows.pipeline`, Ctrl-C (SIGINT to its process group) during pre-training: exit 130,
+    no MLflow run left RUNNING, a checkpoint kept; the same command then resumes and finishes."""
+    import signal
+
+    p = params
+    argv = [sys.executable, "-m", "flows.pipeline", "--corpus", *p["corpus"], "--eval-tasks", "sst2",
+            "--objectives", "electra", "--max-steps", "12", "--device", "cpu", "--output-dir", p["output_dir"],
+            "--tracking-uri", p["tracking_uri"], "--experiment", "flows-ctrl-c", "--no-export",
+            "--pretrain-config", json.dumps({**p["pretrain_config"], "train": {"log_every": 1}}),
+            "--examples-config", json.dumps(p["examples_config"]),
+            "--finetune-config", json.dumps(p["finetune_config"])]
+    env = {**os.environ, **TELEMETRY_OFF, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(work / "prefect-home")}
+    run = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:  # until the 12-step run has logged 3 steps
+        d = _pretrain_dir(p["output_dir"], max_steps=12)
+        if d is not None and (d / "metrics.jsonl").is_file() and len((d / "metrics.jsonl").read_text().split()) >= 3:
+            break
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err[-3000:]
+    assert "run the same command again to resume" in err
+    client = _mlflow(p)
+    exp = client.get_experiment_by_name("flows-ctrl-c")
+    statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
+    assert statuses["pipeline-tiny"] == "KILLED" and statuses["pretrain-electra"] == "KILLED"
+    assert "RUNNING" not in statuses.values()
+
+    done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sst2" in done.stdout and "pretrain-electra   ran" in done.stdout and "corpus             cached" in done.stdout
+    assert f"mlflow ui --backend-store-uri {p['tracking_uri']}" in done.stdout and "Prefect UI:" in done.stdout
+    record = json.loads((_pretrain_dir(p["output_dir"], max_steps=12) / "stage.json").read_text())
+    assert record["summary"]["steps"] == 12 and record["summary"]["resumed_from"]  # from the kept checkpoint
 
 
 @pytest.mark.slow
