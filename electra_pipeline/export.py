@@ -18,6 +18,8 @@ slower in ORT (16x128, one noisy measurement: fp32 0.62 s vs 0.88 s, int8 0.39 s
 the exported graph is `explicit_attention_twin(model)` (why: see there), checked against the
 original model like any export.
 
+Logging and registering an export in MLflow, and fetching it back, is `registry.py`.
+
 Heavy imports (torch, onnx, onnxruntime, mlflow) happen inside functions: `electra --help`
 imports this module.
 """
@@ -455,82 +457,6 @@ def _write_metadata(d: Path, src: _Source, report: ExportReport, names: tuple[st
     (d / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-# --- MLflow ------------------------------------------------------------------------------
-
-def _pyfunc_model() -> Any:
-    """An MLflow pyfunc wrapper; defined here so importing this module never imports mlflow."""
-    import mlflow.pyfunc
-
-    class ElectraOnnxModel(mlflow.pyfunc.PythonModel):
-        """`mlflow.pyfunc.load_model("models:/<name>@<alias>").predict(["text", ...])`."""
-
-        def load_context(self, context: Any) -> None:
-            from electra_pipeline.inference import Predictor
-
-            self.predictor = Predictor.load(context.artifacts["export"])
-
-        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-            # unannotated on purpose: MLflow turns hints into a schema it cannot express here
-            rows = model_input.iloc[:, 0].tolist() if hasattr(model_input, "iloc") else list(model_input)
-            p = self.predictor
-            if p.kind == "qa":
-                return [p.answer(q, c) for q, c in rows]
-            if p.kind == "discriminator":
-                return [p.detect(t) for t in rows]
-            return p.classify([r if isinstance(r, str) else tuple(r) for r in rows])
-
-    return ElectraOnnxModel()
-
-
-def log_to_mlflow(export_dir: str | Path, registered_name: str | None = None, *,
-                  alias: str = "champion") -> dict[str, Any]:
-    """Log the export directory as artifacts (`onnx/`) of the active run (one is started if
-    none is active) and, with a name, register it as a pyfunc model and point `alias` at the
-    new version, so a server can load `models:/<name>@<alias>`."""
-    import mlflow
-
-    from electra_pipeline.inference import read_metadata
-
-    d = Path(export_dir)
-    meta = read_metadata(d)
-    own = mlflow.active_run() is None
-    run = mlflow.start_run(run_name=f"export-{meta['task']}") if own else mlflow.active_run()
-    try:
-        mlflow.log_artifacts(str(d), artifact_path="onnx")
-        mlflow.log_params({f"export.{k}": meta.get(k) for k in ("task", "kind", "exporter", "opset", "optimized",
-                                                                "max_seq_length")})
-        mlflow.log_metrics({f"export/{k}": float(meta[k]) for k in ("max_abs_diff", "int8_max_abs_diff",
-                                                                    "int8_agreement") if meta.get(k) is not None})
-        result: dict[str, Any] = {"run_id": run.info.run_id, "artifact_uri": f"runs:/{run.info.run_id}/onnx"}
-        if registered_name:
-            info = mlflow.pyfunc.log_model(name="onnx_model", python_model=_pyfunc_model(),
-                                           artifacts={"export": str(d)}, registered_model_name=registered_name,
-                                           pip_requirements=["onnxruntime", "tokenizers", "numpy"])
-            version = str(info.registered_model_version)
-            mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, version)
-            result.update(model_uri=f"models:/{registered_name}@{alias}", version=version)
-    finally:
-        if own:
-            mlflow.end_run()
-    return result
-
-
-def download_model(uri: str, dst: str | Path | None = None) -> Path:
-    """A registered or logged export (`models:/<name>@<alias>`, `runs:/<id>/onnx`) as a local
-    export directory (the one holding metadata.json)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None))
-    except (MlflowException, OSError) as e:
-        raise DataError(f"{uri}: cannot download from MLflow ({str(e).splitlines()[0]})") from None
-    found = sorted(local.rglob("metadata.json"), key=lambda p: len(p.parts))
-    if not found:
-        raise DataError(f"{uri}: downloaded to {local} but it holds no metadata.json; not an ONNX export")
-    return found[0].parent
-
-
 # --- CLI ---------------------------------------------------------------------------------
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -571,6 +497,7 @@ def _run_export(args: argparse.Namespace) -> int:
     if args.mlflow or args.register:
         import mlflow
 
+        from electra_pipeline.registry import log_to_mlflow
         from electra_pipeline.tracking import default_tracking_uri
 
         mlflow.set_tracking_uri(args.tracking_uri or default_tracking_uri())

@@ -1,10 +1,12 @@
 """Serving-time pre- and post-processing around an exported ONNX model: pure, no web framework.
 
 Export checks, the BentoML service, the benchmark and tests all go through this one module, so
-what the server answers is what the export was verified on. Inputs are assembled exactly as
-fine-tuning does (`tasks/glue.py`, `tasks/squad.py`): [CLS] A [SEP] (B [SEP]) from
-`add_special_tokens=False` encodings, BERT's longest-first pair truncation, and SQuAD
-doc-stride windows where each token is scored only in the window it is most central in.
+what the server answers is what the export was verified on. Fine-tuning (`tasks/glue.py`,
+`tasks/squad.py`) builds its inputs and decodes its spans with the same functions, so the served
+model sees exactly what it was trained on: [CLS] A [SEP] (B [SEP]) from `add_special_tokens=False`
+encodings (`text_row`), BERT's longest-first pair truncation, SQuAD doc-stride windows where each
+token is scored only in the window it is most central in (`question_windows`), and span
+candidates per window (`window_spans`). Only numpy and tokenizers: the Bento ships without torch.
 
 An exported model directory holds `model.onnx` (and `model.int8.onnx`), `tokenizer.json` and
 `metadata.json` (see `export.py`). `Predictor` loads one and answers classify/answer/detect.
@@ -19,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
-from electra_pipeline.errors import DataError
+from electra_pipeline.errors import ConfigError, DataError
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = {  # metadata kind -> ONNX output names, in the order the graph returns them
@@ -40,10 +42,14 @@ Item = str | tuple[str, str]  # one text or a (text_a, text_b) pair
 # --- tokenisation -----------------------------------------------------------------------
 
 def special_ids(tok: Tokenizer) -> tuple[int, int, int]:
-    """([CLS], [SEP], [PAD]) ids; inputs are assembled here, not by the tokenizer's template."""
-    ids = [tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")]
-    if any(i is None for i in ids):
-        raise DataError("tokenizer: needs [CLS], [SEP] and [PAD] tokens (a BERT-style WordPiece vocabulary)")
+    """([CLS], [SEP], [PAD]) ids. Inputs are assembled here, not by the tokenizer's
+    post-processor, so truncation and SQuAD windows are exact."""
+    ids = []
+    for name in ("[CLS]", "[SEP]", "[PAD]"):
+        i = tok.token_to_id(name)
+        if i is None:
+            raise DataError(f"tokenizer: has no {name} token; a BERT-style WordPiece vocabulary is required")
+        ids.append(i)
     return ids[0], ids[1], ids[2]
 
 
@@ -57,6 +63,19 @@ def longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
     if budget - short >= short:  # only the longer side is cut
         return (budget - len_b, len_b) if len_a > len_b else (len_a, budget - len_a)
     return budget - budget // 2, budget // 2  # both cut down to (about) half; b gives first
+
+
+def text_row(a: Sequence[int], b: Sequence[int] | None, max_length: int, cls: int,
+             sep: int) -> tuple[list[int], list[int], int, int]:
+    """[CLS] a [SEP] (b [SEP]) and its token types, longest-first truncated to max_length; also
+    the kept lengths of a and b. One row of `encode_texts` and of GLUE fine-tuning features."""
+    la, lb = longest_first(len(a), len(b or ()), max_length - (3 if b is not None else 2))
+    ids = [cls, *a[:la], sep]
+    types = [0] * len(ids)
+    if b is not None:
+        ids += [*b[:lb], sep]
+        types += [1] * (lb + 1)
+    return ids, types, la, lb
 
 
 @dataclass
@@ -110,16 +129,11 @@ def encode_texts(tok: Tokenizer, items: Sequence[Item], max_length: int) -> Enco
     ids, types, truncated, offsets, tokens = [], [], [], [], []
     for i, ea in enumerate(enc_a):
         eb = enc_b.get(i)
-        a, b = ea.ids, (eb.ids if eb is not None else [])
-        la, lb = longest_first(len(a), len(b), max_length - (3 if eb is not None else 2))
-        row = [cls, *a[:la], sep]
-        tt = [0] * len(row)
-        if eb is not None:
-            row += [*b[:lb], sep]
-            tt += [1] * (lb + 1)
+        a, b = ea.ids, (eb.ids if eb is not None else None)
+        row, tt, la, lb = text_row(a, b, max_length, cls, sep)
         ids.append(row)
         types.append(tt)
-        truncated.append(la < len(a) or lb < len(b))
+        truncated.append(la < len(a) or lb < len(b or ()))
         off = np.full((len(row), 2), -1, np.int64)
         if la:
             off[1:1 + la] = np.asarray(ea.offsets[:la], np.int64)
@@ -153,6 +167,49 @@ def max_context_window(wins: Sequence[tuple[int, int]], n: int) -> np.ndarray:
 
 
 @dataclass
+class QAWindow:
+    """One input row: [CLS] question [SEP] context tokens [start, start + length) [SEP]."""
+
+    input_ids: list[int]
+    token_type_ids: list[int]
+    start: int  # first context token in the window (index into the context's tokens)
+    length: int  # context tokens in the window
+    first: int  # row position of the window's first context token (question length + 2)
+    offsets: np.ndarray  # (T, 2) char span in the context; -1 outside it
+    max_context: np.ndarray  # (T,) bool: the token is scored in this window
+
+
+def question_windows(question: Encoding, context: Encoding, *, cls: int, sep: int, max_seq_length: int,
+                     doc_stride: int, max_query_length: int,
+                     max_windows: int | None = None) -> tuple[list[QAWindow], bool]:
+    """The doc-stride windows of one question over its context (both encoded without special
+    tokens), and whether the question was cut to max_query_length or the context to max_windows.
+    SQuAD fine-tuning and serving both build their rows here."""
+    q = question.ids[:max_query_length]
+    truncated = len(question.ids) > len(q)
+    c_ids = context.ids
+    c_off = np.asarray(context.offsets, np.int64).reshape(-1, 2)
+    max_doc = max_seq_length - len(q) - 3
+    if max_doc < 1:
+        raise ConfigError(f"max_seq_length: {max_seq_length} leaves no room for the context "
+                          f"after a {len(q)}-token question")
+    wins = doc_windows(len(c_ids), max_doc, doc_stride)
+    if max_windows is not None and len(wins) > max_windows:
+        wins, truncated = wins[:max_windows], True
+    best = max_context_window(wins, len(c_ids))
+    first = len(q) + 2
+    out = []
+    for wi, (ws, wl) in enumerate(wins):
+        ids = [cls, *q, sep, *c_ids[ws:ws + wl], sep]
+        off = np.full((len(ids), 2), -1, np.int64)
+        off[first:first + wl] = c_off[ws:ws + wl]
+        mc = np.zeros(len(ids), bool)
+        mc[first:first + wl] = best[ws:ws + wl] == wi
+        out.append(QAWindow(ids, [0] * first + [1] * (wl + 1), ws, wl, first, off, mc))
+    return out, truncated
+
+
+@dataclass
 class QAWindows:
     batch: Batch  # one row per window: [CLS] question [SEP] window [SEP]
     offsets: list[np.ndarray]  # per window (T, 2) char span in the context; -1 outside it
@@ -162,32 +219,26 @@ class QAWindows:
 
 def qa_windows(tok: Tokenizer, question: str, context: str, *, max_seq_length: int, doc_stride: int,
                max_query_length: int, max_windows: int | None = None) -> QAWindows:
+    """`question_windows` for one question, padded into one batch."""
     cls, sep, pad = special_ids(tok)
     q_enc, c_enc = tok.encode_batch([question, context], add_special_tokens=False)
-    q = q_enc.ids[:max_query_length]
-    truncated = len(q_enc.ids) > len(q)
-    c_ids = np.asarray(c_enc.ids, np.int64)
-    c_off = np.asarray(c_enc.offsets, np.int64).reshape(-1, 2)
-    max_doc = max_seq_length - len(q) - 3
-    if max_doc < 1:
-        raise DataError(f"max_seq_length {max_seq_length} leaves no room for the context after a "
-                        f"{len(q)}-token question")
-    wins = doc_windows(len(c_ids), max_doc, doc_stride)
-    if max_windows is not None and len(wins) > max_windows:
-        wins, truncated = wins[:max_windows], True
-    best = max_context_window(wins, len(c_ids))
-    first = len(q) + 2
-    ids, types, offsets, max_ctx = [], [], [], []
-    for wi, (ws, wl) in enumerate(wins):
-        ids.append([cls, *q, sep, *c_ids[ws:ws + wl].tolist(), sep])
-        types.append([0] * first + [1] * (wl + 1))
-        off = np.full((len(ids[-1]), 2), -1, np.int64)
-        off[first:first + wl] = c_off[ws:ws + wl]
-        mc = np.zeros(len(ids[-1]), bool)
-        mc[first:first + wl] = best[ws:ws + wl] == wi
-        offsets.append(off)
-        max_ctx.append(mc)
-    return QAWindows(pad_rows(ids, types, pad), offsets, max_ctx, truncated)
+    wins, truncated = question_windows(q_enc, c_enc, cls=cls, sep=sep, max_seq_length=max_seq_length,
+                                       doc_stride=doc_stride, max_query_length=max_query_length,
+                                       max_windows=max_windows)
+    batch = pad_rows([w.input_ids for w in wins], [w.token_type_ids for w in wins], pad)
+    return QAWindows(batch, [w.offsets for w in wins], [w.max_context for w in wins], truncated)
+
+
+def window_spans(offsets: np.ndarray, max_context: np.ndarray, start_logits: np.ndarray, end_logits: np.ndarray,
+                 *, n_best: int, max_answer_length: int) -> list[tuple[float, int, int]]:
+    """(start + end logit, char start, char end) of each candidate span in one window: the
+    n_best starts (on context tokens scored in this window) by n_best ends, at most
+    max_answer_length tokens long. Logits and offsets cover the window's real tokens (T,)."""
+    in_ctx = offsets[:, 0] >= 0
+    starts = [j for j in np.argsort(-start_logits) if in_ctx[j] and max_context[j]][:n_best]
+    ends = [j for j in np.argsort(-end_logits) if in_ctx[j]][:n_best]
+    return [(float(start_logits[s] + end_logits[e]), int(offsets[s, 0]), int(offsets[e, 1]))
+            for s in starts for e in ends if s <= e < s + max_answer_length]
 
 
 def decode_answer(context: str, win: QAWindows, start_logits: np.ndarray, end_logits: np.ndarray,
@@ -195,19 +246,10 @@ def decode_answer(context: str, win: QAWindows, start_logits: np.ndarray, end_lo
                   no_answer_threshold: float = 0.0) -> dict[str, Any]:
     """Best span over all windows (score = start + end logit); with a v2 head, "no answer"
     unless the best window's has-answer logit beats the threshold tuned on dev."""
-    best: tuple[float, int, int] | None = None
-    for w in range(len(win.offsets)):
-        off, n = win.offsets[w], len(win.offsets[w])
-        s_log, e_log = start_logits[w, :n], end_logits[w, :n]
-        in_ctx = off[:, 0] >= 0
-        starts = [j for j in np.argsort(-s_log) if in_ctx[j] and win.max_context[w][j]][:N_BEST]
-        ends = [j for j in np.argsort(-e_log) if in_ctx[j]][:N_BEST]
-        for s in starts:
-            for e in ends:
-                if s <= e < s + max_answer_length:
-                    score = float(s_log[s] + e_log[e])
-                    if best is None or score > best[0]:
-                        best = (score, int(off[s, 0]), int(off[e, 1]))
+    cands = [c for w, off in enumerate(win.offsets)
+             for c in window_spans(off, win.max_context[w], start_logits[w, :len(off)], end_logits[w, :len(off)],
+                                   n_best=N_BEST, max_answer_length=max_answer_length)]
+    best = max(cands, key=lambda c: c[0]) if cands else None  # the first of equal scores, as fine-tuning's sort
     out: dict[str, Any] = {"answer": "", "start": None, "end": None, "score": None, "has_answer": False,
                            "answerable_prob": None, "truncated": win.truncated}
     if best is not None:

@@ -197,7 +197,7 @@ _extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])
 def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
     """(local export directory, where it came from): ELECTRA_MODEL_DIR, else ELECTRA_MODEL_URI,
     else an export baked into the Bento at serving/model (see bentofile.yaml)."""
-    from electra_pipeline.export import download_model
+    from electra_pipeline.registry import download_model
 
     if env.get("ELECTRA_MODEL_DIR"):
         return Path(env["ELECTRA_MODEL_DIR"]), env["ELECTRA_MODEL_DIR"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from electra_pipeline import export, inference
+from electra_pipeline import export, inference, registry
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
 from electra_pipeline.finetuned import TaskMeta, save_finetuned
@@ -273,9 +273,9 @@ def test_mlflow_register_and_download(classifier_export, tmp_path: Path, monkeyp
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri()))
-        res = export.log_to_mlflow(classifier_export[0], "electra-sst2-test")
+        res = registry.log_to_mlflow(classifier_export[0], "electra-sst2-test")
         assert res["model_uri"] == "models:/electra-sst2-test@champion"
-        local = export.download_model(res["model_uri"], tmp_path / "dl")
+        local = registry.download_model(res["model_uri"], tmp_path / "dl")
         assert (local / "model.onnx").is_file() and (local / "tokenizer.json").is_file()
         texts = ["a fine film", "a dull film"]
         assert inference.Predictor.load(local).classify(texts) == inference.Predictor.load(classifier_export[0]).classify(texts)

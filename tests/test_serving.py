@@ -25,7 +25,7 @@ import torch
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("bentoml")
 
-from electra_pipeline import export, inference  # noqa: E402
+from electra_pipeline import export, inference, registry  # noqa: E402
 from electra_pipeline.finetuned import load_finetuned  # noqa: E402
 
 try:
@@ -94,7 +94,7 @@ def _register_in_mlflow(export_dir: Path, root: Path) -> dict[str, str]:
     try:
         exp = mlflow.create_experiment("serving-test", artifact_location=(root / "mlartifacts").as_uri())
         mlflow.set_experiment(experiment_id=exp)
-        res = export.log_to_mlflow(export_dir, "electra-qa-test", alias="champion")
+        res = registry.log_to_mlflow(export_dir, "electra-qa-test", alias="champion")
     finally:
         mlflow.set_tracking_uri(None)
     return {"ELECTRA_MODEL_URI": res["model_uri"], "MLFLOW_TRACKING_URI": uri}

@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.tasks import TASK_NAMES, canonical_name, get_task, glue_tasks_present
-from electra_pipeline.tasks.glue import truncate_pair
+from electra_pipeline.inference import longest_first as truncate_pair
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from electra_pipeline.errors import DataError
 from electra_pipeline.finetuned import TaskMeta
+from electra_pipeline.inference import pad_rows, special_ids  # noqa: F401  (special_ids: finetune/runner.py)
 
 KINDS = ("classification", "regression", "qa")
 
@@ -43,26 +43,6 @@ class Feature:
 
 
 Predictions = dict[str, Any]  # example id -> task-specific prediction
-
-
-def special_ids(tokenizer: Tokenizer) -> tuple[int, int, int]:
-    """([CLS], [SEP], [PAD]) ids. We assemble inputs ourselves instead of relying on the
-    tokenizer's post-processor so truncation and SQuAD windows are exact."""
-    ids = []
-    for tok in ("[CLS]", "[SEP]", "[PAD]"):
-        i = tokenizer.token_to_id(tok)
-        if i is None:
-            raise DataError(f"tokenizer: has no {tok} token; a BERT-style WordPiece vocabulary is required")
-        ids.append(i)
-    return ids[0], ids[1], ids[2]
-
-
-def pad_batch(rows: Sequence[np.ndarray], pad: int) -> torch.Tensor:
-    """Dynamic padding: pad to the longest row of this batch, not to max_seq_length."""
-    out = np.full((len(rows), max(len(r) for r in rows)), pad, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return torch.from_numpy(out)
 
 
 class Task(ABC):
@@ -113,11 +93,12 @@ class Task(ABC):
                         metrics={k: v for k, v in metrics.items() if k in self.metric_names})
 
     def collate(self, features: Sequence[Feature], pad_id: int, training: bool) -> dict[str, torch.Tensor]:
-        """Batch tensors, padded to this batch's longest feature."""
-        ids = pad_batch([f.input_ids for f in features], pad_id)
-        batch = {"input_ids": ids,
-                 "token_type_ids": pad_batch([f.token_type_ids for f in features], 0),
-                 "attention_mask": (pad_batch([np.ones(len(f), np.int64) for f in features], 0))}
+        """Batch tensors, padded to this batch's longest feature (not to max_seq_length), exactly
+        as serving pads them."""
+        rows = pad_rows([f.input_ids for f in features], [f.token_type_ids for f in features], pad_id)
+        batch = {"input_ids": torch.from_numpy(rows.input_ids),
+                 "token_type_ids": torch.from_numpy(rows.token_type_ids),
+                 "attention_mask": torch.from_numpy(rows.attention_mask)}
         if training:
             batch.update(self.targets(features))
         return batch

@@ -21,7 +21,8 @@ from tokenizers import Tokenizer
 
 from electra_pipeline import metrics
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.tasks.base import Feature, Predictions, Task, special_ids
+from electra_pipeline.inference import special_ids, text_row
+from electra_pipeline.tasks.base import Feature, Predictions, Task
 
 HF_PREFIX = "hf:"
 
@@ -163,17 +164,6 @@ def read_hf(spec: GlueSpec, split: str) -> list[Example]:
     return out
 
 
-def truncate_pair(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
-    """Kept lengths under BERT's longest-first rule: trim the longer side (b on ties)."""
-    budget = max(budget, 0)
-    while len_a + len_b > budget:
-        if len_a > len_b:
-            len_a -= 1
-        else:
-            len_b -= 1
-    return len_a, len_b
-
-
 class GlueTask(Task):
     """Sentence or sentence-pair classification (or STS-B regression) on [CLS]."""
 
@@ -203,6 +193,7 @@ class GlueTask(Task):
 
     def featurize(self, examples: Sequence[Example], tokenizer: Tokenizer, max_seq_length: int,
                   training: bool) -> list[Feature]:
+        """Rows built by `inference.text_row`, the function serving builds them with."""
         cls, sep, _ = special_ids(tokenizer)
         order = [(i, False) for i in range(len(examples))]
         if training and self.spec.swap_augment:
@@ -213,16 +204,10 @@ class GlueTask(Task):
         feats = []
         for i, swapped in order:
             a = enc_a[i].ids
-            b = enc_b[i].ids if enc_b is not None else []
+            b = enc_b[i].ids if enc_b is not None else None
             if swapped:
                 a, b = b, a
-            budget = max_seq_length - (3 if enc_b is not None else 2)
-            la, lb = truncate_pair(len(a), len(b), budget)
-            ids = [cls, *a[:la], sep]
-            types = [0] * len(ids)
-            if enc_b is not None:
-                ids += [*b[:lb], sep]
-                types += [1] * (lb + 1)
+            ids, types, _, _ = text_row(a, b, max_seq_length, cls, sep)
             feats.append(Feature(example_index=i, input_ids=np.asarray(ids, np.int32),
                                  token_type_ids=np.asarray(types, np.int32), label=examples[i].label))
         if training and any(f.label is None for f in feats):

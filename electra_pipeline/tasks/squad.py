@@ -24,7 +24,8 @@ from tokenizers import Tokenizer
 from electra_pipeline import metrics
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.finetuned import TaskMeta
-from electra_pipeline.tasks.base import Feature, Predictions, Task, special_ids
+from electra_pipeline.inference import N_BEST, question_windows, special_ids, window_spans
+from electra_pipeline.tasks.base import Feature, Predictions, Task
 
 HF_PREFIX = "hf:"
 ANSWERABLE_WEIGHT = 0.5  # weight of the v2 has-answer loss (reference code's answerable_weight)
@@ -94,7 +95,7 @@ class SquadTask(Task):
     default_max_seq_length = 512
 
     def __init__(self, version: str = "v1", doc_stride: int = 128, max_query_length: int = 64,
-                 max_answer_length: int = 30, n_best_size: int = 20):
+                 max_answer_length: int = 30, n_best_size: int = N_BEST):
         if version not in ("v1", "v2"):
             raise ConfigError(f"version: must be v1 or v2, got {version!r}")
         self.version = version
@@ -151,50 +152,30 @@ class SquadTask(Task):
 
     # --- features ------------------------------------------------------------------------
 
-    def windows(self, n_tokens: int, max_doc: int) -> list[tuple[int, int]]:
-        """(start, length) of each doc-stride window over a context of n_tokens."""
-        out, start = [], 0
-        while True:
-            length = min(n_tokens - start, max_doc)
-            out.append((start, length))
-            if start + length >= n_tokens:
-                return out
-            start += min(length, self.doc_stride)
-
     def featurize(self, examples: Sequence[QAExample], tokenizer: Tokenizer, max_seq_length: int,
                   training: bool) -> list[Feature]:
+        """Windows built by `inference.question_windows`, the function serving builds them with."""
         cls, sep, _ = special_ids(tokenizer)
         contexts = list(dict.fromkeys(e.context for e in examples))  # questions share paragraphs
         ctx_enc = dict(zip(contexts, tokenizer.encode_batch(contexts, add_special_tokens=False)))
         q_enc = tokenizer.encode_batch([e.question for e in examples], add_special_tokens=False)
         feats = []
         for ei, ex in enumerate(examples):
-            q = q_enc[ei].ids[: self.max_query_length]
             enc = ctx_enc[ex.context]
-            c_ids = np.asarray(enc.ids, np.int32)
-            c_off = np.asarray(enc.offsets, np.int64).reshape(-1, 2)
-            max_doc = max_seq_length - len(q) - 3
-            if max_doc < 1:
-                raise ConfigError(f"max_seq_length: {max_seq_length} leaves no room for the context "
-                                  f"after a {len(q)}-token question")
-            wins = self.windows(len(c_ids), max_doc)
-            tok_s, tok_e = self._answer_tokens(ex, c_off) if training else (-1, -1)
-            best = self._max_context_window(wins, len(c_ids)) if not training else None
-            first = len(q) + 2  # where the window starts in the input
-            for wi, (ws, wl) in enumerate(wins):
-                ids = np.concatenate([[cls], q, [sep], c_ids[ws:ws + wl], [sep]]).astype(np.int32)
-                types = np.concatenate([np.zeros(first, np.int32), np.ones(wl + 1, np.int32)])
-                f = Feature(example_index=ei, input_ids=ids, token_type_ids=types)
+            wins, _ = question_windows(q_enc[ei], enc, cls=cls, sep=sep, max_seq_length=max_seq_length,
+                                       doc_stride=self.doc_stride, max_query_length=self.max_query_length)
+            tok_s, tok_e = (self._answer_tokens(ex, np.asarray(enc.offsets, np.int64).reshape(-1, 2))
+                            if training else (-1, -1))
+            for w in wins:
+                f = Feature(example_index=ei, input_ids=np.asarray(w.input_ids, np.int32),
+                            token_type_ids=np.asarray(w.token_type_ids, np.int32))
                 if training:
-                    inside = tok_s >= ws and tok_e >= 0 and tok_e < ws + wl
+                    inside = tok_s >= w.start and tok_e >= 0 and tok_e < w.start + w.length
                     f.answerable = int(inside)
                     if inside:
-                        f.start_position, f.end_position = tok_s - ws + first, tok_e - ws + first
+                        f.start_position, f.end_position = tok_s - w.start + w.first, tok_e - w.start + w.first
                 else:
-                    f.offsets = np.full((len(ids), 2), -1, np.int64)
-                    f.offsets[first:first + wl] = c_off[ws:ws + wl]
-                    f.max_context = np.zeros(len(ids), bool)
-                    f.max_context[first:first + wl] = best[ws:ws + wl] == wi
+                    f.offsets, f.max_context = w.offsets, w.max_context
                 feats.append(f)
         return feats
 
@@ -207,17 +188,6 @@ class SquadTask(Task):
         s = int(np.searchsorted(offsets[:, 1], cs, side="right"))  # first token ending after cs
         e = int(np.searchsorted(offsets[:, 0], ce, side="left")) - 1  # last token starting before ce
         return (s, e) if 0 <= s <= e < len(offsets) else (-1, -1)
-
-    @staticmethod
-    def _max_context_window(wins: list[tuple[int, int]], n: int) -> np.ndarray:
-        """Per context token, the window where it is most central (BERT's max-context rule)."""
-        best_score, best = np.full(n, -np.inf), np.zeros(n, np.int64)
-        for wi, (ws, wl) in enumerate(wins):
-            pos = np.arange(ws, ws + wl)
-            score = np.minimum(pos - ws, ws + wl - 1 - pos) + 0.01 * wl
-            better = score > best_score[pos]
-            best_score[pos[better]], best[pos[better]] = score[better], wi
-        return best
 
     def targets(self, features: Sequence[Feature]) -> dict[str, torch.Tensor]:
         return {"start_positions": torch.tensor([f.start_position for f in features]),
@@ -249,14 +219,8 @@ class SquadTask(Task):
             for i in idxs:
                 f, out = features[i], outputs[i]
                 n = len(f)
-                s_log, e_log = out["start_logits"][:n], out["end_logits"][:n]
-                in_ctx = f.offsets[:, 0] >= 0
-                starts = [j for j in np.argsort(-s_log) if in_ctx[j] and f.max_context[j]][: self.n_best_size]
-                ends = [j for j in np.argsort(-e_log) if in_ctx[j]][: self.n_best_size]
-                for s in starts:
-                    for e in ends:
-                        if s <= e < s + self.max_answer_length:
-                            cands.append((float(s_log[s] + e_log[e]), int(f.offsets[s, 0]), int(f.offsets[e, 1])))
+                cands += window_spans(f.offsets, f.max_context, out["start_logits"][:n], out["end_logits"][:n],
+                                      n_best=self.n_best_size, max_answer_length=self.max_answer_length)
                 if "answerable_logits" in out:
                     answerable = max(answerable, float(out["answerable_logits"]))
             cands.sort(key=lambda c: -c[0])
