@@ -12,9 +12,7 @@ leaves a half-written checkpoint; older ones beyond `keep` are deleted after the
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError
 
 FORMAT = "electra-checkpoint/1"
@@ -48,8 +47,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{state.step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt_root))
-    try:
+    with staged_dir(final, "state.json") as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         opt = optimizer.state_dict()
         tensors = {f"state.{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
@@ -59,12 +57,6 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
         meta = {"format": FORMAT, "step": state.step, "examples_seen": state.examples_seen,
                 "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(), "config": config}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=list))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -42,7 +42,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from electra_pipeline.corpus import corpus_row_groups, read_row_group, staged_output_dir
+from electra_pipeline.atomic import staged_dir
+from electra_pipeline.corpus import corpus_row_groups, read_row_group
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.tokenizer import SPECIAL_IDS, TOKENIZER_FILE, file_sha256, load_tokenizer
 
@@ -463,7 +464,7 @@ def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesCo
     if not units:
         raise DataError(f"{corpus}: the corpus holds no documents")
     out_dir = Path(out_dir)
-    with staged_output_dir(out_dir, META_FILE) as tmp:
+    with staged_dir(out_dir, META_FILE) as tmp:
         parts = tmp / "_parts"
         parts.mkdir()
         tasks = [_Task(index=i, shard=str(shard), row_group=rg, tokenizer_file=str(tok_file.resolve()),

@@ -30,9 +30,7 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -40,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -384,9 +383,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, optimize: bool = 
     exported = _wrap(explicit_attention_twin(src.model), names) if attention == "explicit" else wrapper
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out, "metadata.json") as tmp:
         model_path = tmp / "model.onnx"
         per_token = {"start_logits", "end_logits"} | ({"logits"} if meta["kind"] == "discriminator" else set())
         _export_graph(exported, full, model_path, names, per_token, opset, exporter, src.cfg.max_position_embeddings)
@@ -420,12 +417,6 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, optimize: bool = 
                 report.dev_metrics[variant] = dict(evaluate(Predictor.load(tmp, quantized=variant == "int8")))
         report.seconds = time.perf_counter() - t0
         _write_metadata(tmp, src, report, names, fused)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
 
 

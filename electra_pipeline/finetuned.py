@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from electra_pipeline import hf
+from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError
 from electra_pipeline.model import ElectraForQuestionAnswering, ElectraForSequenceClassification
 
@@ -61,22 +60,13 @@ def build_model(cfg, meta: TaskMeta) -> TaskModel:
 
 
 def save_finetuned(model: TaskModel, meta: TaskMeta, tokenizer_file: str | Path, out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(Path(out_dir), "task.json") as tmp:
         (tmp / "config.json").write_text(json.dumps(hf.to_hf_config(model.config, "discriminator"), indent=2) + "\n")
         sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "task.json").write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
         shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def read_meta(path: str | Path) -> TaskMeta:

@@ -8,19 +8,17 @@ Only safetensors are read: nothing untrusted is unpickled.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from electra_pipeline.atomic import staged_dir
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
-from electra_pipeline.model import Discriminator, ElectraModel, Generator
+from electra_pipeline.model import Discriminator, Generator
 
 # our ElectraModel key suffix -> HF suffix (under `electra.`), per layer where `{i}` appears
 _LAYER_MAP = {
@@ -137,20 +135,11 @@ def to_hf_state_dict(module: Discriminator | Generator, kind: str) -> dict[str, 
 
 def save_hf(module: Discriminator | Generator, out_dir: str | Path, kind: str) -> Path:
     """Write config.json + model.safetensors atomically (temp dir, then rename)."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(Path(out_dir), "config.json") as tmp:
         (tmp / "config.json").write_text(json.dumps(to_hf_config(module.electra.config, kind), indent=2) + "\n")
         # Tied weight is implied by tie_word_embeddings; HF drops it on save too.
         save_file(to_hf_state_dict(module, kind), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
 
 
 def read_hf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:

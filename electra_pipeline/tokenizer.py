@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from electra_pipeline.corpus import iter_documents, staged_output_dir
+from electra_pipeline.atomic import staged_dir
+from electra_pipeline.corpus import iter_documents
 from electra_pipeline.errors import ConfigError, DataError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # id = position
@@ -213,7 +214,7 @@ def train_wordpiece(corpus: Path | list[Path], out_dir: Path, cfg: TokenizerConf
             raise DataError(f"tokenizer training gave {token} id {tok.token_to_id(token)}, expected {i}")
     tok.post_processor = _post_processor()
 
-    with staged_output_dir(out_dir, TOKENIZER_FILE) as tmp:
+    with staged_dir(out_dir, TOKENIZER_FILE) as tmp:
         tok.save(str(tmp / TOKENIZER_FILE))
         _write_vocab_txt(tok, tmp / "vocab.txt")
         hf_config, specials = _hf_files(cfg)

@@ -1,15 +1,12 @@
 """Ingestion: raw sources -> cleaned, deduplicated Parquet shards plus `manifest.json`, written
-atomically (`staged_output_dir`) and skipped when sources and config are unchanged."""
+atomically (`atomic.staged_dir`) and skipped when sources and config are unchanged."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +16,7 @@ from typing import Any, Iterator
 from electra_pipeline.corpus.clean import Deduplicator
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.readers import check_source, expand_sources, source_documents
+from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError
 
 MANIFEST_FORMAT = "electra-corpus/1"
@@ -59,37 +57,6 @@ class Manifest:
             return cls(**data)
         except (json.JSONDecodeError, TypeError) as e:
             raise DataError(f"{path}: not a valid corpus manifest ({e})") from None
-
-
-@contextmanager
-def staged_output_dir(out_dir: Path, marker: str) -> Iterator[Path]:
-    """Yield an empty sibling temp dir; on success it replaces `out_dir` in one rename.
-
-    So an output directory is either the previous complete result or the new complete one,
-    never half-written, and a failed build leaves `out_dir` untouched. `marker` is the file
-    that proves an existing `out_dir` is ours: a non-empty directory without it is refused
-    rather than deleted."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise DataError(f"{out_dir}: exists and is not a directory")
-        if not (out_dir / marker).exists() and any(out_dir.iterdir()):
-            raise DataError(f"{out_dir}: exists, is not empty and has no {marker}; refusing to overwrite it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old)  # rename onto an empty dir is allowed
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:
@@ -226,7 +193,7 @@ def ingest(sources: list[str], out_dir: Path, cfg: CorpusConfig, progress: bool 
 
     dedup = Deduplicator(cfg)
     documents = paragraphs = out_bytes = 0
-    with staged_output_dir(out_dir, MANIFEST_FILE) as tmp:
+    with staged_dir(out_dir, MANIFEST_FILE) as tmp:
         writer = _ShardWriter(tmp, cfg)
         with _progress_bar(progress, desc="corpus", unit="doc") as bar, _aborting(writer):
             for st in stats:
