@@ -11,7 +11,6 @@ import importlib
 import json
 import os
 import sys
-from pathlib import Path
 
 from electra_pipeline import config as config_mod
 from electra_pipeline.errors import PipelineError
