@@ -7,12 +7,16 @@ grad-norm clip, AdamW step. The reference composes `ElectraForMaskedLM` (generat
 token type, LayerNorm), the same masking, Gumbel sampling and losses, the generator's logits
 computed over every position (what the composition does), and AdamW with the same groups.
 
-The two are measured in alternating iterations after warmup, so load from other processes on
-the machine hits both alike; the figures are medians. The last line is machine-readable:
+The two are measured in alternating iterations after warmup (ours-HF, HF-ours, ...), so load
+from other processes on the machine hits both alike. Throughputs come from the median step
+time; the ratio is the median over iterations of the HF/ours time ratio of each adjacent pair,
+which a burst of outside load hitting a few iterations cannot move (the table shows the ratio
+of medians too). The last line is machine-readable:
 
     pretrain_throughput tokens_per_s=<ours> reference_tokens_per_s=<hf> ratio=<ours/hf>
 
     python bench/pretrain_throughput.py                        # small, 16 x 128, CPU
+    python bench/pretrain_throughput.py --cpu-time             # one thread, CPU seconds: for busy machines
     python bench/pretrain_throughput.py --device cuda --batch 128 --compile
 """
 
@@ -142,7 +146,7 @@ def reference(cfg: PretrainConfig, device: torch.device, amp: torch.dtype | None
 
 
 def measure(steps: dict[str, Callable[[Batch], None]], batches: list[Batch], warmup: int, iters: int,
-            device: torch.device) -> dict[str, list[float]]:
+            device: torch.device, clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds per step for each contender, alternating contenders every iteration."""
     def sync() -> None:
         if device.type == "cuda":
@@ -154,11 +158,11 @@ def measure(steps: dict[str, Callable[[Batch], None]], batches: list[Batch], war
         order = list(steps.items()) if i % 2 == 0 else list(reversed(steps.items()))
         for name, step in order:
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             step(mb)
             sync()
             if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
     return times
 
 
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", choices=sorted(config_mod.PRESETS), default="small")
     p.add_argument("--batch", type=int, default=16, help="sequences per step")
     p.add_argument("--seq", type=int, default=128, help="sequence length")
-    p.add_argument("--steps", type=int, default=10, help="timed iterations per contender")
+    p.add_argument("--steps", type=int, default=20, help="timed iterations per contender")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations per contender (more with --compile)")
     p.add_argument("--compile", action="store_true", help="torch.compile our pre-trainer (fixed shapes)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -176,7 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-reference", action="store_true", help="measure ours only")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: GPU table)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="CPU: one thread, timed in CPU seconds of that thread, not wall-clock; other processes "
+                        "on the machine then barely move the figures (they still share caches and memory)")
     args = p.parse_args(argv)
+    if args.cpu_time and (args.device != "cpu" or (args.threads or 1) != 1):
+        p.error("--cpu-time measures one CPU thread: use it with --device cpu and without --threads")
+    if args.cpu_time:
+        args.threads = 1
 
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available")
@@ -197,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         steps["hf_reference"] = reference(cfg, device, amp)
     batches = synthetic_batches(8, args.batch, args.seq, cfg.model.vocab_size)
     warmup = max(args.warmup, 3 if args.compile else 0)
-    times = measure(steps, batches, warmup, args.steps, device)
+    times = measure(steps, batches, warmup, args.steps, device, time.thread_time if args.cpu_time else time.perf_counter)
 
     peak = args.peak_tflops
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -208,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     tokens = args.batch * args.seq
     print(f"# {args.preset} batch {args.batch} x seq {args.seq} on {device_name} ({torch.get_num_threads()} threads), "
           f"precision {amp or 'fp32'}, compile {args.compile}, torch {torch.__version__}; "
-          f"median of {args.steps} alternating iterations after {warmup} warmup")
+          f"median of {args.steps} alternating iterations after {warmup} warmup"
+          f"{'; CPU seconds of the one thread' if args.cpu_time else '; wall-clock'}")
     print(f"{'contender':<14}{'s/step':>10}{'min':>9}{'max':>9}{'seq/s':>10}{'tokens/s':>12}{'GFLOP/step':>12}"
           f"{'TFLOP/s':>9}{'MFU':>8}")
     tps = {}
@@ -220,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14}{med:>10.4f}{min(ts):>9.4f}{max(ts):>9.4f}{args.batch / med:>10.1f}{tokens / med:>12.0f}"
               f"{step_flops[name] / 1e9:>12.1f}{achieved:>9.3f}{mfu:>8}")
     ref = tps.get("hf_reference", math.nan)
-    print(f"pretrain_throughput tokens_per_s={tps['ours']:.1f} reference_tokens_per_s={ref:.1f} "
-          f"ratio={tps['ours'] / ref:.3f}")
+    ratio = math.nan
+    if "hf_reference" in times:
+        ratio = statistics.median(r / o for o, r in zip(times["ours"], times["hf_reference"]))
+        print(f"ratio ours/hf: {ratio:.3f} (median of paired iterations), {tps['ours'] / ref:.3f} (of medians), "
+              f"{min(times['hf_reference']) / min(times['ours']):.3f} (of the fastest iterations)")
+    print(f"pretrain_throughput tokens_per_s={tps['ours']:.1f} reference_tokens_per_s={ref:.1f} ratio={ratio:.3f}")
     return 0
 
 
