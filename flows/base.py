@@ -33,6 +33,18 @@ class Tracking(BaseModel):
     experiment: str = Field(default=DEFAULT_EXPERIMENT, min_length=1, description="MLflow experiment name")
     parent_run_id: str | None = Field(default=None, description="MLflow run to nest this stage's run under")
 
+    def uri(self) -> str:
+        from flows.tracking import resolve_tracking_uri
+
+        return resolve_tracking_uri(self.tracking_uri)
+
+    def run(self, name: str, **tags: str) -> contextlib.AbstractContextManager[Any]:
+        """This stage's MLflow run, nested under `parent_run_id`, always ended (see mlflow_run)."""
+        from flows.tracking import mlflow_run
+
+        return mlflow_run(tracking_uri=self.uri(), experiment=self.experiment, name=name,
+                          parent_run_id=self.parent_run_id, tags=tags)
+
 
 class StageOutput(BaseModel):
     """What a stage flow hands the next one: where its output is and how it was made."""
@@ -82,6 +94,17 @@ def user_errors(fn: F) -> F:
             return Failed(message=str(e), data=e)
 
     return wrapper  # type: ignore[return-value]
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O hiccups, not the user's mistakes: a PipelineError would fail the same way again."""
+    try:
+        state.result(raise_on_failure=True)
+    except PipelineError:
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def call_stage_task(task: Any, *, out_dir: Path, results: Path, refresh: bool, **kwargs: Any) -> tuple[Any, bool]:

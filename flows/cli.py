@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 from typing import Any, Iterator
 
-from flows.params import PipelineParams
+from flows.params import PipelineParams, validated
 
 STAGES = ("corpus", "tokenizer", "examples", "pretrain", "finetune")
 PREFECT_UI = "http://127.0.0.1:4200"  # where `prefect server start` serves the UI
@@ -82,7 +82,6 @@ def _mapping(text: str) -> dict[str, Any]:
 def params_from_args(args: argparse.Namespace) -> PipelineParams:
     """Flags -> validated parameters; `--set` lands in the matching `<stage>_config`."""
     import yaml
-    from pydantic import ValidationError
 
     from electra_pipeline.errors import ConfigError
 
@@ -98,12 +97,7 @@ def params_from_args(args: argparse.Namespace) -> PipelineParams:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(raw)
-    try:
-        return PipelineParams(**values)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"{where}: {first['msg']}") from None
+    return validated(values)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow
 
 from flows.base import SAMPLE, user_errors
-from flows.params import DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Device, Preset
+from flows.params import DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Concurrency, Device, Name, NonEmpty, Preset, Steps
 from flows.pipeline import PipelineResult, electra_pipeline
 from flows.tracking import sweep_hook
 
@@ -21,16 +21,16 @@ from flows.tracking import sweep_hook
 @user_errors
 def electra_vs_mlm(
     preset: Preset = "tiny",
-    corpus: list[str] = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
-    eval_tasks: list[str] = SAMPLE_GLUE_TASKS,
+    corpus: NonEmpty = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
+    eval_tasks: NonEmpty = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,
-    max_steps: int | None = None,
+    max_steps: Steps = None,
     match_compute: bool = True,
     device: Device = "auto",
-    output_dir: str = "outputs",
+    output_dir: Name = "outputs",
     tracking_uri: str | None = None,
-    experiment: str = "electra-vs-mlm",
-    eval_concurrency: int = 2,
+    experiment: Name = "electra-vs-mlm",
+    eval_concurrency: Concurrency = 2,
     pretrain_config: dict[str, Any] = {},  # noqa: B006
     finetune_config: dict[str, Any] = DEMO_FINETUNE,
     refresh_cache: bool = False,

@@ -17,7 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.base import SAMPLE, Tracking, cpu_count, data_path, torch_threads, user_errors
 from flows.params import SAMPLE_GLUE_TASKS
 from flows.report import glue_chart, task_table
-from flows.tracking import mlflow_run, resolve_tracking_uri, sweep_hook
+from flows.tracking import mlflow_run, sweep_hook
 
 
 def finetune_config(overrides: dict[str, Any]) -> Any:
@@ -96,10 +96,9 @@ def evaluate(
     names = task_names(tasks)
     cfg = finetune_config(config)
     out = Path(output_dir)
-    uri = resolve_tracking_uri(tracking.tracking_uri)
+    uri = tracking.uri()
     workers = max(1, min(concurrency, len(names)))
-    with mlflow_run(tracking_uri=uri, experiment=tracking.experiment, name=f"evaluate-{label}",
-                    parent_run_id=tracking.parent_run_id, tags={"stage": "evaluate", "model": label}) as run:
+    with tracking.run(f"evaluate-{label}", stage="evaluate", model=label) as run:
         run.log_params({"checkpoint": checkpoint, "tasks": names, "finetune": dataclasses.asdict(cfg)})
         runner = ThreadPoolTaskRunner(max_workers=workers)
         with runner, torch_threads(max(1, cpu_count() // workers)):

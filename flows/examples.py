@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, user_errors
+from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, retry_unless_user_error, user_errors
 from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
-from flows.tracking import mlflow_run, resolve_tracking_uri, sweep_hook
+from flows.tracking import sweep_hook
 
 
 def examples_config(overrides: dict[str, Any], seq_len: int | None = None) -> Any:
@@ -18,7 +18,7 @@ def examples_config(overrides: dict[str, Any], seq_len: int | None = None) -> An
     from electra_pipeline.examples import ExamplesConfig
 
     values = dict(overrides)
-    if seq_len is not None and "seq_len" in {f.name for f in dataclasses.fields(ExamplesConfig)}:
+    if seq_len is not None:
         values.setdefault("seq_len", seq_len)
     return config_mod.from_dict(ExamplesConfig, values, prefix="examples_config.")
 
@@ -32,7 +32,8 @@ def examples_plan(corpus: str, tokenizer: str, output_dir: str, cfg: Any) -> tup
     return key, Path(output_dir) / "examples" / key
 
 
-@task(name="build-examples", cache_policy=STAGE_CACHE, persist_result=True, retries=1, retry_delay_seconds=5)
+@task(name="build-examples", cache_policy=STAGE_CACHE, persist_result=True, retries=1, retry_delay_seconds=5,
+      retry_condition_fn=retry_unless_user_error)
 @user_errors
 def build_task(key: str, corpus: str, tokenizer: str, out_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     from electra_pipeline import config as config_mod
@@ -71,9 +72,7 @@ def build_examples(
     """
     cfg = examples_config(config)
     key, out = examples_plan(corpus, tokenizer, output_dir, cfg)
-    uri = resolve_tracking_uri(tracking.tracking_uri)
-    with mlflow_run(tracking_uri=uri, experiment=tracking.experiment, name="examples",
-                    parent_run_id=tracking.parent_run_id, tags={"stage": "examples", "stage_key": key}) as run:
+    with tracking.run("examples", stage="examples", stage_key=key) as run:
         run.log_params({"corpus": corpus, "tokenizer": tokenizer, "examples": dataclasses.asdict(cfg)})
         summary, cached = call_stage_task(build_task, out_dir=out, results=Path(output_dir) / RESULTS_DIR,
                                           refresh=refresh_cache, key=key, corpus=corpus, tokenizer=tokenizer,

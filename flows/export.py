@@ -6,11 +6,11 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.base import Tracking, user_errors
-from flows.tracking import mlflow_run, resolve_tracking_uri, sweep_hook
+from flows.base import Tracking, retry_unless_user_error, user_errors
+from flows.tracking import sweep_hook
 
 
-@task(name="export-onnx", retries=1, retry_delay_seconds=5)
+@task(name="export-onnx", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_user_error)
 @user_errors
 def export_task(model_dir: str, out_dir: str, optimize: bool, quantize: bool, registered_name: str, alias: str,
                 run_id: str, tracking_uri: str) -> dict[str, Any]:
@@ -55,11 +55,10 @@ def export_model(
         quantize: Also write a dynamic int8 model.
         tracking: MLflow store, experiment and parent run.
     """
-    uri = resolve_tracking_uri(tracking.tracking_uri)
-    with mlflow_run(tracking_uri=uri, experiment=tracking.experiment, name="export",
-                    parent_run_id=tracking.parent_run_id, tags={"stage": "export"}) as run:
+    with tracking.run("export", stage="export") as run:
         run.log_params({"model_dir": model_dir, "optimize": optimize, "quantize": quantize,
                         "registered_name": registered_name, "alias": alias})
-        result = export_task(model_dir, output_dir, optimize, quantize, registered_name, alias, run.run_id, uri)
+        result = export_task(model_dir, output_dir, optimize, quantize, registered_name, alias, run.run_id,
+                             tracking.uri())
     result["run_id"] = run.run_id
     return result

@@ -6,9 +6,10 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.base import RESULTS_DIR, SAMPLE, StageOutput, Tracking, call_stage_task, data_path, user_errors
+from flows.base import (RESULTS_DIR, SAMPLE, StageOutput, Tracking, call_stage_task, data_path,
+                        retry_unless_user_error, user_errors)
 from flows.caching import STAGE_CACHE, DigestMemo, code_fingerprint, mark_complete, path_fingerprint, stage_key
-from flows.tracking import mlflow_run, resolve_tracking_uri, sweep_hook
+from flows.tracking import sweep_hook
 
 
 def corpus_config(overrides: dict[str, Any]) -> Any:
@@ -32,7 +33,8 @@ def corpus_plan(sources: list[str], output_dir: str, cfg: Any) -> tuple[list[str
     return files, key, Path(output_dir) / "corpus" / key
 
 
-@task(name="ingest-corpus", cache_policy=STAGE_CACHE, persist_result=True, retries=2, retry_delay_seconds=5)
+@task(name="ingest-corpus", cache_policy=STAGE_CACHE, persist_result=True, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_unless_user_error)
 @user_errors
 def ingest_task(key: str, sources: list[str], out_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     """Clean and shard the sources; retried because sources may sit on flaky network storage."""
@@ -69,9 +71,7 @@ def ingest_corpus(
     """
     cfg = corpus_config(config)
     files, key, out = corpus_plan(sources, output_dir, cfg)
-    uri = resolve_tracking_uri(tracking.tracking_uri)
-    with mlflow_run(tracking_uri=uri, experiment=tracking.experiment, name="corpus",
-                    parent_run_id=tracking.parent_run_id, tags={"stage": "corpus", "stage_key": key}) as run:
+    with tracking.run("corpus", stage="corpus", stage_key=key) as run:
         run.log_params({"sources": files, "corpus": dataclasses.asdict(cfg)})
         summary, cached = call_stage_task(ingest_task, out_dir=out, results=Path(output_dir) / RESULTS_DIR,
                                           refresh=refresh_cache, key=key, sources=files,

@@ -8,15 +8,22 @@ test keeps the two identical. It lives apart because importing Prefect costs a s
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.base import DEFAULT_EXPERIMENT, SAMPLE
 
 Preset = Literal["tiny", "small", "base", "large"]
 Objective = Literal["electra", "mlm"]
 Device = Literal["auto", "cpu", "cuda"]
+# Constrained types shared with the flow signature, so the Prefect UI form and the server
+# reject the same values the CLI does, before a run starts.
+NonEmpty = Annotated[list[str], Field(min_length=1)]
+Objectives = Annotated[list[Objective], Field(min_length=1)]
+Steps = Annotated[int | None, Field(gt=0)]
+Name = Annotated[str, Field(min_length=1)]
+Concurrency = Annotated[int, Field(ge=1, le=16)]
 
 # The GLUE tasks whose slices ship in the package; SST-2 first: its model is the one exported.
 SAMPLE_GLUE_TASKS: list[str] = ["sst2", "cola", "mrpc", "stsb", "rte"]
@@ -32,31 +39,30 @@ class PipelineParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: Preset = Field("tiny", description="model size and recipe: tiny (CPU demo), small, base, large")
-    corpus: list[str] = Field([SAMPLE], min_length=1, description="corpus files, folders, globs or hf: datasets; "
+    corpus: NonEmpty = Field([SAMPLE], description="corpus files, folders, globs or hf: datasets; "
                                                                    "`sample` = the corpus shipped in the package")
-    eval_tasks: list[str] = Field(SAMPLE_GLUE_TASKS, min_length=1, description="GLUE tasks (sst2, mrpc, ...) and/or "
-                                                                       "squad_v1/squad_v2 to fine-tune on")
+    eval_tasks: NonEmpty = Field(SAMPLE_GLUE_TASKS, description="GLUE tasks (sst2, mrpc, ...) and/or squad_v1/"
+                                                                 "squad_v2 to fine-tune on")
     glue_dir: str = Field(SAMPLE, description="GLUE root (<dir>/SST-2/train.tsv ...); `sample` = shipped slices")
     squad_dir: str = Field(SAMPLE, description="SQuAD directory; `sample` = shipped slices")
-    objectives: list[Objective] = Field(["electra"], min_length=1,
-                                        description="pre-training objectives; electra mlm compares ELECTRA with "
+    objectives: Objectives = Field(["electra"],
+                                   description="pre-training objectives; electra mlm compares ELECTRA with "
                                                     "the BERT MLM baseline on the same data and steps")
-    max_steps: int | None = Field(None, gt=0, description="pre-training steps (empty: the preset's)")
+    max_steps: Steps = Field(None, description="pre-training steps (empty: the preset's)")
     match_compute: bool = Field(True, description="with several objectives, give each the first one's training "
                                                   "FLOPs (the MLM baseline gets more, cheaper steps); off: the "
                                                   "same number of steps")
     device: Device = Field("auto", description="auto (CUDA when available), cpu or cuda")
-    output_dir: str = Field("outputs", min_length=1, description="root of all outputs, relative to the working "
-                                                                 "directory")
+    output_dir: Name = Field("outputs", description="root of all outputs, relative to the working directory")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (empty: $MLFLOW_TRACKING_URI, else "
                                                        "sqlite:///<workdir>/mlflow.db)")
-    experiment: str = Field(DEFAULT_EXPERIMENT, min_length=1, description="MLflow experiment")
+    experiment: Name = Field(DEFAULT_EXPERIMENT, description="MLflow experiment")
     export: bool = Field(True, description="export the fine-tuned model to ONNX and register it")
     register_as: str = Field("electra-{task}", description="registered model name; {task}, {preset}, {objective} "
                                                            "are filled in; empty: do not register")
-    alias: str = Field("champion", min_length=1, description="registry alias pointed at the new version")
+    alias: Name = Field("champion", description="registry alias pointed at the new version")
     quantize: bool = Field(False, description="also export a dynamic int8 ONNX model")
-    eval_concurrency: int = Field(2, ge=1, le=16, description="evaluation tasks fine-tuned at once")
+    eval_concurrency: Concurrency = Field(2, description="evaluation tasks fine-tuned at once")
     corpus_config: dict[str, Any] = Field({}, description="CorpusConfig overrides, e.g. {\"min_line_chars\": 20}")
     tokenizer_config: dict[str, Any] = Field({}, description="TokenizerConfig overrides (vocab_size defaults to "
                                                              "the model's)")
@@ -68,3 +74,15 @@ class PipelineParams(BaseModel):
                                                                        "reference recipe")
     refresh_cache: bool = Field(False, description="re-run cached stages (pre-training still resumes a "
                                                    "half-finished run)")
+
+
+def validated(values: dict[str, Any]) -> PipelineParams:
+    """The parameters, or a ConfigError naming the first bad one (the CLI prints it on one line)."""
+    from electra_pipeline.errors import ConfigError
+
+    try:
+        return PipelineParams(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{where}: {first['msg']}") from None

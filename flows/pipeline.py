@@ -32,11 +32,12 @@ from flows.evaluate import evaluate
 from flows.examples import build_examples
 from flows.export import export_model
 from flows.ingest import ingest_corpus
-from flows.params import DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Device, Objective, PipelineParams, Preset
+from flows.params import (DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Concurrency, Device, Name, NonEmpty, Objectives,
+                          PipelineParams, Preset, Steps, validated)
 from flows.pretrain import pretrain
 from flows.report import glue_chart, loss_chart, task_table, text_table
 from flows.tokenizer import train_tokenizer
-from flows.tracking import experiment_id, mlflow_run, resolve_tracking_uri, run_url, sweep_hook, ui_command
+from flows.tracking import experiment_id, run_url, sweep_hook, ui_command
 
 
 @dataclass
@@ -153,22 +154,22 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
 @user_errors
 def electra_pipeline(
     preset: Preset = "tiny",
-    corpus: list[str] = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
-    eval_tasks: list[str] = SAMPLE_GLUE_TASKS,
+    corpus: NonEmpty = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
+    eval_tasks: NonEmpty = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,
     squad_dir: str = SAMPLE,
-    objectives: list[Objective] = ["electra"],  # noqa: B006
-    max_steps: int | None = None,
+    objectives: Objectives = ["electra"],  # noqa: B006
+    max_steps: Steps = None,
     match_compute: bool = True,
     device: Device = "auto",
-    output_dir: str = "outputs",
+    output_dir: Name = "outputs",
     tracking_uri: str | None = None,
-    experiment: str = "electra-pipeline",
+    experiment: Name = "electra-pipeline",
     export: bool = True,
     register_as: str = "electra-{task}",
-    alias: str = "champion",
+    alias: Name = "champion",
     quantize: bool = False,
-    eval_concurrency: int = 2,
+    eval_concurrency: Concurrency = 2,
     corpus_config: dict[str, Any] = {},  # noqa: B006
     tokenizer_config: dict[str, Any] = {},  # noqa: B006
     examples_config: dict[str, Any] = {},  # noqa: B006
@@ -208,9 +209,9 @@ def electra_pipeline(
     from prefect.logging import get_run_logger
 
     log = get_run_logger()
-    params = PipelineParams(**{k: v for k, v in locals().items() if k in PipelineParams.model_fields})
+    params = validated({k: v for k, v in locals().items() if k in PipelineParams.model_fields})
     p = plan(params)
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = Tracking(tracking_uri=tracking_uri).uri()  # resolved once: every stage logs to the same store
     run_dir = _run_dir(output_dir)
     stages: list[StageTiming] = []
 
@@ -223,8 +224,9 @@ def electra_pipeline(
         log.info("%s: %s in %.1f s", stage, "cached" if stages[-1].cached else "done", stages[-1].seconds)
         return out
 
-    with mlflow_run(tracking_uri=uri, experiment=experiment, name=f"pipeline-{preset}",
-                    tags={"stage": "pipeline", "preset": preset, "objectives": ",".join(p.params.objectives)}) as run:
+    top = Tracking(tracking_uri=uri, experiment=experiment)
+    objective_names = ",".join(p.params.objectives)
+    with top.run(f"pipeline-{preset}", stage="pipeline", preset=preset, objectives=objective_names) as run:
         run.log_params(p.to_params())
         t = Tracking(tracking_uri=uri, experiment=experiment, parent_run_id=run.run_id)
         common = {"output_dir": output_dir, "tracking": t, "refresh_cache": refresh_cache}

@@ -12,7 +12,7 @@ from prefect import flow, task
 
 from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, user_errors
 from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
-from flows.tracking import PrefectProgress, mlflow_run, resolve_tracking_uri, sweep_hook
+from flows.tracking import PrefectProgress, sweep_hook
 
 Preset = Literal["tiny", "small", "base", "large"]
 Objective = Literal["electra", "mlm"]
@@ -131,10 +131,8 @@ def pretrain(
     cfg = pretrain_config(preset, config, objective=objective, max_steps=max_steps, device=device)
     cfg, key, out = pretrain_plan(cfg, examples, tokenizer, output_dir)
     check_inputs(cfg)  # data, vocabulary and sequence length agree: fail before an MLflow run exists
-    uri = resolve_tracking_uri(tracking.tracking_uri)
-    with mlflow_run(tracking_uri=uri, experiment=tracking.experiment, name=f"pretrain-{objective}",
-                    parent_run_id=tracking.parent_run_id,
-                    tags={"stage": "pretrain", "stage_key": key, "objective": objective}) as run:
+    uri = tracking.uri()
+    with tracking.run(f"pretrain-{objective}", stage="pretrain", stage_key=key, objective=objective) as run:
         summary, cached = call_stage_task(pretrain_task, out_dir=out, results=Path(output_dir) / RESULTS_DIR,
                                           refresh=refresh_cache, key=key, config=config_mod.to_dict(cfg),
                                           run_id=run.run_id, tracking_uri=uri)

@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, user_errors
+from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, retry_unless_user_error, user_errors
 from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
-from flows.tracking import mlflow_run, resolve_tracking_uri, sweep_hook
+from flows.tracking import sweep_hook
 
 
 def tokenizer_config(overrides: dict[str, Any], vocab_size: int | None = None) -> Any:
@@ -36,7 +36,8 @@ def tokenizer_file(path: str | Path) -> Path:
     return p / "tokenizer.json" if p.is_dir() else p
 
 
-@task(name="train-wordpiece", cache_policy=STAGE_CACHE, persist_result=True, retries=1, retry_delay_seconds=5)
+@task(name="train-wordpiece", cache_policy=STAGE_CACHE, persist_result=True, retries=1, retry_delay_seconds=5,
+      retry_condition_fn=retry_unless_user_error)
 @user_errors
 def train_task(key: str, corpus: str, out_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     from electra_pipeline import config as config_mod
@@ -70,9 +71,7 @@ def train_tokenizer(
     """
     cfg = tokenizer_config(config)
     key, out = tokenizer_plan(corpus, output_dir, cfg)
-    uri = resolve_tracking_uri(tracking.tracking_uri)
-    with mlflow_run(tracking_uri=uri, experiment=tracking.experiment, name="tokenizer",
-                    parent_run_id=tracking.parent_run_id, tags={"stage": "tokenizer", "stage_key": key}) as run:
+    with tracking.run("tokenizer", stage="tokenizer", stage_key=key) as run:
         run.log_params({"corpus": corpus, "tokenizer": dataclasses.asdict(cfg)})
         summary, cached = call_stage_task(train_task, out_dir=out, results=Path(output_dir) / RESULTS_DIR,
                                           refresh=refresh_cache, key=key, corpus=corpus,

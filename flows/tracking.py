@@ -55,7 +55,9 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str:
 
 
 def experiment_id(tracker: MLflowTracker) -> str:
-    return tracker._client.get_run(tracker.run_id).info.experiment_id
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=tracker.tracking_uri).get_run(tracker.run_id).info.experiment_id
 
 
 def _prefect_tags() -> dict[str, str]:

@@ -144,6 +144,13 @@ def test_cli_params_match_the_flow_signature() -> None:
         assert p.default == PipelineParams.model_fields[name].default, name
     schema = electra_pipeline.parameters.model_dump()["properties"]
     assert schema["preset"]["default"] == "tiny" and "description" in schema["max_steps"]
+    # the same constraints: the UI form and the server reject what the CLI rejects
+    model = PipelineParams.model_json_schema()["properties"]
+    drop = {"title", "description", "position", "default"}
+    for name, prop in schema.items():
+        assert {k: v for k, v in prop.items() if k not in drop} == {k: v for k, v in model[name].items()
+                                                                    if k not in drop}, name
+    assert schema["max_steps"]["anyOf"][0]["exclusiveMinimum"] == 0
 
 
 def test_cli_help_lists_parameters() -> None:
@@ -327,6 +334,20 @@ def test_failed_task_keeps_the_others_and_fails_the_run_with_the_library_message
     tasks = {t.name: t.state for t in _task_runs(evaluate.id)}
     assert tasks["finetune-rte"].is_failed() and "train.tsv" in tasks["finetune-rte"].message
     assert tasks["finetune-sst2"].is_completed()
+
+
+@pytest.mark.slow
+def test_flow_rejects_invalid_parameters_before_it_starts(prefect_api: str, params: dict[str, Any]) -> None:
+    """Called with values the UI form would refuse, the flow fails before its body: no MLflow run."""
+    from flows.pipeline import electra_pipeline
+
+    before = len(_runs(params))
+    for bad in ({"max_steps": 0}, {"eval_concurrency": 0}, {"corpus": []}, {"preset": "huge"}):
+        state = electra_pipeline(**{**params, **bad}, return_state=True)
+        assert state.is_failed() and next(iter(bad)) in state.message, state.message
+    state = electra_pipeline(**{**params, "pretrain_config": {"train": {"lr": -1}}}, return_state=True)
+    assert state.is_failed() and state.message.startswith("train.lr: must be > 0")
+    assert len(_runs(params)) == before
 
 
 @pytest.mark.slow
