@@ -218,14 +218,14 @@ def run(args: argparse.Namespace) -> int:
                   "command again to resume", file=sys.stderr)
             return 130
         seconds = time.perf_counter() - t0
-        ui_hint = _prefect_ui_hint(str(state.state_details.flow_run_id), configured)
+        prefect_hint = _prefect_ui_hint(str(state.state_details.flow_run_id), configured)
         result = state.result() if state.is_completed() else None
-    from flows.tracking import resolve_tracking_uri, ui_command
+    from flows.tracking import resolve_tracking_uri, ui_hint
 
     if result is None:
         print(f"error: {state.message}", file=sys.stderr)
-        print(ui_hint, file=sys.stderr)
-        print(f"MLflow UI:   {ui_command(resolve_tracking_uri(params.tracking_uri))}", file=sys.stderr)
+        print(prefect_hint, file=sys.stderr)
+        print(f"MLflow UI:   {ui_hint(resolve_tracking_uri(params.tracking_uri))}", file=sys.stderr)
         return 1
     from flows.report import text_table
 
@@ -241,8 +241,8 @@ def run(args: argparse.Namespace) -> int:
               "bentoml serve serving.service:ElectraService")
     print(f"Outputs:     {result.run_dir}")
     print()
-    print(ui_hint)
-    print(f"MLflow UI:   {result.mlflow_ui}   # then {result.mlflow_url}")
+    print(prefect_hint)
+    print(f"MLflow UI:   {ui_hint(result.tracking_uri, result.mlflow_url)}")
     return 0
 
 

@@ -37,7 +37,7 @@ from flows.params import (DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Concurrency, Device,
 from flows.pretrain import pretrain
 from flows.report import glue_chart, loss_chart, task_table, text_table
 from flows.tokenizer import train_tokenizer
-from flows.tracking import experiment_id, run_url, sweep_hook, ui_command
+from flows.tracking import experiment_id, run_url, sweep_hook, ui_hint
 
 
 @dataclass
@@ -120,7 +120,7 @@ class PipelineResult(BaseModel):
     run_id: str
     tracking_uri: str
     mlflow_url: str
-    mlflow_ui: str
+    mlflow_ui: str  # the command (local store) or address (server) of the MLflow UI
     run_dir: str
     stages: list[StageTiming] = Field(default_factory=list)
     summaries: dict[str, dict[str, Any]] = Field(default_factory=dict)  # objective -> evaluation summary
@@ -136,9 +136,12 @@ def _run_dir(output_dir: str) -> Path:
 
 
 def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
+    """The Prefect artifact and report.md: results, stage times, the MLflow link, the model."""
+    local = result.mlflow_ui.startswith("mlflow ui")
     lines = [f"# ELECTRA pipeline ({p.preset} preset)", "",
-             f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}`; "
-             f"open the UI with `{result.mlflow_ui}`.", "", "## Fine-tuned dev scores", "", result.table, "",
+             f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}`"
+             + (f"; open the UI with `{result.mlflow_ui}`." if local else "."), "", "## Fine-tuned dev scores", "",
+             result.table, "",
              "## Stages", "", "| stage | status | seconds | output |", "|---|---|---|---|"]
     for s in result.stages:
         lines.append(f"| {s.stage} | {'cached' if s.cached else 'ran'} | {s.seconds:.1f} | `{s.path}` |")
@@ -147,6 +150,9 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
         where = f"`{e['model_uri']}` (version {e['version']})" if e.get("version") else f"`{e['model_uri']}`"
         lines += ["", "## Exported model", "", f"ONNX in `{e['onnx_dir']}`, registered as {where}; "
                   f"max |ONNX - PyTorch| = {e['max_abs_diff']:.2g}."]
+        if e.get("version"):
+            lines += ["", f"Serve it: `ELECTRA_MODEL_URI={e['model_uri']} MLFLOW_TRACKING_URI={result.tracking_uri} "
+                          "bentoml serve serving.service:ElectraService`"]
     return "\n".join(lines) + "\n"
 
 
@@ -258,7 +264,7 @@ def electra_pipeline(
 
         table = task_table(summaries)
         result = PipelineResult(run_id=run.run_id, tracking_uri=uri,
-                                mlflow_url=run_url(uri, experiment_id(run), run.run_id), mlflow_ui=ui_command(uri),
+                                mlflow_url=run_url(uri, experiment_id(run), run.run_id), mlflow_ui=ui_hint(uri),
                                 run_dir=str(run_dir.resolve()), stages=stages, summaries=summaries,
                                 exported=exported, table=table)
         report = _report_markdown(p.params, result)

@@ -41,11 +41,11 @@ def is_server(uri: str) -> bool:
     return urlparse(uri).scheme in ("http", "https", "databricks")
 
 
-def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on this store."""
+def ui_hint(uri: str, url: str | None = None) -> str:
+    """How to see a run (`url`) or the store: the server's own UI, or `mlflow ui` on a local store."""
     if is_server(uri):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}"
+        return url or uri
+    return f"mlflow ui --backend-store-uri {uri}" + (f"   # then {url}" if url else "")
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:

@@ -28,25 +28,27 @@ SMALL_GPU: dict[str, Any] = {
 
 def deployments(only: list[str] | None = None, overrides: dict[str, Any] | None = None) -> list[Any]:
     """The RunnerDeployments to serve; `overrides` replace parameters of every one (tests)."""
+    from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     from flows.compare import electra_vs_mlm
     from flows.pipeline import electra_pipeline
 
     extra = overrides or {}
+    module = {"entrypoint_type": EntrypointType.MODULE_PATH}  # found by import wherever runs start
     specs = {
         "tiny-demo": lambda: electra_pipeline.to_deployment(
-            name="tiny-demo", parameters={**extra}, tags=["demo", "cpu"],
+            **module, name="tiny-demo", parameters={**extra}, tags=["demo", "cpu"],
             description="The CPU demo: tiny preset on the shipped sample corpus and GLUE slices (~5 min)."),
         "tiny-nightly": lambda: electra_pipeline.to_deployment(
-            name="tiny-nightly", parameters={**extra}, tags=["demo", "cpu", "scheduled"],
+            **module, name="tiny-nightly", parameters={**extra}, tags=["demo", "cpu", "scheduled"],
             schedules=[Cron("0 3 * * *", timezone="UTC", active=False)],
             description="Schedule example: the demo every night at 03:00 UTC (inactive until switched on in the UI)."),
         "small-gpu": lambda: electra_pipeline.to_deployment(
-            name="small-gpu", parameters={**SMALL_GPU, **extra}, tags=["gpu"],
+            **module, name="small-gpu", parameters={**SMALL_GPU, **extra}, tags=["gpu"],
             description="ELECTRA-Small on a GPU: data/corpus and data/glue under the working directory."),
         "electra-vs-mlm-tiny": lambda: electra_vs_mlm.to_deployment(
-            name="tiny", parameters={**extra}, tags=["demo", "cpu", "compare"],
+            **module, name="tiny", parameters={**extra}, tags=["demo", "cpu", "compare"],
             description="ELECTRA vs the BERT MLM baseline at equal training FLOPs, tiny preset."),
     }
     unknown = sorted(set(only or []) - set(specs))

@@ -434,7 +434,8 @@ def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, pref
     done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sst2" in done.stdout and "pretrain-electra   ran" in done.stdout and "corpus             cached" in done.stdout
-    assert f"mlflow ui --backend-store-uri {p['tracking_uri']}" in done.stdout and "Prefect UI:" in done.stdout
+    assert f"MLflow UI:   mlflow ui --backend-store-uri {p['tracking_uri']}" in done.stdout
+    assert f"Prefect UI:  {prefect_api.removesuffix('/api')}/runs/flow-run/" in done.stdout
     record = json.loads((_pretrain_dir(p["output_dir"], max_steps=12) / "stage.json").read_text())
     assert record["summary"]["steps"] == 12 and record["summary"]["resumed_from"]  # from the kept checkpoint
 
