@@ -29,6 +29,7 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -180,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-reference", action="store_true", help="measure ours only")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: GPU table)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--check-syncs", action="store_true",
+                   help="CUDA: run one more step of ours under torch.cuda.set_sync_debug_mode('warn') and list "
+                        "the operations that made the host wait for the GPU")
     p.add_argument("--cpu-time", action="store_true",
                    help="CPU: one thread, timed in CPU seconds of that thread, not wall-clock; other processes "
                         "on the machine then barely move the figures (they still share caches and memory)")
@@ -207,8 +211,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_reference:
         steps["hf_reference"] = reference(cfg, device, amp)
     batches = synthetic_batches(8, args.batch, args.seq, cfg.model.vocab_size)
+    if device.type == "cuda":
+        batches = [b.pin_memory() for b in batches]  # as the trainer's Prefetcher delivers them
     warmup = max(args.warmup, 3 if args.compile else 0)
     times = measure(steps, batches, warmup, args.steps, device, time.thread_time if args.cpu_time else time.perf_counter)
+
+    if args.check_syncs and device.type == "cuda":
+        torch.cuda.synchronize(device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                steps["ours"](batches[0])
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+        print(f"# --check-syncs: {len(syncs)} host-device synchronisations in one step of ours")
+        for line in syncs[:10]:
+            print(f"#   {line}")
 
     peak = args.peak_tflops
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
