@@ -50,10 +50,11 @@ class World:
         rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         owns = not dist.is_initialized()
         if owns:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            if backend == "nccl":
+            if torch.cuda.is_available():  # NCCL for CUDA tensors; gloo still serves a CPU run (--train.device cpu)
                 torch.cuda.set_device(local_rank)
-            dist.init_process_group(backend=backend)
+                dist.init_process_group(backend="cpu:gloo,cuda:nccl")
+            else:
+                dist.init_process_group(backend="gloo")
         return cls(rank=rank, local_rank=local_rank, size=size, owns_group=owns)
 
     def device(self, requested: str) -> torch.device:
