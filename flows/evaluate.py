@@ -15,7 +15,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.base import SAMPLE, Tracking, cpu_count, data_path, torch_threads, user_errors
-from flows.params import SAMPLE_GLUE_TASKS
+from flows.params import SAMPLE_GLUE_TASKS, Concurrency, NonEmpty
 from flows.report import glue_chart, task_table
 from flows.tracking import mlflow_run, sweep_hook
 
@@ -70,12 +70,12 @@ def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out
 def evaluate(
     checkpoint: str,
     tokenizer: str,
-    tasks: list[str] = SAMPLE_GLUE_TASKS,
+    tasks: NonEmpty = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,
     squad_dir: str = SAMPLE,
     output_dir: str = "outputs/evaluate",
     config: dict[str, Any] = {},  # noqa: B006 (Prefect copies parameter defaults)
-    concurrency: int = 2,
+    concurrency: Concurrency = 2,
     label: str = "electra",
     tracking: Tracking = Tracking(),
 ) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from flows.params import (DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Concurrency, Device,
 from flows.pretrain import pretrain
 from flows.report import glue_chart, loss_chart, task_table, text_table
 from flows.tokenizer import train_tokenizer
-from flows.tracking import experiment_id, run_url, sweep_hook, ui_hint
+from flows.tracking import experiment_id, is_server, run_url, sweep_hook, ui_hint
 
 
 @dataclass
@@ -75,15 +75,17 @@ def plan(params: PipelineParams) -> Plan:
     from electra_pipeline.tasks import SQUAD_TASKS, glue_tasks_present
 
     objectives = list(dict.fromkeys(params.objectives))
-    first = pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=objectives[0],
-                                           max_steps=params.max_steps, device=params.device)
-    pre = {objectives[0]: first}
-    for o in objectives[1:]:
-        cfg = pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=o,
-                                             max_steps=params.max_steps, device=params.device)
-        steps = pretrain_stage.compute_matched_steps(first, cfg) if params.match_compute else cfg.train.max_steps
-        pre[o] = pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=o,
-                                                max_steps=steps, device=params.device)
+    pre: dict[str, Any] = {}
+    for o in objectives:
+        def resolve(steps: int | None) -> Any:
+            return pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=o,
+                                                  max_steps=steps, device=params.device)
+
+        cfg = resolve(params.max_steps)
+        if pre and params.match_compute:  # later objectives get the first one's training FLOPs
+            cfg = resolve(pretrain_stage.compute_matched_steps(pre[objectives[0]], cfg))
+        pre[o] = cfg
+    first = pre[objectives[0]]
     tok = tokenizer_stage.tokenizer_config(params.tokenizer_config, vocab_size=first.model.vocab_size)
     ex = examples_stage.examples_config(params.examples_config, seq_len=first.train.seq_len)
     tasks = evaluate_stage.task_names(params.eval_tasks)
@@ -137,7 +139,7 @@ def _run_dir(output_dir: str) -> Path:
 
 def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
     """The Prefect artifact and report.md: results, stage times, the MLflow link, the model."""
-    local = result.mlflow_ui.startswith("mlflow ui")
+    local = not is_server(result.tracking_uri)
     lines = [f"# ELECTRA pipeline ({p.preset} preset)", "",
              f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}`"
              + (f"; open the UI with `{result.mlflow_ui}`." if local else "."), "", "## Fine-tuned dev scores", "",
@@ -154,6 +156,28 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
             lines += ["", f"Serve it: `ELECTRA_MODEL_URI={e['model_uri']} MLFLOW_TRACKING_URI={result.tracking_uri} "
                           "bentoml serve serving.service:ElectraService`"]
     return "\n".join(lines) + "\n"
+
+
+def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: Path,
+             pretrained: dict[str, StageOutput]) -> None:
+    """report.md, results.json and the charts in the run directory and the parent MLflow run;
+    the report as the Prefect run's Markdown artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    report = _report_markdown(params, result)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.md").write_text(report)
+    (run_dir / "results.json").write_text(json.dumps(result.model_dump(), indent=2) + "\n")
+    files = [run_dir / "report.md", run_dir / "results.json", glue_chart(result.summaries, run_dir / "glue_scores.png")]
+    if len(pretrained) > 1:  # the objectives' curves on shared axes
+        files.append(loss_chart({o: Path(s.summary["output_dir"]) / "metrics.jsonl" for o, s in pretrained.items()},
+                                run_dir / "loss_curves.png"))
+    for path in files:
+        if path is not None:
+            run.log_artifact(path)
+    run.log_metrics({f"{o}/glue_score": s["glue_score"] for o, s in result.summaries.items()
+                     if s.get("glue_score") is not None})
+    create_markdown_artifact(report, key="electra-pipeline-report", description=f"Results and MLflow run {run.run_id}")
 
 
 @flow(name="electra-pipeline", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
@@ -211,7 +235,6 @@ def electra_pipeline(
         finetune_config: FinetuneConfig overrides; the default is a one-seed CPU demo, {} the reference recipe.
         refresh_cache: Re-run cached stages (pre-training still resumes a half-finished run).
     """
-    from prefect.artifacts import create_markdown_artifact
     from prefect.logging import get_run_logger
 
     log = get_run_logger()
@@ -234,7 +257,7 @@ def electra_pipeline(
     objective_names = ",".join(p.params.objectives)
     with top.run(f"pipeline-{preset}", stage="pipeline", preset=preset, objectives=objective_names) as run:
         run.log_params(p.to_params())
-        t = Tracking(tracking_uri=uri, experiment=experiment, parent_run_id=run.run_id)
+        t = top.model_copy(update={"parent_run_id": run.run_id})
         common = {"output_dir": output_dir, "tracking": t, "refresh_cache": refresh_cache}
         c = timed("corpus", ingest_corpus, sources=corpus, config=dataclasses.asdict(p.corpus), **common)
         tok = timed("tokenizer", train_tokenizer, corpus=c.path, config=dataclasses.asdict(p.tokenizer), **common)
@@ -262,25 +285,11 @@ def electra_pipeline(
                              output_dir=str(run_dir / "export" / name), registered_name=registered, alias=alias,
                              quantize=quantize, tracking=t)
 
-        table = task_table(summaries)
         result = PipelineResult(run_id=run.run_id, tracking_uri=uri,
                                 mlflow_url=run_url(uri, experiment_id(run), run.run_id), mlflow_ui=ui_hint(uri),
                                 run_dir=str(run_dir.resolve()), stages=stages, summaries=summaries,
-                                exported=exported, table=table)
-        report = _report_markdown(p.params, result)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "report.md").write_text(report)
-        (run_dir / "results.json").write_text(json.dumps(result.model_dump(), indent=2) + "\n")
-        for path in (run_dir / "report.md", run_dir / "results.json",
-                     glue_chart(summaries, run_dir / "glue_scores.png"),
-                     loss_chart({o: Path(s.summary["output_dir"]) / "metrics.jsonl" for o, s in pretrained.items()},
-                                run_dir / "loss_curves.png") if len(pretrained) > 1 else None):
-            if path is not None:
-                run.log_artifact(path)
-        run.log_metrics({f"{o}/glue_score": s["glue_score"] for o, s in summaries.items()
-                         if s.get("glue_score") is not None})
-        create_markdown_artifact(report, key="electra-pipeline-report",
-                                 description=f"Results and MLflow link of {run.run_id}")
+                                exported=exported, table=task_table(summaries))
+        _publish(result, p.params, run, run_dir, pretrained)
         log.info("results:\n%s", text_table(summaries))
         failed = {f"{o}/{n}": m for o, s in summaries.items() for n, m in s.get("failed", {}).items()}
         if failed:

@@ -337,6 +337,24 @@ def test_failed_task_keeps_the_others_and_fails_the_run_with_the_library_message
 
 
 @pytest.mark.slow
+def test_crash_hook_ends_runs_a_killed_process_left_running(first_run: Any, params: dict[str, Any]) -> None:
+    """What on_crashed / on_cancellation do after the runner killed a run's process."""
+    from electra_pipeline.tracking import MLflowTracker
+    from flows.tracking import FLOW_RUN_TAG, end_orphaned_runs
+
+    where = {"tracking_uri": params["tracking_uri"], "experiment": params["experiment"]}
+    parent = MLflowTracker.start(**where, run_name="orphan", tags={FLOW_RUN_TAG: "killed-flow-run"})
+    child = MLflowTracker.start(**where, run_name="orphan-seed", parent_run_id=parent.run_id)  # a library child
+    other = MLflowTracker.start(**where, run_name="someone-else")
+    assert end_orphaned_runs(params["tracking_uri"], params["experiment"], "killed-flow-run") == 2
+    client = _mlflow(params)
+    assert client.get_run(parent.run_id).info.status == "KILLED"
+    assert client.get_run(child.run_id).info.status == "KILLED"
+    assert client.get_run(other.run_id).info.status == "RUNNING"
+    other.end()
+
+
+@pytest.mark.slow
 def test_flow_rejects_invalid_parameters_before_it_starts(prefect_api: str, params: dict[str, Any]) -> None:
     """Called with values the UI form would refuse, the flow fails before its body: no MLflow run."""
     from flows.pipeline import electra_pipeline
