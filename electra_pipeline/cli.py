@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import sys
+from pathlib import Path
 
 from electra_pipeline import config as config_mod
 from electra_pipeline.errors import PipelineError
@@ -31,8 +32,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(config_mod.PRESETS), default=None,
                    help="model size and recipe (default: the --config file's preset, else small)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file; unknown keys are errors")
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
-                   help="continue from the latest checkpoint of DIR (default: --output-dir) exactly where it stopped")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR|auto",
+                   help="continue from the latest checkpoint of DIR (default: --output-dir) exactly where it "
+                        "stopped; `auto`: resume when --output-dir has a checkpoint, else start (for restarts)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     config_mod.add_config_flags(p)
@@ -40,6 +42,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
+    from electra_pipeline.checkpoint import list_checkpoints
     from electra_pipeline.tracking import MLflowTracker, NullTracker, finished
     from electra_pipeline.train import check_inputs, pretrain
 
@@ -48,9 +51,12 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         print(json.dumps(config_mod.to_dict(cfg), indent=2))
         return 0
     resume = None if args.resume is None else (args.resume or cfg.output_dir)
+    if resume == "auto":
+        resume = cfg.output_dir if list_checkpoints(Path(cfg.output_dir)) else None
     check_inputs(cfg)  # fail before an MLflow run exists
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 tracks and prints
     progress = not args.no_progress and sys.stderr.isatty()
-    if not cfg.tracking.enabled:
+    if not cfg.tracking.enabled or not main_rank:
         result = pretrain(cfg, resume=resume, tracker=NullTracker(), progress=progress)
     else:
         tracker = MLflowTracker.start(tracking_uri=cfg.tracking.tracking_uri, experiment=cfg.tracking.experiment,
@@ -59,6 +65,8 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         with finished(tracker):
             result = pretrain(cfg, resume=resume, tracker=tracker, progress=progress)
         print(f"MLflow run {tracker.run_id} in {cfg.tracking.tracking_uri} (experiment {cfg.tracking.experiment!r})")
+    if not main_rank:
+        return 0
     m = result.metrics
     print(f"pretrained {result.steps} steps -> {result.output_dir}")
     if m:

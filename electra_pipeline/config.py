@@ -107,6 +107,8 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when available
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the training step's model (fixed shapes)
+    fsdp: bool = False  # shard with FSDP2 instead of DDP on multi-rank runs (for large)
+    peak_tflops: float = 0.0  # device peak for MFU; 0: look the GPU up by name
     log_every: int = 10  # steps between metric reads (each read syncs the device)
     save_every: int = 1000  # steps between checkpoints; the last step always saves
     keep_checkpoints: int = 2
@@ -137,6 +139,7 @@ class TrainConfig:
         _require(self.save_every > 0, "train.save_every", "must be > 0")
         _require(self.keep_checkpoints > 0, "train.keep_checkpoints", "must be > 0")
         _require(self.num_workers >= 0, "train.num_workers", "must be >= 0")
+        _require(self.peak_tflops >= 0, "train.peak_tflops", f"must be >= 0, got {self.peak_tflops}")
 
     @property
     def max_predictions(self) -> int:

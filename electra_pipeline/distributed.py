@@ -11,7 +11,7 @@ rank 0 logs and checkpoints. What each rank sees:
 - gradients: all-reduced once per optimiser step (`no_sync` on the other micro-batches);
 - metrics: averaged over ranks when they are read (`mean_across`), every `log_every` steps.
 
-FSDP2 (`fully_shard`) replaces DDP when $ELECTRA_FSDP=1: parameters, gradients and optimizer
+FSDP2 (`fully_shard`) replaces DDP when `train.fsdp` is set: parameters, gradients and optimizer
 state are sharded over ranks (each encoder layer gathered just before use), for `large` on
 GPUs that cannot hold the replicated optimizer state. Checkpoints and exports gather the full
 state on rank 0, so they are the same files as a DDP or single-process run writes and resume
@@ -96,9 +96,9 @@ def _fsdp_no_sync(module: nn.Module) -> Iterator[None]:
 
 # --- FSDP2 ---------------------------------------------------------------------------------
 
-def fsdp_requested(world: World) -> bool:
-    """Shard with FSDP2 instead of replicating with DDP: $ELECTRA_FSDP=1 on a multi-rank run."""
-    return world.size > 1 and os.environ.get("ELECTRA_FSDP", "0") not in ("", "0", "false")
+def fsdp_requested(world: World, enabled: bool) -> bool:
+    """Shard with FSDP2 instead of replicating with DDP: `train.fsdp` on a multi-rank run."""
+    return world.size > 1 and enabled
 
 
 def shard(model: nn.Module, optimizer: torch.optim.Optimizer, world: World, *, param_dtype: torch.dtype | None,

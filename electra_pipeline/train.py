@@ -124,10 +124,10 @@ def _rebind(scheduler: torch.optim.lr_scheduler.LambdaLR, optimizer: torch.optim
     return rebound
 
 
-def peak_tflops(device: torch.device) -> float | None:
-    """The device's dense bf16 peak for MFU: $ELECTRA_PEAK_TFLOPS, else the GPU table, else None."""
-    if os.environ.get("ELECTRA_PEAK_TFLOPS"):
-        return float(os.environ["ELECTRA_PEAK_TFLOPS"])
+def peak_tflops(device: torch.device, configured: float = 0.0) -> float | None:
+    """The device's dense bf16 peak for MFU: `train.peak_tflops`, else the GPU table, else None."""
+    if configured > 0:
+        return configured
     if device.type == "cuda":
         return flops.peak_tflops(torch.cuda.get_device_name(device))
     return None
@@ -229,7 +229,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         tracker.set_tags({"preset": cfg.preset, "objective": t.objective})
 
     amp = autocast_dtype(t.precision, device)
-    fsdp = distributed.fsdp_requested(world)
+    fsdp = distributed.fsdp_requested(world, t.fsdp)
     if fsdp:  # shard in place; the optimizer (and its resumed state) moves onto the shards
         optimizer = distributed.shard(model, optimizer, world, param_dtype=amp if device.type == "cuda" else None,
                                       make_optimizer=lambda m: build_optimizer(m, t, device))
@@ -264,7 +264,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                                  t.keep_checkpoints)
 
     step_flops = flops.train_step_flops(cfg.model, t).total  # the global batch, all ranks together
-    peak = peak_tflops(device)
+    peak = peak_tflops(device, t.peak_tflops)
     earlier_hours = _previous_device_hours(out / "metrics.jsonl") if world.is_main else 0.0
     session_steps = 0
     history: list[dict[str, float]] = []

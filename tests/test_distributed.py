@@ -169,10 +169,10 @@ def test_torchrun_logs_once_and_resumes_under_other_world_sizes_and_fsdp(tmp_pat
     data = write_examples(tmp_path / "data")
     run = tmp_path / "run"
 
-    def cfg(max_steps: int) -> dict:
+    def cfg(max_steps: int, fsdp: bool = False) -> dict:
         return {"data": str(data), "output_dir": str(run), "model": {"vocab_size": VOCAB},
                 "train": {"seq_len": SEQ, "batch_size": 8, "device": "cpu", "log_every": 1, "save_every": 2,
-                          "max_steps": max_steps}}
+                          "max_steps": max_steps, "fsdp": fsdp}}
 
     first = _torchrun(2, cfg(4), False, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -190,7 +190,7 @@ def test_torchrun_logs_once_and_resumes_under_other_world_sizes_and_fsdp(tmp_pat
     assert summary["compute"]["device_hours"] > summary["compute"]["device_hours_this_session"] > 0
 
     # two FSDP2 ranks shard the plain checkpoint, then gather their own into the same format
-    third = _torchrun(2, cfg(8), True, tmp_path, ELECTRA_FSDP="1")
+    third = _torchrun(2, cfg(8, fsdp=True), True, tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
     state = json.loads((run / "checkpoints" / "step-00000008" / "state.json").read_text())
     assert state["examples_seen"] == 64

@@ -163,3 +163,17 @@ def test_cli_pretrain_logs_to_mlflow(tiny_data, tmp_path, capsys):
     assert main(argv[:-1] + ["--train.mask_prob", "1.5"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "error: train.mask_prob: must be in (0, 1), got 1.5" and "Traceback" not in err
+
+
+def test_cli_resume_auto_starts_then_continues(tiny_data, tmp_path):
+    from electra_pipeline.cli import main
+
+    tok_dir, ex_dir, vocab = tiny_data
+    argv = ["pretrain", "--preset", "tiny", "--data", str(ex_dir), "--tokenizer", str(tok_dir),
+            "--output-dir", str(tmp_path / "run"), "--model.vocab_size", str(vocab), "--train.seq_len", "64",
+            "--train.batch_size", "4", "--train.log_every", "1", "--train.save_every", "2",
+            "--tracking.enabled", "false", "--no-progress", "--resume", "auto"]
+    assert main(argv + ["--train.max_steps", "2"]) == 0  # nothing to resume: starts
+    assert main(argv + ["--train.max_steps", "4"]) == 0  # resumes at step 2
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
+    assert [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]

@@ -7,28 +7,17 @@
 # by NNODES x NPROC x train.grad_accum). --output-dir must be on storage every node sees: rank 0
 # writes checkpoints and metrics there; every rank reads the examples and, on resume, the checkpoint.
 #
-# Restarts: when --output-dir already holds a checkpoint, --resume is added, so a node or pod
-# that the scheduler restarts (Kubernetes restartPolicy, Slurm --requeue) continues the run.
-# Keep torchrun's own MAX_RESTARTS at 0: its workers restart with the original arguments.
+# Restarts: `--resume auto` is added (unless you pass --resume yourself), so a node or pod that
+# the scheduler restarts (Kubernetes restartPolicy, Slurm --requeue), or a worker group that
+# torchrun restarts (MAX_RESTARTS), continues from the latest checkpoint.
 set -euo pipefail
 : "${RDZV_ENDPOINT:?host:port of the rendezvous (any node that can be reached, e.g. node 0)}"
 : "${NNODES:?number of nodes}"
 NPROC="${NPROC:-$(nvidia-smi -L 2>/dev/null | wc -l)}"
 [[ "$NPROC" -gt 0 ]] || { echo "no GPU found; set NPROC" >&2; exit 2; }
 
-out=""
 args=("$@")
-for i in "${!args[@]}"; do
-  case "${args[$i]}" in
-    --output-dir|--output_dir) out="${args[$((i + 1))]:-}" ;;
-    --output-dir=*|--output_dir=*) out="${args[$i]#*=}" ;;
-    --resume|--resume=*) out="" ; break ;;  # the caller decides
-  esac
-done
-if [[ -n "$out" ]] && compgen -G "$out/checkpoints/step-*/state.json" >/dev/null; then
-  echo "resuming from $out" >&2
-  args+=(--resume)
-fi
+[[ " ${args[*]} " == *" --resume"* ]] || args+=(--resume auto)
 
 # NCCL: fail a hung collective instead of waiting forever; choose the fabric with
 # NCCL_SOCKET_IFNAME / NCCL_IB_HCA where the defaults pick the wrong interface.

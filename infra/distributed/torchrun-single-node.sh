@@ -2,7 +2,7 @@
 # Data-parallel pre-training on one machine: one process per GPU (NCCL), or N CPU processes (gloo).
 #   infra/distributed/torchrun-single-node.sh --preset base --data runs/examples-512 --output-dir runs/base
 #   NPROC=4 infra/distributed/torchrun-single-node.sh ...             # 4 of the GPUs
-#   ELECTRA_FSDP=1 infra/distributed/torchrun-single-node.sh --preset large ...   # shard with FSDP2
+#   infra/distributed/torchrun-single-node.sh --preset large --train.fsdp true ...   # shard with FSDP2
 #   NPROC=2 DEVICE=cpu infra/distributed/torchrun-single-node.sh --preset tiny ... # gloo on the CPU
 # Every argument goes to `electra pretrain`. train.batch_size is the global batch: it must divide
 # by NPROC x train.grad_accum. Resume with --resume under any NPROC (the data position is global).
