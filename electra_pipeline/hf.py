@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -133,13 +134,29 @@ def to_hf_state_dict(module: Discriminator | Generator, kind: str) -> dict[str, 
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def save_hf(module: Discriminator | Generator, out_dir: str | Path, kind: str) -> Path:
-    """Write config.json + model.safetensors atomically (temp dir, then rename)."""
+def save_hf(module: Discriminator | Generator, out_dir: str | Path, kind: str,
+            tokenizer: str | Path | None = None) -> Path:
+    """Write config.json + model.safetensors atomically (temp dir, then rename), plus the
+    tokenizer files when given, so `from_pretrained(out_dir)` works for model and tokenizer."""
     with staged_dir(Path(out_dir), "config.json") as tmp:
         (tmp / "config.json").write_text(json.dumps(to_hf_config(module.electra.config, kind), indent=2) + "\n")
         # Tied weight is implied by tie_word_embeddings; HF drops it on save too.
         save_file(to_hf_state_dict(module, kind), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer:
+            copy_tokenizer(Path(tokenizer), tmp)
     return Path(out_dir)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def copy_tokenizer(src: Path, dst: Path) -> None:
+    """The tokenizer files beside a tokenizer.json (or in its directory) into `dst`."""
+    src_dir = src if src.is_dir() else src.parent
+    shutil.copyfile(src / "tokenizer.json" if src.is_dir() else src, dst / "tokenizer.json")
+    for name in TOKENIZER_FILES[1:]:
+        if (src_dir / name).is_file():
+            shutil.copyfile(src_dir / name, dst / name)
 
 
 def read_hf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,11 +332,11 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     final, _ = unsharded(with_optimizer=False)
     if world.is_main:
         if final.discriminator is not None:
-            result.discriminator_dir = hf.save_hf(final.discriminator, out / "discriminator", "discriminator")
-        hf.save_hf(final.generator, out / "generator", "generator")
+            result.discriminator_dir = hf.save_hf(final.discriminator, out / "discriminator", "discriminator",
+                                                  tokenizer=cfg.tokenizer or None)
+        hf.save_hf(final.generator, out / "generator", "generator", tokenizer=cfg.tokenizer or None)
         if cfg.tokenizer:
-            tok = Path(cfg.tokenizer)
-            shutil.copyfile(tok / "tokenizer.json" if tok.is_dir() else tok, out / "tokenizer.json")
+            hf.copy_tokenizer(Path(cfg.tokenizer), out)
         full_history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
         plot = _save_plot(full_history, out / "loss_curves.png")
         compute = {

@@ -53,6 +53,18 @@ def test_loss_falls_on_real_text(tiny_data, tmp_path):
     assert (result.discriminator_dir / "model.safetensors").is_file()
     assert (result.generator_dir / "config.json").is_file()
 
+    # The discriminator directory is a complete Hugging Face checkpoint: model and tokenizer.
+    transformers = pytest.importorskip("transformers")
+    tok = transformers.AutoTokenizer.from_pretrained(result.discriminator_dir)
+    hf_model = transformers.ElectraForPreTraining.from_pretrained(result.discriminator_dir).eval()
+    enc = tok(["the old house stood by the river."], return_tensors="pt")
+    from electra_pipeline.hf import load_discriminator
+
+    ours = load_discriminator(result.discriminator_dir).eval()
+    with torch.no_grad():
+        assert torch.allclose(ours(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"]),
+                              hf_model(**enc).logits, atol=1e-4)
+
 
 class _Interrupt(NullTracker):
     """Raises Ctrl-C when step `at` is logged: an interrupted run, mid-training."""
