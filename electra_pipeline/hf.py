@@ -200,27 +200,25 @@ def load_encoder(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
     return cfg, encoder_from_hf(sd, cfg.num_layers)
 
 
-def load_discriminator(path: str | Path) -> Discriminator:
+def _load(path: str | Path, kind: str) -> Discriminator | Generator:
+    """Our module of `kind` from an HF checkpoint: encoder + that kind's head (HF names)."""
     cfg, sd = read_hf(path)
     ours = {f"electra.{k}": v for k, v in encoder_from_hf(sd, cfg.num_layers).items()}
-    for o, hf in _HEAD_MAP["discriminator"].items():
-        for kind in ("weight", "bias"):
-            if f"{hf}.{kind}" in sd:
-                ours[f"{o}.{kind}"] = sd[f"{hf}.{kind}"]
-    model = Discriminator(cfg)
+    heads = dict(_HEAD_MAP[kind])
+    if kind == "generator":
+        heads["head"] = "generator_lm_head"  # only its bias: the weight is the tied embedding
+    for o, hf_name in heads.items():
+        for suffix in ("weight", "bias"):
+            if f"{hf_name}.{suffix}" in sd and not (o == "head" and suffix == "weight"):
+                ours[f"{o}.{suffix}"] = sd[f"{hf_name}.{suffix}"]
+    model = Discriminator(cfg) if kind == "discriminator" else Generator(cfg)
     _load_into(model, ours, Path(path))
     return model
+
+
+def load_discriminator(path: str | Path) -> Discriminator:
+    return _load(path, "discriminator")
 
 
 def load_generator(path: str | Path) -> Generator:
-    cfg, sd = read_hf(path)
-    ours = {f"electra.{k}": v for k, v in encoder_from_hf(sd, cfg.num_layers).items()}
-    for o, hf in _HEAD_MAP["generator"].items():
-        for kind in ("weight", "bias"):
-            if f"{hf}.{kind}" in sd:
-                ours[f"{o}.{kind}"] = sd[f"{hf}.{kind}"]
-    if "generator_lm_head.bias" in sd:
-        ours["head.bias"] = sd["generator_lm_head.bias"]
-    model = Generator(cfg)
-    _load_into(model, ours, Path(path))
-    return model
+    return _load(path, "generator")
