@@ -2,8 +2,8 @@
 
 Flags come from `PipelineParams` (one per flow parameter). Everything is validated before
 Prefect starts, so a typo costs a second, not a server start-up. Without PREFECT_API_URL the
-flow runs against Prefect's local ephemeral server, whose database `prefect server start`
-opens afterwards: the run is in the UI either way.
+flow reports to a temporary local Prefect server (see `prefect_api`), whose database
+`prefect server start` opens afterwards: the run is in the UI either way.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "pipeline", help="run the whole pipeline as a Prefect flow with MLflow tracking",
         description="Run the electra-pipeline Prefect flow: corpus ingestion -> WordPiece -> examples -> "
                     "pre-training -> GLUE/SQuAD fine-tuning -> ONNX export registered in MLflow. Defaults: the "
-                    "tiny preset on the shipped sample corpus and GLUE slice, outputs under ./outputs, MLflow in "
+                    "tiny preset on the shipped sample corpus and GLUE slices, outputs under ./outputs, MLflow in "
                     "./mlflow.db (~5 minutes on 2 CPU cores). Finished stages are cached: rerun the same command "
                     "to resume after a failure.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
