@@ -6,17 +6,14 @@ finds its checkpoints and resumes exactly where it stopped.
 """
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, task
 
 from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, user_errors
 from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
+from flows.params import Device, Objective, Preset, Steps
 from flows.tracking import PrefectProgress, sweep_hook
-
-Preset = Literal["tiny", "small", "base", "large"]
-Objective = Literal["electra", "mlm"]
-Device = Literal["auto", "cpu", "cuda"]
 
 
 def pretrain_config(preset: str, overrides: dict[str, Any], *, objective: str | None = None,
@@ -104,7 +101,7 @@ def pretrain(
     tokenizer: str,
     preset: Preset = "tiny",
     objective: Objective = "electra",
-    max_steps: int | None = None,
+    max_steps: Steps = None,
     device: Device = "auto",
     output_dir: str = "outputs",
     config: dict[str, Any] = {},  # noqa: B006 (Prefect copies parameter defaults)
