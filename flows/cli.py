@@ -107,7 +107,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Run the electra-pipeline Prefect flow: corpus ingestion -> WordPiece -> examples -> "
                     "pre-training -> GLUE/SQuAD fine-tuning -> ONNX export registered in MLflow. Defaults: the "
                     "tiny preset on the shipped sample corpus and GLUE slices, outputs under ./outputs, MLflow in "
-                    "./mlflow.db (~5 minutes on 2 CPU cores). Finished stages are cached: rerun the same command "
+                    "./mlflow.db (a few minutes on 2 CPU cores). Finished stages are cached: rerun the same command "
                     "to resume after a failure.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)

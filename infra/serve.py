@@ -39,7 +39,7 @@ def deployments(only: list[str] | None = None, overrides: dict[str, Any] | None 
     specs = {
         "tiny-demo": lambda: electra_pipeline.to_deployment(
             **module, name="tiny-demo", parameters={**extra}, tags=["demo", "cpu"],
-            description="The CPU demo: tiny preset on the shipped sample corpus and GLUE slices (~5 min)."),
+            description="The CPU demo: tiny preset on the shipped sample corpus and GLUE slices (minutes on a CPU)."),
         "tiny-nightly": lambda: electra_pipeline.to_deployment(
             **module, name="tiny-nightly", parameters={**extra}, tags=["demo", "cpu", "scheduled"],
             schedules=[Cron("0 3 * * *", timezone="UTC", active=False)],
