@@ -16,33 +16,6 @@ from typing import Any
 from electra_pipeline.errors import DataError
 
 
-def _pyfunc_model() -> Any:
-    """An MLflow pyfunc wrapper, defined in a function so importing this module never imports
-    mlflow. MLflow cloudpickles the instance *by value* (a function-local class), so a registered
-    version does not name this module and loads wherever `electra_pipeline.inference` exists."""
-    import mlflow.pyfunc
-
-    class ElectraOnnxModel(mlflow.pyfunc.PythonModel):
-        """`mlflow.pyfunc.load_model("models:/<name>@<alias>").predict(["text", ...])`."""
-
-        def load_context(self, context: Any) -> None:
-            from electra_pipeline.inference import Predictor
-
-            self.predictor = Predictor.load(context.artifacts["export"])
-
-        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-            # unannotated on purpose: MLflow turns hints into a schema it cannot express here
-            rows = model_input.iloc[:, 0].tolist() if hasattr(model_input, "iloc") else list(model_input)
-            p = self.predictor
-            if p.kind == "qa":
-                return [p.answer(q, c) for q, c in rows]
-            if p.kind == "discriminator":
-                return [p.detect(t) for t in rows]
-            return p.classify([r if isinstance(r, str) else tuple(r) for r in rows])
-
-    return ElectraOnnxModel()
-
-
 def log_to_mlflow(export_dir: str | Path, registered_name: str | None = None, *,
                   alias: str = "champion") -> dict[str, Any]:
     """Log the export directory as artifacts (`onnx/`) of the active run (one is started if
@@ -64,7 +37,8 @@ def log_to_mlflow(export_dir: str | Path, registered_name: str | None = None, *,
                                                                     "int8_agreement") if meta.get(k) is not None})
         result: dict[str, Any] = {"run_id": run.info.run_id, "artifact_uri": f"runs:/{run.info.run_id}/onnx"}
         if registered_name:
-            info = mlflow.pyfunc.log_model(name="onnx_model", python_model=_pyfunc_model(),
+            # models from code: MLflow runs mlflow_model.py at load time instead of unpickling
+            info = mlflow.pyfunc.log_model(name="onnx_model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
                                            artifacts={"export": str(d)}, registered_model_name=registered_name,
                                            pip_requirements=["onnxruntime", "tokenizers", "numpy"])
             version = str(info.registered_model_version)

@@ -278,6 +278,9 @@ def test_mlflow_register_and_download(classifier_export, tmp_path: Path, monkeyp
         local = registry.download_model(res["model_uri"], tmp_path / "dl")
         assert (local / "model.onnx").is_file() and (local / "tokenizer.json").is_file()
         texts = ["a fine film", "a dull film"]
-        assert inference.Predictor.load(local).classify(texts) == inference.Predictor.load(classifier_export[0]).classify(texts)
+        expected = inference.Predictor.load(classifier_export[0]).classify(texts)
+        assert inference.Predictor.load(local).classify(texts) == expected
+        # the registered pyfunc is logged as code (nothing unpickled) and predicts the same
+        assert mlflow.pyfunc.load_model(res["model_uri"]).predict(texts) == expected
     finally:
         mlflow.set_tracking_uri(None)

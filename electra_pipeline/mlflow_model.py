@@ -1,0 +1,35 @@
+"""The MLflow pyfunc definition of an ONNX export, logged as *code* (MLflow "models from code").
+
+MLflow executes this file when loading the model; nothing is pickled, so loading a registered
+version never deserialises arbitrary objects:
+
+    mlflow.pyfunc.load_model("models:/electra-sst2@champion").predict(["a fine film"])
+"""
+
+from __future__ import annotations
+
+
+import mlflow.models
+import mlflow.pyfunc
+
+
+class ElectraOnnxModel(mlflow.pyfunc.PythonModel):
+    """Predicts with `inference.Predictor` over the export logged as the `export` artifact."""
+
+    def load_context(self, context):  # type: ignore[no-untyped-def]
+        from electra_pipeline.inference import Predictor
+
+        self.predictor = Predictor.load(context.artifacts["export"])
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        # unannotated on purpose: MLflow turns hints into a schema it cannot express here
+        rows = model_input.iloc[:, 0].tolist() if hasattr(model_input, "iloc") else list(model_input)
+        p = self.predictor
+        if p.kind == "qa":
+            return [p.answer(q, c) for q, c in rows]
+        if p.kind == "discriminator":
+            return [p.detect(t) for t in rows]
+        return p.classify([r if isinstance(r, str) else tuple(r) for r in rows])
+
+
+mlflow.models.set_model(ElectraOnnxModel())
