@@ -103,7 +103,7 @@ class RecordingTracker:
                                           ("warmup_fraction", 1.0), ("epochs", 0), ("seeds", []),
                                           ("select", "median"), ("model_preset", "huge"), ("device", "tpu")])
 def test_config_errors_name_the_field(field, value):
-    with pytest.raises(ConfigError, match=rf"^{field}:"):
+    with pytest.raises(ConfigError, match=rf"^finetune\.{field}:"):
         FinetuneConfig(**{field: value})
 
 
@@ -285,7 +285,7 @@ def test_cli_flags_and_config_file(tmp_path):
     assert (cfg.lr, cfg.epochs, cfg.seeds, cfg.layer_decay_form, cfg.max_seq_length) == (3e-5, 2, [7, 8], "paper", None)
     args = _parser().parse_args(["evaluate", "sst2", "rte", "--tokenizer", "t.json", "--seeds", "1", "--lr", "-1"])
     assert args.tasks == ["sst2", "rte"]
-    with pytest.raises(ConfigError, match="^lr:"):
+    with pytest.raises(ConfigError, match=r"^finetune\.lr:"):
         build_config(args)
     (tmp_path / "bad.yaml").write_text("learning_rate: 1e-4\n")
     args = _parser().parse_args(["finetune", "sst2", "--tokenizer", "t.json", "--config", str(tmp_path / "bad.yaml")])

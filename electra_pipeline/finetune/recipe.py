@@ -28,7 +28,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def _require(cond: bool, name: str, msg: str) -> None:
     if not cond:
-        raise ConfigError(f"{name}: {msg}")
+        raise ConfigError(f"finetune.{name}: {msg}")
 
 
 @dataclass(kw_only=True)
@@ -151,7 +151,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(f"finetune.device: {name!r} requested but CUDA is not available; use --device cpu")
     return torch.device(name)
 
 
