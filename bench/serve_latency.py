@@ -53,7 +53,7 @@ from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
 from electra_pipeline.model import ElectraForSequenceClassification
 
 REPO = Path(__file__).resolve().parents[1]
-SST2_DIRS = (REPO.parent / "shared" / "data" / "glue" / "SST-2", Path("/work/shared/data/glue/SST-2"))
+SST2_DIRS = (REPO.parent / "shared" / "data" / "glue" / "SST-2",)
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 

@@ -22,8 +22,7 @@ from electra_pipeline.hf import save_hf
 from electra_pipeline.model import Discriminator, ElectraForQuestionAnswering, ElectraForSequenceClassification
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT_SOURCES = (REPO / "electra_pipeline" / "sample", REPO.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv",
-                Path("/work/shared/data/glue/SST-2/train.tsv"))
+TEXT_SOURCES = (REPO / "electra_pipeline" / "sample", REPO.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv")
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
