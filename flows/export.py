@@ -17,16 +17,12 @@ def export_task(model_dir: str, out_dir: str, optimize: bool, quantize: bool, re
     """Export, check ONNX Runtime against PyTorch, then log and register under the stage's run.
 
     Retried once: registering talks to the tracking server over the network."""
-    import mlflow
 
     from electra_pipeline.export import export_onnx
     from electra_pipeline.registry import log_to_mlflow
 
     report = export_onnx(model_dir, out_dir, optimize=optimize, quantize=quantize)
-    # The library logs through MLflow's fluent API: point it at this store and this stage's run.
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        logged = log_to_mlflow(out_dir, registered_name or None, alias=alias)
+    logged = log_to_mlflow(out_dir, registered_name or None, alias=alias, tracking_uri=tracking_uri, run_id=run_id)
     return {"onnx_dir": str(Path(out_dir).resolve()), "task": report.task, "kind": report.kind,
             "max_abs_diff": float(report.max_abs_diff), "int8_agreement": report.int8_agreement,
             "registered_name": registered_name or None, "alias": alias if registered_name else None,
