@@ -61,7 +61,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_fallback_tokenizer(data: Path, tasks: list[str], out: Path, vocab_size: int) -> Path:
     """BERT-style uncased WordPiece with [PAD] [UNK] [CLS] [SEP] [MASK] = 0..4, on task text."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
     from electra_pipeline.tasks import get_task
 
@@ -70,13 +69,9 @@ def train_fallback_tokenizer(data: Path, tasks: list[str], out: Path, vocab_size
         for e in get_task(name).read(data, "train"):
             texts += [e.context, e.question] if name.startswith("squad") else [e.text_a, e.text_b or ""]
     texts = list(dict.fromkeys(t for t in texts if t))
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
+
+    tok = fit_wordpiece(texts, TokenizerConfig(vocab_size=vocab_size, min_frequency=0))
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
     return out / "tokenizer.json"

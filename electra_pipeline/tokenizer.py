@@ -182,16 +182,30 @@ def _hf_files(cfg: TokenizerConfig) -> tuple[dict[str, Any], dict[str, str]]:
     return config, specials
 
 
-def train_wordpiece(corpus: Path | list[Path], out_dir: Path, cfg: TokenizerConfig, progress: bool = True) -> Path:
-    """Train WordPiece on a corpus directory (or raw text sources) and save it to `out_dir`;
-    returns the path of tokenizer.json. The directory appears complete or not at all."""
+def fit_wordpiece(texts: Iterable[str] | Iterable[list[str]], cfg: TokenizerConfig) -> Any:
+    """Train the BERT-style WordPiece in memory: canonical ids, specials at 0-4, [CLS] A [SEP] B
+    [SEP] templates. `train_wordpiece` wraps it with corpus reading and atomic files; tests and
+    benchmarks call it on a list of texts."""
     from tokenizers import trainers
 
-    out_dir = Path(out_dir)
     tok = new_tokenizer(cfg)
     trainer = trainers.WordPieceTrainer(
         vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=list(SPECIAL_TOKENS),
         limit_alphabet=cfg.limit_alphabet, continuing_subword_prefix="##", show_progress=False)
+    with _parallel_tokenizers():
+        tok.train_from_iterator(texts, trainer=trainer)
+    _canonical_ids(tok)
+    for token, i in zip(SPECIAL_TOKENS, range(len(SPECIAL_TOKENS))):
+        if tok.token_to_id(token) != i:  # guard the contract every later stage relies on
+            raise DataError(f"tokenizer training gave {token} id {tok.token_to_id(token)}, expected {i}")
+    tok.post_processor = _post_processor()
+    return tok
+
+
+def train_wordpiece(corpus: Path | list[Path], out_dir: Path, cfg: TokenizerConfig, progress: bool = True) -> Path:
+    """Train WordPiece on a corpus directory (or raw text sources) and save it to `out_dir`;
+    returns the path of tokenizer.json. The directory appears complete or not at all."""
+    out_dir = Path(out_dir)
     counted = {"paragraphs": 0, "chars": 0}
 
     def batches() -> Iterator[list[str]]:
@@ -203,16 +217,10 @@ def train_wordpiece(corpus: Path | list[Path], out_dir: Path, cfg: TokenizerConf
                 yield batch
 
     start = time.perf_counter()
-    with _parallel_tokenizers():
-        tok.train_from_iterator(batches(), trainer=trainer)
+    tok = fit_wordpiece(batches(), cfg)
     seconds = time.perf_counter() - start
     if counted["paragraphs"] == 0:
         raise DataError(f"{corpus}: no text to train the tokenizer on")
-    _canonical_ids(tok)
-    for token, i in zip(SPECIAL_TOKENS, range(len(SPECIAL_TOKENS))):
-        if tok.token_to_id(token) != i:  # guard the contract every later stage relies on
-            raise DataError(f"tokenizer training gave {token} id {tok.token_to_id(token)}, expected {i}")
-    tok.post_processor = _post_processor()
 
     with staged_dir(out_dir, TOKENIZER_FILE) as tmp:
         tok.save(str(tmp / TOKENIZER_FILE))

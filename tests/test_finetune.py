@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer
 
 from electra_pipeline import hf
 from electra_pipeline.config import ModelConfig
@@ -18,6 +18,7 @@ from electra_pipeline.finetune.cli import build_config
 from electra_pipeline.finetune.recipe import resolved
 from electra_pipeline.finetuned import TaskMeta, build_model, load_finetuned
 from electra_pipeline.model import Discriminator, init_weights
+from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
 from electra_pipeline.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,14 +28,7 @@ SAMPLE = REPO / "electra_pipeline" / "sample"
 
 def wordpiece(texts: list[str], vocab_size: int) -> Tokenizer:
     """A throwaway BERT-style WordPiece trained in-process on real text."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return tok
+    return fit_wordpiece(texts, TokenizerConfig(vocab_size=vocab_size, min_frequency=0))
 
 
 def tiny_config(vocab_size: int) -> ModelConfig:

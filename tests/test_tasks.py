@@ -5,9 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer
 
 from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
 from electra_pipeline.tasks import TASK_NAMES, canonical_name, get_task, glue_tasks_present
 from electra_pipeline.inference import longest_first as truncate_pair
 
@@ -26,14 +27,7 @@ def shared() -> Path:
 
 def wordpiece(texts: list[str], vocab_size: int) -> Tokenizer:
     """A throwaway BERT-style WordPiece trained in-process on real text."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return tok
+    return fit_wordpiece(texts, TokenizerConfig(vocab_size=vocab_size, min_frequency=0))
 
 
 @pytest.fixture(scope="module")
