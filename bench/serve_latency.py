@@ -282,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-steps", type=int, default=0,
                     help="instead of the probe: fine-tune ELECTRA-Small from scratch on SST-2 for this many steps")
     ap.add_argument("--lr", type=float, default=2e-4, help="fine-tuning peak learning rate")
-    ap.add_argument("--optimize", action="store_true", help="export with ORT transformer fusions")
+    ap.add_argument("--no-optimize", dest="optimize", action="store_false",
+                    help="export without ORT's fused Attention op (the portable graph)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and ORT intra-op threads (all variants)")
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--work-dir", help="keep models and exports here (default: a temp dir)")

@@ -212,6 +212,22 @@ def test_qa_export_matches_pytorch_and_decodes_spans(root: Path, tok_file: Path,
     assert res["truncated"] is False and (res["answerable_prob"] is not None) == answerability
 
 
+def test_optimize_writes_fused_attention_and_int8_quantises_it(root: Path, classifier: Path) -> None:
+    import onnx
+
+    out = root / "onnx_fused"
+    report = export.export_onnx(classifier, out, optimize=True, quantize=True)
+    meta = json.loads((out / "metadata.json").read_text())
+    layers = meta["model"]["num_layers"]
+    # the last layer computes [CLS] alone (the classifier reads nothing else), outside the fused op
+    assert report.max_abs_diff <= 1e-4 and meta["fused_ops"] == {"Attention": layers - 1}
+    int8_ops = [n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node]
+    assert int8_ops.count("QAttention") == layers - 1 and int8_ops.count("Softmax") == 1
+    with pytest.raises(DataError, match="optimize"):
+        export.export_onnx(classifier, root / "never", optimize=True, exporter="dynamo")
+    assert not (root / "never").exists()
+
+
 def test_discriminator_export_matches_pytorch(root: Path, tok_file: Path) -> None:
     src = make_discriminator(root, tok_file)
     report = export.export_onnx(src, root / "onnx_disc", quantize=True, attention="sdpa")  # SDPA traced as is
