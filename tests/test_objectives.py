@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from electra_pipeline import objectives as o
