@@ -46,6 +46,7 @@ from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus import corpus_row_groups, read_row_group
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.tokenizer import SPECIAL_IDS, TOKENIZER_FILE, file_sha256, load_tokenizer
+from electra_pipeline.tracking import Tracker
 
 FORMAT = "electra-examples/1"
 META_FILE = "meta.json"
@@ -440,21 +441,19 @@ def _save_histogram(stats: dict[str, Any], L: int, path: Path) -> None:
     fig.savefig(path, format="png", metadata={"Software": None})
 
 
-def _log_to_mlflow(meta: dict[str, Any], out_dir: Path) -> None:
-    """Only into a run the caller already started: this stage never starts one."""
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is None or mlflow.active_run() is None:
-        return
+def _log(tracker: Tracker, meta: dict[str, Any], out_dir: Path) -> None:
     s = meta["stats"]
-    mlflow.log_metrics({"data/examples": s["examples"], "data/documents": s["documents"], "data/tokens": s["tokens"],
-                        "data/mean_length": s["mean_length"], "data/padding_fraction": s["padding_fraction"],
-                        "data/truncated_tokens": s["truncated_tokens"]})
-    mlflow.log_artifact(str(out_dir / "length_hist.png"), artifact_path="data")
+    tracker.log_metrics({"data/examples": s["examples"], "data/documents": s["documents"], "data/tokens": s["tokens"],
+                         "data/mean_length": s["mean_length"], "data/padding_fraction": s["padding_fraction"],
+                         "data/truncated_tokens": s["truncated_tokens"]})
+    tracker.log_artifact(out_dir / "length_hist.png", artifact_path="data")
 
 
-def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesConfig, progress: bool = True) -> dict:
+def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesConfig, progress: bool = True,
+                   tracker: Tracker | None = None) -> dict:
     """Tokenise the corpus, pack it into seq_len rows and write shuffled .npy shards + meta.json
-    to `out_dir` (complete or not at all); returns the meta."""
+    to `out_dir` (complete or not at all); returns the meta. `tracker` (e.g. an MLflow run) gets
+    the length statistics as `data/*` metrics and the length histogram."""
     started = time.perf_counter()
     tokenizer = Path(tokenizer)
     tok_file = tokenizer / TOKENIZER_FILE if tokenizer.is_dir() else tokenizer
@@ -485,7 +484,8 @@ def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesCo
             {"config": resolved, "corpus": str(corpus), "tokenizer": str(tok_file)}, indent=2) + "\n")
         _save_histogram(stats, cfg.seq_len, tmp / "length_hist.png")
     meta["stats"]["seconds"] = round(time.perf_counter() - started, 2)  # returned, not saved: keeps bytes fixed
-    _log_to_mlflow(meta, out_dir)
+    if tracker is not None:
+        _log(tracker, meta, out_dir)
     return meta
 
 

@@ -8,8 +8,6 @@ import json
 import random
 import re
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -278,18 +276,19 @@ def test_errors_name_the_input_and_leave_the_output_untouched(real, real_example
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "empty", "ex"]  # no temp dirs left
 
 
-def test_mlflow_only_inside_an_active_run(real, tmp_path, monkeypatch):
-    calls = []
-    fake = types.SimpleNamespace(active_run=lambda: None, log_metrics=lambda m: calls.append(("metrics", m)),
-                                 log_artifact=lambda p, artifact_path=None: calls.append(("artifact", Path(p).name)))
-    monkeypatch.setitem(sys.modules, "mlflow", fake)
-    cfg = ExamplesConfig(seq_len=32, num_proc=1)
-    build_examples(real[0], real[1], tmp_path / "a", cfg, progress=False)
-    assert calls == []
-    fake.active_run = lambda: object()
-    meta = build_examples(real[0], real[1], tmp_path / "b", cfg, progress=False)
-    assert ("artifact", "length_hist.png") in calls
-    assert dict(calls)["metrics"]["data/examples"] == meta["num_examples"]
+def test_statistics_and_histogram_go_to_the_tracker(real, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from electra_pipeline.tracking import MLflowTracker, finished
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with finished(MLflowTracker.start(tracking_uri=uri, experiment="examples-test")) as tracker:
+        meta = build_examples(real[0], real[1], tmp_path / "ex", ExamplesConfig(seq_len=32, num_proc=1),
+                              progress=False, tracker=tracker)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(tracker.run_id)
+    assert run.data.metrics["data/examples"] == meta["num_examples"]
+    assert run.data.metrics["data/tokens"] == meta["stats"]["tokens"]
+    assert [f.path for f in client.list_artifacts(tracker.run_id, "data")] == ["data/length_hist.png"]
 
 
 def test_config_errors_name_the_field():
