@@ -260,8 +260,10 @@ def explicit_attention_twin(model: Any, fused: bool = False, cls_only: bool = Fa
         def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
             B, T = input_ids.shape
-            x = self.embeddings(input_ids, token_type_ids)
-            x = x.reshape(B * T, x.shape[-1])  # rows: see the docstring
+            emb = self.embeddings  # Embeddings.forward, with its LayerNorm over rows (see the docstring)
+            x = (emb.word_embeddings(input_ids) + emb.position_embeddings(torch.arange(T, device=input_ids.device))
+                 + emb.token_type_embeddings(token_type_ids))
+            x = emb.LayerNorm(x.reshape(B * T, x.shape[-1]))
             if self.embeddings_project is not None:
                 x = self.embeddings_project(x)
             if attention_op is not None:
