@@ -31,6 +31,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -348,6 +349,12 @@ def _dtype_for(vocab_size: int) -> type:
 
 def _init_worker() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process
+    # A forked worker inherits the parent's Python signal handlers. Prefect's SIGTERM handler
+    # raises inside whatever the worker is doing (here: holding the task queue's lock), and the
+    # worker then hung on exit with the parent waiting for it forever (`electra pipeline` on a
+    # corpus of several row groups). Workers die on SIGTERM; Ctrl-C is the parent's to handle.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextmanager
@@ -364,6 +371,8 @@ def _worker_pool(num_proc: int) -> Iterator[Any]:
     try:
         with multiprocessing.get_context(method).Pool(num_proc, initializer=_init_worker) as pool:
             yield pool
+            pool.close()  # finished: let the workers exit on their own (leaving `with` terminates them)
+            pool.join()
     finally:
         if old is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)

@@ -134,6 +134,27 @@ def test_documents_never_cross(marked, tmp_path, split_sentences):
     assert len(set().union(*per_row)) == len(MARKERS)  # and every document was used
 
 
+def test_worker_pool_finishes_under_a_parent_sigterm_handler(real, tmp_path):
+    """Prefect installs a SIGTERM handler in flow runs; forked workers inherited it and hung the
+    pipeline at pool shutdown. Here the parent's handler ignores SIGTERM outright."""
+    import subprocess
+    import sys
+
+    script = (
+        "import signal, sys\n"
+        "from pathlib import Path\n"
+        "from electra_pipeline.examples import ExamplesConfig, build_examples\n"
+        "signal.signal(signal.SIGTERM, lambda *a: None)\n"
+        "meta = build_examples(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]),\n"
+        "                      ExamplesConfig(seq_len=64, num_proc=2), progress=False)\n"
+        "print(meta['num_examples'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(real[0]), str(real[1]), str(tmp_path / "ex")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) > 0 and (tmp_path / "ex" / "meta.json").is_file()
+
+
 def test_same_seed_same_bytes_whatever_num_proc(real, tmp_path):
     corpus, tok = real
     for n in (1, 2):
