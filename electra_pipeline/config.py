@@ -182,7 +182,7 @@ def tiny() -> PretrainConfig:
         preset="tiny",
         model=ModelConfig(vocab_size=8192, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512,
                           embedding_size=64, max_position_embeddings=128, generator_fraction=0.5),
-        train=TrainConfig(seq_len=128, batch_size=16, max_steps=300, lr=1e-3, warmup_steps=30, log_every=10,
+        train=TrainConfig(seq_len=128, batch_size=16, max_steps=300, lr=2e-4, warmup_steps=30, log_every=10,
                           save_every=100),
     )
 
