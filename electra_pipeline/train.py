@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from electra_pipeline.objectives import Masked
 from electra_pipeline.pretrainer import ElectraPretrainer
 from electra_pipeline.tracking import NullTracker, Tracker
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class PretrainResult:
@@ -39,6 +42,45 @@ class PretrainResult:
     steps: int
     metrics: dict[str, float] = field(default_factory=dict)  # last logged window
     history: list[dict[str, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. CollapseWatch's
+
+
+def rtd_over_prior(row: dict[str, float]) -> float | None:
+    """RTD loss over H(p), the loss of always predicting the replaced fraction p: ~1 means the
+    discriminator has learned nothing beyond the prior. None without discriminator metrics."""
+    p, loss = row.get("disc/replaced_fraction"), row.get("loss/disc")
+    if p is None or loss is None or not 0.0 < p < 1.0:
+        return None
+    return loss / -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+@dataclass
+class CollapseWatch:
+    """ELECTRA's quiet failure: the discriminator settles on the prior (every token "original"),
+    the loss stays flat at H(p) and the run looks healthy. Seen here with the tiny preset at lr
+    1e-3 (and with HF's ElectraForPreTraining composition alike): collapsed within 50 steps, still
+    there at step 3,800. `update` returns a warning once `patience` logged windows in a row after
+    `after_step` sit at >= `threshold` x H(p)."""
+
+    after_step: int
+    patience: int = 10
+    threshold: float = 0.97
+    stuck: int = 0
+    warned: bool = False
+
+    def update(self, step: int, row: dict[str, float]) -> str | None:
+        ratio = rtd_over_prior(row)
+        if ratio is None:
+            return None
+        self.stuck = self.stuck + 1 if step > self.after_step and ratio >= self.threshold else 0
+        if self.stuck < self.patience or self.warned:
+            return None
+        self.warned = True
+        return (f"step {step}: the discriminator has learned nothing beyond the replaced-token prior for "
+                f"{self.stuck} logged windows (RTD loss {row['loss/disc']:.3f} = {ratio:.0%} of the prior's "
+                f"{row['loss/disc'] / ratio:.3f}, recall {row.get('disc/recall', float('nan')):.3f}). This is "
+                "ELECTRA's collapse when the learning rate is too high for the batch: lower train.lr (or raise "
+                "train.warmup_steps) and restart.")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -266,6 +308,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     earlier_hours = _previous_device_hours(out / "metrics.jsonl") if world.is_main else 0.0
     session_steps = 0
     history: list[dict[str, float]] = []
+    warnings: list[str] = []
+    watch = CollapseWatch(after_step=2 * t.warmup_steps)
     sums: dict[str, torch.Tensor] = {}
     window_steps, window_start = 0, time.perf_counter()
     metrics_file = (out / "metrics.jsonl").open("a") if world.is_main else None
@@ -303,8 +347,16 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                 if peak:
                     row["throughput/mfu"] = flops.mfu(window_steps * step_flops, seconds, peak, world.size)
                 row["throughput/device_hours"] = earlier_hours + (now - session_start) * world.size / 3600
+                ratio = rtd_over_prior(row)
+                if ratio is not None:
+                    row["disc/loss_over_prior"] = ratio
                 row["step"] = state.step
                 history.append(row)
+                warning = watch.update(state.step, row)
+                if warning is not None and world.is_main:
+                    warnings.append(warning)
+                    log.warning(warning)
+                    tracker.set_tags({"warning.discriminator": warning})
                 if world.is_main:
                     tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=state.step)
                     metrics_file.write(json.dumps(row) + "\n")
@@ -328,7 +380,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     session_hours = (time.perf_counter() - session_start) * world.size / 3600
 
     result = PretrainResult(output_dir=out, discriminator_dir=None, generator_dir=out / "generator",
-                            steps=state.step, metrics=history[-1] if history else {}, history=history)
+                            steps=state.step, metrics=history[-1] if history else {}, history=history,
+                            warnings=warnings)
     final, _ = unsharded(with_optimizer=False)
     if world.is_main:
         if final.discriminator is not None:

@@ -8,7 +8,7 @@ finds its checkpoints and resumes exactly where it stopped.
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
 from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, user_errors
 from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
@@ -84,12 +84,14 @@ def pretrain_task(key: str, out_dir: str, config: dict[str, Any], run_id: str, t
     tracker.start(0)
     result = pretrain(cfg, resume=resume, tracker=tracker, progress=False)
     tracker.update(result.steps, result.metrics)
+    for warning in result.warnings:  # into the Prefect UI's run log too
+        get_run_logger().warning(warning)
     encoder = result.discriminator_dir if result.discriminator_dir is not None else result.generator_dir
     summary = {"output_dir": str(out.resolve()), "encoder_dir": str(Path(encoder).resolve()),
                "generator_dir": str(Path(result.generator_dir).resolve()),
                "discriminator_dir": str(Path(result.discriminator_dir).resolve()) if result.discriminator_dir else None,
                "steps": result.steps, "resumed_from": str(resume.resolve()) if resume else None,
-               "metrics": {k: float(v) for k, v in result.metrics.items()}}
+               "metrics": {k: float(v) for k, v in result.metrics.items()}, "warnings": result.warnings}
     mark_complete(out, {"stage": "pretrain", "key": key, "summary": summary})
     return summary
 

@@ -47,6 +47,7 @@ def test_loss_falls_on_real_text(tiny_data, tmp_path):
     assert last["loss/gen"] < first["loss/gen"] - 0.5
     assert last["loss/total"] < first["loss/total"]
     assert last["disc/replaced_fraction"] > 0.05  # the generator really replaces tokens
+    assert last["disc/loss_over_prior"] == pytest.approx(train.rtd_over_prior(last))  # the collapse gauge
     for name in ("config.json", "metrics.jsonl", "loss_curves.png", "summary.json", "tokenizer.json"):
         assert (tmp_path / "run" / name).is_file(), name
     assert (result.discriminator_dir / "model.safetensors").is_file()
@@ -188,3 +189,20 @@ def test_cli_resume_auto_starts_then_continues(tiny_data, tmp_path):
     assert main(argv + ["--train.max_steps", "4"]) == 0  # resumes at step 2
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
     assert [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_collapse_watch_warns_once_when_rtd_loss_sits_at_the_prior():
+    import math
+
+    h = -(0.13 * math.log(0.13) + 0.87 * math.log(0.87))  # loss of always answering "original"
+    assert train.rtd_over_prior({"loss/disc": h, "disc/replaced_fraction": 0.13}) == pytest.approx(1.0)
+    assert train.rtd_over_prior({"loss/gen": 3.0}) is None  # the MLM baseline has no discriminator
+    watch = train.CollapseWatch(after_step=60, patience=3)
+    stuck = {"loss/disc": 0.99 * h, "disc/replaced_fraction": 0.13, "disc/recall": 0.0}
+    learning = {"loss/disc": 0.8 * h, "disc/replaced_fraction": 0.13, "disc/recall": 0.2}
+    assert [watch.update(s, stuck) for s in (20, 40, 60)] == [None] * 3  # warm-up: not judged
+    assert [watch.update(s, r) for s, r in ((70, stuck), (80, stuck), (90, learning), (100, stuck))] == [None] * 4
+    assert watch.update(110, stuck) is None
+    message = watch.update(120, stuck)  # the third stuck window in a row
+    assert message is not None and "train.lr" in message and "step 120" in message
+    assert watch.update(130, stuck) is None  # said once
