@@ -219,11 +219,15 @@ def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in ("loss/gen", "loss/disc", "gen/accuracy", "disc/accuracy") if k in history[0]]
+    names = ("loss/gen", "loss/disc", "disc/loss_over_prior", "gen/accuracy", "disc/accuracy")
+    keys = [k for k in names if any(k in h for h in history)]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
-    steps = [h["step"] for h in history]
     for ax, k in zip(axes[0], keys):
-        ax.plot(steps, [h[k] for h in history])
+        rows = [h for h in history if k in h]  # a run resumed across versions may lack a metric early on
+        ax.plot([h["step"] for h in rows], [h[k] for h in rows])
+        if k == "disc/loss_over_prior":
+            ax.axhline(1.0, color="tab:red", linestyle="--", linewidth=1, label="prior: learned nothing")
+            ax.legend(loc="lower right", fontsize=8)
         ax.set_title(k)
         ax.set_xlabel("step")
     fig.tight_layout()
