@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -87,9 +88,21 @@ def run(name: str, tasks: list[str], checkpoint: Path | None, tokenizer: Path, a
     res = evaluate(glue, checkpoint, tokenizer, args.data, args.out / name, cfg)
     squad = None
     if "squad_v1" in tasks:
-        squad = finetune("squad_v1", checkpoint, tokenizer, args.data, args.out / name / "squad_v1", squad_cfg)
+        squad = finetune("squad_v1", checkpoint, tokenizer, args.data, args.out / name / "squad_v1",
+                         fit_windows(squad_cfg, checkpoint))
     print(f"[{name}] done in {time.perf_counter() - t0:.0f}s -> {args.out / name}", flush=True)
     return res, squad
+
+
+def fit_windows(cfg: FinetuneConfig, checkpoint: Path | None) -> FinetuneConfig:
+    """SQuAD windows no longer than the checkpoint's position table (the tiny preset has 128)."""
+    if checkpoint is None or cfg.max_seq_length is None:
+        return cfg
+    n = json.loads((checkpoint / "config.json").read_text()).get("max_position_embeddings", cfg.max_seq_length)
+    if cfg.max_seq_length <= n:
+        return cfg
+    return dataclasses.replace(cfg, max_seq_length=n, max_query_length=min(cfg.max_query_length, n // 4),
+                               doc_stride=min(cfg.doc_stride, n // 4))
 
 
 def fmt(x: float | None) -> str:
