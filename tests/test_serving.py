@@ -106,12 +106,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tok = train_tokenizer(root / "tokenizer.json")
     cls_src, qa_src, disc_src = make_classifier(root, tok), make_qa(root, tok, answerability=True), \
         make_discriminator(root, tok)
-    export.export_onnx(cls_src, root / "x_cls")
+    export.export_onnx(cls_src, root / "x_cls", optimize=True)  # as the export flow writes it: ORT's fused attention
     # no --host: the service's own default must be loopback
     servers = {"cls": Server({"ELECTRA_MODEL_DIR": str(root / "x_cls")}, root / "cls.log", host=None)}
     export.export_onnx(disc_src, root / "x_disc", quantize=True)
     servers["disc"] = Server({"ELECTRA_MODEL_DIR": str(root / "x_disc"), "ELECTRA_QUANTIZED": "1"}, root / "disc.log")
-    export.export_onnx(qa_src, root / "x_qa")
+    export.export_onnx(qa_src, root / "x_qa", optimize=True)
     servers["qa"] = Server(_register_in_mlflow(root / "x_qa", root), root / "qa.log")
     try:
         for s in servers.values():
