@@ -228,6 +228,15 @@ def test_optimize_writes_fused_attention_and_int8_quantises_it(root: Path, class
     assert not (root / "never").exists()
 
 
+def test_optimized_discriminator_keeps_every_token(root: Path, tok_file: Path) -> None:
+    src = make_discriminator(root, tok_file)  # per-token outputs: no [CLS]-only last layer
+    report = export.export_onnx(src, root / "onnx_disc_fused", optimize=True)
+    meta = json.loads((root / "onnx_disc_fused" / "metadata.json").read_text())
+    assert report.max_abs_diff <= 1e-4 and meta["fused_ops"] == {"Attention": meta["model"]["num_layers"]}
+    res = inference.Predictor.load(root / "onnx_disc_fused").detect("the chef cooked the meal")
+    assert len(res["tokens"]) >= 5 and all(0.0 <= t["replaced_prob"] <= 1.0 for t in res["tokens"])
+
+
 def test_discriminator_export_matches_pytorch(root: Path, tok_file: Path) -> None:
     src = make_discriminator(root, tok_file)
     report = export.export_onnx(src, root / "onnx_disc", quantize=True, attention="sdpa")  # SDPA traced as is
