@@ -133,7 +133,7 @@ def reference(cfg: PretrainConfig, device: torch.device, amp: torch.dtype | None
             logits = out.logits  # (B, T, V): every position
             at_masked = torch.gather(logits, 1, masked.positions[..., None].expand(-1, -1, logits.shape[-1]))
             gen_loss = out.loss
-            sampled = objectives.gumbel_sample(at_masked, t.temperature, rng)
+            sampled = objectives.sample_tokens(at_masked, t.temperature, rng)
             fake, is_replaced = objectives.replace_tokens(masked, sampled, ids)
             disc_logits = disc(input_ids=fake, attention_mask=am, token_type_ids=tt).logits  # (B, T)
             disc_loss = objectives.rtd_loss(disc_logits, is_replaced, am)
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations per contender (more with --compile)")
     p.add_argument("--compile", action="store_true", help="torch.compile our pre-trainer (fixed shapes)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU (both contenders alike)")
+                   help="auto: bf16 autocast on CUDA and AMX CPUs, else fp32 (both contenders alike)")
     p.add_argument("--no-reference", action="store_true", help="measure ours only")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: GPU table)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

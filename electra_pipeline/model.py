@@ -16,6 +16,34 @@ from torch import nn
 from electra_pipeline.config import ModelConfig
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout, with a faster mask on the CPU in eager mode.
+
+    PyTorch's CPU dropout draws one Mersenne-Twister number per element through `bernoulli_`
+    (~5 ns an element here: 10-17% of a pre-training step of ELECTRA-Small). Here one 32-bit
+    draw (`random_`, 31 uniform bits) gives two 15-bit lanes, and an element is kept when its
+    lane >= round(p * 2^15): p is rounded to 1/32768 (0.1 -> 0.100006) and survivors are
+    scaled by the exact inverse keep rate, so the expectation is unchanged. Forward + backward
+    is ~2.4x faster than F.dropout. CUDA (fused Philox kernels) and compiled graphs (Inductor's
+    own RNG) keep F.dropout."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
+        return F.dropout(x, p, training=True)
+    drop = round(p * 32768)
+    bits = torch.empty((x.numel() + 1) // 2, dtype=torch.int32).random_()  # [0, 2^31): low 31 bits
+    lanes = bits.view(torch.int16)[:x.numel()].view(x.shape).bitwise_and_(0x7FFF)  # two 15-bit lanes a draw
+    keep = lanes.ge_(drop)  # 1/0, in place: int16 converts to x.dtype as fast as bool does
+    return x * keep.to(x.dtype).mul_(32768 / (32768 - drop))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout through `dropout` (same parameters and state dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class Embeddings(nn.Module):
     """Token + position + token-type embeddings and LayerNorm: the part generator and
     discriminator share (REFERENCE.md)."""
@@ -26,13 +54,24 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.embedding_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.embedding_size)
         self.LayerNorm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         # input_ids, token_type_ids: (B, T) -> (B, T, E)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
+
+
+def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+                           p: float) -> torch.Tensor:
+    """SDPA's math path written out, so the attention probabilities go through `dropout`: with
+    dropout on, SDPA on the CPU runs these same matmuls and softmax anyway. (B, nh, T, hd) ->
+    (B, nh, T, hd); attn_mask (B, 1, 1, T) True = attend."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, nh, T, T)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
+    return dropout(scores.softmax(-1), p, True) @ v
 
 
 class SelfAttention(nn.Module):
@@ -44,14 +83,18 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.attention_dropout = cfg.attention_dropout
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, H = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                           dropout_p=self.attention_dropout if self.training else 0.0)
+        if self.training and self.attention_dropout > 0 and x.device.type == "cpu" \
+                and not torch.compiler.is_compiling():
+            y = attention_with_dropout(q, k, v, attn_mask, self.attention_dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                               dropout_p=self.attention_dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, H)
         return self.LayerNorm(x + self.dropout(self.dense(y)))  # post-LN, as BERT/ELECTRA
 
@@ -62,7 +105,7 @@ class FeedForward(nn.Module):
         self.intermediate = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.output = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
@@ -194,7 +237,7 @@ class ClassificationHead(nn.Module):
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

@@ -92,9 +92,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def has_bf16_matrix_units(device: torch.device) -> bool:
+    """CUDA GPUs, and CPUs with AMX tiles (Intel Sapphire Rapids and later). Without AMX a CPU
+    emulates bf16 matrix multiplies on its vector units, slower than fp32."""
+    if device.type == "cuda":
+        return True
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch has no public query
+    return device.type == "cpu" and is_amx is not None and bool(is_amx())
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA (auto or bf16), none on CPU: CPU bf16 matmuls are slower here."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+    """bf16 autocast for `bf16`, none for `fp32`; `auto` picks bf16 where the hardware multiplies
+    bf16 matrices natively (CUDA, AMX CPUs). On the project's 2-core AMX CPU a small
+    pre-training step runs 1.8x faster in bf16 (docs/performance.md). Master weights, losses and
+    sampling stay fp32 either way."""
+    if precision == "fp32" or (precision == "auto" and not has_bf16_matrix_units(device)):
         return None
     return torch.bfloat16
 

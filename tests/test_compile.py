@@ -56,7 +56,7 @@ def test_compiled_step_equals_eager(monkeypatch):
     """Same loss and the same weights after a full step (forward, backward, clip, AdamW).
     Sampling is fixed here: compiled code draws its noise from another generator than eager.
     About 30 s on two busy CPU cores, most of it compiling."""
-    monkeypatch.setattr(objectives, "gumbel_sample",
+    monkeypatch.setattr(objectives, "sample_tokens",
                         lambda logits, temperature=1.0, rng=None: (logits.detach().float() * 0).long()[..., 0] + 7)
     torch._dynamo.reset()
     cfg = tiny()

@@ -68,11 +68,11 @@ def fixed_samples(logits: torch.Tensor, temperature: float = 1.0, rng=None) -> t
 
 
 def train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path, fsdp: bool = False) -> None:
-    real_sampler, objectives.gumbel_sample = objectives.gumbel_sample, fixed_samples
+    real_sampler, objectives.sample_tokens = objectives.sample_tokens, fixed_samples
     try:
         _train_steps(cfg, world, out_file, fsdp)
     finally:
-        objectives.gumbel_sample = real_sampler
+        objectives.sample_tokens = real_sampler
 
 
 def _train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path, fsdp: bool) -> None:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline.model import Discriminator, ElectraForQuestionAnswering, ElectraForSequenceClassification, count_parameters
+from electra_pipeline.model import (Discriminator, ElectraForQuestionAnswering, ElectraForSequenceClassification,
+                                    attention_with_dropout, count_parameters, dropout)
 from electra_pipeline.pretrainer import ElectraPretrainer
 
 
@@ -66,3 +67,34 @@ def test_task_heads_shapes():
     assert ElectraForSequenceClassification(cfg, 3)(ids).shape == (3, 3)
     out = ElectraForQuestionAnswering(cfg, answerability=True)(ids)
     assert out["start_logits"].shape == (3, 12) and out["answerable_logits"].shape == (3,)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cpu_dropout_rate_scale_and_gradient(p):
+    torch.manual_seed(0)
+    x = torch.randn(301, 257, requires_grad=True)  # odd element count: the last 15-bit lane is unpaired
+    y = dropout(x, p, training=True)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - p) < 0.005
+    scale = 1 / (1 - round(p * 32768) / 32768)
+    assert torch.allclose(y[kept], x[kept] * scale)
+    y.sum().backward()
+    assert torch.allclose(x.grad, kept.float() * scale)  # gradient flows only through kept elements
+    assert dropout(x, p, training=False) is x and dropout(x, 0.0, training=True) is x
+
+
+def test_cpu_dropout_follows_the_torch_seed():
+    x = torch.ones(64, 64)
+    torch.manual_seed(5)
+    a = dropout(x, 0.1, True)
+    torch.manual_seed(5)
+    assert torch.equal(a, dropout(x, 0.1, True)) and not torch.equal(a, dropout(x, 0.1, True))
+
+
+def test_attention_with_dropout_off_equals_sdpa():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 8, generator=g) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    mask[1, ..., 6:] = False
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(attention_with_dropout(q, k, v, mask, 0.0), want, atol=1e-6)

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from electra_pipeline import objectives as o
@@ -85,17 +86,25 @@ def test_uniform_choice_over_positions():
     assert maskable.std() / maskable.mean() < 0.1
 
 
-def test_gumbel_sample_matches_softmax():
-    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(20000, -1)
-    s = o.gumbel_sample(logits, rng=torch.Generator().manual_seed(0))
-    freq = torch.bincount(s, minlength=4).float() / len(s)
+@pytest.mark.parametrize("sampler", [o._inverse_cdf_sample, o._gumbel_max_sample])
+def test_samplers_match_softmax(sampler):
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -float("inf")]]).expand(20000, -1).contiguous()
+    s = sampler(logits, torch.Generator().manual_seed(0))
+    freq = torch.bincount(s, minlength=5).float() / len(s)
+    assert s.shape == (20000,) and freq[4] == 0  # a zero-probability id is never drawn
     assert torch.allclose(freq, logits[0].softmax(-1), atol=0.015)
-    assert not s.requires_grad
 
 
-def test_gumbel_sample_has_no_gradient_and_is_fp32_safe():
+def test_sample_tokens_keeps_leading_dims_and_rng_reproduces():
+    logits = torch.randn(3, 7, 50)
+    a = o.sample_tokens(logits, 0.7, torch.Generator().manual_seed(3))
+    b = o.sample_tokens(logits, 0.7, torch.Generator().manual_seed(3))
+    assert a.shape == (3, 7) and a.dtype == torch.long and torch.equal(a, b)
+
+
+def test_sample_tokens_has_no_gradient_and_is_fp32_safe():
     logits = torch.randn(8, 50, requires_grad=True)
-    s = o.gumbel_sample(logits.bfloat16())
+    s = o.sample_tokens(logits.bfloat16())
     assert s.dtype == torch.long and not s.requires_grad
 
 

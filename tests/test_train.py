@@ -40,8 +40,10 @@ def tiny_cfg(tiny_data, out: Path, **train_overrides) -> c.PretrainConfig:
         train=dataclasses.replace(cfg.train, seq_len=64, batch_size=8, **train_overrides))
 
 
-def test_loss_falls_on_real_text(tiny_data, tmp_path):
-    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=50, lr=2e-3, warmup_steps=5, log_every=5, save_every=50)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16 autocast runs on any CPU, AMX or not
+def test_loss_falls_on_real_text(tiny_data, tmp_path, precision):
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=50, lr=2e-3, warmup_steps=5, log_every=5, save_every=50,
+                   precision=precision)
     result = train.pretrain(cfg, progress=False)
     first, last = result.history[0], result.history[-1]
     assert last["loss/gen"] < first["loss/gen"] - 0.5

@@ -19,6 +19,7 @@ from electra_pipeline import config as config_mod
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import ConfigError
 from electra_pipeline.tasks import Task
+from electra_pipeline.train import autocast_dtype
 
 LR_DECAY_FORMS = ("code", "paper")
 SELECT = ("last", "best")
@@ -58,7 +59,7 @@ class FinetuneConfig:
     max_eval_examples: int | None = None  # random subset of each dev split; None: all
     model_preset: str = "small"  # model size when no checkpoint is given (random init baseline)
     device: str = "auto"  # auto: cuda when available
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and AMX CPUs, else fp32
     log_every: int = 50  # optimiser steps between train-loss logs
     data_seed: int = 0  # seed of the train/dev subsets, fixed across fine-tuning seeds
 
@@ -156,7 +157,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (auto/bf16); fp32 on CPU unless bf16 is asked for explicitly."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    """The pre-training rule (`train.autocast_dtype`): bf16 where the hardware has bf16 matrix
+    units, unless `fp32` is asked for."""
+    amp = autocast_dtype(precision, device)
+    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
