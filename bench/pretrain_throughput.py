@@ -4,7 +4,7 @@ composition, measured in the same process on the same batches.
 A step is what `train.pretrain` does per optimiser step: mask, joint forward, backward, global
 grad-norm clip, AdamW step. The reference composes `ElectraForMaskedLM` (generator) and
 `ElectraForPreTraining` (discriminator) of the same sizes with tied embeddings (word, position,
-token type, LayerNorm), the same masking, Gumbel sampling and losses, the generator's logits
+token type, LayerNorm), the same masking, token sampling and losses, the generator's logits
 computed over every position (what the composition does), and AdamW with the same groups.
 
 The two are measured in alternating iterations after warmup (ours-HF, HF-ours, ...), so load

@@ -49,6 +49,7 @@ import torch
 
 from electra_pipeline import config as config_mod
 from electra_pipeline import export, inference
+from electra_pipeline.train import has_bf16_matrix_units
 from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
 from electra_pipeline.model import ElectraForSequenceClassification
 
@@ -162,12 +163,12 @@ def dev_accuracy(predict: Callable[[list[str]], list[int]], dev: list[tuple[str,
     return 100.0 * float(np.mean([p == y for p, (_, y) in zip(preds, dev)])), preds
 
 
-def torch_predict(model: Any, tok: Any, seq: int) -> Callable[[list[str]], list[int]]:
+def torch_predict(model: Any, tok: Any, seq: int, bf16: bool = False) -> Callable[[list[str]], list[int]]:
     def run(texts: list[str]) -> list[int]:
         enc = inference.encode_texts(tok, texts, seq)
         out = np.zeros(len(texts), np.int64)
         order = np.argsort(enc.batch.attention_mask.sum(1))
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for i in range(0, len(order), 64):
                 b = enc.batch.select(order[i:i + 64])
                 logits = model(torch.from_numpy(b.input_ids), torch.from_numpy(b.token_type_ids),
@@ -324,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     # --- accuracy -----------------------------------------------------------------------
+    bf16 = has_bf16_matrix_units(torch.device("cpu"))  # AMX: PyTorch's own fast path, shown beside
     if dev is not None:
         torch_acc, torch_preds = dev_accuracy(torch_predict(model, tok, meta.max_seq_length), dev)
         fp32_acc, int8_acc = report.dev_metrics["fp32"]["accuracy"], report.dev_metrics["int8"]["accuracy"]
@@ -332,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nSST-2 dev ({len(dev)} sentences) accuracy: pytorch {torch_acc:.2f}  ort_fp32 {fp32_acc:.2f}  "
               f"ort_int8 {int8_acc:.2f}  (int8 - fp32 = {int8_acc - fp32_acc:+.2f} points)")
         print(f"prediction agreement: ort_fp32 vs pytorch {agree_t:.2f}%  ort_int8 vs ort_fp32 {agree:.2f}%")
+        if bf16:
+            bf16_acc, _ = dev_accuracy(torch_predict(model, tok, meta.max_seq_length, bf16=True), dev)
+            print(f"pytorch bf16 autocast (AMX) {bf16_acc:.2f}")
     else:
         print("\nno SST-2 dev set found: accuracy not measured")
 
@@ -352,7 +357,13 @@ def main(argv: list[str] | None = None) -> int:
             return model(torch.from_numpy(b.input_ids), torch.from_numpy(b.token_type_ids),
                          torch.from_numpy(b.attention_mask))
 
+    def torch_bf16_run(b: inference.Batch) -> Any:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return torch_run(b)
+
     runners = {"pytorch_eager": torch_run, "ort_fp32": fp32.run, "ort_int8": int8.run}
+    if bf16:  # not part of the ratio: the target compares with PyTorch's default (fp32) eager
+        runners["pytorch_bf16_autocast"] = torch_bf16_run
     load_before = os.getloadavg()[0]
     res = measure_in_process(runners, batch, {1: args.iters1, 16: args.iters16})
     http: dict[int, dict[str, float]] = {}
