@@ -111,6 +111,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def _precision_name(amp: torch.dtype | None) -> str:
+    return "bf16 autocast" if amp is torch.bfloat16 else "fp32"
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices only: not on LayerNorm weights, biases or the MLM output bias."""
     decay, no_decay = [], []
@@ -279,13 +283,13 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         if world.rank:  # the checkpoint holds rank 0's generators; other ranks draw their own
             torch.manual_seed(t.seed + world.rank + 7919 * state.step)
             mask_rng.manual_seed(t.seed * 1000 + world.rank + 7919 * state.step)
+    amp = autocast_dtype(t.precision, device)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, out / "config.json")
         tracker.log_params(config_mod.to_dict(cfg))
-        tracker.set_tags({"preset": cfg.preset, "objective": t.objective})
-
-    amp = autocast_dtype(t.precision, device)
+        # what `auto` resolved to on this machine, so runs compare honestly in MLflow
+        tracker.set_tags({"preset": cfg.preset, "objective": t.objective, "precision": _precision_name(amp)})
     fsdp = distributed.fsdp_requested(world, t.fsdp)
     if fsdp:  # shard in place; the optimizer (and its resumed state) moves onto the shards
         optimizer = distributed.shard(model, optimizer, world, param_dtype=amp if device.type == "cuda" else None,
@@ -418,6 +422,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             "devices": world.size,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
             "peak_tflops_per_device": peak,
+            "precision": _precision_name(amp),
         }
         summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics,
                    "compute": compute}

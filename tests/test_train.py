@@ -52,6 +52,8 @@ def test_loss_falls_on_real_text(tiny_data, tmp_path, precision):
     assert last["disc/loss_over_prior"] == pytest.approx(train.rtd_over_prior(last))  # the collapse gauge
     for name in ("config.json", "metrics.jsonl", "loss_curves.png", "summary.json", "tokenizer.json"):
         assert (tmp_path / "run" / name).is_file(), name
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["compute"]["precision"] == {"fp32": "fp32", "bf16": "bf16 autocast"}[precision]
     assert (result.discriminator_dir / "model.safetensors").is_file()
     assert (result.generator_dir / "config.json").is_file()
 
