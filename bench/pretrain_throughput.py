@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ def ours(cfg: PretrainConfig, device: torch.device, amp: torch.dtype | None,
     return step
 
 
-def hf_config(cfg: ModelConfig) -> "transformers.ElectraConfig":  # noqa: F821
+def hf_config(cfg: ModelConfig) -> transformers.ElectraConfig:  # noqa: F821
     from transformers import ElectraConfig
 
     return ElectraConfig(vocab_size=cfg.vocab_size, embedding_size=cfg.embedding_size, hidden_size=cfg.hidden_size,

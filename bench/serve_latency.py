@@ -40,18 +40,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from electra_pipeline import config as config_mod
 from electra_pipeline import export, inference
-from electra_pipeline.train import has_bf16_matrix_units
 from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
 from electra_pipeline.model import ElectraForSequenceClassification
+from electra_pipeline.train import has_bf16_matrix_units
 
 REPO = Path(__file__).resolve().parents[1]
 SST2_DIRS = (REPO.parent / "shared" / "data" / "glue" / "SST-2",)
@@ -206,7 +207,7 @@ def measure_in_process(runners: dict[str, Callable[[inference.Batch], Any]], bat
         lat: dict[str, list[float]] = {k: [] for k in runners}
         for _ in range(n):  # interleaved: contention hits every variant alike
             for k, fn in runners.items():
-                lat[k].append(timed(lambda: fn(b)))
+                lat[k].append(timed(lambda fn=fn, b=b: fn(b)))
         for k, xs in lat.items():
             results[(k, c)] = {"p50_ms": 1e3 * pct(xs, 50), "p99_ms": 1e3 * pct(xs, 99),
                                "rps": c / statistics.fmean(xs)}

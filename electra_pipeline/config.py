@@ -13,9 +13,10 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -65,7 +66,7 @@ class ModelConfig:
     def generator_hidden_size(self) -> int:
         return int(round(self.hidden_size * self.generator_fraction))
 
-    def generator(self) -> "ModelConfig":
+    def generator(self) -> ModelConfig:
         """The generator's own config: same depth, fraction of the width, heads = hidden/64."""
         h = self.generator_hidden_size
         heads = max(1, h // 64)

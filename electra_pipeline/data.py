@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,13 +33,13 @@ class Batch:
     token_type_ids: torch.Tensor  # (B, T) long
     attention_mask: torch.Tensor  # (B, T) long
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.input_ids, self.token_type_ids, self.attention_mask)))
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "token_type_ids": self.token_type_ids, "attention_mask": self.attention_mask}
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         return Batch(self.input_ids.pin_memory(), self.token_type_ids.pin_memory(), self.attention_mask.pin_memory())
 
 
@@ -166,7 +166,7 @@ class Prefetcher:
         except BaseException as e:  # surface loader errors in the training thread
             self._q.put(e)
 
-    def __iter__(self) -> "Prefetcher":
+    def __iter__(self) -> Prefetcher:
         return self
 
     def __next__(self) -> list[Batch]:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -42,7 +42,7 @@ class World:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls) -> "World":
+    def from_env(cls) -> World:
         """Read torchrun's RANK / LOCAL_RANK / WORLD_SIZE and join the process group once."""
         size = int(os.environ.get("WORLD_SIZE", "1"))
         if size == 1:

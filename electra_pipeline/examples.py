@@ -34,12 +34,13 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -197,7 +198,7 @@ class _SentenceMarks:
     dot: int | None
 
     @classmethod
-    def of(cls, tok: Any) -> "_SentenceMarks":
+    def of(cls, tok: Any) -> _SentenceMarks:
         def ids(tokens: tuple[str, ...]) -> list[int]:
             return sorted({i for t in tokens for i in (tok.token_to_id(t), tok.token_to_id(t.capitalize())) if i is not None})
 

@@ -93,7 +93,7 @@ class Batch:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def select(self, rows: Sequence[int]) -> "Batch":
+    def select(self, rows: Sequence[int]) -> Batch:
         """Rows re-padded to their own longest row (a length bucket)."""
         idx = np.asarray(rows)
         width = max(int(self.attention_mask[idx].sum(1).max()), 1)
@@ -320,7 +320,7 @@ class Predictor:
 
     @classmethod
     def load(cls, export_dir: str | Path, *, quantized: bool = False, threads: int | None = None,
-             spin: bool = False) -> "Predictor":
+             spin: bool = False) -> Predictor:
         """threads: ORT intra-op threads (default: one per physical core). spin: let idle ORT
         threads busy-wait for work. Off by default: on a CPU shared with other processes (or
         other workers) spinning threads steal the cores the busy ones need; measured on this

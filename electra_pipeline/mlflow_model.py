@@ -8,7 +8,6 @@ version never deserialises arbitrary objects:
 
 from __future__ import annotations
 
-
 import mlflow.models
 import mlflow.pyfunc
 

@@ -19,10 +19,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus import iter_documents

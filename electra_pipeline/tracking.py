@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 
 class Tracker(Protocol):
@@ -19,7 +20,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
-    def child(self, name: str) -> contextlib.AbstractContextManager["Tracker"]: ...
+    def child(self, name: str) -> contextlib.AbstractContextManager[Tracker]: ...
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -51,7 +52,7 @@ class NullTracker:
         pass
 
     @contextlib.contextmanager
-    def child(self, name: str) -> Iterator["NullTracker"]:
+    def child(self, name: str) -> Iterator[NullTracker]:
         yield self
 
 
@@ -73,7 +74,7 @@ class MLflowTracker:
 
     @classmethod
     def start(cls, *, tracking_uri: str | None = None, experiment: str = "electra", run_name: str | None = None,
-              parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> "MLflowTracker":
+              parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> MLflowTracker:
         import mlflow
 
         uri = tracking_uri or default_tracking_uri()
@@ -119,7 +120,7 @@ class MLflowTracker:
         self._client.set_terminated(self.run_id, status=status)
 
     @contextlib.contextmanager
-    def child(self, name: str) -> Iterator["MLflowTracker"]:
+    def child(self, name: str) -> Iterator[MLflowTracker]:
         """A nested run that ends FINISHED, or FAILED/KILLED if the body raises: never left RUNNING."""
         run = self._client.get_run(self.run_id)
         exp_name = self._client.get_experiment(run.info.experiment_id).name

@@ -18,8 +18,9 @@ import sys
 import tempfile
 import time
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from flows.params import PipelineParams, validated
 

@@ -6,8 +6,16 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.base import (RESULTS_DIR, SAMPLE, StageOutput, Tracking, call_stage_task, data_path,
-                        retry_unless_user_error, user_errors)
+from flows.base import (
+    RESULTS_DIR,
+    SAMPLE,
+    StageOutput,
+    Tracking,
+    call_stage_task,
+    data_path,
+    retry_unless_user_error,
+    user_errors,
+)
 from flows.caching import STAGE_CACHE, DigestMemo, code_fingerprint, mark_complete, path_fingerprint, stage_key
 from flows.tracking import sweep_hook
 

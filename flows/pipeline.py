@@ -22,18 +22,29 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.base import SAMPLE, StageOutput, Tracking, data_path, user_errors
 from flows import evaluate as evaluate_stage
 from flows import examples as examples_stage
 from flows import ingest as ingest_stage
 from flows import pretrain as pretrain_stage
 from flows import tokenizer as tokenizer_stage
+from flows.base import SAMPLE, StageOutput, Tracking, data_path, user_errors
 from flows.evaluate import evaluate
 from flows.examples import build_examples
 from flows.export import export_model
 from flows.ingest import ingest_corpus
-from flows.params import (DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Concurrency, Device, Name, NonEmpty, Objectives,
-                          PipelineParams, Preset, Steps, validated)
+from flows.params import (
+    DEMO_FINETUNE,
+    SAMPLE_GLUE_TASKS,
+    Concurrency,
+    Device,
+    Name,
+    NonEmpty,
+    Objectives,
+    PipelineParams,
+    Preset,
+    Steps,
+    validated,
+)
 from flows.pretrain import pretrain
 from flows.report import glue_chart, loss_chart, task_table, text_table
 from flows.tokenizer import train_tokenizer
@@ -77,8 +88,8 @@ def plan(params: PipelineParams) -> Plan:
     objectives = list(dict.fromkeys(params.objectives))
     pre: dict[str, Any] = {}
     for o in objectives:
-        def resolve(steps: int | None) -> Any:
-            return pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=o,
+        def resolve(steps: int | None, objective: str = o) -> Any:
+            return pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=objective,
                                                   max_steps=steps, device=params.device)
 
         cfg = resolve(params.max_steps)

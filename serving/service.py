@@ -21,9 +21,10 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Union
+from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument
@@ -64,7 +65,7 @@ def _item(v: Any) -> str | tuple[str, str]:
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
 Context = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTEXT_CHARS), AfterValidator(_not_blank)]
 # a text, or a [text_a, text_b] pair (NLI, paraphrase, STS)
-Item = Annotated[Union[str, tuple[str, str]], PlainValidator(_item, json_schema_input_type=Union[str, tuple[str, str]])]
+Item = Annotated[str | tuple[str, str], PlainValidator(_item, json_schema_input_type=str | tuple[str, str])]
 
 
 class ClassifyResult(BaseModel):

@@ -18,8 +18,8 @@ from electra_pipeline.finetune.cli import build_config
 from electra_pipeline.finetune.recipe import resolved
 from electra_pipeline.finetuned import TaskMeta, build_model, load_finetuned
 from electra_pipeline.model import Discriminator, init_weights
-from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
 from electra_pipeline.tasks import get_task
+from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline.model import (Discriminator, ElectraForQuestionAnswering, ElectraForSequenceClassification,
-                                    attention_with_dropout, count_parameters, dropout)
+from electra_pipeline.model import (
+    Discriminator,
+    ElectraForQuestionAnswering,
+    ElectraForSequenceClassification,
+    attention_with_dropout,
+    count_parameters,
+    dropout,
+)
 from electra_pipeline.pretrainer import ElectraPretrainer
 
 

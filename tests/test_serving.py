@@ -227,7 +227,7 @@ BAD = [
 @pytest.mark.parametrize("server,path,body,status", BAD, ids=[f"{s}{p}-{i}" for i, (s, p, _, _) in enumerate(BAD)])
 def test_bad_request_gets_documented_status(env: dict, server: str, path: str, body, status: int) -> None:
     s = env["servers"][server]
-    r = s.post(path, json=body) if body is not None else s.post(path, content=b'{"texts": [', 
+    r = s.post(path, json=body) if body is not None else s.post(path, content=b'{"texts": [',
                                                               headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     assert isinstance(r.json(), dict) and r.json()["error"]

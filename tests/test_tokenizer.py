@@ -11,8 +11,7 @@ import pytest
 
 from electra_pipeline.corpus import CorpusConfig, ingest
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.tokenizer import (SPECIAL_TOKENS, TokenizerConfig, load_tokenizer, tokenizer_stats,
-                                        train_wordpiece)
+from electra_pipeline.tokenizer import SPECIAL_TOKENS, TokenizerConfig, load_tokenizer, tokenizer_stats, train_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "electra_pipeline" / "sample" / "corpus" / "sample.txt.gz"

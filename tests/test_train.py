@@ -16,9 +16,9 @@ from electra_pipeline.tracking import NullTracker
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """A WordPiece vocabulary and packed examples built in-process from the shipped sample."""
-    from electra_pipeline import corpus, examples, tokenizer
-
     from conftest import SAMPLE_CORPUS
+
+    from electra_pipeline import corpus, examples, tokenizer
 
     root = tmp_path_factory.mktemp("data")
     corpus.ingest([str(SAMPLE_CORPUS)], root / "corpus", corpus.CorpusConfig(), progress=False)

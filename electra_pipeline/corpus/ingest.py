@@ -7,16 +7,17 @@ import dataclasses
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus.clean import Deduplicator
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.readers import check_source, expand_sources, source_documents
-from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError
 
 MANIFEST_FORMAT = "electra-corpus/1"
@@ -46,7 +47,7 @@ class Manifest:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, corpus_dir: Path) -> "Manifest":
+    def load(cls, corpus_dir: Path) -> Manifest:
         path = Path(corpus_dir) / MANIFEST_FILE
         if not path.is_file():
             raise DataError(f"{path}: missing; {corpus_dir} is not a corpus directory (run `electra corpus`)")

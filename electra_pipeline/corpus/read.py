@@ -3,8 +3,8 @@ its documents, the form the tokenizer trainer and the example builder consume.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.ingest import MANIFEST_FILE, Manifest

@@ -11,9 +11,10 @@ import json
 import os
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from electra_pipeline.corpus.clean import Cleaner
 from electra_pipeline.corpus.config import CorpusConfig
