@@ -16,6 +16,10 @@ from torch import nn
 from electra_pipeline.config import ModelConfig
 
 
+def _cpu_eager(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout, with a faster mask on the CPU in eager mode.
 
@@ -28,7 +32,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     own RNG) keep F.dropout."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
+    if p >= 1.0 or not _cpu_eager(x):
         return F.dropout(x, p, training=True)
     drop = round(p * 32768)
     bits = torch.empty((x.numel() + 1) // 2, dtype=torch.int32).random_()  # [0, 2^31): low 31 bits
@@ -75,7 +79,8 @@ def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, at
 
 
 class SelfAttention(nn.Module):
-    """Multi-head attention with one fused QKV matmul and PyTorch's SDPA kernels."""
+    """Multi-head attention with one fused QKV matmul and PyTorch's SDPA kernels (training on the
+    CPU: `attention_with_dropout`, for the cheaper dropout masks)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -89,8 +94,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, H = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
-        if self.training and self.attention_dropout > 0 and x.device.type == "cpu" \
-                and not torch.compiler.is_compiling():
+        if self.training and self.attention_dropout > 0 and _cpu_eager(x):
             y = attention_with_dropout(q, k, v, attn_mask, self.attention_dropout)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
