@@ -89,6 +89,16 @@ def test_cpu_dropout_rate_scale_and_gradient(p):
     assert dropout(x, p, training=False) is x and dropout(x, 0.0, training=True) is x
 
 
+def test_cpu_dropout_scale_is_unbiased_in_bf16():
+    torch.manual_seed(0)
+    x = torch.randn(1 << 20).bfloat16()
+    y = dropout(x, 0.1, training=True)
+    assert y.dtype == torch.bfloat16
+    kept = y != 0
+    ratio = (y[kept].float() / x[kept].float()).mean().item()
+    assert ratio == pytest.approx(32768 / (32768 - round(0.1 * 32768)), abs=2e-4)  # not bf16's 1.109
+
+
 def test_cpu_dropout_follows_the_torch_seed():
     x = torch.ones(64, 64)
     torch.manual_seed(5)
