@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations per contender (more with --compile)")
     p.add_argument("--compile", action="store_true", help="torch.compile our pre-trainer (fixed shapes)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 autocast on CUDA and AMX CPUs, else fp32 (both contenders alike)")
+                   help="auto: bf16 autocast on CUDA and bf16-capable CPUs (AMX, AVX512-BF16), else fp32 (both contenders alike)")
     p.add_argument("--no-reference", action="store_true", help="measure ours only")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: GPU table)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

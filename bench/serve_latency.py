@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     # --- accuracy -----------------------------------------------------------------------
-    bf16 = has_bf16_matrix_units(torch.device("cpu"))  # AMX: PyTorch's own fast path, shown beside
+    bf16 = has_bf16_matrix_units(torch.device("cpu"))  # AMX or AVX512-BF16: PyTorch's own fast path, shown beside
     if dev is not None:
         torch_acc, torch_preds = dev_accuracy(torch_predict(model, tok, meta.max_seq_length), dev)
         fp32_acc, int8_acc = report.dev_metrics["fp32"]["accuracy"], report.dev_metrics["int8"]["accuracy"]
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prediction agreement: ort_fp32 vs pytorch {agree_t:.2f}%  ort_int8 vs ort_fp32 {agree:.2f}%")
         if bf16:
             bf16_acc, _ = dev_accuracy(torch_predict(model, tok, meta.max_seq_length, bf16=True), dev)
-            print(f"pytorch bf16 autocast (AMX) {bf16_acc:.2f}")
+            print(f"pytorch bf16 autocast {bf16_acc:.2f}")
     else:
         print("\nno SST-2 dev set found: accuracy not measured")
 

@@ -106,7 +106,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     seed: int = 1234
     device: str = "auto"  # auto: cuda when available
-    precision: str = "auto"  # auto: bf16 autocast on CUDA and AMX CPUs, else fp32
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs (AMX, AVX512-BF16), else fp32
     compile: bool = False  # torch.compile the training step's model (fixed shapes)
     fsdp: bool = False  # shard with FSDP2 instead of DDP on multi-rank runs (for large)
     peak_tflops: float = 0.0  # device peak for MFU; 0: look the GPU up by name

@@ -59,7 +59,7 @@ class FinetuneConfig:
     max_eval_examples: int | None = None  # random subset of each dev split; None: all
     model_preset: str = "small"  # model size when no checkpoint is given (random init baseline)
     device: str = "auto"  # auto: cuda when available
-    precision: str = "auto"  # auto: bf16 autocast on CUDA and AMX CPUs, else fp32
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs (AMX, AVX512-BF16), else fp32
     log_every: int = 50  # optimiser steps between train-loss logs
     data_seed: int = 0  # seed of the train/dev subsets, fixed across fine-tuning seeds
 
