@@ -210,3 +210,17 @@ def test_collapse_watch_warns_once_when_rtd_loss_sits_at_the_prior():
     message = watch.update(120, stuck)  # the third stuck window in a row
     assert message is not None and "train.lr" in message and "step 120" in message
     assert watch.update(130, stuck) is None  # said once
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [
+    (False, False, None), (True, False, torch.bfloat16), (False, True, torch.bfloat16), (True, True, torch.bfloat16)])
+def test_auto_precision_is_bf16_on_cpus_with_bf16_dot_products(monkeypatch, amx, avx512_bf16, expected):
+    """AMX (Intel Sapphire Rapids) and AVX512-BF16 (AMD Zen 4, the CI machine) both run bf16
+    GEMMs faster than fp32; a CPU with neither trains in fp32. Explicit choices always win."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    cpu = torch.device("cpu")
+    assert train.autocast_dtype("auto", cpu) is expected
+    assert train.autocast_dtype("fp32", cpu) is None
+    assert train.autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert train.has_bf16_matrix_units(torch.device("cuda"))
