@@ -109,7 +109,7 @@ def has_bf16_matrix_units(device: torch.device) -> bool:
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast for `bf16`, none for `fp32`; `auto` picks bf16 where the hardware multiplies
     bf16 matrices natively (CUDA; AMX or AVX512-BF16 CPUs). On the project's 2-core CPU a small
-    pre-training step runs 1.6-1.8x faster in bf16 (docs/performance.md). Master weights, losses
+    pre-training step runs 1.65-1.9x faster in bf16 (docs/performance.md). Master weights, losses
     and sampling stay fp32 either way."""
     if precision == "fp32" or (precision == "auto" and not has_bf16_matrix_units(device)):
         return None
