@@ -31,6 +31,7 @@ FORMAT = "electra-checkpoint/1"
 class TrainState:
     step: int  # optimiser steps done
     examples_seen: int  # position in the global example stream
+    train_seconds: float = 0.0  # wall-clock seconds of training steps, all sessions (a minutes budget reads it)
 
 
 def _rng_tensors(mask_gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -55,6 +56,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
         tensors.update({k: v.cpu().contiguous() for k, v in _rng_tensors(mask_gen).items()})
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         meta = {"format": FORMAT, "step": state.step, "examples_seen": state.examples_seen,
+                "train_seconds": state.train_seconds,
                 "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(), "config": config}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=list))
     for old in list_checkpoints(run_dir)[:-keep]:
@@ -125,4 +127,5 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.O
         states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
-    return TrainState(step=int(meta["step"]), examples_seen=int(meta["examples_seen"]))
+    return TrainState(step=int(meta["step"]), examples_seen=int(meta["examples_seen"]),
+                      train_seconds=float(meta.get("train_seconds", 0.0)))

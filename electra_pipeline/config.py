@@ -48,6 +48,7 @@ class ModelConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     pad_token_id: int = 0
+    pre_layer_norm: bool = False  # LayerNorm before each sublayer + a final one (stable at high lr); False: BERT's post-LN
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -96,9 +97,12 @@ class TrainConfig:
     seq_len: int = 128
     batch_size: int = 128  # sequences per optimiser step (across accumulation and ranks)
     grad_accum: int = 1  # micro-batches per optimiser step
-    max_steps: int = 1_000_000
+    max_steps: int = 1_000_000  # with a budget: the most steps the run may take
+    budget_minutes: float | None = None  # stop after this much training time; warm-up and decay follow the clock
+    budget_flops: float | None = None  # stop once training FLOPs (flops.py) reach this; fixes the step count
     lr: float = 5e-4
     warmup_steps: int = 10_000
+    warmup_fraction: float | None = None  # warm-up as this share of the run (steps or budget), instead of warmup_steps
     weight_decay: float = 0.01  # not applied to LayerNorm weights or biases
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -131,6 +135,13 @@ class TrainConfig:
         _require(self.max_steps > 0, "train.max_steps", f"must be > 0, got {self.max_steps}")
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _require(self.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        for name in ("budget_minutes", "budget_flops"):
+            v = getattr(self, name)
+            _require(v is None or v > 0, f"train.{name}", f"must be > 0, got {v}")
+        _require(self.budget_minutes is None or self.budget_flops is None, "train.budget_flops",
+                 "give one budget, train.budget_minutes or train.budget_flops, not both")
+        _require(self.warmup_fraction is None or 0 <= self.warmup_fraction < 1, "train.warmup_fraction",
+                 f"must be in [0, 1), got {self.warmup_fraction}")
         _require(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "train.adam_beta1", "betas must be in [0, 1)")
         _require(self.grad_clip >= 0, "train.grad_clip", f"must be >= 0, got {self.grad_clip}")
         _require(self.device in DEVICES or self.device.startswith("cuda:"), "train.device",

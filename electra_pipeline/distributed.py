@@ -173,6 +173,15 @@ def mean_across(metrics: dict[str, torch.Tensor], world: World) -> dict[str, tor
     return dict(zip(keys, stacked.unbind()))
 
 
+def rank0_value(value: float, world: World, device: torch.device) -> float:
+    """Rank 0's `value` on every rank (a wall-clock budget must stop every rank at the same step)."""
+    if world.size == 1 or not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def barrier(world: World) -> None:
     if world.size > 1 and dist.is_initialized():
         dist.barrier()

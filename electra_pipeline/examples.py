@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -52,6 +53,7 @@ from electra_pipeline.tracking import Tracker
 
 FORMAT = "electra-examples/1"
 META_FILE = "meta.json"
+HOLDOUT_FILE = "holdout.npy"
 _SENTENCE_END = (".", "!", "?")
 _CLOSERS = ('"', "'", ")", "]", "\u201d", "\u2019", "\u00bb")  # may follow the end mark
 # a "." after these is not a sentence end (single letters cover initials, "i.e.", "U.S.")
@@ -80,6 +82,9 @@ class ExamplesConfig:
     """Worker processes (default: all cores). Does not change the output."""
     encode_batch_size: int = 1000
     """Texts per `encode_batch` call (new word pieces, see `_Encoder`). Does not change the output."""
+    holdout_fraction: float = 0.02
+    """Share of documents kept out of the training rows, chosen by a hash of their text, and packed
+    into `holdout.npy` for intrinsic evaluation (`electra intrinsic`). 0 keeps none out."""
 
     def __post_init__(self) -> None:
         for name, low in (("seq_len", 8), ("examples_per_shard", 1), ("num_proc", 1), ("encode_batch_size", 1)):
@@ -92,6 +97,9 @@ class ExamplesConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ConfigError(f"examples.{name}: must be a probability in [0, 1], got {v!r}")
+        v = self.holdout_fraction
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+            raise ConfigError(f"examples.holdout_fraction: must be in [0, 1), got {v!r}")
         if not isinstance(self.split_sentences, bool):
             raise ConfigError(f"examples.split_sentences: must be true or false, got {self.split_sentences!r}")
 
@@ -240,23 +248,58 @@ def _build_in_worker(task: _Task) -> tuple[str, int, dict[str, Any]]:
     return _build_unit(task, _worker_encoder(task.tokenizer_file, task.tokenizer_sha256, task.cfg.encode_batch_size))
 
 
+def is_held_out(document: str, fraction: float) -> bool:
+    """Whether a document belongs to the held-out slice: a hash of its text, so the choice is the
+    same whatever the shard layout, worker count or seed, and a document is never on both sides."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.blake2b(document.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < fraction * 2.0**64
+
+
 def _build_unit(task: _Task, enc: _Encoder) -> tuple[str, int, dict[str, Any]]:
-    """Tokenise and pack one corpus row group; writes its rows (unshuffled) to task.out_file."""
-    cfg, L = task.cfg, task.cfg.seq_len
+    """Tokenise and pack one corpus row group; writes its training rows (unshuffled) to
+    task.out_file and the rows of its held-out documents to `holdout_file(task.out_file)`."""
+    cfg = task.cfg
     docs = [d or "" for d in read_row_group(Path(task.shard), task.row_group)]
+    held = [is_held_out(d, cfg.holdout_fraction) for d in docs]
+    train_docs = [d for d, h in zip(docs, held) if not h]
+    held_docs = [d for d, h in zip(docs, held) if h]
+    rows, lengths, stats = pack_documents(train_docs, enc, cfg, random.Random(f"electra-examples:{cfg.seed}:{task.index}"))
+    dtype = _dtype_for(enc.tok.get_vocab_size())
+    np.save(task.out_file, rows.astype(dtype, copy=False))
+    stats["length_histogram"] = np.bincount(lengths, minlength=cfg.seq_len + 1).tolist()
+    held_rows, _, held_stats = pack_documents(held_docs, enc, cfg,
+                                              random.Random(f"electra-holdout:{cfg.seed}:{task.index}"))
+    np.save(holdout_file(task.out_file), held_rows.astype(dtype, copy=False))
+    stats["holdout"] = {k: held_stats[k] for k in ("documents", "tokens", "examples")}
+    return task.out_file, int(len(rows)), stats
+
+
+def holdout_file(out_file: str) -> str:
+    return out_file[: -len(".npy")] + "-holdout.npy"
+
+
+def pack_documents(docs: list[str], enc: _Encoder, cfg: ExamplesConfig,
+                   rng: random.Random) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Documents (paragraphs separated by newlines) -> packed rows, their lengths and counts."""
+    L = cfg.seq_len
     paras: list[str] = []
     doc_paras = np.empty(len(docs), dtype=np.int64)
     for i, doc in enumerate(docs):
         split = doc.split("\n")
         paras.extend(split)
         doc_paras[i] = len(split)
-    tokens, para_len = enc(paras)
+    if paras:
+        tokens, para_len = enc(paras)
+    else:
+        tokens, para_len = np.zeros(0, np.int32), np.zeros(0, np.int64)
     para_ends = np.cumsum(para_len)
     if cfg.split_sentences:
         ends = _sentence_ends(tokens, para_ends, enc.marks)
     else:
         ends = np.unique(para_ends)
-    starts = np.concatenate([[0], ends[:-1]])
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64) if len(ends) else np.zeros(0, np.int64)
     keep = ends > starts
     starts, ends = starts[keep], ends[keep]  # empty paragraphs make no sentences
     doc_token_ends = para_ends[np.cumsum(doc_paras) - 1] if len(docs) and len(para_ends) else np.zeros(len(docs), np.int64)
@@ -264,11 +307,9 @@ def _build_unit(task: _Task, enc: _Encoder) -> tuple[str, int, dict[str, Any]]:
     doc_last_sent = np.searchsorted(ends, doc_token_ends, side="right")
 
     rows, lengths, stats = _pack(tokens, starts.tolist(), ends.tolist(), doc_first_sent.tolist(),
-                                 doc_last_sent.tolist(), L, cfg, random.Random(f"electra-examples:{cfg.seed}:{task.index}"))
+                                 doc_last_sent.tolist(), L, cfg, rng)
     stats.update(documents=len(docs), paragraphs=len(paras), sentences=int(len(starts)), tokens=int(len(tokens)))
-    np.save(task.out_file, rows.astype(_dtype_for(enc.tok.get_vocab_size()), copy=False))
-    stats["length_histogram"] = np.bincount(lengths, minlength=L + 1).tolist()
-    return task.out_file, int(len(rows)), stats
+    return rows, lengths, stats
 
 
 def _pack(tokens: np.ndarray, starts: list[int], ends: list[int], doc_first: list[int], doc_last: list[int],
@@ -435,6 +476,15 @@ def _write_shuffled(chunks: list[tuple[str, int]], out_dir: Path, cfg: ExamplesC
     return shards
 
 
+def _write_holdout(files: list[str], documents: int, out_dir: Path, cfg: ExamplesConfig) -> dict[str, Any]:
+    """The held-out documents' rows, in corpus order, as `holdout.npy`; its entry in meta.json."""
+    rows = np.concatenate([np.load(f) for f in files])
+    np.save(out_dir / HOLDOUT_FILE, rows)
+    return {"fraction": cfg.holdout_fraction, "file": HOLDOUT_FILE, "documents": documents,
+            "num_examples": int(len(rows)), "tokens": int((rows > SPECIAL_IDS["mask"]).sum()),
+            "selection": "documents whose blake2b-64 hash / 2^64 < fraction (examples.is_held_out)"}
+
+
 def _save_histogram(stats: dict[str, Any], L: int, path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -482,12 +532,17 @@ def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesCo
         results = _run_tasks(tasks, min(cfg.num_proc, len(tasks)), progress)
         stats = _merge_stats([r[2] for r in results], cfg.seq_len)
         if stats["examples"] == 0:
+            if cfg.holdout_fraction > 0 and sum(r[2]["holdout"]["examples"] for r in results):
+                raise ConfigError(f"examples.holdout_fraction: {cfg.holdout_fraction} leaves no training documents in "
+                                  f"{corpus}; lower it (0 keeps nothing out)")
             raise DataError(f"{corpus}: no examples could be built (is the corpus empty?)")
         shards = _write_shuffled([(r[0], r[1]) for r in results], tmp, cfg)
+        holdout = _write_holdout([holdout_file(r[0]) for r in results],
+                                 sum(r[2]["holdout"]["documents"] for r in results), tmp, cfg)
         shutil.rmtree(parts)
         meta = {"format": FORMAT, "seq_len": cfg.seq_len, "vocab_size": vocab_size, "num_examples": stats["examples"],
                 "shards": shards, "special_ids": dict(SPECIAL_IDS), "tokenizer_sha256": tok_sha256,
-                "seed": cfg.seed, "stats": stats}
+                "seed": cfg.seed, "holdout": holdout, "stats": stats}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         resolved = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "num_proc"}
         (tmp / "config.json").write_text(json.dumps(
@@ -524,6 +579,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="chance of a random target length in [5, L]")
     p.add_argument("--no-sentence-split", action="store_true",
                    help="treat each paragraph (line) as one sentence, exactly like the reference")
+    p.add_argument("--holdout-fraction", type=float, default=d.holdout_fraction,
+                   help="share of documents (chosen by a hash of their text) kept out of training and packed into "
+                        "holdout.npy for `electra intrinsic`; 0 keeps none out")
     p.add_argument("--num-proc", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     p.set_defaults(func=_run_cli)
@@ -533,10 +591,13 @@ def _run_cli(args: argparse.Namespace) -> int:
     kwargs = {} if args.num_proc is None else {"num_proc": args.num_proc}
     cfg = ExamplesConfig(seq_len=args.seq_len, seed=args.seed, examples_per_shard=args.examples_per_shard,
                          single_segment_prob=args.single_segment_prob, short_seq_prob=args.short_seq_prob,
-                         split_sentences=not args.no_sentence_split, **kwargs)
+                         split_sentences=not args.no_sentence_split, holdout_fraction=args.holdout_fraction, **kwargs)
     meta = build_examples(args.corpus, args.tokenizer, args.out, cfg, progress=not args.no_progress)
     s = meta["stats"]
     print(f"examples: {meta['num_examples']:,} rows of {meta['seq_len']} in {len(meta['shards'])} shard(s) -> {args.out}")
     print(f"  {s['documents']:,} documents, {s['tokens']:,} tokens, mean length {s['mean_length']:.1f}, "
           f"padding {100 * s['padding_fraction']:.1f}%, {s['seconds']:.1f} s")
+    h = meta["holdout"]
+    print(f"  held out: {h['documents']:,} documents ({100 * h['fraction']:g}%), {h['num_examples']:,} rows -> "
+          f"{args.out / h['file']}")
     return 0

@@ -217,6 +217,7 @@ def explicit_attention_twin(model: Any, fused: bool = False, cls_only: bool = Fa
         def __init__(self, attn: Any, cls: bool = False) -> None:
             super().__init__()
             self.num_heads, self.qkv, self.dense, self.LayerNorm = attn.num_heads, attn.qkv, attn.dense, attn.LayerNorm
+            self.pre_layer_norm = attn.pre_layer_norm
             if cls:  # for cls_row: Q and KV as their own Linear layers, weights the int8 quantiser can take
                 H = self.dense.out_features
                 self.q_proj, self.kv_proj = torch.nn.Linear(H, H), torch.nn.Linear(H, 2 * H)
@@ -227,27 +228,30 @@ def explicit_attention_twin(model: Any, fused: bool = False, cls_only: bool = Fa
         def forward(self, x: torch.Tensor, mask: torch.Tensor, B: int, T: int) -> torch.Tensor:
             # x (B*T, H); mask: int32 (B, T) if fused, else the additive bias (B, 1, 1, T)
             H = x.shape[-1]
+            h = self.LayerNorm(x) if self.pre_layer_norm else x
             if attention_op is not None:
-                y = attention_op.apply(x.view(B, T, H), self.qkv.weight.t(), self.qkv.bias, mask, self.num_heads)
+                y = attention_op.apply(h.view(B, T, H), self.qkv.weight.t(), self.qkv.bias, mask, self.num_heads)
             else:
                 hd = H // self.num_heads
-                q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
+                q, k, v = self.qkv(h).view(B, T, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
                 scores = torch.matmul(q, k.transpose(-1, -2)) * hd ** -0.5 + mask  # (B, nh, T, T)
                 y = torch.matmul(scores.softmax(-1), v).transpose(1, 2)
-            return self.LayerNorm(x + self.dense(y.reshape(B * T, H)))
+            y = self.dense(y.reshape(B * T, H))
+            return x + y if self.pre_layer_norm else self.LayerNorm(x + y)
 
         def cls_row(self, x: torch.Tensor, mask: torch.Tensor, B: int, T: int) -> torch.Tensor:
             # x (B*T, H) -> (B, H): the [CLS] row of this layer's output, attending over every row
             H = x.shape[-1]
             nh, hd = self.num_heads, H // self.num_heads
             cls = x.view(B, T, H)[:, 0]
-            q = self.q_proj(cls).view(B, nh, 1, hd)
-            k, v = self.kv_proj(x).view(B, T, 2, nh, hd).permute(2, 0, 3, 1, 4)
+            h = self.LayerNorm(x) if self.pre_layer_norm else x
+            q = self.q_proj(h.view(B, T, H)[:, 0]).view(B, nh, 1, hd)
+            k, v = self.kv_proj(h).view(B, T, 2, nh, hd).permute(2, 0, 3, 1, 4)
             if mask.dtype == torch.int32:  # the fused path's raw mask -> the additive bias
                 mask = (1.0 - mask[:, None, None, :].to(x.dtype)) * -10000.0
             scores = torch.matmul(q, k.transpose(-1, -2)) * hd ** -0.5 + mask  # (B, nh, 1, T)
-            y = torch.matmul(scores.softmax(-1), v).reshape(B, H)
-            return self.LayerNorm(cls + self.dense(y))
+            y = self.dense(torch.matmul(scores.softmax(-1), v).reshape(B, H))
+            return cls + y if self.pre_layer_norm else self.LayerNorm(cls + y)
 
     class ExplicitEncoder(torch.nn.Module):
         def __init__(self, enc: Any) -> None:
@@ -258,6 +262,7 @@ def explicit_attention_twin(model: Any, fused: bool = False, cls_only: bool = Fa
             self.attention = torch.nn.ModuleList(ExplicitAttention(layer.attention, cls=cls_only and i == last)
                                                  for i, layer in enumerate(enc.layers))
             self.ffn = torch.nn.ModuleList(layer.ffn for layer in enc.layers)
+            self.final_LayerNorm = enc.final_LayerNorm
 
         def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
@@ -276,8 +281,10 @@ def explicit_attention_twin(model: Any, fused: bool = False, cls_only: bool = Fa
             for attn, ffn in zip(self.attention[:last], self.ffn[:last]):
                 x = ffn(attn(x, mask, B, T))
             if cls_only:
-                return self.ffn[last](self.attention[last].cls_row(x, mask, B, T)).view(B, 1, -1)
-            return x.view(B, T, -1)
+                x = self.ffn[last](self.attention[last].cls_row(x, mask, B, T))
+            if self.final_LayerNorm is not None:
+                x = self.final_LayerNorm(x)
+            return x.view(B, 1 if cls_only else T, -1)
 
     twin = copy.deepcopy(model).eval()
     twin.electra = ExplicitEncoder(twin.electra)

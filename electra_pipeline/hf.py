@@ -59,6 +59,9 @@ def to_hf_config(cfg: ModelConfig, kind: str) -> dict:
         "position_embedding_type": "absolute",
         "summary_type": "first",
         "tie_word_embeddings": True,
+        # Not a transformers field: transformers' ELECTRA is post-LN and ignores it, so a pre-LN
+        # checkpoint is for this project's loaders (fine-tuning, export, serving) only.
+        **({"pre_layer_norm": True} if cfg.pre_layer_norm else {}),
     }
 
 
@@ -75,7 +78,8 @@ def from_hf_config(d: dict, source: str = "config.json") -> ModelConfig:
             attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
             max_position_embeddings=d.get("max_position_embeddings", 512), type_vocab_size=d.get("type_vocab_size", 2),
             initializer_range=d.get("initializer_range", 0.02), layer_norm_eps=d.get("layer_norm_eps", 1e-12),
-            pad_token_id=d.get("pad_token_id", 0), generator_fraction=1.0)
+            pad_token_id=d.get("pad_token_id", 0), generator_fraction=1.0,
+            pre_layer_norm=bool(d.get("pre_layer_norm", False)))
     except KeyError as e:
         raise DataError(f"{source}: missing field {e.args[0]!r}") from None
 
@@ -108,7 +112,7 @@ def encoder_from_hf(sd: dict[str, torch.Tensor], num_layers: int) -> dict[str, t
     for k, v in sd.items():
         if k.startswith("embeddings.") and not k.endswith("position_ids"):
             out[k] = v
-        elif k.startswith("embeddings_project."):
+        elif k.startswith(("embeddings_project.", "final_LayerNorm.")):
             out[k] = v
     inverse = {v: k for k, v in _LAYER_MAP.items()}
     for i in range(num_layers):

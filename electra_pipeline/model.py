@@ -95,17 +95,19 @@ class SelfAttention(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.dropout)
         self.attention_dropout = cfg.attention_dropout
+        self.pre_layer_norm = cfg.pre_layer_norm
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, H = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
+        h = self.LayerNorm(x) if self.pre_layer_norm else x
+        q, k, v = self.qkv(h).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
         if self.training and self.attention_dropout > 0 and _cpu_eager(x):
             y = attention_with_dropout(q, k, v, attn_mask, self.attention_dropout)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                                dropout_p=self.attention_dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, H)
-        return self.LayerNorm(x + self.dropout(self.dense(y)))  # post-LN, as BERT/ELECTRA
+        y = self.dropout(self.dense(y.transpose(1, 2).reshape(B, T, H)))
+        return x + y if self.pre_layer_norm else self.LayerNorm(x + y)  # post-LN: BERT/ELECTRA
 
 
 class FeedForward(nn.Module):
@@ -115,8 +117,11 @@ class FeedForward(nn.Module):
         self.output = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.dropout)
+        self.pre_layer_norm = cfg.pre_layer_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pre_layer_norm:
+            return x + self.dropout(self.output(F.gelu(self.intermediate(self.LayerNorm(x)))))
         return self.LayerNorm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
 
 
@@ -151,6 +156,8 @@ class ElectraModel(nn.Module):
         self.embeddings_project = (nn.Linear(cfg.embedding_size, cfg.hidden_size)
                                    if cfg.embedding_size != cfg.hidden_size else None)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        # pre-LN leaves the residual stream unnormalised: one LayerNorm after the last layer
+        self.final_LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_layer_norm else None
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,7 +170,7 @@ class ElectraModel(nn.Module):
         mask = attention_bias(attention_mask)
         for layer in self.layers:
             x = layer(x, mask)
-        return x
+        return self.final_LayerNorm(x) if self.final_LayerNorm is not None else x
 
 
 class GeneratorHead(nn.Module):

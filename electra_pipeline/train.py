@@ -27,6 +27,7 @@ from electra_pipeline import config as config_mod
 from electra_pipeline import distributed, flops, hf
 from electra_pipeline.config import PretrainConfig, TrainConfig
 from electra_pipeline.data import Batch, ExampleShards, Prefetcher, micro_batches
+from electra_pipeline.distributed import rank0_value
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.objectives import Masked
 from electra_pipeline.pretrainer import ElectraPretrainer
@@ -143,6 +144,56 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return min(1.0, s / max(1, warmup)) * max(0.0, 1.0 - step / total)
 
 
+@dataclass
+class Schedule:
+    """How long a run trains and how its learning rate moves: over `max_steps`, over the steps a
+    FLOPs budget buys, or over a wall-clock budget. With a budget, warm-up and the decay to zero
+    are laid out over the budget ("How to Train BERT with an Academic Budget", Izsak et al. 2021;
+    "Cramming", Geiping & Goldstein 2022), so the last step, checkpoint and export land at it."""
+
+    total_steps: int  # steps the run may take
+    warmup_steps: int
+    budget_seconds: float | None = None  # wall-clock budget of training steps (setup not counted)
+    warmup_fraction: float | None = None
+    elapsed: float = 0.0  # training seconds spent so far, all sessions (updated by the loop)
+
+    @classmethod
+    def of(cls, t: TrainConfig, step_flops: float) -> Schedule:
+        total = t.max_steps
+        if t.budget_flops is not None:
+            total = int(t.budget_flops // step_flops)
+            if total < 1:
+                raise ConfigError(f"train.budget_flops: {t.budget_flops:.3g} is less than one step "
+                                  f"({step_flops:.3g} FLOPs at this batch and model)")
+            if t.max_steps < total:
+                raise ConfigError(f"train.max_steps: {t.max_steps} stops before train.budget_flops {t.budget_flops:.3g} "
+                                  f"is spent ({total} steps); raise it or drop one of them")
+        warmup = t.warmup_steps if t.warmup_fraction is None else int(round(t.warmup_fraction * total))
+        seconds = t.budget_minutes * 60 if t.budget_minutes is not None else None
+        return cls(total_steps=total, warmup_steps=warmup, budget_seconds=seconds, warmup_fraction=t.warmup_fraction)
+
+    def progress(self, step: int) -> float:
+        """Share of the run done: steps, or (with a wall-clock budget) time, whichever is further."""
+        p = step / self.total_steps
+        if self.budget_seconds is not None:
+            p = max(p, self.elapsed / self.budget_seconds)
+        return min(1.0, p)
+
+    def factor(self, step: int) -> float:
+        """The learning-rate multiplier for optimiser step `step` (0-based)."""
+        if self.budget_seconds is None:
+            return lr_factor(step, self.warmup_steps, self.total_steps)
+        p = self.progress(step)
+        if self.warmup_fraction is not None:
+            warm = min(1.0, p / self.warmup_fraction) if self.warmup_fraction > 0 else 1.0
+        else:
+            warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
+        return warm * max(0.0, 1.0 - p)
+
+    def done(self, step: int) -> bool:
+        return step >= self.total_steps or (self.budget_seconds is not None and self.elapsed >= self.budget_seconds)
+
+
 def train_step(runner: nn.Module, model: ElectraPretrainer, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, micro: list[Batch],
                mask: Callable[[Batch], Masked], *, device: torch.device, amp: torch.dtype | None,
@@ -207,6 +258,7 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
     """Open the examples and check them against the config and tokenizer, before any run starts."""
     if not cfg.data:
         raise ConfigError("data: no examples directory given; pass --data DIR (built by `electra examples`)")
+    Schedule.of(cfg.train, flops.train_step_flops(cfg.model, cfg.train).total)  # budget errors before any output
     data = ExampleShards(cfg.data)
     if data.seq_len != cfg.train.seq_len:
         raise ConfigError(f"train.seq_len: {cfg.train.seq_len}, but the examples in {data.path} were built with "
@@ -280,7 +332,9 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     if world.rank:
         torch.manual_seed(t.seed + world.rank)  # dropout differs per rank; rank 0 is the single-process run
     optimizer = build_optimizer(model, t, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps))
+    step_flops = flops.train_step_flops(cfg.model, t).total  # the global batch, all ranks together
+    schedule = Schedule.of(t, step_flops)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     mask_rng = torch.Generator(device=device).manual_seed(t.seed * 1000 + world.rank)
     state = ckpt.TrainState(step=0, examples_seen=0)
     if resume_from is not None:
@@ -288,6 +342,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         if world.rank:  # the checkpoint holds rank 0's generators; other ranks draw their own
             torch.manual_seed(t.seed + world.rank + 7919 * state.step)
             mask_rng.manual_seed(t.seed * 1000 + world.rank + 7919 * state.step)
+    schedule.elapsed = state.train_seconds
     amp = autocast_dtype(t.precision, device)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -299,7 +354,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     if fsdp:  # shard in place; the optimizer (and its resumed state) moves onto the shards
         optimizer = distributed.shard(model, optimizer, world, param_dtype=amp if device.type == "cuda" else None,
                                       make_optimizer=lambda m: build_optimizer(m, t, device))
-        scheduler = _rebind(scheduler, optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps))
+        scheduler = _rebind(scheduler, optimizer, schedule.factor)
         runner: nn.Module = model
     else:
         runner = distributed.wrap(model, world)
@@ -329,13 +384,12 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             ckpt.save_checkpoint(out, plain, plain_optimizer, scheduler, state, mask_rng, config_mod.to_dict(cfg),
                                  t.keep_checkpoints)
 
-    step_flops = flops.train_step_flops(cfg.model, t).total  # the global batch, all ranks together
     peak = peak_tflops(device, t.peak_tflops)
     earlier_hours = _previous_device_hours(out / "metrics.jsonl") if world.is_main else 0.0
     session_steps = 0
     history: list[dict[str, float]] = []
     warnings: list[str] = []
-    watch = CollapseWatch(after_step=2 * t.warmup_steps)
+    watch = CollapseWatch(after_step=2 * schedule.warmup_steps)
     sums: dict[str, torch.Tensor] = {}
     window_steps, window_start = 0, time.perf_counter()
     metrics_file = (out / "metrics.jsonl").open("a") if world.is_main else None
@@ -343,22 +397,35 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     if progress and world.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=t.max_steps, initial=state.step, desc=f"pretrain {cfg.preset}", unit="step", dynamic_ncols=True)
+        if schedule.budget_seconds is None:
+            bar = tqdm(total=schedule.total_steps, initial=state.step, desc=f"pretrain {cfg.preset}", unit="step",
+                       dynamic_ncols=True)
+        else:  # a wall-clock budget: the bar counts training seconds
+            bar = tqdm(total=round(schedule.budget_seconds), initial=round(state.train_seconds), unit="s",
+                       desc=f"pretrain {cfg.preset} ({t.budget_minutes:g} min budget)", dynamic_ncols=True)
     model.train()
     try:
-        while state.step < t.max_steps:
+        while not schedule.done(state.step):
+            started = time.perf_counter()
             step_metrics = train_step(runner, model, optimizer, scheduler, next(loader), mask, device=device, amp=amp,
                                       grad_clip=t.grad_clip, rng=mask_rng)
             for k, v in step_metrics.items():
                 sums[k] = sums[k] + v if k in sums else v
+            spent = time.perf_counter() - started
             state.step += 1
             state.examples_seen += t.batch_size
+            state.train_seconds = rank0_value(state.train_seconds + spent, world, device) \
+                if schedule.budget_seconds is not None else state.train_seconds + spent
+            schedule.elapsed = state.train_seconds
             window_steps += 1
             session_steps += 1
             if bar is not None:
-                bar.update(1)
+                if schedule.budget_seconds is None:
+                    bar.update(1)
+                else:
+                    bar.update(min(round(schedule.budget_seconds), round(state.train_seconds)) - bar.n)
 
-            last = state.step == t.max_steps
+            last = schedule.done(state.step)
             if state.step % t.log_every == 0 or last:
                 sums = distributed.mean_across(sums, world)  # every rank's shard, not rank 0's alone
                 now = time.perf_counter()
@@ -428,6 +495,10 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
             "peak_tflops_per_device": peak,
             "precision": _precision_name(amp),
+            "tokens": state.examples_seen * t.seq_len,  # sequence positions trained on, padding included
+            "train_minutes": state.train_seconds / 60,  # training steps only, all sessions
+            "budget": ({"minutes": t.budget_minutes} if t.budget_minutes is not None else
+                       {"flops": t.budget_flops} if t.budget_flops is not None else {"steps": t.max_steps}),
         }
         summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics,
                    "compute": compute}

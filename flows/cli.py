@@ -231,6 +231,9 @@ def run(args: argparse.Namespace) -> int:
     from flows.report import text_table
 
     print()
+    for objective, r in result.intrinsic.items():
+        print(f"{objective}, held-out text: {r['verdict']}")
+    print()
     print(text_table(result.summaries))
     print()
     for s in result.stages:

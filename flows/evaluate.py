@@ -62,7 +62,38 @@ def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out
                           config_mod.from_dict(FinetuneConfig, config), tracker=run, progress=False)
     return {"task": name, "metrics": {k: float(v) for k, v in result.metrics.items()},
             "score": float(task_score(get_task(name), result.metrics)),
+            "seeds": {str(s): {k: float(v) for k, v in m.items()} for s, m in result.seed_metrics.items()},
             "model_dir": str(Path(result.model_dir).resolve()), "run_id": run.run_id}
+
+
+@task(name="baseline", task_run_name="baseline-{name}")
+@user_errors
+def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cache_dir: str, config: dict[str, Any],
+                  parent_run_id: str, tracking_uri: str, experiment: str) -> dict[str, Any]:
+    """The random-init twin of `checkpoint` fine-tuned on one task (cached on shape, task, recipe
+    and data: a sweep pays once), and the task's majority-class metrics."""
+    from electra_pipeline import baselines
+    from electra_pipeline import config as config_mod
+    from electra_pipeline.finetune import FinetuneConfig
+    from electra_pipeline.finetune.runner import build_task, subset
+
+    cfg = config_mod.from_dict(FinetuneConfig, config)
+    t = build_task(name, cfg)
+    train = subset(t.read(data_dir, "train"), cfg.max_train_examples, cfg.data_seed)
+    dev = subset(t.read(data_dir, "dev"), cfg.max_eval_examples, cfg.data_seed)
+    majority = baselines.majority_metrics(t, train, dev)
+    key = baselines.cache_key(checkpoint, name, config, data_dir)
+    cached = Path(cache_dir) / "results" / f"{name}-{key}.json"
+    if cached.is_file():
+        return {"task": name, "majority": majority, "random_init": json.loads(cached.read_text()), "cached": True}
+    random_ckpt = baselines.random_init_checkpoint(checkpoint, Path(cache_dir) / "checkpoints")
+    result = finetune_task.fn(name, str(random_ckpt), tokenizer, data_dir, str(Path(cache_dir) / "runs" / f"{name}-{key}"),
+                              config, parent_run_id, tracking_uri, experiment)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(cached)
+    return {"task": name, "majority": majority, "random_init": result, "cached": False}
 
 
 @flow(name="evaluate", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
@@ -77,6 +108,8 @@ def evaluate(
     config: dict[str, Any] = {},  # noqa: B006 (Prefect copies parameter defaults)
     concurrency: Concurrency = 2,
     label: str = "electra",
+    baselines: bool = True,
+    baseline_dir: str = "",
     tracking: Tracking = Tracking(),
 ) -> dict[str, Any]:
     """Fine-tune `checkpoint` on each task; results.json/.md and a GLUE bar chart in `output_dir`.
@@ -91,6 +124,9 @@ def evaluate(
         config: FinetuneConfig overrides, e.g. {"seeds": [1], "max_train_examples": 2000}.
         concurrency: Tasks fine-tuned at once (CPU threads are split between them).
         label: Name of the model in tables and MLflow (electra, mlm).
+        baselines: Also fine-tune the same config at random initialisation (same recipe and seeds) and
+            score the majority class, side by side with the pre-trained model.
+        baseline_dir: Cache of random-init results, shared across runs; empty: <output_dir>/../baselines.
         tracking: MLflow store, experiment and parent run.
     """
     names = task_names(tasks)
@@ -107,17 +143,30 @@ def evaluate(
                 out_dir=str(out / n), config=dataclasses.asdict(cfg), parent_run_id=run.run_id, tracking_uri=uri,
                 experiment=tracking.experiment)) for n in names}
             wait(list(futures.values()))
-        results: dict[str, Any] = {}
-        failed: dict[str, str] = {}
-        for n, fut in futures.items():
-            state = fut.state
-            if state.is_completed():
-                results[n] = fut.result()
-            else:
-                failed[n] = state.message or state.name
-        summary = summarize(results, failed, label, out)
+            results: dict[str, Any] = {}
+            failed: dict[str, str] = {}
+            for n, fut in futures.items():
+                state = fut.state
+                if state.is_completed():
+                    results[n] = fut.result()
+                else:
+                    failed[n] = state.message or state.name
+            base = {}
+            if baselines:
+                from electra_pipeline.metrics import GLUE_SCORE_METRICS
+
+                cache = baseline_dir or str(out.parent.parent / "baselines")
+                glue_names = [n for n in results if n in GLUE_SCORE_METRICS]
+                base_futures = {n: runner.submit(baseline_task, parameters=dict(
+                    name=n, checkpoint=checkpoint, tokenizer=tokenizer, data_dir=task_data_dir(n, glue_dir, squad_dir),
+                    cache_dir=cache, config=dataclasses.asdict(cfg), parent_run_id=run.run_id, tracking_uri=uri,
+                    experiment=tracking.experiment)) for n in glue_names}
+                wait(list(base_futures.values()))
+                base = {n: f.result() for n, f in base_futures.items() if f.state.is_completed()}
+        summary = summarize(results, failed, label, out, base)
         run.log_metrics({f"{n}/score": r["score"] for n, r in results.items()}
-                        | ({"glue/score": summary["glue_score"]} if summary["glue_score"] is not None else {}))
+                        | ({"glue/score": summary["glue_score"]} if summary["glue_score"] is not None else {})
+                        | baseline_metrics(summary))
         run.set_tags({"failed_tasks": ",".join(failed) or "none"})
         for name in ("results.json", "results.md", "glue_scores.png"):
             if (out / name).is_file():
@@ -130,17 +179,40 @@ def evaluate(
     return summary
 
 
-def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: Path) -> dict[str, Any]:
-    """results.json, results.md and the bar chart for one model's evaluation."""
-    from electra_pipeline import metrics
+def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: Path,
+              base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """results.json, results.md and the bar chart for one model's evaluation, with the random-init
+    and majority-class baselines beside it when `base` holds them."""
+    from electra_pipeline import baselines, metrics
 
     glue = {n: r["metrics"] for n, r in results.items() if n in metrics.GLUE_SCORE_METRICS}
     score = metrics.glue_score(glue) if glue else None
     score = None if score is None or score != score else score  # NaN: only WNLI / SQuAD ran
-    summary = {"label": label, "tasks": results, "failed": failed, "glue_score": score}
+    summary: dict[str, Any] = {"label": label, "tasks": results, "failed": failed, "glue_score": score}
+    if base:
+        random_init = {n: b["random_init"] for n, b in base.items()}
+        majority = {n: b["majority"] for n, b in base.items()}
+        summary["baselines"] = {"random_init": random_init, "majority": majority,
+                                "comparison": baselines.compare(results, random_init, majority)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(task_table({label: summary}) + "\n")
     if results:
         glue_chart({label: summary}, out / "glue_scores.png")
     return summary
+
+
+def baseline_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """MLflow keys for the baselines: <task>/score_random, <task>/score_majority, glue/score_random, glue/gain."""
+    comp = (summary.get("baselines") or {}).get("comparison") or {}
+    out: dict[str, float] = {}
+    for n, row in comp.get("tasks", {}).items():
+        for k, suffix in (("random_init", "score_random"), ("majority", "score_majority"), ("gain", "gain")):
+            if k in row:
+                out[f"{n}/{suffix}"] = float(row[k])
+    if "glue" in comp:
+        out["glue/score_random"] = float(comp["glue"]["random_init"])
+        out["glue/gain"] = float(comp["glue"]["gain"])
+        if comp["glue"].get("majority") is not None:
+            out["glue/score_majority"] = float(comp["glue"]["majority"])
+    return out

@@ -32,6 +32,7 @@ from flows.evaluate import evaluate
 from flows.examples import build_examples
 from flows.export import export_model
 from flows.ingest import ingest_corpus
+from flows.intrinsic import intrinsic
 from flows.params import (
     DEMO_FINETUNE,
     SAMPLE_GLUE_TASKS,
@@ -137,6 +138,7 @@ class PipelineResult(BaseModel):
     run_dir: str
     stages: list[StageTiming] = Field(default_factory=list)
     summaries: dict[str, dict[str, Any]] = Field(default_factory=dict)  # objective -> evaluation summary
+    intrinsic: dict[str, dict[str, Any]] = Field(default_factory=dict)  # objective -> intrinsic evaluation
     exported: dict[str, Any] | None = None
     table: str = ""
 
@@ -153,9 +155,16 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
     local = not is_server(result.tracking_uri)
     lines = [f"# ELECTRA pipeline ({p.preset} preset)", "",
              f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}`"
-             + (f"; open the UI with `{result.mlflow_ui}`." if local else "."), "", "## Fine-tuned dev scores", "",
-             result.table, "",
-             "## Stages", "", "| stage | status | seconds | output |", "|---|---|---|---|"]
+             + (f"; open the UI with `{result.mlflow_ui}`." if local else "."), ""]
+    if result.intrinsic:
+        lines += ["## What pre-training learned (held-out text)", "",
+                  "Replaced-token detection on held-out text: with unigram replacements token identity is worth "
+                  "nothing, so only context separates replaced from original (0.5 = chance).", ""]
+        for objective, r in result.intrinsic.items():
+            lines += [f"**{objective}** ({r['heldout']['rows']} rows, {r['heldout']['tokens']:,} tokens):", "",
+                      r["table"], "", r["verdict"], ""]
+    lines += ["## Fine-tuned dev scores", "", result.table, "",
+              "## Stages", "", "| stage | status | seconds | output |", "|---|---|---|---|"]
     for s in result.stages:
         lines.append(f"| {s.stage} | {'cached' if s.cached else 'ran'} | {s.seconds:.1f} | `{s.path}` |")
     if result.exported:
@@ -186,8 +195,15 @@ def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: 
     for path in files:
         if path is not None:
             run.log_artifact(path)
-    run.log_metrics({f"{o}/glue_score": s["glue_score"] for o, s in result.summaries.items()
-                     if s.get("glue_score") is not None})
+    from electra_pipeline import intrinsic as intrinsic_lib
+    from flows.evaluate import baseline_metrics
+
+    parent = {f"{o}/glue_score": s["glue_score"] for o, s in result.summaries.items() if s.get("glue_score") is not None}
+    for o, s in result.summaries.items():
+        parent |= {f"{o}/{k}": v for k, v in baseline_metrics(s).items() if k.startswith("glue/")}
+    for o, r in result.intrinsic.items():
+        parent |= {f"{o}/{k}": v for k, v in intrinsic_lib.flat_metrics(r).items()}
+    run.log_metrics(parent)
     create_markdown_artifact(report, key="electra-pipeline-report", description=f"Results and MLflow run {run.run_id}")
 
 
@@ -275,17 +291,24 @@ def electra_pipeline(
         ex = timed("examples", build_examples, corpus=c.path, tokenizer=tok.path,
                    config=dataclasses.asdict(p.examples), **common)
         summaries: dict[str, dict[str, Any]] = {}
+        intrinsic_results: dict[str, dict[str, Any]] = {}
         pretrained: dict[str, StageOutput] = {}
         for objective in p.params.objectives:
             pretrained[objective] = timed(f"pretrain-{objective}", pretrain, examples=ex.path, tokenizer=tok.path,
                                           preset=preset, objective=objective,
                                           max_steps=p.pretrain[objective].train.max_steps, device=device,
                                           config=pretrain_config, **common)
+            intrinsic_results[objective] = timed(f"intrinsic-{objective}", intrinsic,
+                                                 run_dir=pretrained[objective].summary["output_dir"],
+                                                 label=objective, tracking=t)
+            for line in (intrinsic_results[objective]["verdict"],):
+                log.info("%s: %s", objective, line)
             summaries[objective] = timed(f"evaluate-{objective}", evaluate, checkpoint=pretrained[objective].path,
                                          tokenizer=tok.path, tasks=p.tasks, glue_dir=glue_dir, squad_dir=squad_dir,
                                          output_dir=str(run_dir / "evaluate" / objective),
                                          config=dataclasses.asdict(p.finetune), concurrency=eval_concurrency,
-                                         label=objective, tracking=t)
+                                         label=objective, baseline_dir=str(Path(output_dir) / "baselines"),
+                                         tracking=t)
         exported = None
         if export:
             objective = p.params.objectives[0]
@@ -299,7 +322,7 @@ def electra_pipeline(
         result = PipelineResult(run_id=run.run_id, tracking_uri=uri,
                                 mlflow_url=run_url(uri, experiment_id(run), run.run_id), mlflow_ui=ui_hint(uri),
                                 run_dir=str(run_dir.resolve()), stages=stages, summaries=summaries,
-                                exported=exported, table=task_table(summaries))
+                                intrinsic=intrinsic_results, exported=exported, table=task_table(summaries))
         _publish(result, p.params, run, run_dir, pretrained)
         log.info("results:\n%s", text_table(summaries))
         failed = {f"{o}/{n}": m for o, s in summaries.items() for n, m in s.get("failed", {}).items()}

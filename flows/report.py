@@ -31,22 +31,51 @@ def _cell(summary: dict[str, Any], task: str) -> str:
     return "-"
 
 
+def _baselines(summaries: Summaries) -> dict[str, Any] | None:
+    """The random-init and majority baselines (one config: the same for every objective)."""
+    return next((s["baselines"] for s in summaries.values() if s.get("baselines")), None)
+
+
+def _baseline_scores(base: dict[str, Any], task: str) -> tuple[float | None, float | None]:
+    row = base["comparison"]["tasks"].get(task, {})
+    return row.get("random_init"), row.get("majority")
+
+
 def task_table(summaries: Summaries) -> str:
-    """Markdown: one row per task, one column per model, the GLUE score row last."""
+    """Markdown: one row per task, one column per model, then the random-init and majority-class
+    baselines when evaluated; the GLUE score row, the gain over random init, and the verdicts."""
     labels = list(summaries)
-    lines = ["| task | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    base = _baselines(summaries)
+    extra = ["random init", "majority class"] if base else []
+    lines = ["| task | " + " | ".join(labels + extra) + " |", "|---|" + "---|" * (len(labels) + len(extra))]
     for task in _task_order(summaries):
-        lines.append(f"| {task} | " + " | ".join(_cell(summaries[lb], task) for lb in labels) + " |")
+        cells = [_cell(summaries[lb], task) for lb in labels]
+        if base:
+            cells += [f"{v:.1f}" if v is not None else "-" for v in _baseline_scores(base, task)]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
     if any(s.get("glue_score") is not None for s in summaries.values()):
         cells = [f"**{s['glue_score']:.1f}**" if s.get("glue_score") is not None else "-" for s in summaries.values()]
+        glue = (base or {}).get("comparison", {}).get("glue")
+        if base:
+            cells += [f"{glue['random_init']:.1f}" if glue else "-",
+                      f"{glue['majority']:.1f}" if glue and glue.get("majority") is not None else "-"]
         lines.append("| **GLUE** (mean task score, WNLI excluded) | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    sentences = []
+    for lb, s in summaries.items():
+        comp = (s.get("baselines") or {}).get("comparison") or {}
+        if "glue" in comp:
+            gain = comp["glue"]["gain"]
+            sentences.append(f"**{lb}**: {comp['verdict']}")
+            lines.append(f"| gain over random init ({lb}, same tasks) | "
+                         + " | ".join(f"**{gain:+.1f}**" if x == lb else "" for x in labels) + " |" * (len(extra) + 1))
+    return "\n".join(lines) + ("\n\n" + "\n\n".join(sentences) if sentences else "")
 
 
 def text_table(summaries: Summaries) -> str:
-    """The same table for a terminal: plain aligned columns."""
+    """The same table for a terminal: plain aligned columns, then the verdicts."""
     labels = list(summaries)
-    rows = [["task", *labels]]
+    base = _baselines(summaries)
+    rows = [["task", *labels, *(["random init", "majority"] if base else [])]]
     for task in _task_order(summaries):
         row = [task]
         for lb in labels:
@@ -57,12 +86,22 @@ def text_table(summaries: Summaries) -> str:
                 row.append("failed")
             else:
                 row.append("-")
+        if base:
+            row += [f"{v:.1f}" if v is not None else "-" for v in _baseline_scores(base, task)]
         rows.append(row)
     if any(s.get("glue_score") is not None for s in summaries.values()):
-        rows.append(["GLUE", *[f"{s['glue_score']:.1f}" if s.get("glue_score") is not None else "-"
-                               for s in summaries.values()]])
+        row = ["GLUE", *[f"{s['glue_score']:.1f}" if s.get("glue_score") is not None else "-"
+                         for s in summaries.values()]]
+        if base:
+            glue = base["comparison"].get("glue") or {}
+            row += [f"{glue['random_init']:.1f}" if glue else "-",
+                    f"{glue['majority']:.1f}" if glue.get("majority") is not None else "-"]
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    verdicts = [f"{lb}: {s['baselines']['comparison']['verdict']}" for lb, s in summaries.items()
+                if (s.get("baselines") or {}).get("comparison", {}).get("verdict")]
+    return text + ("\n\n" + "\n".join(verdicts) if verdicts else "")
 
 
 def glue_chart(summaries: Summaries, out: Path) -> Path | None:
@@ -75,20 +114,28 @@ def glue_chart(summaries: Summaries, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(summaries)
-    width = 0.8 / len(labels)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(tasks) * len(labels) + 1), 3.2))
-    for i, lb in enumerate(labels):
-        scores = [summaries[lb].get("tasks", {}).get(t, {}).get("score", 0.0) for t in tasks]
-        xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(tasks))]
-        bars = ax.bar(xs, scores, width, label=lb)
+    series: dict[str, list[float]] = {lb: [summaries[lb].get("tasks", {}).get(t, {}).get("score", float("nan"))
+                                           for t in tasks] for lb in summaries}
+    base = _baselines(summaries)
+    if base:
+        pairs = [_baseline_scores(base, t) for t in tasks]
+        series["random init"] = [r if r is not None else float("nan") for r, _ in pairs]
+        series["majority class"] = [m if m is not None else float("nan") for _, m in pairs]
+    colors = {"random init": "#9e9e9e", "majority class": "#d9d9d9"}
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(tasks) * len(series) + 2), 4.0))
+    for i, (lb, scores) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(tasks))]
+        bars = ax.bar(xs, scores, width, label=lb, color=colors.get(lb), edgecolor="#555555", linewidth=0.5)
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_ylabel("dev score")
-    ax.set_ylim(0, 100)
-    ax.set_title("GLUE / SQuAD dev scores")
-    if len(labels) > 1:
-        ax.legend()
+    ax.set_ylabel("dev score (task metric, %)")
+    low = min([0.0] + [v for scores in series.values() for v in scores if v == v])
+    ax.set_ylim(low - 5 if low < 0 else 0, 100)  # CoLA's MCC and STS-B's correlations can be negative
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_title("Fine-tuned dev scores" + (": pre-trained vs random init vs majority class" if base else ""))
+    if len(series) > 1:
+        ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -1,0 +1,210 @@
+"""What pre-training buys on a CPU budget: ELECTRA against random initialisation and the BERT MLM
+baseline, at the same minutes, on held-out text and on SST-2, MRPC and STS-B.
+
+    python bench/learning.py --minutes 60               # the issue's target run: ~60 min + fine-tuning
+    python bench/learning.py --quick                    # the main job's short budget, one seed
+    python bench/learning.py --minutes 60 --objective mlm
+
+Steps (each cached in --work, so a rerun with the same inputs skips what is done):
+1. ../shared/data/corpus -> corpus -> WordPiece (the preset's vocabulary) -> examples with a
+   2% held-out slice of documents.
+2. Pre-training: the chosen objective with `--preset` (default `cpu`) and the MLM baseline, each
+   on one core for `--minutes` of training time, side by side (two cores). Both use the same
+   preset, so the MLM model is the discriminator's size; the MLM baseline gets the MLM-tuned lr
+   of `--mlm-lr`.
+3. `electra intrinsic` on each run: held-out replaced-token detection ROC-AUC against random init
+   and the context-free detector.
+4. Fine-tuning SST-2, MRPC and STS-B (up to `--max-train-examples` each, 3 epochs, `--seeds`;
+   median over seeds) from the ELECTRA discriminator, the MLM model, and the same config at random
+   initialisation. GLUE-3 = mean of SST-2 accuracy, MRPC (F1 + accuracy)/2, STS-B (Pearson +
+   Spearman)/2.
+
+The last line is machine-readable:
+
+    learning minutes=<M> auc=<a> auc_random=<r> auc_context_free=<c> glue3=<g> glue3_random=<gr> glue3_mlm=<gm> gain=<g-gr>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+TASKS = ("sst2", "mrpc", "stsb")
+QUICK_MINUTES = 3.0  # the README main job's pre-training budget
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=None, help="pre-training minutes per arm (default 60; --quick: 3)")
+    p.add_argument("--objective", choices=("electra", "mlm"), default="electra", help="the recipe under test")
+    p.add_argument("--preset", default="cpu", help="pre-training preset of both arms")
+    p.add_argument("--mlm-lr", type=float, default=None, help="peak lr of the MLM baseline (default: the preset's)")
+    p.add_argument("--quick", action="store_true", help="the main job's short budget and one fine-tuning seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="fine-tuning seeds (default 1 2 3; quick: 1)")
+    p.add_argument("--max-train-examples", type=int, default=8000, help="fine-tuning examples per task")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with corpus/ and glue/")
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_learning", help="work and cache directory")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="pre-training config override for both arms, e.g. train.lr=1e-3 (repeatable)")
+    args = p.parse_args(argv)
+    if args.minutes is None:
+        args.minutes = QUICK_MINUTES if args.quick else 60.0
+    if args.seeds is None:
+        args.seeds = [1] if args.quick else [1, 2, 3]
+    if args.minutes <= 0:
+        p.error(f"--minutes: must be > 0, got {args.minutes}")
+    return args
+
+
+def sh(cmd: list[str], log: Path, threads: int = 1) -> subprocess.Popen:
+    """Start an `electra` command with `threads` torch threads, its output into `log`."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print("$ " + " ".join(cmd), flush=True)
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+def wait(procs: list[tuple[subprocess.Popen, Path]]) -> None:
+    for proc, log in procs:
+        if proc.wait() != 0:
+            sys.exit(f"failed (exit {proc.returncode}); see {log}:\n" + log.read_text()[-2000:])
+
+
+def electra_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "electra_pipeline.cli", *args]
+
+
+def prepare_data(args: argparse.Namespace, vocab_size: int, seq_len: int) -> tuple[Path, Path]:
+    work = args.work / "data"
+    corpus, tok, ex = work / "corpus", work / f"tokenizer-{vocab_size}", work / f"examples-{vocab_size}-{seq_len}"
+    steps = [
+        (corpus / "manifest.json", ["corpus", str(args.data / "corpus"), "-o", str(corpus), "--no-progress"]),
+        (tok / "tokenizer.json", ["tokenizer", str(corpus), "-o", str(tok), "--vocab-size", str(vocab_size),
+                                  "--no-progress"]),
+        (ex / "meta.json", ["examples", "--corpus", str(corpus), "--tokenizer", str(tok), "-o", str(ex),
+                            "--seq-len", str(seq_len), "--holdout-fraction", "0.02", "--no-progress"]),
+    ]
+    for done, cmd in steps:
+        if not done.is_file():
+            wait([(sh(electra_cmd(*cmd), work / f"{cmd[0]}.log", threads=2), work / f"{cmd[0]}.log")])
+    return ex, tok / "tokenizer.json"
+
+
+def pretrain_arms(args: argparse.Namespace, examples: Path, tokenizer: Path) -> dict[str, Path]:
+    """{objective: run dir}; both arms side by side, one core each, the same training minutes."""
+    arms = [args.objective] + (["mlm"] if args.objective != "mlm" else [])
+    runs, procs = {}, []
+    sets = [x for o in args.overrides for x in ("--" + o.split("=", 1)[0], o.split("=", 1)[1])]
+    for objective in arms:
+        tag = f"{objective}-{args.preset}-{args.minutes:g}min" + ("-" + "-".join(args.overrides) if args.overrides else "")
+        out = args.work / "runs" / tag.replace("/", "_")
+        runs[objective] = out
+        if (out / "summary.json").is_file():
+            print(f"{objective}: cached run {out}")
+            continue
+        extra = ["--train.lr", str(args.mlm_lr)] if objective == "mlm" and args.mlm_lr else []
+        cmd = electra_cmd("pretrain", "--preset", args.preset, "--data", str(examples), "--tokenizer", str(tokenizer),
+                          "--output-dir", str(out), "--train.objective", objective, "--train.budget_minutes",
+                          str(args.minutes), "--tracking.enabled", "false", "--no-progress", "--resume", "auto",
+                          *sets, *extra)
+        procs.append((sh(cmd, out.with_suffix(".log")), out.with_suffix(".log")))
+    wait(procs)
+    return runs
+
+
+def intrinsic(run: Path) -> dict[str, Any]:
+    if not (run / "intrinsic.json").is_file():
+        wait([(sh(electra_cmd("intrinsic", str(run)), run / "intrinsic.log", threads=2), run / "intrinsic.log")])
+    return json.loads((run / "intrinsic.json").read_text())
+
+
+def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer: Path) -> dict[str, dict[str, Any]]:
+    """{arm: results.json}; two evaluations at a time, one core each."""
+    glue = args.data / "glue"
+    seeds = [str(s) for s in args.seeds]
+    pending = []
+    for arm, ckpt in encoders.items():
+        out = args.work / "finetune" / f"{arm}-{ckpt.parent.name}-{args.max_train_examples}-{'_'.join(seeds)}"
+        if arm == "random_init":
+            out = args.work / "finetune" / f"random_init-{ckpt.name}-{args.max_train_examples}-{'_'.join(seeds)}"
+        if not (out / "results.json").is_file():
+            cmd = electra_cmd("evaluate", *TASKS, "--checkpoint", str(ckpt), "--tokenizer", str(tokenizer),
+                              "--data-dir", str(glue), "--seeds", *seeds, "--max-train-examples",
+                              str(args.max_train_examples), "--epochs", "3", "--predict-test", "false",
+                              "--out", str(out), "--no-tracking", "--no-progress")
+            pending.append((cmd, out))
+        encoders[arm] = out
+    running: list[tuple[subprocess.Popen, Path]] = []
+    while pending or running:
+        while pending and len(running) < 2:
+            cmd, out = pending.pop(0)
+            running.append((sh(cmd, out.with_suffix(".log")), out.with_suffix(".log")))
+        time.sleep(2)
+        for item in list(running):
+            if item[0].poll() is not None:
+                wait([item])
+                running.remove(item)
+    return {arm: json.loads((out / "results.json").read_text()) for arm, out in encoders.items()}
+
+
+def glue3(results: dict[str, Any]) -> float:
+    return sum(results["tasks"][t]["score"] for t in TASKS) / len(TASKS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from electra_pipeline import baselines, config
+
+    cfg = config.preset(args.preset)
+    started = time.perf_counter()
+    examples, tokenizer = prepare_data(args, cfg.model.vocab_size, cfg.train.seq_len)
+    runs = pretrain_arms(args, examples, tokenizer)
+    scores = {o: intrinsic(r) for o, r in runs.items()}
+    main_run = runs[args.objective]
+    encoder = main_run / ("discriminator" if args.objective == "electra" else "generator")
+    encoders = {args.objective: encoder, "random_init": baselines.random_init_checkpoint(encoder, args.work / "baselines")}
+    if "mlm" in runs and args.objective != "mlm":
+        encoders["mlm"] = runs["mlm"] / "generator"
+    results = finetune_arms(args, encoders, tokenizer)
+
+    summaries = {o: json.loads((r / "summary.json").read_text()) for o, r in runs.items()}
+    u = scores[args.objective]["unigram"]
+    line = {"minutes": f"{args.minutes:g}", "auc": f"{u['pretrained']['auc']:.3f}",
+            "auc_random": f"{u['random_init']['auc']:.3f}", "auc_context_free": f"{u['context_free']['auc']:.3f}",
+            "glue3": f"{glue3(results[args.objective]):.1f}", "glue3_random": f"{glue3(results['random_init']):.1f}",
+            "glue3_mlm": f"{glue3(results['mlm']):.1f}" if "mlm" in results else "nan",
+            "gain": f"{glue3(results[args.objective]) - glue3(results['random_init']):+.1f}"}
+    print(f"\npre-training, {args.minutes:g} min per arm ({args.preset} preset):")
+    for o, s in summaries.items():
+        c = s["compute"]
+        print(f"  {o:8s} {s['steps']:>7,} steps  {c['tokens'] / 1e6:7.1f}M tokens  {c['train_flops']:.3g} FLOPs  "
+              f"{c['train_minutes']:.1f} min")
+    print("\nheld-out replaced-token detection (ROC-AUC, unigram replacements; 0.5 = chance):")
+    for o, r in scores.items():
+        ru = r["unigram"]
+        print(f"  {o:8s} {ru['pretrained']['auc']:.3f}  random init {ru['random_init']['auc']:.3f}  "
+              f"context-free {ru['context_free']['auc']:.3f}  masked-token acc {100 * r['mlm']['pretrained']['accuracy']:.1f}%")
+    print(f"\nfine-tuned dev scores (median of seeds {' '.join(map(str, args.seeds))}, "
+          f"{args.max_train_examples} train examples, 3 epochs):")
+    print("  arm          " + "  ".join(f"{t:>6}" for t in TASKS) + "  GLUE-3")
+    for arm, r in results.items():
+        print(f"  {arm:12s} " + "  ".join(f"{r['tasks'][t]['score']:6.1f}" for t in TASKS) + f"  {glue3(r):6.1f}")
+    record = {"args": {k: str(v) for k, v in vars(args).items()}, "line": line, "intrinsic": scores,
+              "finetune": results, "pretrain": summaries, "seconds": time.perf_counter() - started}
+    (args.work / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    print("\nlearning " + " ".join(f"{k}={v}" for k, v in line.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""Intrinsic evaluation: did pre-training learn context? Seconds on held-out text, no fine-tuning.
+
+A discriminator's training loss against the replaced-token prior flatters: while the generator is
+worse than unigram, replaced tokens are rare words, and a detector that only looks at the token id
+beats the prior without reading the sentence. So the figures here are measured where that cannot
+help, and next to the detectors it must beat:
+
+- **unigram replacements**: a fixed `mask_prob` share of held-out positions (fixed by the seed) is
+  filled with draws from the training text's token frequencies. Originals and replacements then
+  follow the same distribution, token identity carries no signal, and only context separates them.
+  Comparable across runs, objectives and checkpoints of one vocabulary.
+- **generator replacements**: the same positions masked and filled by the run's own generator,
+  as in training.
+- each scored by the pre-trained discriminator, by the **same config at random initialisation**,
+  and by a **context-free detector** (the per-token replaced rate fitted on corrupted training
+  rows: what a discriminator collapsed onto token identity reaches);
+- generator (or MLM model) masked-token accuracy and perplexity on the same positions, pre-trained
+  and at random initialisation.
+
+Detection is scored with ROC-AUC (0.5: no better than chance; never accuracy, which rewards
+answering "original" everywhere) and average precision, over every real, non-special token.
+An MLM model has no discriminator: it detects by surprise, -log p(token | corrupted text), read
+in one pass at every position.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.model import Discriminator, Generator, init_weights
+from electra_pipeline.tokenizer import SPECIAL_IDS
+
+INTRINSIC_FILE = "intrinsic.json"
+MIN_SCORED_TOKENS = 500  # fewer held-out tokens than this give AUCs too noisy to report
+
+
+@dataclass(kw_only=True)
+class IntrinsicConfig:
+    """How the held-out text is corrupted and how much of it is scored."""
+
+    mask_prob: float = 0.15  # share of each row's real tokens corrupted
+    max_rows: int = 256  # held-out rows scored (the first ones: the same rows every time)
+    fit_rows: int = 512  # training rows for the unigram table and the context-free detector
+    batch_size: int = 32
+    seed: int = 0  # fixes positions and replacements: the same seed gives the same corrupted text
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mask_prob < 1:
+            raise ConfigError(f"intrinsic.mask_prob: must be in (0, 1), got {self.mask_prob}")
+        for name in ("max_rows", "fit_rows", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"intrinsic.{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class Models:
+    """What is scored: a discriminator (None for an MLM run) and the generator / MLM model."""
+
+    discriminator: Discriminator | None
+    generator: Generator
+
+
+# --------------------------------------------------------------------------- corruption
+
+def real_tokens(rows: torch.Tensor) -> torch.Tensor:
+    """(N, T) bool: tokens that can be corrupted and are scored (not [PAD]/[CLS]/[SEP]/[MASK]/[UNK])."""
+    return rows > max(SPECIAL_IDS.values())
+
+
+def choose_positions(rows: torch.Tensor, mask_prob: float, seed: int) -> torch.Tensor:
+    """(N, T) bool: round(mask_prob x n) positions of each row's n real tokens (at least one),
+    uniformly, fixed by the seed."""
+    g = torch.Generator().manual_seed(seed)
+    real = real_tokens(rows)
+    scores = torch.rand(rows.shape, generator=g).masked_fill(~real, -1.0)
+    k = torch.clamp(torch.round(real.sum(-1).float() * mask_prob).long(), min=1)
+    rank = scores.argsort(-1, descending=True).argsort(-1)  # 0 = highest score
+    return (rank < k[:, None]) & real
+
+
+def unigram_probs(rows: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(V,) token frequencies of the real tokens of `rows` (add-one smoothed over real ids)."""
+    ids = rows[real_tokens(rows)]
+    counts = torch.bincount(ids, minlength=vocab_size).double()
+    counts[max(SPECIAL_IDS.values()) + 1:] += 1.0
+    return counts / counts.sum()
+
+
+def unigram_corrupt(rows: torch.Tensor, chosen: torch.Tensor, probs: torch.Tensor,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fill the chosen positions with draws from `probs`. -> (fake (N, T), labels (N, T) float:
+    1 where the token differs from the original)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    draws = torch.multinomial(probs.float(), int(chosen.sum()), replacement=True, generator=g)
+    fake = rows.clone()
+    fake[chosen] = draws
+    return fake, (fake != rows).float()
+
+
+@torch.no_grad()
+def generator_corrupt(generator: Generator, rows: torch.Tensor, chosen: torch.Tensor, seed: int,
+                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask the chosen positions and fill them with samples from the generator, as in training."""
+    g = torch.Generator().manual_seed(seed + 2)
+    fake = rows.clone()
+    for b in range(0, len(rows), batch_size):
+        r, c = rows[b:b + batch_size], chosen[b:b + batch_size]
+        masked = r.masked_fill(c, SPECIAL_IDS["mask"])
+        h = generator.electra(masked, segments(r), (r != SPECIAL_IDS["pad"]).long())  # (B, T, Hg)
+        logits = generator.head(h[c], generator.electra.embeddings.word_embeddings.weight).float()  # (n, V)
+        sampled = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(-1)
+        fake[b:b + batch_size][c] = sampled
+    return fake, (fake != rows).float()
+
+
+def segments(rows: torch.Tensor) -> torch.Tensor:
+    """Token type ids of [CLS] A [SEP] B [SEP] rows: 1 after the first [SEP], 0 on padding."""
+    is_sep = rows == SPECIAL_IDS["sep"]
+    after_first = (is_sep.long().cumsum(-1) - is_sep.long()) >= 1
+    return (after_first & (rows != SPECIAL_IDS["pad"])).long()
+
+
+# --------------------------------------------------------------------------- scoring
+
+@torch.no_grad()
+def discriminator_scores(discriminator: Discriminator, fake: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N, T) replaced logits."""
+    out = [discriminator(f, segments(f), (f != SPECIAL_IDS["pad"]).long()).float()
+           for f in fake.split(batch_size)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def surprise_scores(generator: Generator, fake: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N, T) -log p(token | the corrupted row), every position in one pass (an MLM model's detector)."""
+    out = []
+    emb = generator.electra.embeddings.word_embeddings.weight
+    for f in fake.split(batch_size):
+        h = generator.electra(f, segments(f), (f != SPECIAL_IDS["pad"]).long())
+        logp = generator.head(h, emb).float().log_softmax(-1)  # (B, T, V)
+        out.append(-logp.gather(-1, f[..., None]).squeeze(-1))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def masked_lm_metrics(generator: Generator, rows: torch.Tensor, chosen: torch.Tensor,
+                      batch_size: int) -> dict[str, float]:
+    """Accuracy and perplexity of predicting the chosen tokens with all of them masked."""
+    correct, nll, n = 0.0, 0.0, 0
+    emb = generator.electra.embeddings.word_embeddings.weight
+    for r, c in zip(rows.split(batch_size), chosen.split(batch_size)):
+        masked = r.masked_fill(c, SPECIAL_IDS["mask"])
+        h = generator.electra(masked, segments(r), (r != SPECIAL_IDS["pad"]).long())
+        logp = generator.head(h[c], emb).float().log_softmax(-1)  # (n, V)
+        target = r[c]
+        correct += float((logp.argmax(-1) == target).sum())
+        nll += float(-logp.gather(-1, target[:, None]).sum())
+        n += int(c.sum())
+    return {"accuracy": correct / n, "perplexity": float(np.exp(nll / n))}
+
+
+def detection_metrics(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
+    """ROC-AUC and average precision of `scores` (higher = replaced) over the `valid` tokens."""
+    y = labels[valid].numpy()
+    s = scores[valid].double().numpy()
+    if y.min() == y.max():
+        raise DataError("intrinsic: the corrupted held-out text has no replaced (or no original) tokens to score")
+    return {"auc": float(roc_auc_score(y, s)), "ap": float(average_precision_score(y, s))}
+
+
+def context_free_rates(fake: torch.Tensor, labels: torch.Tensor, vocab_size: int,
+                       prior_weight: float = 10.0) -> torch.Tensor:
+    """(V,) P(replaced | token id), fitted on corrupted training rows, shrunk towards the overall
+    rate by `prior_weight` pseudo-counts: the best detector that never reads the context."""
+    valid = real_tokens(fake)
+    ids, y = fake[valid], labels[valid].double()
+    seen = torch.bincount(ids, minlength=vocab_size).double()
+    replaced = torch.bincount(ids, weights=y, minlength=vocab_size)
+    rate = float(y.mean())
+    return (replaced + prior_weight * rate) / (seen + prior_weight)
+
+
+# --------------------------------------------------------------------------- whole evaluation
+
+def random_like(models: Models, seed: int) -> Models:
+    """The same configs at initialisation (BERT init, embeddings shared as in training)."""
+    torch.manual_seed(seed)
+    disc = Discriminator(models.discriminator.electra.config) if models.discriminator is not None else None
+    gen = Generator(models.generator.electra.config, disc.electra.embeddings if disc is not None else None)
+    for m in (disc, gen):
+        if m is not None:
+            init_weights(m, m.electra.config.initializer_range)
+            m.eval()
+    return Models(disc, gen)
+
+
+def _detector_scores(models: Models, fake: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if models.discriminator is not None:
+        return discriminator_scores(models.discriminator, fake, batch_size)
+    return surprise_scores(models.generator, fake, batch_size)
+
+
+def evaluate(models: Models, heldout: np.ndarray | torch.Tensor, train_rows: np.ndarray | torch.Tensor,
+             cfg: IntrinsicConfig | None = None, *, init_seed: int = 1234,
+             source: str = "") -> dict[str, Any]:
+    """Every figure of the module docstring for `models` and their random-init twins.
+
+    heldout: (N, T) packed rows never trained on; train_rows: (M, T) rows of the training text
+    (the unigram table and the context-free detector are fitted there, never on held-out text)."""
+    cfg = cfg or IntrinsicConfig()
+    rows = torch.as_tensor(np.array(heldout[:cfg.max_rows]), dtype=torch.long)
+    fit = torch.as_tensor(np.array(train_rows[:cfg.fit_rows]), dtype=torch.long)
+    n_tokens = int(real_tokens(rows).sum()) if len(rows) else 0
+    if n_tokens < MIN_SCORED_TOKENS:
+        raise DataError(f"{source or 'held-out text'}: {n_tokens} scorable tokens, need at least {MIN_SCORED_TOKENS} "
+                        "(pass more held-out text or raise examples.holdout_fraction)")
+    vocab = models.generator.electra.config.vocab_size
+    if int(rows.max()) >= vocab or int(fit.max()) >= vocab:
+        raise DataError(f"{source or 'held-out text'}: token ids beyond the model's {vocab}-token vocabulary "
+                        "(text tokenised with another tokenizer?)")
+    for m in (models.discriminator, models.generator):
+        if m is not None:
+            m.eval()
+    random_models = random_like(models, init_seed)
+    valid = real_tokens(rows)
+    fit_valid_seed = cfg.seed + 1000  # training rows get their own positions
+
+    probs = unigram_probs(fit, vocab)
+    chosen = choose_positions(rows, cfg.mask_prob, cfg.seed)
+    fit_chosen = choose_positions(fit, cfg.mask_prob, fit_valid_seed)
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind in ("unigram", "generator"):
+        if kind == "unigram":
+            fake, labels = unigram_corrupt(rows, chosen, probs, cfg.seed)
+            fit_fake, fit_labels = unigram_corrupt(fit, fit_chosen, probs, fit_valid_seed)
+        else:
+            fake, labels = generator_corrupt(models.generator, rows, chosen, cfg.seed, cfg.batch_size)
+            fit_fake, fit_labels = generator_corrupt(models.generator, fit, fit_chosen, fit_valid_seed, cfg.batch_size)
+        rates = context_free_rates(fit_fake, fit_labels, vocab)
+        kinds[kind] = {
+            "pretrained": detection_metrics(_detector_scores(models, fake, cfg.batch_size), labels, valid),
+            "random_init": detection_metrics(_detector_scores(random_models, fake, cfg.batch_size), labels, valid),
+            "context_free": detection_metrics(rates[fake], labels, valid),
+            "replaced_fraction": float(labels[valid].mean()),
+        }
+    mlm = {"pretrained": masked_lm_metrics(models.generator, rows, chosen, cfg.batch_size),
+           "random_init": masked_lm_metrics(random_models.generator, rows, chosen, cfg.batch_size)}
+    return {"heldout": {"source": source, "rows": int(len(rows)), "tokens": n_tokens},
+            "detector": "discriminator" if models.discriminator is not None else "mlm_surprise",
+            "config": asdict(cfg), **kinds, "mlm": mlm}
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """MLflow keys: intrinsic/<replacements>/auc[_random|_context_free], .../ap..., intrinsic/mlm/..."""
+    out: dict[str, float] = {}
+    suffix = {"pretrained": "", "random_init": "_random", "context_free": "_context_free"}
+    for kind in ("unigram", "generator"):
+        for who, tail in suffix.items():
+            for metric in ("auc", "ap"):
+                out[f"intrinsic/{kind}/{metric}{tail}"] = result[kind][who][metric]
+    for who, tail in (("pretrained", ""), ("random_init", "_random")):
+        for metric in ("accuracy", "perplexity"):
+            out[f"intrinsic/mlm/{metric}{tail}"] = result["mlm"][who][metric]
+    return out
+
+
+def verdict(result: dict[str, Any], margin: float = 0.02) -> str:
+    """One plain sentence: did the discriminator learn context beyond random init and token identity?"""
+    u = result["unigram"]
+    auc, rnd, cf = u["pretrained"]["auc"], u["random_init"]["auc"], u["context_free"]["auc"]
+    best_other = max(rnd, cf)
+    who = "discriminator" if result["detector"] == "discriminator" else "MLM model"
+    if auc >= best_other + margin:
+        return (f"The {who} learned context: it detects unigram replacements on held-out text at ROC-AUC {auc:.3f}, "
+                f"against {rnd:.3f} at random initialisation and {cf:.3f} for a context-free detector.")
+    return (f"No measurable context learned: the {who} detects unigram replacements on held-out text at ROC-AUC "
+            f"{auc:.3f}, against {rnd:.3f} at random initialisation and {cf:.3f} for a context-free detector.")
+
+
+def save(result: dict[str, Any], out_dir: str | Path) -> Path:
+    path = Path(out_dir) / INTRINSIC_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------- inputs
+
+def load_models(checkpoint: str | Path, generator: str | Path | None = None) -> Models:
+    """A run directory of ours (discriminator/ + generator/, or generator/ alone for an MLM run) or
+    a Hugging Face ELECTRA discriminator directory with its generator passed as `generator`."""
+    from electra_pipeline import hf
+
+    path = Path(checkpoint)
+    if not path.is_dir():
+        raise DataError(f"{path}: checkpoint directory not found")
+    if (path / "generator").is_dir():
+        disc = hf.load_discriminator(path / "discriminator") if (path / "discriminator").is_dir() else None
+        return Models(disc, hf.load_generator(Path(generator) if generator else path / "generator"))
+    if generator is None:
+        raise ConfigError(f"generator: {path} holds no generator/; pass --generator DIR (a Hugging Face "
+                          "ElectraForMaskedLM directory with the same vocabulary)")
+    return Models(hf.load_discriminator(path), hf.load_generator(generator))
+
+
+def examples_rows(examples_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out rows, training rows) of an examples directory built with a held-out slice."""
+    from electra_pipeline.data import ExampleShards
+
+    shards = ExampleShards(examples_dir)
+    info = shards.meta.get("holdout") or {}
+    file = Path(examples_dir) / info.get("file", "holdout.npy")
+    if not info or not file.is_file():
+        raise DataError(f"{Path(examples_dir) / 'meta.json'}: no held-out slice (rebuild the examples with "
+                        "--holdout-fraction > 0, or pass --text FILE)")
+    try:
+        held = np.load(file, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{file}: unreadable held-out rows ({e})") from None
+    return held, np.load(Path(examples_dir) / shards.meta["shards"][0]["file"], mmap_mode="r")
+
+
+def text_rows(files: list[str | Path], tokenizer: str | Path, seq_len: int) -> np.ndarray:
+    """Plain text files (one paragraph a line, a blank line between documents), packed into
+    [CLS] A [SEP] B [SEP] rows exactly as the training examples were."""
+    import random
+
+    from electra_pipeline import examples
+    from electra_pipeline.tokenizer import TOKENIZER_FILE
+
+    docs: list[str] = []
+    for f in map(Path, files):
+        if not f.is_file():
+            raise DataError(f"{f}: held-out text file not found")
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{f}: not UTF-8 text (byte {e.start})") from None
+        docs += [d.strip() for d in text.replace("\r\n", "\n").split("\n\n") if d.strip()]
+    if not docs:
+        raise DataError(f"{files[0]}: the held-out text is empty")
+    tok = Path(tokenizer)
+    enc = examples._Encoder(str(tok / TOKENIZER_FILE if tok.is_dir() else tok))
+    cfg = examples.ExamplesConfig(seq_len=seq_len, holdout_fraction=0.0, num_proc=1)
+    rows, _, _ = examples.pack_documents(docs, enc, cfg, random.Random("electra-intrinsic"))
+    return rows
+
+
+def run(checkpoint: str | Path, *, generator: str | Path | None = None, examples: str | Path | None = None,
+        text: list[str | Path] | None = None, tokenizer: str | Path | None = None,
+        cfg: IntrinsicConfig | None = None) -> dict[str, Any]:
+    """`evaluate` with its inputs found the way a user names them: a run directory knows its
+    examples (held-out slice and training rows), tokenizer and initial seed from its config.json."""
+    path = Path(checkpoint)
+    run_cfg: dict[str, Any] = {}
+    if (path / "config.json").is_file() and (path / "generator").is_dir():
+        try:
+            run_cfg = json.loads((path / "config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path / 'config.json'}: not valid JSON ({e})") from None
+    models = load_models(path, generator)
+    examples = examples or run_cfg.get("data") or None
+    tokenizer = tokenizer or run_cfg.get("tokenizer") or None
+    seq_len = int(run_cfg.get("train", {}).get("seq_len", 128))
+    if text:
+        if tokenizer is None:
+            raise ConfigError("tokenizer: --text needs --tokenizer (the checkpoint's tokenizer.json or its directory)")
+        held = text_rows(list(text), tokenizer, seq_len)
+        # without training rows, the unigram table and context-free detector are fitted on the same text
+        train = examples_rows(examples)[1] if examples else held
+        source = ", ".join(map(str, text))
+    elif examples:
+        held, train = examples_rows(examples)
+        source = str(Path(examples) / "holdout.npy")
+    else:
+        raise ConfigError("examples: no held-out text; pass --examples DIR (built with a held-out slice) or --text FILE")
+    seed = int(run_cfg.get("train", {}).get("seed", 1234))
+    return evaluate(models, held, train, cfg, init_seed=seed, source=source)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The figures as a small Markdown table: pre-trained next to its baselines."""
+    lines = ["| held-out figure | pre-trained | random init | context-free |", "|---|---|---|---|"]
+    for kind, label in (("unigram", "ROC-AUC, unigram replacements"), ("generator", "ROC-AUC, generator replacements")):
+        r = result[kind]
+        lines.append(f"| {label} | {r['pretrained']['auc']:.3f} | {r['random_init']['auc']:.3f} | "
+                     f"{r['context_free']['auc']:.3f} |")
+        lines.append(f"| avg. precision, {kind} ({100 * r['replaced_fraction']:.1f}% replaced) | "
+                     f"{r['pretrained']['ap']:.3f} | {r['random_init']['ap']:.3f} | {r['context_free']['ap']:.3f} |")
+    m = result["mlm"]
+    lines.append(f"| masked-token accuracy | {100 * m['pretrained']['accuracy']:.1f}% | "
+                 f"{100 * m['random_init']['accuracy']:.1f}% | - |")
+    lines.append(f"| masked-token perplexity | {m['pretrained']['perplexity']:.0f} | {m['random_init']['perplexity']:.0f} | - |")
+    return "\n".join(lines)
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register `electra intrinsic`."""
+    import argparse
+
+    d = IntrinsicConfig()
+    p = subparsers.add_parser(
+        "intrinsic", help="did pre-training learn context? held-out replaced-token detection vs baselines",
+        description="Score a pre-trained model on held-out text in seconds: replaced-token-detection ROC-AUC and "
+                    "average precision with unigram replacements (token identity worthless: only context helps) "
+                    "and with the run's own generator, next to the same config at random initialisation and a "
+                    "context-free detector; masked-token accuracy and perplexity. Writes intrinsic.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a pre-training run directory, or a Hugging Face ELECTRA discriminator directory (with --generator)")
+    p.add_argument("--generator", metavar="DIR", default=None,
+                   help="Hugging Face ElectraForMaskedLM directory (default: CHECKPOINT/generator)")
+    p.add_argument("--examples", metavar="DIR", default=None,
+                   help="examples directory with a held-out slice (default: the run's config.json `data`)")
+    p.add_argument("--text", metavar="FILE", nargs="+", default=None,
+                   help="score these text files instead (one paragraph a line, blank line between documents)")
+    p.add_argument("--tokenizer", metavar="FILE", default=None,
+                   help="tokenizer for --text (default: the run's config.json `tokenizer`)")
+    p.add_argument("--out", metavar="DIR", default=None, help="where intrinsic.json goes (default: CHECKPOINT)")
+    p.add_argument("--max-rows", type=int, default=d.max_rows, help="held-out rows scored")
+    p.add_argument("--mask-prob", type=float, default=d.mask_prob, help="share of held-out tokens replaced")
+    p.add_argument("--seed", type=int, default=d.seed, help="fixes the corrupted positions and replacements")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: Any) -> int:
+    cfg = IntrinsicConfig(max_rows=args.max_rows, mask_prob=args.mask_prob, seed=args.seed)
+    out = Path(args.out or args.checkpoint)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} is not a directory")
+    result = run(args.checkpoint, generator=args.generator, examples=args.examples, text=args.text,
+                 tokenizer=args.tokenizer, cfg=cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    path = save(result, out)
+    print(f"intrinsic evaluation on {result['heldout']['rows']} held-out rows ({result['heldout']['tokens']:,} tokens) "
+          f"from {result['heldout']['source']}")
+    print(format_table(result))
+    print(verdict(result))
+    print(f"-> {path}")
+    return 0

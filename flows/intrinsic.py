@@ -1,0 +1,45 @@
+"""Stage 4b, intrinsic evaluation: did pre-training learn context? Seconds, right after pre-training.
+
+Held-out replaced-token detection (unigram and generator replacements) and masked-token
+accuracy, each next to the same config at random initialisation and a context-free detector
+(`electra_pipeline.intrinsic`). Written to `intrinsic.json` in the pre-training run directory,
+logged under `intrinsic/` in its own MLflow run, and shown in the pipeline report.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.base import Tracking, user_errors
+from flows.tracking import sweep_hook
+
+
+@flow(name="intrinsic", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
+@user_errors
+def intrinsic(
+    run_dir: str,
+    label: str = "electra",
+    max_rows: int = 256,
+    tracking: Tracking = Tracking(),
+) -> dict[str, Any]:
+    """Score a pre-training run on its examples' held-out slice.
+
+    Args:
+        run_dir: The pre-training run directory (config.json, discriminator/, generator/).
+        label: Name of the model in MLflow (electra, mlm).
+        max_rows: Held-out rows scored (128 tokens each at the default sequence length).
+        tracking: MLflow store, experiment and parent run.
+    """
+    from electra_pipeline import intrinsic as lib
+
+    result = lib.run(run_dir, cfg=lib.IntrinsicConfig(max_rows=max_rows))
+    path = lib.save(result, run_dir)
+    result["verdict"] = lib.verdict(result)
+    result["table"] = lib.format_table(result)
+    with tracking.run(f"intrinsic-{label}", stage="intrinsic", model=label) as run:
+        run.log_metrics(lib.flat_metrics(result))
+        run.log_artifact(Path(path))
+        run.set_tags({"verdict": result["verdict"]})
+    result["run_id"] = run.run_id
+    return result
