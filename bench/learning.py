@@ -14,7 +14,7 @@ Steps (each cached in --work, so a rerun with the same inputs skips what is done
    of `--mlm-lr`.
 3. `electra intrinsic` on each run: held-out replaced-token detection ROC-AUC against random init
    and the context-free detector.
-4. Fine-tuning SST-2, MRPC and STS-B (up to `--max-train-examples` each, 3 epochs, `--seeds`;
+4. Fine-tuning SST-2, MRPC and STS-B (up to `--max-train-examples` each, default 4,000, 3 epochs, `--seeds`;
    median over seeds) from the ELECTRA discriminator, the MLM model, and the same config at random
    initialisation. GLUE-3 = mean of SST-2 accuracy, MRPC (F1 + accuracy)/2, STS-B (Pearson +
    Spearman)/2.
@@ -45,12 +45,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=None, help="pre-training minutes per arm (default 60; --quick: 3)")
+    p.add_argument("--flops", type=float, default=None,
+                   help="a training-FLOPs budget per arm instead of minutes: what a run trains then does not depend "
+                        "on the machine's load (`minutes` still names the run)")
     p.add_argument("--objective", choices=("electra", "mlm"), default="electra", help="the recipe under test")
     p.add_argument("--preset", default="cpu", help="pre-training preset of both arms")
     p.add_argument("--mlm-lr", type=float, default=None, help="peak lr of the MLM baseline (default: the preset's)")
     p.add_argument("--quick", action="store_true", help="the main job's short budget and one fine-tuning seed")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="fine-tuning seeds (default 1 2 3; quick: 1)")
-    p.add_argument("--max-train-examples", type=int, default=8000, help="fine-tuning examples per task")
+    p.add_argument("--max-train-examples", type=int, default=4000, help="fine-tuning examples per task")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with corpus/ and glue/")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_learning", help="work and cache directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -105,7 +108,8 @@ def pretrain_arms(args: argparse.Namespace, examples: Path, tokenizer: Path) -> 
     runs, procs = {}, []
     sets = [x for o in args.overrides for x in ("--" + o.split("=", 1)[0], o.split("=", 1)[1])]
     for objective in arms:
-        tag = f"{objective}-{args.preset}-{args.minutes:g}min" + ("-" + "-".join(args.overrides) if args.overrides else "")
+        budget_tag = f"{args.flops:.3g}flops" if args.flops else f"{args.minutes:g}min"
+        tag = f"{objective}-{args.preset}-{budget_tag}" + ("-" + "-".join(args.overrides) if args.overrides else "")
         out = args.work / "runs" / tag.replace("/", "_")
         runs[objective] = out
         if (out / "summary.json").is_file():
@@ -113,8 +117,10 @@ def pretrain_arms(args: argparse.Namespace, examples: Path, tokenizer: Path) -> 
             continue
         extra = ["--train.lr", str(args.mlm_lr)] if objective == "mlm" and args.mlm_lr else []
         cmd = electra_cmd("pretrain", "--preset", args.preset, "--data", str(examples), "--tokenizer", str(tokenizer),
-                          "--output-dir", str(out), "--train.objective", objective, "--train.budget_minutes",
-                          str(args.minutes), "--tracking.enabled", "false", "--no-progress", "--resume", "auto",
+                          "--output-dir", str(out), "--train.objective", objective,
+                          *(["--train.budget_flops", str(args.flops)] if args.flops else
+                            ["--train.budget_minutes", str(args.minutes)]),
+                          "--tracking.enabled", "false", "--no-progress", "--resume", "auto",
                           *sets, *extra)
         procs.append((sh(cmd, out.with_suffix(".log")), out.with_suffix(".log")))
     wait(procs)

@@ -34,9 +34,9 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def random_init_checkpoint(checkpoint: str | Path, cache_dir: str | Path, seed: int = 1234) -> Path:
-    """A Hugging Face discriminator directory holding `checkpoint`'s config at random init
-    (BERT initialisation, `seed`); made once per config and seed under `cache_dir`."""
+def encoder_shape(checkpoint: str | Path) -> dict[str, Any]:
+    """The encoder's config as a discriminator's config.json: the same for a discriminator and
+    an MLM model of one size, so both share one random-init baseline."""
     cfg_file = Path(checkpoint) / "config.json"
     try:
         cfg_dict = json.loads(cfg_file.read_text())
@@ -46,8 +46,14 @@ def random_init_checkpoint(checkpoint: str | Path, cache_dir: str | Path, seed: 
         raise DataError(f"{cfg_file}: not valid JSON ({e})") from None
     if not isinstance(cfg_dict, dict):
         raise DataError(f"{cfg_file}: expected a JSON object")
-    cfg = hf.from_hf_config(cfg_dict, str(cfg_file))
-    shape = hf.to_hf_config(cfg, "discriminator")
+    return hf.to_hf_config(hf.from_hf_config(cfg_dict, str(cfg_file)), "discriminator")
+
+
+def random_init_checkpoint(checkpoint: str | Path, cache_dir: str | Path, seed: int = 1234) -> Path:
+    """A Hugging Face discriminator directory holding `checkpoint`'s config at random init
+    (BERT initialisation, `seed`); made once per config and seed under `cache_dir`."""
+    shape = encoder_shape(checkpoint)
+    cfg = hf.from_hf_config(shape)
     out = Path(cache_dir) / f"random-init-{_key(shape, seed)}"
     if not (out / "model.safetensors").is_file():
         with torch.random.fork_rng(devices=[]):
@@ -60,8 +66,7 @@ def random_init_checkpoint(checkpoint: str | Path, cache_dir: str | Path, seed: 
 
 def cache_key(checkpoint: str | Path, task: str, recipe: dict[str, Any], data_dir: str | Path) -> str:
     """Key of one random-init result: the model shape, the task, the recipe and the data."""
-    shape = json.loads((Path(checkpoint) / "config.json").read_text())
-    return _key(shape, task, recipe, str(Path(data_dir).resolve()) if not str(data_dir).startswith("hf:") else data_dir)
+    return _key(encoder_shape(checkpoint), task, recipe, str(Path(data_dir).resolve()) if not str(data_dir).startswith("hf:") else data_dir)
 
 
 def majority_metrics(task: Any, train: list[Any], dev: list[Any]) -> dict[str, float]:

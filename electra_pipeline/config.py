@@ -49,6 +49,8 @@ class ModelConfig:
     initializer_range: float = 0.02
     pad_token_id: int = 0
     pre_layer_norm: bool = False  # LayerNorm before each sublayer + a final one (stable at high lr); False: BERT's post-LN
+    relative_attention: int = 0  # > 0: learned per-head bias per relative distance (clipped here), ALiBi-initialised
+    share_encoder: bool = False  # generator and discriminator share every encoder layer (needs generator_fraction 1)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -62,6 +64,9 @@ class ModelConfig:
                  f"gives a generator of width {self.generator_hidden_size}")
         for name in ("dropout", "attention_dropout"):
             _require(0 <= getattr(self, name) < 1, f"model.{name}", f"must be in [0, 1), got {getattr(self, name)}")
+        _require(self.relative_attention >= 0, "model.relative_attention", f"must be >= 0, got {self.relative_attention}")
+        _require(not self.share_encoder or self.generator_fraction == 1.0, "model.share_encoder",
+                 f"needs model.generator_fraction 1.0 (one encoder), got {self.generator_fraction}")
 
     @property
     def generator_hidden_size(self) -> int:
@@ -74,8 +79,10 @@ class ModelConfig:
         while h % heads:
             heads -= 1
         ffn = int(round(self.intermediate_size * self.generator_fraction))
+        if self.share_encoder:
+            return dataclasses.replace(self, share_encoder=False)
         return dataclasses.replace(self, hidden_size=h, num_heads=heads, intermediate_size=ffn,
-                                   generator_fraction=1.0)
+                                   generator_fraction=1.0, share_encoder=False)
 
 
 OBJECTIVES = ("electra", "mlm")
@@ -199,6 +206,24 @@ def tiny() -> PretrainConfig:
     )
 
 
+def cpu() -> PretrainConfig:
+    """The recipe that learns on a CPU budget (docs/recipes.md): a 2-layer, 256-wide discriminator
+    with 4 heads and a half-width generator; pre-LayerNorm; no dropout; a learned
+    relative-distance attention bias that starts local (ALiBi's form), which takes the models off
+    the unigram plateau in hundreds of steps instead of tens of thousands; disc_weight 10 (50
+    left the discriminator behind its generator); an 8,192-token vocabulary; peak lr 1e-3 with
+    warm-up over 6% of the budget and linear decay to zero at it. The default budget is the
+    README main job's; set `train.budget_minutes` or `train.budget_flops` for longer runs."""
+    return PretrainConfig(
+        preset="cpu",
+        model=ModelConfig(vocab_size=8192, hidden_size=256, num_layers=2, num_heads=4, intermediate_size=1024,
+                          embedding_size=128, max_position_embeddings=128, generator_fraction=0.5, dropout=0.0,
+                          attention_dropout=0.0, pre_layer_norm=True, relative_attention=64),
+        train=TrainConfig(seq_len=128, batch_size=16, max_steps=1_000_000, budget_flops=2e13, lr=1e-3,
+                          warmup_fraction=0.06, disc_weight=10.0, log_every=20, save_every=1000),
+    )
+
+
 def small() -> PretrainConfig:
     """ELECTRA-Small: 13.5M-parameter discriminator, 1/4-width generator."""
     return PretrainConfig(preset="small", model=ModelConfig(),
@@ -225,7 +250,8 @@ def large() -> PretrainConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], PretrainConfig]] = {"tiny": tiny, "small": small, "base": base, "large": large}
+PRESETS: dict[str, Callable[[], PretrainConfig]] = {"tiny": tiny, "cpu": cpu, "small": small, "base": base,
+                                                     "large": large}
 
 
 def preset(name: str) -> PretrainConfig:
@@ -244,7 +270,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
         return _coerce(value, args[0], name)
     if dataclasses.is_dataclass(tp):
@@ -308,6 +334,14 @@ def merge(cfg: T, overrides: dict[str, Any]) -> T:
             else:
                 dst[k] = v
 
+    # The two budgets exclude each other; one set by a later source replaces the other (a preset's
+    # FLOPs budget, say, by --train.budget_minutes). Both in one source stay an error.
+    given = overrides.get("train", {}) if isinstance(overrides.get("train"), dict) else {}
+    train = base_dict.get("train")
+    if isinstance(train, dict):
+        for mine, other in (("budget_minutes", "budget_flops"), ("budget_flops", "budget_minutes")):
+            if given.get(mine) not in (None, "none", "null") and other not in given:
+                train[other] = None
     deep(base_dict, overrides, "")
     return from_dict(type(cfg), base_dict)
 

@@ -211,13 +211,15 @@ def explicit_attention_twin(model: Any, fused: bool = False, cls_only: bool = Fa
 
     import torch
 
-    attention_op = _ort_attention() if fused else None
+    # ORT's fused Attention op takes no per-head distance bias: relative attention stays explicit
+    attention_op = _ort_attention() if fused and not model.electra.config.relative_attention else None
 
     class ExplicitAttention(torch.nn.Module):
         def __init__(self, attn: Any, cls: bool = False) -> None:
             super().__init__()
             self.num_heads, self.qkv, self.dense, self.LayerNorm = attn.num_heads, attn.qkv, attn.dense, attn.LayerNorm
             self.pre_layer_norm = attn.pre_layer_norm
+            self.source = attn  # for its position_bias (relative attention)
             if cls:  # for cls_row: Q and KV as their own Linear layers, weights the int8 quantiser can take
                 H = self.dense.out_features
                 self.q_proj, self.kv_proj = torch.nn.Linear(H, H), torch.nn.Linear(H, 2 * H)
@@ -235,6 +237,9 @@ def explicit_attention_twin(model: Any, fused: bool = False, cls_only: bool = Fa
                 hd = H // self.num_heads
                 q, k, v = self.qkv(h).view(B, T, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
                 scores = torch.matmul(q, k.transpose(-1, -2)) * hd ** -0.5 + mask  # (B, nh, T, T)
+                bias = self.source.position_bias(T)
+                if bias is not None:
+                    scores = scores + bias
                 y = torch.matmul(scores.softmax(-1), v).transpose(1, 2)
             y = self.dense(y.reshape(B * T, H))
             return x + y if self.pre_layer_norm else self.LayerNorm(x + y)
@@ -250,6 +255,9 @@ def explicit_attention_twin(model: Any, fused: bool = False, cls_only: bool = Fa
             if mask.dtype == torch.int32:  # the fused path's raw mask -> the additive bias
                 mask = (1.0 - mask[:, None, None, :].to(x.dtype)) * -10000.0
             scores = torch.matmul(q, k.transpose(-1, -2)) * hd ** -0.5 + mask  # (B, nh, 1, T)
+            bias = self.source.position_bias(T, slice(0, 1))
+            if bias is not None:
+                scores = scores + bias
             y = self.dense(torch.matmul(scores.softmax(-1), v).reshape(B, H))
             return cls + y if self.pre_layer_norm else self.LayerNorm(cls + y)
 

@@ -59,9 +59,10 @@ def to_hf_config(cfg: ModelConfig, kind: str) -> dict:
         "position_embedding_type": "absolute",
         "summary_type": "first",
         "tie_word_embeddings": True,
-        # Not a transformers field: transformers' ELECTRA is post-LN and ignores it, so a pre-LN
-        # checkpoint is for this project's loaders (fine-tuning, export, serving) only.
+        # Not transformers fields: its ELECTRA is post-LN with absolute positions and ignores them, so
+        # such a checkpoint is for this project's loaders (fine-tuning, export, serving) only.
         **({"pre_layer_norm": True} if cfg.pre_layer_norm else {}),
+        **({"relative_attention": cfg.relative_attention} if cfg.relative_attention else {}),
     }
 
 
@@ -79,7 +80,7 @@ def from_hf_config(d: dict, source: str = "config.json") -> ModelConfig:
             max_position_embeddings=d.get("max_position_embeddings", 512), type_vocab_size=d.get("type_vocab_size", 2),
             initializer_range=d.get("initializer_range", 0.02), layer_norm_eps=d.get("layer_norm_eps", 1e-12),
             pad_token_id=d.get("pad_token_id", 0), generator_fraction=1.0,
-            pre_layer_norm=bool(d.get("pre_layer_norm", False)))
+            pre_layer_norm=bool(d.get("pre_layer_norm", False)), relative_attention=int(d.get("relative_attention", 0)))
     except KeyError as e:
         raise DataError(f"{source}: missing field {e.args[0]!r}") from None
 
@@ -92,7 +93,10 @@ def encoder_to_hf(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, to
             continue
         k = key[len(prefix):]
         m = re.match(r"layers\.(\d+)\.(.+)\.(weight|bias)$", k)
-        if m:
+        rel = re.match(r"layers\.(\d+)\.attention\.relative_bias$", k)
+        if rel:
+            out[f"electra.encoder.layer.{rel.group(1)}.attention.self.relative_bias"] = t
+        elif m:
             i, name, kind = m.groups()
             base = f"electra.encoder.layer.{i}."
             if name == "attention.qkv":
@@ -117,6 +121,8 @@ def encoder_from_hf(sd: dict[str, torch.Tensor], num_layers: int) -> dict[str, t
     inverse = {v: k for k, v in _LAYER_MAP.items()}
     for i in range(num_layers):
         base = f"encoder.layer.{i}."
+        if f"{base}attention.self.relative_bias" in sd:
+            out[f"layers.{i}.attention.relative_bias"] = sd[f"{base}attention.self.relative_bias"]
         for kind in ("weight", "bias"):
             parts = [sd.get(f"{base}attention.self.{p}.{kind}") for p in ("query", "key", "value")]
             if all(p is not None for p in parts):

@@ -48,14 +48,15 @@ class IntrinsicConfig:
 
     mask_prob: float = 0.15  # share of each row's real tokens corrupted
     max_rows: int = 256  # held-out rows scored (the first ones: the same rows every time)
-    fit_rows: int = 512  # training rows for the unigram table and the context-free detector
+    fit_rows: int = 512  # training rows the context-free detector is fitted on
+    unigram_tokens: int = 2_000_000  # training tokens counted for the unigram replacement table
     batch_size: int = 32
     seed: int = 0  # fixes positions and replacements: the same seed gives the same corrupted text
 
     def __post_init__(self) -> None:
         if not 0 < self.mask_prob < 1:
             raise ConfigError(f"intrinsic.mask_prob: must be in (0, 1), got {self.mask_prob}")
-        for name in ("max_rows", "fit_rows", "batch_size"):
+        for name in ("max_rows", "fit_rows", "unigram_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"intrinsic.{name}: must be >= 1, got {getattr(self, name)}")
 
@@ -87,10 +88,10 @@ def choose_positions(rows: torch.Tensor, mask_prob: float, seed: int) -> torch.T
 
 
 def unigram_probs(rows: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """(V,) token frequencies of the real tokens of `rows` (add-one smoothed over real ids)."""
+    """(V,) token frequencies of the real tokens of `rows`. Not smoothed: a smoothed table would
+    draw unseen (rare) ids, which a detector could spot by identity alone."""
     ids = rows[real_tokens(rows)]
     counts = torch.bincount(ids, minlength=vocab_size).double()
-    counts[max(SPECIAL_IDS.values()) + 1:] += 1.0
     return counts / counts.sum()
 
 
@@ -214,10 +215,13 @@ def evaluate(models: Models, heldout: np.ndarray | torch.Tensor, train_rows: np.
     """Every figure of the module docstring for `models` and their random-init twins.
 
     heldout: (N, T) packed rows never trained on; train_rows: (M, T) rows of the training text
-    (the unigram table and the context-free detector are fitted there, never on held-out text)."""
+    (the unigram table and the context-free detector are fitted there, never on held-out text;
+    the unigram table on up to `unigram_tokens` of them)."""
     cfg = cfg or IntrinsicConfig()
     rows = torch.as_tensor(np.array(heldout[:cfg.max_rows]), dtype=torch.long)
     fit = torch.as_tensor(np.array(train_rows[:cfg.fit_rows]), dtype=torch.long)
+    n_unigram = max(cfg.fit_rows, cfg.unigram_tokens // max(1, train_rows.shape[1]))
+    counted = torch.as_tensor(np.array(train_rows[:n_unigram]), dtype=torch.long)
     n_tokens = int(real_tokens(rows).sum()) if len(rows) else 0
     if n_tokens < MIN_SCORED_TOKENS:
         raise DataError(f"{source or 'held-out text'}: {n_tokens} scorable tokens, need at least {MIN_SCORED_TOKENS} "
@@ -233,7 +237,7 @@ def evaluate(models: Models, heldout: np.ndarray | torch.Tensor, train_rows: np.
     valid = real_tokens(rows)
     fit_valid_seed = cfg.seed + 1000  # training rows get their own positions
 
-    probs = unigram_probs(fit, vocab)
+    probs = unigram_probs(counted, vocab)
     chosen = choose_positions(rows, cfg.mask_prob, cfg.seed)
     fit_chosen = choose_positions(fit, cfg.mask_prob, fit_valid_seed)
     kinds: dict[str, dict[str, Any]] = {}

@@ -26,6 +26,10 @@ class ElectraPretrainer(nn.Module):
         if self.train_cfg.objective == "electra":
             self.discriminator: Discriminator | None = Discriminator(cfg)
             self.generator = Generator(cfg.generator(), self.discriminator.electra.embeddings)
+            if cfg.share_encoder:  # one encoder, two heads: the generator's MLM gradients reach every layer
+                self.generator.electra.layers = self.discriminator.electra.layers
+                self.generator.electra.embeddings_project = self.discriminator.electra.embeddings_project
+                self.generator.electra.final_LayerNorm = self.discriminator.electra.final_LayerNorm
         else:
             self.discriminator = None
             self.generator = Generator(cfg)

@@ -122,12 +122,13 @@ def _precision_name(amp: torch.dtype | None) -> str:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: not on LayerNorm weights, biases or the MLM output bias."""
+    """Weight decay on matrices only: not on LayerNorm weights, biases, the MLM output bias or the
+    relative-distance attention biases."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "relative_bias" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

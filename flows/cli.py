@@ -102,12 +102,13 @@ def params_from_args(args: argparse.Namespace) -> PipelineParams:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register `electra pipeline` (the lead's CLI calls this when `flows` is installed)."""
+    """Register `electra pipeline` (the library's `electra` command calls this when `flows` is installed)."""
     p = subparsers.add_parser(
         "pipeline", help="run the whole pipeline as a Prefect flow with MLflow tracking",
         description="Run the electra-pipeline Prefect flow: corpus ingestion -> WordPiece -> examples -> "
-                    "pre-training -> GLUE/SQuAD fine-tuning -> ONNX export registered in MLflow. Defaults: the "
-                    "tiny preset on the shipped sample corpus and GLUE slices, outputs under ./outputs, MLflow in "
+                    "pre-training -> intrinsic evaluation -> GLUE/SQuAD fine-tuning (next to random init and the "
+                    "majority class) -> ONNX export registered in MLflow. Defaults: the cpu preset at its short "
+                    "budget on the shipped sample corpus and GLUE slices, outputs under ./outputs, MLflow in "
                     "./mlflow.db (a few minutes on 2 CPU cores). Finished stages are cached: rerun the same command "
                     "to resume after a failure.",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -20,7 +20,7 @@ from flows.tracking import sweep_hook
 @flow(name="electra-vs-mlm", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
 @user_errors
 def electra_vs_mlm(
-    preset: Preset = "tiny",
+    preset: Preset = "cpu",
     corpus: NonEmpty = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
     eval_tasks: NonEmpty = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,

@@ -48,7 +48,7 @@ def task_data_dir(name: str, glue_dir: str, squad_dir: str) -> str:
 @task(name="finetune", task_run_name="finetune-{name}")
 @user_errors
 def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out_dir: str, config: dict[str, Any],
-                  parent_run_id: str, tracking_uri: str, experiment: str) -> dict[str, Any]:
+                  parent_run_id: str, tracking_uri: str, experiment: str, run_name: str = "") -> dict[str, Any]:
     """Fine-tune and score one task; its MLflow run (and the library's per-seed runs) nest
     under the evaluation run."""
     from electra_pipeline import config as config_mod
@@ -56,7 +56,7 @@ def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out
     from electra_pipeline.finetune.loop import task_score
     from electra_pipeline.tasks import get_task
 
-    with mlflow_run(tracking_uri=tracking_uri, experiment=experiment, name=f"finetune-{name}",
+    with mlflow_run(tracking_uri=tracking_uri, experiment=experiment, name=run_name or f"finetune-{name}",
                     parent_run_id=parent_run_id, tags={"stage": "finetune", "task": name}) as run:
         result = finetune(name, checkpoint, tokenizer, data_dir, out_dir,
                           config_mod.from_dict(FinetuneConfig, config), tracker=run, progress=False)
@@ -88,7 +88,7 @@ def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cac
         return {"task": name, "majority": majority, "random_init": json.loads(cached.read_text()), "cached": True}
     random_ckpt = baselines.random_init_checkpoint(checkpoint, Path(cache_dir) / "checkpoints")
     result = finetune_task.fn(name, str(random_ckpt), tokenizer, data_dir, str(Path(cache_dir) / "runs" / f"{name}-{key}"),
-                              config, parent_run_id, tracking_uri, experiment)
+                              config, parent_run_id, tracking_uri, experiment, run_name=f"finetune-{name}-random-init")
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.base import DEFAULT_EXPERIMENT, SAMPLE
 
-Preset = Literal["tiny", "small", "base", "large"]
+Preset = Literal["tiny", "cpu", "small", "base", "large"]
 Objective = Literal["electra", "mlm"]
 Device = Literal["auto", "cpu", "cuda"]
 # Constrained types shared with the flow signature, so the Prefect UI form and the server
@@ -38,7 +38,8 @@ class PipelineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Preset = Field("tiny", description="model size and recipe: tiny (CPU demo), small, base, large")
+    preset: Preset = Field("cpu", description="model size and recipe: cpu (learns on a CPU budget, minutes), "
+                                              "tiny (tests), small, base, large")
     corpus: NonEmpty = Field([SAMPLE], description="corpus files, folders, globs or hf: datasets; "
                                                                    "`sample` = the corpus shipped in the package")
     eval_tasks: NonEmpty = Field(SAMPLE_GLUE_TASKS, description="GLUE tasks (sst2, mrpc, ...) and/or squad_v1/"

@@ -94,7 +94,8 @@ def plan(params: PipelineParams) -> Plan:
                                                   max_steps=steps, device=params.device)
 
         cfg = resolve(params.max_steps)
-        if pre and params.match_compute:  # later objectives get the first one's training FLOPs
+        budgeted = cfg.train.budget_flops is not None or cfg.train.budget_minutes is not None
+        if pre and params.match_compute and not budgeted:  # later objectives get the first one's training FLOPs
             cfg = resolve(pretrain_stage.compute_matched_steps(pre[objectives[0]], cfg))
         pre[o] = cfg
     first = pre[objectives[0]]
@@ -161,6 +162,9 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
                   "Replaced-token detection on held-out text: with unigram replacements token identity is worth "
                   "nothing, so only context separates replaced from original (0.5 = chance).", ""]
         for objective, r in result.intrinsic.items():
+            if "skipped" in r:
+                lines += [f"**{objective}**: {r['verdict']}", ""]
+                continue
             lines += [f"**{objective}** ({r['heldout']['rows']} rows, {r['heldout']['tokens']:,} tokens):", "",
                       r["table"], "", r["verdict"], ""]
     lines += ["## Fine-tuned dev scores", "", result.table, "",
@@ -202,7 +206,8 @@ def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: 
     for o, s in result.summaries.items():
         parent |= {f"{o}/{k}": v for k, v in baseline_metrics(s).items() if k.startswith("glue/")}
     for o, r in result.intrinsic.items():
-        parent |= {f"{o}/{k}": v for k, v in intrinsic_lib.flat_metrics(r).items()}
+        if "skipped" not in r:
+            parent |= {f"{o}/{k}": v for k, v in intrinsic_lib.flat_metrics(r).items()}
     run.log_metrics(parent)
     create_markdown_artifact(report, key="electra-pipeline-report", description=f"Results and MLflow run {run.run_id}")
 
@@ -210,7 +215,7 @@ def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: 
 @flow(name="electra-pipeline", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
 @user_errors
 def electra_pipeline(
-    preset: Preset = "tiny",
+    preset: Preset = "cpu",
     corpus: NonEmpty = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
     eval_tasks: NonEmpty = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,
@@ -237,13 +242,14 @@ def electra_pipeline(
     """Corpus -> WordPiece -> examples -> pre-training -> GLUE/SQuAD fine-tuning -> ONNX + registry.
 
     Args:
-        preset: Model size and recipe: tiny (CPU demo, minutes), small, base, large.
+        preset: Model size and recipe: cpu (learns on a CPU budget, minutes), tiny (tests), small, base, large.
         corpus: Corpus files, folders, globs or hf: datasets; `sample` is the corpus shipped in the package.
         eval_tasks: GLUE tasks (sst2, mrpc, cola, stsb, qnli, rte, ...) and/or squad_v1 / squad_v2.
         glue_dir: GLUE root (<dir>/SST-2/train.tsv ...); `sample` is the shipped slices.
         squad_dir: SQuAD directory; `sample` is the shipped slices.
         objectives: Pre-training objectives; ["electra", "mlm"] compares ELECTRA with the BERT MLM baseline.
-        max_steps: Pre-training steps; empty: the preset's (tiny: 300).
+        max_steps: Pre-training steps, replacing the preset's budget; empty: the preset's (cpu: its FLOPs budget,
+            tiny: 300 steps).
         match_compute: With several objectives, give each the first one's training FLOPs (the MLM baseline
             gets more, cheaper steps); off: the same number of steps.
         device: auto (CUDA when available), cpu or cuda.

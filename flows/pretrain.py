@@ -26,10 +26,11 @@ def pretrain_config(preset: str, overrides: dict[str, Any], *, objective: str | 
     train: dict[str, Any] = {}
     if objective is not None:
         train["objective"] = objective
-    if max_steps is not None:
+    if max_steps is not None:  # an explicit step count replaces the preset's budget
         train["max_steps"] = max_steps
         train["save_every"] = min(cfg.train.save_every, max_steps)
         train["warmup_steps"] = min(cfg.train.warmup_steps, max(1, max_steps // 10))
+        train["budget_flops"] = train["budget_minutes"] = None
     if device is not None:
         train["device"] = device
     return config_mod.merge(cfg, {"train": train}) if train else cfg

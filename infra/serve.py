@@ -1,7 +1,7 @@
 """Serve the pipeline's deployments from this process: no work pool, no worker.
 
     python infra/serve.py                      # every deployment below
-    python infra/serve.py --only tiny-demo     # just one
+    python infra/serve.py --only cpu-demo     # just one
 
 Runs start in subprocesses of this one, in its working directory (outputs under ./outputs,
 MLflow in ./mlflow.db unless MLFLOW_TRACKING_URI is set). Point PREFECT_API_URL at a
@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-# The parameter presets. Anything left out takes the flow's default (tiny preset, shipped
+# The parameter presets. Anything left out takes the flow's default (cpu preset, shipped
 # sample corpus and GLUE slice, ./outputs, ./mlflow.db).
 SMALL_GPU: dict[str, Any] = {
     "preset": "small", "device": "cuda", "max_steps": 200_000,
@@ -37,19 +37,19 @@ def deployments(only: list[str] | None = None, overrides: dict[str, Any] | None 
     extra = overrides or {}
     module = {"entrypoint_type": EntrypointType.MODULE_PATH}  # found by import wherever runs start
     specs = {
-        "tiny-demo": lambda: electra_pipeline.to_deployment(
-            **module, name="tiny-demo", parameters={**extra}, tags=["demo", "cpu"],
-            description="The CPU demo: tiny preset on the shipped sample corpus and GLUE slices (minutes on a CPU)."),
-        "tiny-nightly": lambda: electra_pipeline.to_deployment(
-            **module, name="tiny-nightly", parameters={**extra}, tags=["demo", "cpu", "scheduled"],
+        "cpu-demo": lambda: electra_pipeline.to_deployment(
+            **module, name="cpu-demo", parameters={**extra}, tags=["demo", "cpu"],
+            description="The CPU demo: cpu preset on the shipped sample corpus and GLUE slices (minutes on a CPU)."),
+        "cpu-nightly": lambda: electra_pipeline.to_deployment(
+            **module, name="cpu-nightly", parameters={**extra}, tags=["demo", "cpu", "scheduled"],
             schedules=[Cron("0 3 * * *", timezone="UTC", active=False)],
             description="Schedule example: the demo every night at 03:00 UTC (inactive until switched on in the UI)."),
         "small-gpu": lambda: electra_pipeline.to_deployment(
             **module, name="small-gpu", parameters={**SMALL_GPU, **extra}, tags=["gpu"],
             description="ELECTRA-Small on a GPU: data/corpus and data/glue under the working directory."),
-        "electra-vs-mlm-tiny": lambda: electra_vs_mlm.to_deployment(
-            **module, name="tiny", parameters={**extra}, tags=["demo", "cpu", "compare"],
-            description="ELECTRA vs the BERT MLM baseline at equal training FLOPs, tiny preset."),
+        "electra-vs-mlm-cpu": lambda: electra_vs_mlm.to_deployment(
+            **module, name="cpu", parameters={**extra}, tags=["demo", "cpu", "compare"],
+            description="ELECTRA vs the BERT MLM baseline at equal training FLOPs, cpu preset."),
     }
     unknown = sorted(set(only or []) - set(specs))
     if unknown:

@@ -6,6 +6,7 @@ text; `test_serving.py` reuses them."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -308,3 +309,21 @@ def test_mlflow_register_and_download(classifier_export, tmp_path: Path, monkeyp
         assert mlflow.pyfunc.load_model(res["model_uri"]).predict(texts) == expected
     finally:
         mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_pre_ln_relative_attention_classifier_exports_exactly(root: Path, tok_file: Path, optimize: bool) -> None:
+    """The small-budget architecture (pre-LN, learned relative-distance bias) exports and reloads:
+    the [CLS]-only last layer and the explicit attention apply the bias like PyTorch does."""
+    torch.manual_seed(3)
+    cfg = dataclasses.replace(tiny_cfg(_vocab(tok_file)), pre_layer_norm=True, relative_attention=16)
+    model = ElectraForSequenceClassification(cfg, num_labels=2).eval()
+    with torch.no_grad():  # learned biases are not ALiBi's any more
+        for layer in model.electra.layers:
+            layer.attention.relative_bias.add_(torch.randn_like(layer.attention.relative_bias))
+    meta = TaskMeta(task="sst2", kind="classification", labels=["negative", "positive"], max_seq_length=64)
+    src = save_finetuned(model, meta, tok_file, root / f"preln_rel_{optimize}")
+    report = export.export_onnx(src, root / f"onnx_preln_rel_{optimize}", optimize=optimize)
+    assert report.max_abs_diff <= 1e-4
+    if optimize:  # no fused Attention op: it has no input for a per-head distance bias
+        assert json.loads((root / f"onnx_preln_rel_{optimize}" / "metadata.json").read_text())["fused_ops"] == {}

@@ -26,7 +26,7 @@ TELEMETRY_OFF = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "fa
                  "MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
                  "BENTOML_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false",
                  "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
-STAGE_FLOWS = {"ingest-corpus", "train-tokenizer", "build-examples", "pretrain", "evaluate", "export-onnx"}
+STAGE_FLOWS = {"ingest-corpus", "train-tokenizer", "build-examples", "pretrain", "intrinsic", "evaluate", "export-onnx"}
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -61,6 +61,7 @@ def prefect_api(work: Path) -> Any:
 def params(work: Path) -> dict[str, Any]:
     """Tiny everything: 1,200 corpus lines, 1,000-token vocabulary, 5 steps, 64 SST-2 examples."""
     return {
+        "preset": "tiny",
         "corpus": [str(work / "corpus.txt")],
         "eval_tasks": ["sst2"],
         "objectives": ["electra", "mlm"],
@@ -143,7 +144,7 @@ def test_cli_params_match_the_flow_signature() -> None:
     for name, p in sig.parameters.items():
         assert p.default == PipelineParams.model_fields[name].default, name
     schema = electra_pipeline.parameters.model_dump()["properties"]
-    assert schema["preset"]["default"] == "tiny" and "description" in schema["max_steps"]
+    assert schema["preset"]["default"] == "cpu" and "description" in schema["max_steps"]
     # the same constraints: the UI form and the server reject what the CLI rejects
     model = PipelineParams.model_json_schema()["properties"]
     drop = {"title", "description", "position", "default"}
@@ -214,12 +215,24 @@ def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) 
     assert all(r.state.is_completed() for r in children), [(r.name, r.state.name) for r in children]
     assert all(t.state.is_completed() for r in children for t in _task_runs(r.id))
     assert [s.stage for s in result.stages] == ["corpus", "tokenizer", "examples", "pretrain-electra",
-                                               "evaluate-electra", "pretrain-mlm", "evaluate-mlm", "export"]
+                                               "intrinsic-electra", "evaluate-electra", "pretrain-mlm",
+                                               "intrinsic-mlm", "evaluate-mlm", "export"]
     assert not any(s.cached for s in result.stages)
     assert set(result.summaries) == {"electra", "mlm"} and "sst2" in result.summaries["mlm"]["tasks"]
     run_dir = Path(result.run_dir)
     for name in ("report.md", "results.json", "glue_scores.png", "loss_curves.png"):
         assert (run_dir / name).is_file(), name
+    # Every results table carries its baselines: random init (same config, recipe, seeds) and majority class.
+    results = json.loads((run_dir / "results.json").read_text())
+    for objective in ("electra", "mlm"):
+        base = results["summaries"][objective]["baselines"]
+        assert base["random_init"]["sst2"]["score"] >= 0 and base["majority"]["sst2"]["accuracy"] > 40
+        assert "gain" in base["comparison"]["tasks"]["sst2"]
+    assert (base["random_init"]["sst2"]["metrics"]
+            == results["summaries"]["electra"]["baselines"]["random_init"]["sst2"]["metrics"])  # one cached baseline
+    report_md = (run_dir / "report.md").read_text()
+    assert "random init" in report_md and "majority class" in report_md and "What pre-training learned" in report_md
+    assert set(result.intrinsic) == {"electra", "mlm"} and all("verdict" in r for r in result.intrinsic.values())
     # The Prefect UI: the results table with the MLflow link, and pre-training progress.
     client = get_client(sync_client=True)
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -244,10 +257,12 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
     assert parent.data.params["tokenizer.vocab_size"] == "1000"
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
     assert set(children) == {"corpus", "tokenizer", "examples", "pretrain-electra", "pretrain-mlm",
-                             "evaluate-electra", "evaluate-mlm", "export"}
+                             "intrinsic-electra", "intrinsic-mlm", "evaluate-electra", "evaluate-mlm", "export"}
     assert all(r.info.status == "FINISHED" for r in runs)
     finetune = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["evaluate-electra"].info.run_id]
-    assert [r.info.run_name for r in finetune] == ["finetune-sst2"]
+    assert sorted(r.info.run_name for r in finetune) == ["finetune-sst2", "finetune-sst2-random-init"]
+    assert "sst2/score_random" in children["evaluate-electra"].data.metrics
+    assert "electra/glue/gain" in parent.data.metrics
     assert "dev/accuracy" in finetune[0].data.metrics
     history = client.get_metric_history(children["pretrain-electra"].info.run_id, "loss/disc")
     assert [m.step for m in history][-1] == 5
@@ -393,7 +408,7 @@ def test_deployment_served_and_triggered_through_the_api(first_run: Any, prefect
     env = {**os.environ, **TELEMETRY_OFF, "PREFECT_API_URL": prefect_api,
            "PREFECT_HOME": str(work / "prefect-home")}
     log = (work / "serve.log").open("w")
-    server = subprocess.Popen([sys.executable, str(REPO / "infra" / "serve.py"), "--only", "tiny-demo",
+    server = subprocess.Popen([sys.executable, str(REPO / "infra" / "serve.py"), "--only", "cpu-demo",
                                "--params", json.dumps(run_params)], cwd=work, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
@@ -403,12 +418,12 @@ def test_deployment_served_and_triggered_through_the_api(first_run: Any, prefect
         deadline = time.monotonic() + 90
         while True:
             try:
-                client.read_deployment_by_name("electra-pipeline/tiny-demo")
+                client.read_deployment_by_name("electra-pipeline/cpu-demo")
                 break
             except Exception:
                 assert server.poll() is None and time.monotonic() < deadline, (work / "serve.log").read_text()
                 time.sleep(1)
-        flow_run = run_deployment("electra-pipeline/tiny-demo", timeout=240)
+        flow_run = run_deployment("electra-pipeline/cpu-demo", timeout=240)
         assert flow_run.state.is_completed(), (flow_run.state.message, (work / "serve.log").read_text()[-3000:])
     finally:
         server.terminate()
@@ -473,10 +488,10 @@ def test_prefect_yaml_deploys_to_work_pools(prefect_api: str, work: Path) -> Non
     out = subprocess.run(["prefect", "--no-prompt", "deploy", "--all", "--prefect-file", "infra/prefect.yaml"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    demo = client.read_deployment_by_name("electra-pipeline/tiny-demo")
+    demo = client.read_deployment_by_name("electra-pipeline/cpu-demo")
     assert demo.work_pool_name == "electra-cpu" and demo.parameters == {}
     gpu = client.read_deployment_by_name("electra-pipeline/small-gpu")
     assert gpu.work_pool_name == "electra-gpu" and gpu.parameters["preset"] == "small"
-    nightly = client.read_deployment_by_name("electra-pipeline/tiny-nightly")
+    nightly = client.read_deployment_by_name("electra-pipeline/cpu-nightly")
     assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 3 * * *"
-    assert client.read_deployment_by_name("electra-vs-mlm/tiny").work_pool_name == "electra-cpu"
+    assert client.read_deployment_by_name("electra-vs-mlm/cpu").work_pool_name == "electra-cpu"

@@ -151,3 +151,21 @@ def test_electra_step_weights_losses_and_blocks_gradient_through_sampling():
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in gen_only)
     shared = rtd_only.discriminator.electra.embeddings.word_embeddings.weight
     assert shared.grad is not None and shared.grad.abs().max() > 0
+
+
+def test_generator_accuracy_counts_only_positions_it_could_not_see():
+    """A generator that copies its input scores 100% at the kept 15% of chosen positions: the
+    accuracy metric leaves those out, so copying reads as 0%, not ~15%."""
+    from electra_pipeline.objectives import Masked, hidden_accuracy
+
+    original = torch.tensor([[10, 11, 12, 13]])
+    shown = torch.tensor([[4, 11, 4, 13]])  # positions 0 and 2 masked, 1 and 3 kept
+    masked = Masked(input_ids=shown, positions=torch.arange(4)[None], original=original,
+                    weights=torch.ones(1, 4))
+    copy = torch.nn.functional.one_hot(shown, 20).float()  # predicts what it sees
+    assert float(hidden_accuracy(copy, masked)) == 0.0
+    right = torch.nn.functional.one_hot(original, 20).float()
+    assert float(hidden_accuracy(right, masked)) == 1.0
+    half = right.clone()
+    half[0, 2] = copy[0, 2]
+    assert float(hidden_accuracy(half, masked)) == 0.5

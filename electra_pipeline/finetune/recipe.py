@@ -132,7 +132,7 @@ def param_groups(model: nn.Module, lr: float, decay: float, form: str, weight_de
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, p in model.named_parameters():
         depth, top = layer_depth(name, n, form)
-        wd = weight_decay > 0 and p.ndim >= 2 and "LayerNorm" not in name
+        wd = weight_decay > 0 and p.ndim >= 2 and "LayerNorm" not in name and "relative_bias" not in name
         g = groups.setdefault((depth, wd), {"params": [], "lr": lr * decay ** (top - depth),
                                             "weight_decay": weight_decay if wd else 0.0, "depth": depth})
         g["params"].append(p)
