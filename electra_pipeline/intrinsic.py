@@ -409,16 +409,14 @@ def format_table(result: dict[str, Any]) -> str:
 
 def add_cli(subparsers: Any) -> None:
     """Register `electra intrinsic`."""
-    import argparse
-
     d = IntrinsicConfig()
     p = subparsers.add_parser(
         "intrinsic", help="did pre-training learn context? held-out replaced-token detection vs baselines",
         description="Score a pre-trained model on held-out text in seconds: replaced-token-detection ROC-AUC and "
                     "average precision with unigram replacements (token identity worthless: only context helps) "
                     "and with the run's own generator, next to the same config at random initialisation and a "
-                    "context-free detector; masked-token accuracy and perplexity. Writes intrinsic.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "context-free detector; masked-token accuracy and perplexity. Writes intrinsic.json. Exit 2 "
+                    "with one line naming the file on bad input (missing, empty or too little held-out text).")
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="a pre-training run directory, or a Hugging Face ELECTRA discriminator directory (with --generator)")
     p.add_argument("--generator", metavar="DIR", default=None,
@@ -430,9 +428,11 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--tokenizer", metavar="FILE", default=None,
                    help="tokenizer for --text (default: the run's config.json `tokenizer`)")
     p.add_argument("--out", metavar="DIR", default=None, help="where intrinsic.json goes (default: CHECKPOINT)")
-    p.add_argument("--max-rows", type=int, default=d.max_rows, help="held-out rows scored")
-    p.add_argument("--mask-prob", type=float, default=d.mask_prob, help="share of held-out tokens replaced")
-    p.add_argument("--seed", type=int, default=d.seed, help="fixes the corrupted positions and replacements")
+    p.add_argument("--max-rows", type=int, default=d.max_rows, help=f"held-out rows scored (default: {d.max_rows})")
+    p.add_argument("--mask-prob", type=float, default=d.mask_prob,
+                   help=f"share of held-out tokens replaced (default: {d.mask_prob})")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"fixes the corrupted positions and replacements (default: {d.seed})")
     p.set_defaults(func=_run_cli)
 
 

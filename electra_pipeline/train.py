@@ -247,12 +247,26 @@ def peak_tflops(device: torch.device, configured: float = 0.0) -> float | None:
     return None
 
 
-def _previous_device_hours(metrics_file: Path) -> float:
-    """Device-hours logged by earlier sessions of this run (the last row of metrics.jsonl)."""
+def _trim_metrics(metrics_file: Path, upto_step: int) -> float:
+    """Keep the rows of metrics.jsonl up to `upto_step` and return the device-hours logged by then.
+
+    A resumed run replays the steps after its checkpoint, and a crash can cut the last line in
+    half: both would otherwise leave duplicate or unreadable rows. A fresh start (step 0) empties
+    the file. Rewritten atomically."""
     if not metrics_file.is_file():
         return 0.0
-    lines = [line for line in metrics_file.read_text().splitlines() if line.strip()]
-    return float(json.loads(lines[-1]).get("throughput/device_hours", 0.0)) if lines else 0.0
+    kept: list[str] = []
+    for line in metrics_file.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)) and 0 < row["step"] <= upto_step:
+            kept.append(line)
+    tmp = metrics_file.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    tmp.replace(metrics_file)
+    return float(json.loads(kept[-1]).get("throughput/device_hours", 0.0)) if kept else 0.0
 
 
 def check_inputs(cfg: PretrainConfig) -> ExampleShards:
@@ -386,7 +400,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                                  t.keep_checkpoints)
 
     peak = peak_tflops(device, t.peak_tflops)
-    earlier_hours = _previous_device_hours(out / "metrics.jsonl") if world.is_main else 0.0
+    earlier_hours = _trim_metrics(out / "metrics.jsonl", state.step) if world.is_main else 0.0
     session_steps = 0
     history: list[dict[str, float]] = []
     warnings: list[str] = []
@@ -485,6 +499,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         if cfg.tokenizer:
             hf.copy_tokenizer(Path(cfg.tokenizer), out)
         full_history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+        if not result.metrics and full_history:  # resumed at its last step: the final window is on file
+            result.metrics = full_history[-1]
         plot = _save_plot(full_history, out / "loss_curves.png")
         compute = {
             "flops_per_step": step_flops,  # analytic, see flops.py

@@ -126,7 +126,7 @@ def evaluate(
         label: Name of the model in tables and MLflow (electra, mlm).
         baselines: Also fine-tune the same config at random initialisation (same recipe and seeds) and
             score the majority class, side by side with the pre-trained model.
-        baseline_dir: Cache of random-init results, shared across runs; empty: <output_dir>/../baselines.
+        baseline_dir: Cache of random-init results, shared across runs; empty: baselines/ beside output_dir.
         tracking: MLflow store, experiment and parent run.
     """
     names = task_names(tasks)
@@ -155,7 +155,7 @@ def evaluate(
             if baselines:
                 from electra_pipeline.metrics import GLUE_SCORE_METRICS
 
-                cache = baseline_dir or str(out.parent.parent / "baselines")
+                cache = baseline_dir or str(out.parent / "baselines")
                 glue_names = [n for n in results if n in GLUE_SCORE_METRICS]
                 base_futures = {n: runner.submit(baseline_task, parameters=dict(
                     name=n, checkpoint=checkpoint, tokenizer=tokenizer, data_dir=task_data_dir(n, glue_dir, squad_dir),

@@ -280,7 +280,7 @@ def electra_pipeline(
     def timed(stage: str, fn: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         out = fn(**kwargs)
-        path = out.path if isinstance(out, StageOutput) else str(kwargs.get("output_dir", ""))
+        path = out.path if isinstance(out, StageOutput) else str(kwargs.get("output_dir", kwargs.get("run_dir", "")))
         stages.append(StageTiming(stage=stage, seconds=time.perf_counter() - t0,
                                   cached=isinstance(out, StageOutput) and out.cached, path=path))
         log.info("%s: %s in %.1f s", stage, "cached" if stages[-1].cached else "done", stages[-1].seconds)

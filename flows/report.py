@@ -123,7 +123,7 @@ def glue_chart(summaries: Summaries, out: Path) -> Path | None:
         series["majority class"] = [m if m is not None else float("nan") for _, m in pairs]
     colors = {"random init": "#9e9e9e", "majority class": "#d9d9d9"}
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(tasks) * len(series) + 2), 4.0))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.7 * len(tasks) * len(series) + 2)), 4.0))
     for i, (lb, scores) in enumerate(series.items()):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(tasks))]
         bars = ax.bar(xs, scores, width, label=lb, color=colors.get(lb), edgecolor="#555555", linewidth=0.5)

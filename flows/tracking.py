@@ -50,9 +50,10 @@ def ui_hint(uri: str, url: str | None = None) -> str:
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
-    """A link to the run: the server itself, or where `mlflow ui` serves a local store."""
+    """A link to the run: the server itself, or where `mlflow ui` serves a local store. MLflow 3
+    opens experiments in its GenAI view (traces) unless the link asks for the training view."""
     base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else MLFLOW_UI
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def experiment_id(tracker: MLflowTracker) -> str:

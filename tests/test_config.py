@@ -69,3 +69,18 @@ def test_cli_flags_cover_every_field():
                                            "output_dir": "x"}
     dests = {a.dest for a in p._actions}
     assert "cfg:tracking.tracking_uri" in dests and "cfg:train.disc_weight" in dests
+
+
+def test_cpu_preset_budgets_replace_each_other_and_none_clears_one():
+    cfg = c.resolve("cpu", None, {})
+    assert cfg.train.budget_flops == 2e13 and cfg.train.budget_minutes is None
+    assert cfg.model.pre_layer_norm and cfg.model.relative_attention == 64 and cfg.model.dropout == 0.0
+    by_clock = c.resolve("cpu", None, {"train": {"budget_minutes": "60"}})
+    assert by_clock.train.budget_minutes == 60.0 and by_clock.train.budget_flops is None
+    by_steps = c.resolve("cpu", None, {"train": {"budget_flops": "none", "max_steps": "100"}})
+    assert by_steps.train.budget_flops is None and by_steps.train.max_steps == 100
+    with pytest.raises(ConfigError, match="not both"):
+        c.resolve("cpu", None, {"train": {"budget_minutes": "1", "budget_flops": "1e12"}})
+    with pytest.raises(ConfigError, match="model.share_encoder"):
+        c.ModelConfig(share_encoder=True, generator_fraction=0.5)
+    assert c.ModelConfig(share_encoder=True, generator_fraction=1.0).generator().hidden_size == 256

@@ -495,3 +495,11 @@ def test_prefect_yaml_deploys_to_work_pools(prefect_api: str, work: Path) -> Non
     nightly = client.read_deployment_by_name("electra-pipeline/cpu-nightly")
     assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 3 * * *"
     assert client.read_deployment_by_name("electra-vs-mlm/cpu").work_pool_name == "electra-cpu"
+
+
+def test_mlflow_links_open_the_training_view() -> None:
+    from flows.tracking import run_url
+
+    for uri in ("sqlite:///x/mlflow.db", "http://mlflow.internal:5000/"):
+        url = run_url(uri, "3", "abc")
+        assert url.endswith("/#/experiments/3/runs/abc?workflowType=machine_learning"), url

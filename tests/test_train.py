@@ -224,3 +224,46 @@ def test_auto_precision_is_bf16_on_cpus_with_bf16_dot_products(monkeypatch, amx,
     assert train.autocast_dtype("fp32", cpu) is None
     assert train.autocast_dtype("bf16", cpu) is torch.bfloat16
     assert train.has_bf16_matrix_units(torch.device("cuda"))
+
+
+def test_small_budget_architecture_trains_and_round_trips(tiny_data, tmp_path):
+    """Pre-LN with the relative-distance bias (the cpu preset's architecture, at tiny sizes):
+    the loss falls, the bias learns, and the exported discriminator reloads exactly."""
+    from electra_pipeline import hf
+
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=40, lr=2e-3, warmup_steps=4, log_every=5, save_every=40,
+                   disc_weight=10.0, precision="fp32")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pre_layer_norm=True, relative_attention=16,
+                                                             dropout=0.0, attention_dropout=0.0))
+    result = train.pretrain(cfg, progress=False)
+    assert result.history[-1]["loss/gen"] < result.history[0]["loss/gen"] - 0.5
+    disc = hf.load_discriminator(result.discriminator_dir)
+    bias = disc.electra.layers[0].attention.relative_bias
+    start = -torch.tensor([0.5, 0.25])[:, None] * torch.arange(-16, 17).abs().float()
+    assert bias.shape == (2, 33) and not torch.allclose(bias, start)  # trained away from its local start
+    assert hf.read_hf(result.discriminator_dir)[0].relative_attention == 16
+    ids = torch.randint(5, cfg.model.vocab_size, (2, 20))
+    disc.eval()
+    again = hf.load_discriminator(result.discriminator_dir).eval()
+    assert torch.equal(disc(ids), again(ids))
+
+
+def test_shared_encoder_is_one_set_of_layers(tiny_data):
+    from electra_pipeline.pretrainer import ElectraPretrainer
+
+    cfg = c.tiny()
+    model = ElectraPretrainer(dataclasses.replace(cfg.model, generator_fraction=1.0, share_encoder=True), cfg.train)
+    gen, disc = model.generator.electra, model.discriminator.electra
+    assert gen.layers is disc.layers and gen.embeddings is disc.embeddings
+    assert gen.layers[0].ffn.output.weight.data_ptr() == disc.layers[0].ffn.output.weight.data_ptr()
+
+
+def test_metrics_file_is_trimmed_to_the_resumed_step(tmp_path):
+    """A resumed run replays the steps after its checkpoint, and a kill can cut the last line:
+    neither leaves duplicate or unreadable rows behind."""
+    f = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"step": s, "throughput/device_hours": s / 100}) for s in (10, 20, 30)]
+    f.write_text("\n".join(rows) + '\n{"step": 40, "loss/g')
+    assert train._trim_metrics(f, 20) == pytest.approx(0.2)
+    assert [json.loads(x)["step"] for x in f.read_text().splitlines()] == [10, 20]
+    assert train._trim_metrics(f, 0) == 0.0 and f.read_text() == ""  # a fresh start empties it
