@@ -88,7 +88,7 @@ def read_state(ckpt: Path) -> dict[str, Any]:
         meta = json.loads(f.read_text())
     except FileNotFoundError:
         raise DataError(f"{f}: missing; not a training checkpoint") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{f}: corrupt ({e})") from None
     if meta.get("format") != FORMAT:
         raise DataError(f"{f}: format {meta.get('format')!r}, expected {FORMAT!r} (a foreign checkpoint?)")

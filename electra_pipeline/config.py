@@ -353,6 +353,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {p}: not found")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
     if data is None:

@@ -64,8 +64,10 @@ class ExampleShards:
             raise DataError(f"{meta_file}: missing; {self.path} is not an examples directory (run `electra examples`)")
         try:
             self.meta = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{meta_file}: not valid JSON ({e})") from None
+        if not isinstance(self.meta, dict):
+            raise DataError(f"{meta_file}: expected a JSON object, got {type(self.meta).__name__}")
         if self.meta.get("format") != FORMAT:
             raise DataError(f"{meta_file}: format {self.meta.get('format')!r}, expected {FORMAT!r}")
         self.seq_len = int(self.meta["seq_len"])

@@ -75,9 +75,11 @@ def read_meta(path: str | Path) -> TaskMeta:
         raise DataError(f"{f}: missing; not a fine-tuned model directory (run `electra finetune` first)")
     try:
         d = json.loads(f.read_text())
+        if not isinstance(d, dict):
+            raise TypeError(f"expected a JSON object, got {type(d).__name__}")
         known = {x.name for x in dataclasses.fields(TaskMeta)}
         return TaskMeta(**{k: v for k, v in d.items() if k in known})
-    except (json.JSONDecodeError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
         raise DataError(f"{f}: invalid ({e})") from None
 
 
@@ -87,9 +89,12 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> tupl
     meta = read_meta(p)
     cfg_file = p / "config.json"
     try:
-        cfg = hf.from_hf_config(json.loads(cfg_file.read_text()), str(cfg_file))
-    except (OSError, json.JSONDecodeError) as e:
+        cfg_dict = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{cfg_file}: unreadable ({e})") from None
+    if not isinstance(cfg_dict, dict):
+        raise DataError(f"{cfg_file}: expected a JSON object, got {type(cfg_dict).__name__}")
+    cfg = hf.from_hf_config(cfg_dict, str(cfg_file))
     model = build_model(cfg, meta)
     weights = p / "model.safetensors"
     try:

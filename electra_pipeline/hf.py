@@ -182,8 +182,10 @@ def read_hf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
         raise DataError(f"{weights}: missing{hint}")
     try:
         cfg_dict = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{cfg_file}: not valid JSON ({e})") from None
+    if not isinstance(cfg_dict, dict):
+        raise DataError(f"{cfg_file}: expected a JSON object, got {type(cfg_dict).__name__}")
     cfg = from_hf_config(cfg_dict, str(cfg_file))
     try:
         sd = load_file(str(weights))

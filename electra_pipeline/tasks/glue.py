@@ -108,8 +108,11 @@ def read_tsv(path: Path, spec: GlueSpec, split: str) -> list[Example]:
         raise DataError(f"{path}: missing {split} split for {spec.name} (expected the GLUE layout "
                         f"<glue_dir>/{spec.dir_name}/{split}.tsv)")
     testing = split.startswith("test")
-    with open(path, encoding="utf-8-sig", newline="") as f:  # MRPC starts with a BOM
-        lines = f.read().split("\n")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # MRPC starts with a BOM
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
     if lines and lines[-1] == "":
         lines.pop()
     if spec.headerless_columns and not testing:

@@ -1,0 +1,37 @@
+"""Binary or wrongly shaped files where JSON, YAML or TSV is expected: one DataError/ConfigError
+line naming the file, never a UnicodeDecodeError or KeyError traceback."""
+
+from pathlib import Path
+
+import pytest
+
+from electra_pipeline import config, data, finetuned, hf
+from electra_pipeline.errors import PipelineError
+
+NOISE = bytes(range(256)) * 2
+
+
+@pytest.mark.parametrize("name, read", [
+    ("meta.json", data.ExampleShards),
+    ("config.json", hf.read_hf),
+    ("task.json", finetuned.read_meta),
+])
+@pytest.mark.parametrize("content", [NOISE, b"[]", b'"text"'])
+def test_binary_or_wrongly_shaped_json_names_the_file(tmp_path: Path, name, read, content):
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(PipelineError) as e:
+        read(tmp_path)
+    assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_binary_config_file_and_glue_tsv_name_the_file(tmp_path: Path):
+    from electra_pipeline.tasks import get_task
+
+    (tmp_path / "run.yaml").write_bytes(NOISE)
+    with pytest.raises(PipelineError, match="run.yaml: not UTF-8"):
+        config.load_file(tmp_path / "run.yaml")
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_bytes(NOISE)
+    with pytest.raises(PipelineError, match="train.tsv: not UTF-8"):
+        get_task("sst2").read(tmp_path, "train")
