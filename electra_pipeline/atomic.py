@@ -17,6 +17,16 @@ from pathlib import Path
 from electra_pipeline.errors import DataError
 
 
+def ensure_dir(path: Path) -> Path:
+    """mkdir -p, or a DataError naming the path when it (or a parent) is a regular file."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise DataError(f"{p}: exists and is not a directory (cannot create {path} under it)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextmanager
 def staged_dir(out_dir: Path, marker: str) -> Iterator[Path]:
     """Yield an empty sibling temp dir; on success it replaces `out_dir` in one rename.
@@ -31,7 +41,7 @@ def staged_dir(out_dir: Path, marker: str) -> Iterator[Path]:
             raise DataError(f"{out_dir}: exists and is not a directory")
         if not (out_dir / marker).exists() and any(out_dir.iterdir()):
             raise DataError(f"{out_dir}: exists, is not empty and has no {marker}; refusing to overwrite it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         yield tmp

@@ -274,6 +274,10 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
     if not cfg.data:
         raise ConfigError("data: no examples directory given; pass --data DIR (built by `electra examples`)")
     Schedule.of(cfg.train, flops.train_step_flops(cfg.model, cfg.train).total)  # budget errors before any output
+    out = Path(cfg.output_dir)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"output_dir: {p}: exists and is not a directory")
     data = ExampleShards(cfg.data)
     if data.seq_len != cfg.train.seq_len:
         raise ConfigError(f"train.seq_len: {cfg.train.seq_len}, but the examples in {data.path} were built with "

@@ -35,3 +35,22 @@ def test_binary_config_file_and_glue_tsv_name_the_file(tmp_path: Path):
     (tmp_path / "SST-2" / "train.tsv").write_bytes(NOISE)
     with pytest.raises(PipelineError, match="train.tsv: not UTF-8"):
         get_task("sst2").read(tmp_path, "train")
+
+
+def test_output_paths_under_a_regular_file_name_it(tmp_path: Path):
+    import dataclasses
+
+    from electra_pipeline import atomic, train
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg = config.tiny()
+    cfg = dataclasses.replace(cfg, data=str(tmp_path / "examples"), output_dir=str(blocker / "run"))
+    with pytest.raises(PipelineError, match="file: exists and is not a directory"):
+        train.check_inputs(cfg)
+    with pytest.raises(PipelineError, match="file: exists and is not a directory"):
+        atomic.ensure_dir(blocker / "a" / "b")
+    with pytest.raises(PipelineError, match="not a directory"):
+        with atomic.staged_dir(blocker / "out", "meta.json"):
+            pass
+    assert blocker.read_text() == "not a directory"

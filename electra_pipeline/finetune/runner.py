@@ -27,6 +27,7 @@ from tokenizers import Tokenizer
 
 from electra_pipeline import config as config_mod
 from electra_pipeline import hf, metrics
+from electra_pipeline.atomic import ensure_dir
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
 from electra_pipeline.finetune.loop import run_model, task_score, train_seed
@@ -172,8 +173,7 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
     tests = {s: t.read(data_dir, s) for s in t.test_splits if cfg.predict_test and _has_split(t, data_dir, s)}
     train_feats = t.featurize(train_ex, tok, cfg.max_seq_length, training=True)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(Path(out_dir))
     run_info = {"task": t.name, "checkpoint": str(checkpoint) if checkpoint else None, "tokenizer": str(tok_file),
                 "data_dir": str(data_dir), "train_examples": len(train_ex), "train_features": len(train_feats),
                 "eval_examples": {s: len(e) for s, (e, _) in evals.items()},
