@@ -91,6 +91,15 @@ class ExampleShards:
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
+    def check_ids(self, vocab_size: int) -> None:
+        """Every token id < vocab_size (a shard from another tokenizer, or damaged, would fail
+        deep inside the embedding lookup instead). Reads each shard once, at memory-map speed."""
+        for shard, arr in zip(self.meta["shards"], self._arrays):
+            top = int(arr.max()) if arr.size else 0
+            if top >= vocab_size:
+                raise DataError(f"{self.path / shard['file']}: token id {top} is outside the {vocab_size}-token "
+                                "vocabulary; the shard is damaged or was built with another tokenizer")
+
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """(n,) global indices -> (n, seq_len) int64 ids; each shard read in sorted order."""
         out = np.empty((len(idx), self.seq_len), dtype=np.int64)

@@ -285,6 +285,7 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
     if data.vocab_size != cfg.model.vocab_size:
         raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size}, but the examples in {data.path} use a "
                           f"{data.vocab_size}-token vocabulary; pass --model.vocab_size {data.vocab_size}")
+    data.check_ids(cfg.model.vocab_size)
     if cfg.tokenizer:
         from tokenizers import Tokenizer
 

@@ -54,3 +54,21 @@ def test_output_paths_under_a_regular_file_name_it(tmp_path: Path):
         with atomic.staged_dir(blocker / "out", "meta.json"):
             pass
     assert blocker.read_text() == "not a directory"
+
+
+def test_token_ids_beyond_the_vocabulary_name_the_shard(tmp_path: Path):
+    import json
+
+    import numpy as np
+
+    from electra_pipeline.data import FORMAT
+
+    rows = np.full((4, 8), 7, dtype=np.uint16)
+    rows[2, 3] = 5000
+    np.save(tmp_path / "shard-00000.npy", rows)
+    (tmp_path / "meta.json").write_text(json.dumps({
+        "format": FORMAT, "seq_len": 8, "vocab_size": 1000, "num_examples": 4,
+        "shards": [{"file": "shard-00000.npy", "num_examples": 4}],
+        "special_ids": {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}}))
+    with pytest.raises(PipelineError, match="shard-00000.npy: token id 5000 is outside the 1000-token"):
+        data.ExampleShards(tmp_path).check_ids(1000)
