@@ -119,13 +119,24 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.O
         if key.startswith("state."):
             _, idx, name = key.split(".", 2)
             opt_state.setdefault(int(idx), {})[name] = t
-    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
-    scheduler.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng.cpu"])
-    mask_gen.set_state(tensors["rng.mask"].to(torch.uint8))
+    state_file = ckpt / "state.json"
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        scheduler.load_state_dict(meta["scheduler"])
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise DataError(f"{state_file}: optimizer or scheduler state does not fit this model ({type(e).__name__}: "
+                        f"{e}); was it trained with another config?") from None
+    try:
+        torch.set_rng_state(tensors["rng.cpu"])
+        mask_gen.set_state(tensors["rng.mask"].to(torch.uint8))
+    except (KeyError, RuntimeError) as e:
+        raise DataError(f"{ckpt / 'optimizer.safetensors'}: random-generator state missing or damaged ({e})") from None
     if torch.cuda.is_available():
         states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
-    return TrainState(step=int(meta["step"]), examples_seen=int(meta["examples_seen"]),
-                      train_seconds=float(meta.get("train_seconds", 0.0)))
+    try:
+        return TrainState(step=int(meta["step"]), examples_seen=int(meta["examples_seen"]),
+                          train_seconds=float(meta.get("train_seconds", 0.0)))
+    except (KeyError, ValueError, TypeError) as e:
+        raise DataError(f"{state_file}: step, examples_seen or train_seconds missing or not a number ({e})") from None

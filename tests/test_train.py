@@ -267,3 +267,26 @@ def test_metrics_file_is_trimmed_to_the_resumed_step(tmp_path):
     assert train._trim_metrics(f, 20) == pytest.approx(0.2)
     assert [json.loads(x)["step"] for x in f.read_text().splitlines()] == [10, 20]
     assert train._trim_metrics(f, 0) == 0.0 and f.read_text() == ""  # a fresh start empties it
+
+
+@pytest.mark.parametrize("damage", ["param_groups", "step", "rng"])
+def test_damaged_checkpoint_state_is_one_line_naming_the_file(tiny_data, tmp_path, damage):
+    from safetensors.torch import load_file, save_file
+
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=2, log_every=1, save_every=2)
+    train.pretrain(cfg, progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    state = json.loads((ckpt / "state.json").read_text())
+    if damage == "param_groups":
+        state["param_groups"] = state["param_groups"][:1]
+    elif damage == "step":
+        state["step"] = "two"
+    (ckpt / "state.json").write_text(json.dumps(state))
+    if damage == "rng":
+        tensors = load_file(str(ckpt / "optimizer.safetensors"))
+        del tensors["rng.mask"]
+        save_file(tensors, str(ckpt / "optimizer.safetensors"))
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4))
+    with pytest.raises(DataError, match="state.json|optimizer.safetensors") as e:
+        train.pretrain(longer, resume=tmp_path / "run", progress=False)
+    assert "\n" not in str(e.value)
