@@ -57,7 +57,7 @@ def test_output_matches_the_reader_contract(real, real_examples):
     out, tok_file = real_examples, real[1] / "tokenizer.json"
     meta = json.loads((out / "meta.json").read_text())
     assert set(meta) == {"format", "seq_len", "vocab_size", "num_examples", "shards", "special_ids",
-                         "tokenizer_sha256", "seed", "stats"}
+                         "tokenizer_sha256", "seed", "holdout", "stats"}
     assert meta["format"] == "electra-examples/1" and meta["seq_len"] == 64 and meta["vocab_size"] == 2000
     assert meta["special_ids"] == {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
     assert meta["tokenizer_sha256"] == hashlib.sha256(tok_file.read_bytes()).hexdigest()
@@ -66,7 +66,7 @@ def test_output_matches_the_reader_contract(real, real_examples):
     assert len(sizes) >= 3 and all(n == 1000 for n in sizes[:-1]) and 0 < sizes[-1] <= 1000
     assert sum(sizes) == meta["num_examples"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["meta.json", "config.json", "length_hist.png"] + [s["file"] for s in meta["shards"]])
+        ["meta.json", "config.json", "length_hist.png", "holdout.npy"] + [s["file"] for s in meta["shards"]])
     assert (out / "length_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "num_proc" not in json.loads((out / "config.json").read_text())["config"]
 
