@@ -36,17 +36,18 @@ def intrinsic(
     from electra_pipeline import intrinsic as lib
     from electra_pipeline.errors import DataError
 
-    try:
-        result = lib.run(run_dir, cfg=lib.IntrinsicConfig(max_rows=max_rows))
-    except DataError as e:  # a corpus too small for a held-out slice: say so, keep the pipeline going
-        if "scorable tokens" not in str(e) and "no held-out slice" not in str(e):
-            raise
-        get_run_logger().warning("intrinsic evaluation skipped: %s", e)
-        return {"skipped": str(e), "verdict": f"Intrinsic evaluation skipped: {e}"}
-    path = lib.save(result, run_dir)
-    result["verdict"] = lib.verdict(result)
-    result["table"] = lib.format_table(result)
     with tracking.run(f"intrinsic-{label}", stage="intrinsic", model=label) as run:
+        try:
+            result = lib.run(run_dir, cfg=lib.IntrinsicConfig(max_rows=max_rows))
+        except DataError as e:  # a corpus too small for a held-out slice: say so, keep the pipeline going
+            if "scorable tokens" not in str(e) and "no held-out slice" not in str(e):
+                raise
+            get_run_logger().warning("intrinsic evaluation skipped: %s", e)
+            run.set_tags({"skipped": str(e)[:4000]})
+            return {"skipped": str(e), "verdict": f"Intrinsic evaluation skipped: {e}", "run_id": run.run_id}
+        path = lib.save(result, run_dir)
+        result["verdict"] = lib.verdict(result)
+        result["table"] = lib.format_table(result)
         run.log_metrics(lib.flat_metrics(result))
         run.log_artifact(Path(path))
         run.set_tags({"verdict": result["verdict"]})

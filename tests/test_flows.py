@@ -308,7 +308,7 @@ def test_lost_output_is_rebuilt_not_served_from_cache(first_run: Any, params: di
 def test_compare_flow_puts_both_models_side_by_side(first_run: Any, params: dict[str, Any]) -> None:
     from flows.compare import electra_vs_mlm
 
-    keep = {k: params[k] for k in ("corpus", "eval_tasks", "max_steps", "device", "output_dir", "tracking_uri",
+    keep = {k: params[k] for k in ("preset", "corpus", "eval_tasks", "max_steps", "device", "output_dir", "tracking_uri",
                                    "pretrain_config", "finetune_config", "eval_concurrency")}
     state = electra_vs_mlm(**keep, return_state=True)
     assert state.is_completed(), state.message
@@ -439,7 +439,7 @@ def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, pref
     import signal
 
     p = params
-    argv = [sys.executable, "-m", "flows.pipeline", "--corpus", *p["corpus"], "--eval-tasks", "sst2",
+    argv = [sys.executable, "-m", "flows.pipeline", "--preset", "tiny", "--corpus", *p["corpus"], "--eval-tasks", "sst2",
             "--objectives", "electra", "--max-steps", "12", "--device", "cpu", "--output-dir", p["output_dir"],
             "--tracking-uri", p["tracking_uri"], "--experiment", "flows-ctrl-c", "--no-export",
             "--pretrain-config", json.dumps({**p["pretrain_config"], "train": {"log_every": 1}}),
