@@ -83,7 +83,9 @@ class CollapseWatch:
                 f"{self.stuck} logged windows (RTD loss {row['loss/disc']:.3f} = {ratio:.0%} of the prior's "
                 f"{row['loss/disc'] / ratio:.3f}, recall {row.get('disc/recall', float('nan')):.3f}). Causes: a "
                 "learning rate too high for the batch (lower train.lr or raise train.warmup_steps and restart), or "
-                "a generator as good as the discriminator can follow (a smaller model.generator_fraction).")
+                "a generator as good as the discriminator can follow (a smaller model.generator_fraction). Check with "
+                "`electra intrinsic` before acting: against a good generator the training loss stays near the prior "
+                "even while held-out detection improves.")
 
 
 def resolve_device(name: str) -> torch.device:
