@@ -79,6 +79,13 @@ class Plan:
                 "finetune": dataclasses.asdict(self.finetune)}
 
 
+def _explicit_steps(cfg: Any) -> int | None:
+    """The step count to hand the pre-training stage: none for a budgeted config (an explicit
+    count would replace its budget), else the resolved (possibly compute-matched) steps."""
+    budgeted = cfg.train.budget_flops is not None or cfg.train.budget_minutes is not None
+    return None if budgeted else cfg.train.max_steps
+
+
 def plan(params: PipelineParams) -> Plan:
     """Resolve and check everything up front; a problem raises ConfigError/DataError naming the
     parameter or file, before any stage (or MLflow run) starts."""
@@ -302,7 +309,7 @@ def electra_pipeline(
         for objective in p.params.objectives:
             pretrained[objective] = timed(f"pretrain-{objective}", pretrain, examples=ex.path, tokenizer=tok.path,
                                           preset=preset, objective=objective,
-                                          max_steps=p.pretrain[objective].train.max_steps, device=device,
+                                          max_steps=_explicit_steps(p.pretrain[objective]), device=device,
                                           config=pretrain_config, **common)
             intrinsic_results[objective] = timed(f"intrinsic-{objective}", intrinsic,
                                                  run_dir=pretrained[objective].summary["output_dir"],

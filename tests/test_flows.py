@@ -503,3 +503,15 @@ def test_mlflow_links_open_the_training_view() -> None:
     for uri in ("sqlite:///x/mlflow.db", "http://mlflow.internal:5000/"):
         url = run_url(uri, "3", "abc")
         assert url.endswith("/#/experiments/3/runs/abc?workflowType=machine_learning"), url
+
+
+def test_a_budgeted_preset_keeps_its_budget_through_the_pipeline() -> None:
+    """The pipeline hands pre-training no step count for a budgeted preset: an explicit count
+    replaces the budget, and the cpu preset's 1,000,000-step cap would then be trained."""
+    from flows.pipeline import _explicit_steps
+    from flows.pretrain import pretrain_config
+
+    cfg = pretrain_config("cpu", {})
+    assert _explicit_steps(cfg) is None and cfg.train.budget_flops == 2e13
+    assert pretrain_config("cpu", {}, max_steps=_explicit_steps(cfg)).train.budget_flops == 2e13
+    assert _explicit_steps(pretrain_config("tiny", {})) == 300
