@@ -15,7 +15,7 @@ Steps (each cached in --work, so a rerun with the same inputs skips what is done
 3. `electra intrinsic` on each run: held-out replaced-token detection ROC-AUC against random init
    and the context-free detector.
 4. Fine-tuning SST-2, MRPC and STS-B (up to `--max-train-examples` each, default 4,000, 3 epochs,
-   lr 5e-4 without layer-wise decay for every arm, `--seeds`;
+   lr 5e-4 without layer-wise decay, `--pooling` for every arm, `--seeds`;
    median over seeds) from the ELECTRA discriminator, the MLM model, and the same config at random
    initialisation. GLUE-3 = mean of SST-2 accuracy, MRPC (F1 + accuracy)/2, STS-B (Pearson +
    Spearman)/2.
@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-lr", type=float, default=5e-4,
                    help="fine-tuning peak lr for every arm (the reference 1e-4 leaves 2-layer models under-fitted)")
     p.add_argument("--layer-decay", type=float, default=1.0, help="fine-tuning layer-wise lr decay for every arm")
+    p.add_argument("--pooling", choices=("cls", "mean"), default="cls",
+                   help="fine-tuning head input for every arm: the [CLS] row or the mean of all tokens")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with corpus/ and glue/")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_learning", help="work and cache directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -142,7 +144,8 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
     seeds = [str(s) for s in args.seeds]
     pending = []
     for arm, ckpt in encoders.items():
-        recipe = f"{args.max_train_examples}-lr{args.finetune_lr:g}-ld{args.layer_decay:g}-{'_'.join(seeds)}"
+        recipe = (f"{args.max_train_examples}-lr{args.finetune_lr:g}-ld{args.layer_decay:g}"
+                  f"{'-' + args.pooling if args.pooling != 'cls' else ''}-{'_'.join(seeds)}")
         out = args.work / "finetune" / f"{arm}-{ckpt.parent.name}-{recipe}"
         if arm == "random_init":
             out = args.work / "finetune" / f"random_init-{ckpt.name}-{recipe}"
@@ -150,7 +153,8 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
             cmd = electra_cmd("evaluate", *TASKS, "--checkpoint", str(ckpt), "--tokenizer", str(tokenizer),
                               "--data-dir", str(glue), "--seeds", *seeds, "--max-train-examples",
                               str(args.max_train_examples), "--epochs", "3", "--lr", str(args.finetune_lr),
-                              "--layer-decay", str(args.layer_decay), "--predict-test", "false",
+                              "--layer-decay", str(args.layer_decay), "--pooling", args.pooling,
+                              "--predict-test", "false",
                               "--out", str(out), "--no-tracking", "--no-progress")
             pending.append((cmd, out))
         encoders[arm] = out
@@ -208,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {o:8s} {ru['pretrained']['auc']:.3f}  random init {ru['random_init']['auc']:.3f}  "
               f"context-free {ru['context_free']['auc']:.3f}  masked-token acc {100 * r['mlm']['pretrained']['accuracy']:.1f}%")
     print(f"\nfine-tuned dev scores (median of seeds {' '.join(map(str, args.seeds))}, "
-          f"{args.max_train_examples} train examples, 3 epochs, lr {args.finetune_lr:g}, layer decay {args.layer_decay:g}):")
+          f"{args.max_train_examples} train examples, 3 epochs, lr {args.finetune_lr:g}, layer decay {args.layer_decay:g}, "
+          f"{args.pooling} pooling):")
     print("  arm          " + "  ".join(f"{t:>6}" for t in TASKS) + "  GLUE-3")
     for arm, r in results.items():
         print(f"  {arm:12s} " + "  ".join(f"{r['tasks'][t]['score']:6.1f}" for t in TASKS) + f"  {glue3(r):6.1f}")

@@ -471,7 +471,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, optimize: bool = 
     batches = _check_batches(full)
     wrapper = _wrap(src.model, names)  # the reference: the model exactly as trained
     if attention == "explicit":
-        twin = explicit_attention_twin(src.model, fused=optimize, cls_only=meta["kind"] in ("classification", "regression"))
+        twin = explicit_attention_twin(src.model, fused=optimize, cls_only=meta["kind"] in ("classification", "regression")
+                                     and meta.get("pooling", "cls") == "cls")
         exported = _wrap(twin, names)
     else:
         exported = wrapper

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from electra_pipeline import hf
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError
-from electra_pipeline.model import ElectraForQuestionAnswering, ElectraForSequenceClassification
+from electra_pipeline.model import POOLINGS, ElectraForQuestionAnswering, ElectraForSequenceClassification
 
 KINDS = ("classification", "regression", "qa")
 
@@ -36,6 +36,7 @@ class TaskMeta:
     kind: str  # classification | regression | qa
     labels: list[str] = field(default_factory=list)  # class names in logit order (classification)
     max_seq_length: int = 128
+    pooling: str = "cls"  # classification/regression head input: [CLS] row or mean of tokens (model.POOLINGS)
     answerability: bool = False  # qa: SQuAD 2.0 head with a has-answer logit
     doc_stride: int = 128  # qa: window stride over long contexts
     max_query_length: int = 64  # qa
@@ -48,6 +49,8 @@ class TaskMeta:
             raise DataError(f"task.json: kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "classification" and len(self.labels) < 2:
             raise DataError("task.json: a classification task needs at least 2 labels")
+        if self.pooling not in POOLINGS:
+            raise DataError(f"task.json: pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
 
 TaskModel = ElectraForSequenceClassification | ElectraForQuestionAnswering
@@ -56,7 +59,8 @@ TaskModel = ElectraForSequenceClassification | ElectraForQuestionAnswering
 def build_model(cfg, meta: TaskMeta) -> TaskModel:
     if meta.kind == "qa":
         return ElectraForQuestionAnswering(cfg, answerability=meta.answerability)
-    return ElectraForSequenceClassification(cfg, num_labels=1 if meta.kind == "regression" else len(meta.labels))
+    return ElectraForSequenceClassification(cfg, num_labels=1 if meta.kind == "regression" else len(meta.labels),
+                                            pooling=meta.pooling)
 
 
 def save_finetuned(model: TaskModel, meta: TaskMeta, tokenizer_file: str | Path, out_dir: str | Path) -> Path:

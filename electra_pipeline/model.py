@@ -282,30 +282,49 @@ def init_weights(module: nn.Module, std: float) -> None:
 
 # --- fine-tuning heads ---------------------------------------------------------------------
 
-class ClassificationHead(nn.Module):
-    """Dropout + linear on [CLS] (REFERENCE.md); num_labels = 1 means regression (STS-B)."""
+POOLINGS = ("cls", "mean")
 
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
+
+class ClassificationHead(nn.Module):
+    """Dropout + linear on a pooled vector; num_labels = 1 means regression (STS-B).
+
+    `pooling`: "cls" reads the [CLS] row (the paper, REFERENCE.md); "mean" averages the final
+    hidden states of the non-padding tokens (Sentence-BERT's pooling). Mean pooling hands the
+    head every token's representation, which is what a pre-trained discriminator trained every
+    token for; its [CLS] row was only ever asked "replaced?" of a token never replaced."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1, pooling: str = "cls"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self.dropout = Dropout(dropout)
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(self.dropout(h[:, 0]))  # (B, T, H) -> (B, num_labels)
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # h (B, T, H), attention_mask (B, T) 1/0 -> (B, num_labels)
+        if self.pooling == "cls":
+            pooled = h[:, 0]
+        elif attention_mask is None:
+            pooled = h.mean(1)
+        else:
+            w = attention_mask.to(h.dtype)[..., None]  # (B, T, 1)
+            pooled = (h * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return self.out_proj(self.dropout(pooled))
 
 
 class ElectraForSequenceClassification(nn.Module):
-    def __init__(self, cfg: ModelConfig, num_labels: int, dropout: float = 0.1):
+    def __init__(self, cfg: ModelConfig, num_labels: int, dropout: float = 0.1, pooling: str = "cls"):
         super().__init__()
         self.config = cfg
         self.num_labels = num_labels
         self.electra = ElectraModel(cfg)
-        self.classifier = ClassificationHead(cfg.hidden_size, num_labels, dropout)
+        self.classifier = ClassificationHead(cfg.hidden_size, num_labels, dropout, pooling)
         init_weights(self.classifier, cfg.initializer_range)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classifier(self.electra(input_ids, token_type_ids, attention_mask))
+        return self.classifier(self.electra(input_ids, token_type_ids, attention_mask), attention_mask)
 
 
 class ElectraForQuestionAnswering(nn.Module):

@@ -18,7 +18,7 @@ import torch
 from electra_pipeline import export, inference, registry
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
-from electra_pipeline.finetuned import TaskMeta, save_finetuned
+from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
 from electra_pipeline.hf import save_hf
 from electra_pipeline.model import Discriminator, ElectraForQuestionAnswering, ElectraForSequenceClassification
 
@@ -327,3 +327,18 @@ def test_pre_ln_relative_attention_classifier_exports_exactly(root: Path, tok_fi
     assert report.max_abs_diff <= 1e-4
     if optimize:  # no fused Attention op: it has no input for a per-head distance bias
         assert json.loads((root / f"onnx_preln_rel_{optimize}" / "metadata.json").read_text())["fused_ops"] == {}
+
+
+def test_mean_pooled_classifier_exports_and_reloads(root: Path, tok_file: Path) -> None:
+    """A mean-pooled head keeps every row of the last layer (no [CLS]-only shortcut) and the
+    pooling survives save -> load -> ONNX."""
+    torch.manual_seed(4)
+    cfg = dataclasses.replace(tiny_cfg(_vocab(tok_file)), pre_layer_norm=True, relative_attention=16)
+    model = ElectraForSequenceClassification(cfg, num_labels=2, pooling="mean").eval()
+    meta = TaskMeta(task="sst2", kind="classification", labels=["negative", "positive"], max_seq_length=64,
+                    pooling="mean")
+    src = save_finetuned(model, meta, tok_file, root / "mean_pooled")
+    assert load_finetuned(src)[0].classifier.pooling == "mean"
+    report = export.export_onnx(src, root / "onnx_mean_pooled")
+    assert report.max_abs_diff <= 1e-4
+    assert json.loads((root / "onnx_mean_pooled" / "metadata.json").read_text())["pooling"] == "mean"

@@ -75,6 +75,23 @@ def test_task_heads_shapes():
     assert out["start_logits"].shape == (3, 12) and out["answerable_logits"].shape == (3,)
 
 
+def test_mean_pooling_averages_real_tokens_only():
+    """Mean pooling: padding changes nothing, and the head reads the mean of the token states."""
+    torch.manual_seed(0)
+    cfg = c.tiny().model
+    m = ElectraForSequenceClassification(cfg, 2, pooling="mean").eval()
+    ids = torch.randint(5, cfg.vocab_size, (1, 10))
+    padded = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], 1)
+    am = torch.cat([torch.ones(1, 10), torch.zeros(1, 6)], 1).long()
+    with torch.no_grad():
+        assert torch.allclose(m(ids), m(padded, None, am), atol=1e-5)
+        h = m.electra(ids)
+        assert torch.allclose(m(ids), m.classifier.out_proj(h.mean(1)), atol=1e-5)
+        assert not torch.allclose(m(ids), m.classifier.out_proj(h[:, 0]), atol=1e-3)
+    with pytest.raises(ValueError, match="pooling"):
+        ElectraForSequenceClassification(cfg, 2, pooling="max")
+
+
 @pytest.mark.parametrize("p", [0.1, 0.5])
 def test_cpu_dropout_rate_scale_and_gradient(p):
     torch.manual_seed(0)

@@ -17,6 +17,7 @@ from torch import nn
 
 from electra_pipeline import config as config_mod
 from electra_pipeline.config import ModelConfig
+from electra_pipeline.model import POOLINGS
 from electra_pipeline.errors import ConfigError
 from electra_pipeline.tasks import Task
 from electra_pipeline.train import autocast_dtype
@@ -49,6 +50,7 @@ class FinetuneConfig:
     max_query_length: int = 64  # SQuAD: question tokens kept
     max_answer_length: int = 30  # SQuAD: longest answer span decoded, in tokens
     n_best_size: int = 20  # SQuAD: span candidates kept per question
+    pooling: str = "cls"  # sequence tasks' head input: cls ([CLS] row, the paper) or mean (of all tokens)
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # one run each; the median is reported
     select: str = "last"  # weights a seed keeps: last epoch (reference) or best dev epoch
     grad_clip: float = 1.0  # max global grad norm; 0 disables
@@ -84,6 +86,7 @@ class FinetuneConfig:
         _require(all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds), "seeds",
                  f"must be integers, got {self.seeds}")
         _require(len(set(self.seeds)) == len(self.seeds), "seeds", f"has duplicates: {self.seeds}")
+        _require(self.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}, got {self.pooling!r}")
         _require(self.select in SELECT, "select", f"must be one of {SELECT}, got {self.select!r}")
         _require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
         _require(self.model_preset in config_mod.PRESETS, "model_preset",

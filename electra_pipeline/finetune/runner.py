@@ -32,7 +32,7 @@ from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
 from electra_pipeline.finetune.loop import run_model, task_score, train_seed
 from electra_pipeline.finetune.recipe import FinetuneConfig, resolve_device, resolved
-from electra_pipeline.finetuned import build_model, save_finetuned
+from electra_pipeline.finetuned import TaskMeta, build_model, save_finetuned
 from electra_pipeline.model import init_weights
 from electra_pipeline.tasks import GLUE_TASKS, SquadTask, Task, canonical_name, get_task, glue_tasks_present
 from electra_pipeline.tasks.base import special_ids
@@ -151,6 +151,12 @@ def check_inputs(tasks: list[str], checkpoint: str | Path | None, tokenizer: str
 # --- one task ---------------------------------------------------------------------------------
 
 
+def task_meta(t: Task, cfg: FinetuneConfig, scores: dict[str, float]) -> TaskMeta:
+    """The task's meta with this recipe's head pooling (sequence tasks; QA reads every token)."""
+    meta = t.meta(cfg.max_seq_length, scores)
+    return meta if meta.kind == "qa" else dataclasses.replace(meta, pooling=cfg.pooling)
+
+
 def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, data_dir: str | Path,
              out_dir: str | Path, cfg: FinetuneConfig, tracker: Tracker | None = None,
              progress: bool = True) -> FinetuneResult:
@@ -187,7 +193,7 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
         with tracker.child(f"{t.name}-seed{seed}") as st:
             st.log_params({"task": t.name, "seed": seed})
             torch.manual_seed(seed)
-            model = build_model(model_cfg, t.meta(cfg.max_seq_length, {}))
+            model = build_model(model_cfg, task_meta(t, cfg, {}))
             if encoder_state is None:
                 init_weights(model, model_cfg.initializer_range)
             else:
@@ -207,7 +213,7 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
     _, best_seed, best_model, best_preds = best
     keys = seed_metrics[best_seed].keys()
     median = {k: float(statistics.median(m[k] for m in seed_metrics.values())) for k in keys}
-    meta = t.meta(cfg.max_seq_length, seed_metrics[best_seed])
+    meta = task_meta(t, cfg, seed_metrics[best_seed])
     model_dir = save_finetuned(best_model, meta, tok_file, out / "model")
     predictions = {split: t.write_predictions(ex, best_preds[split], out / "predictions" / f"{split}.jsonl")
                    for split, (ex, _) in evals.items()}
