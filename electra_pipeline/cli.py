@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from electra_pipeline import config as config_mod
-from electra_pipeline.errors import PipelineError
+from electra_pipeline.errors import ConfigError, PipelineError
 
 # Stage modules that register their own subcommands with `add_cli(subparsers)`.
 _STAGE_MODULES = ("corpus", "tokenizer", "examples", "intrinsic", "finetune", "export")
@@ -50,6 +50,8 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(config_mod.to_dict(cfg), indent=2))
         return 0
+    if cfg.init_from and args.resume not in (None, "auto"):
+        raise ConfigError("init_from: a resumed run continues its own checkpoint; drop --init-from or --resume")
     resume = None if args.resume is None else (args.resume or cfg.output_dir)
     if resume == "auto":
         resume = cfg.output_dir if list_checkpoints(Path(cfg.output_dir)) else None

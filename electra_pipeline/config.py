@@ -184,6 +184,7 @@ class PretrainConfig:
     data: str = ""  # directory of packed examples (meta.json + shard-*.npy)
     tokenizer: str = ""  # tokenizer.json or its directory (used to check the vocabulary)
     output_dir: str = "runs/pretrain"
+    init_from: str = ""  # continue from these weights: a run dir or HF ELECTRA dir (hf:NAME online); empty: random init
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -446,4 +447,9 @@ def resolve(preset_name: str | None, config_file: str | None = None,
         cfg = merge(cfg, file_data)
     if overrides:
         cfg = merge(cfg, overrides)
+    if cfg.init_from:  # model sizes come from the checkpoint
+        from electra_pipeline import warmstart
+
+        explicit = {**(file_data.get("model") or {}), **((overrides or {}).get("model") or {})}
+        cfg = warmstart.adopt_architecture(cfg, explicit)
     return cfg

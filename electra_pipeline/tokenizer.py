@@ -223,16 +223,22 @@ def train_wordpiece(corpus: Path | list[Path], out_dir: Path, cfg: TokenizerConf
     if counted["paragraphs"] == 0:
         raise DataError(f"{corpus}: no text to train the tokenizer on")
 
+    sources = [str(corpus)] if isinstance(corpus, (str, Path)) else [str(p) for p in corpus]
+    return save_tokenizer_dir(tok, out_dir, cfg, {"config": dataclasses.asdict(cfg), "corpus": sources,
+                                                  "vocab_size": tok.get_vocab_size(), "trained_on": counted,
+                                                  "train_seconds": round(seconds, 2)})
+
+
+def save_tokenizer_dir(tok: Any, out_dir: Path, cfg: TokenizerConfig, provenance: dict[str, Any]) -> Path:
+    """tokenizer.json, vocab.txt, the transformers files and `train_config.json` (`provenance`),
+    written atomically; returns the path of tokenizer.json."""
     with staged_dir(out_dir, TOKENIZER_FILE) as tmp:
         tok.save(str(tmp / TOKENIZER_FILE))
         _write_vocab_txt(tok, tmp / "vocab.txt")
         hf_config, specials = _hf_files(cfg)
         (tmp / "tokenizer_config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         (tmp / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
-        sources = [str(corpus)] if isinstance(corpus, (str, Path)) else [str(p) for p in corpus]
-        (tmp / "train_config.json").write_text(json.dumps(
-            {"config": dataclasses.asdict(cfg), "corpus": sources, "vocab_size": tok.get_vocab_size(),
-             "trained_on": counted, "train_seconds": round(seconds, 2)}, indent=2) + "\n")
+        (tmp / "train_config.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return out_dir / TOKENIZER_FILE
 
 
@@ -295,8 +301,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                     "tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json to --out, "
                     "loadable by transformers' AutoTokenizer/BertTokenizer.from_pretrained.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("corpus", nargs="+", type=Path, metavar="CORPUS",
+    p.add_argument("corpus", nargs="*", type=Path, metavar="CORPUS",
                    help="corpus directory (Parquet shards) or raw text sources")
+    p.add_argument("--from", dest="from_checkpoint", metavar="SRC", default=None,
+                   help="no training: write the vocabulary of the ELECTRA checkpoint SRC (a run directory or a "
+                        "Hugging Face directory with vocab.txt/tokenizer.json) in this layout, for continuing its "
+                        "pre-training with `electra pretrain --init-from SRC`")
     p.add_argument("--out", "-o", required=True, type=Path, help="output tokenizer directory (replaced atomically)")
     p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="vocabulary size including special tokens")
     p.add_argument("--min-frequency", type=int, default=d.min_frequency, help="minimum pair frequency for a merge")
@@ -315,6 +325,16 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_cli(args: argparse.Namespace) -> int:
+    if args.from_checkpoint is not None:
+        from electra_pipeline import warmstart
+
+        if args.corpus:
+            raise ConfigError("corpus: --from takes the checkpoint's vocabulary; give no corpus with it")
+        path = warmstart.save_tokenizer(args.from_checkpoint, args.out)
+        print(f"tokenizer: {load_tokenizer(path).get_vocab_size():,} tokens from {args.from_checkpoint} -> {path}")
+        return 0
+    if not args.corpus:
+        raise ConfigError("corpus: give a corpus directory or text files (or --from CHECKPOINT)")
     cfg = TokenizerConfig(vocab_size=args.vocab_size, min_frequency=args.min_frequency, lowercase=not args.cased,
                           strip_accents=args.strip_accents, limit_alphabet=args.limit_alphabet,
                           max_chars=args.max_chars, model_max_length=args.model_max_length)

@@ -24,13 +24,14 @@ from torch import nn
 
 from electra_pipeline import checkpoint as ckpt
 from electra_pipeline import config as config_mod
-from electra_pipeline import distributed, flops, hf
+from electra_pipeline import distributed, flops, hf, warmstart
 from electra_pipeline.config import PretrainConfig, TrainConfig
 from electra_pipeline.data import Batch, ExampleShards, Prefetcher, micro_batches
 from electra_pipeline.distributed import rank0_value
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.objectives import Masked
 from electra_pipeline.pretrainer import ElectraPretrainer
+from electra_pipeline.tokenizer import file_sha256
 from electra_pipeline.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -302,6 +303,14 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
         if size != cfg.model.vocab_size:
             raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size}, but the tokenizer {tok_file} has {size} "
                               f"tokens; pass --model.vocab_size {size} or use the matching tokenizer")
+        if cfg.init_from:
+            warmstart.check_tokenizer(cfg, Tokenizer.from_file(str(tok_file)).get_vocab(), tok_file)
+            if data.meta.get("tokenizer_sha256") not in (None, file_sha256(tok_file)):
+                raise ConfigError(f"data: the examples in {data.path} were built with another tokenizer than "
+                                  f"{tok_file}; build them with it (`electra examples --tokenizer {tok_file}`)")
+    elif cfg.init_from:
+        raise ConfigError("tokenizer: --init-from needs the tokenizer the examples were built with, the "
+                          f"checkpoint's own (`electra tokenizer --from {cfg.init_from} -o DIR`); pass --tokenizer")
     return data
 
 
@@ -348,9 +357,17 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         raise ConfigError(f"output_dir: {out} already holds checkpoints; pass --resume to continue it or choose "
                           "another --output-dir")
     resume_from = ckpt.find_resume_point(Path(resume)) if resume is not None else None
+    source = warmstart.find_source(cfg.init_from) if cfg.init_from else None
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    model = ElectraPretrainer(cfg.model, t).to(device)
+    model = ElectraPretrainer(cfg.model, t)
+    init: dict[str, Any] = {}
+    if source is not None and resume_from is None:  # a resumed run has them in its checkpoint
+        init = {"from": cfg.init_from, "sha256": source.sha256(), **warmstart.load_weights(model, source)}
+        if world.is_main:
+            for part, what in init.items():
+                log.info("init %s: %s", part, what)
+    model = model.to(device)
     if world.rank:
         torch.manual_seed(t.seed + world.rank)  # dropout differs per rank; rank 0 is the single-process run
     optimizer = build_optimizer(model, t, device)
@@ -371,7 +388,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         config_mod.save(cfg, out / "config.json")
         tracker.log_params(config_mod.to_dict(cfg))
         # what `auto` resolved to on this machine, so runs compare honestly in MLflow
-        tracker.set_tags({"preset": cfg.preset, "objective": t.objective, "precision": _precision_name(amp)})
+        tracker.set_tags({"preset": cfg.preset, "objective": t.objective, "precision": _precision_name(amp)}
+                         | ({"init_from": cfg.init_from, "init_from.sha256": source.sha256()} if source else {}))
     fsdp = distributed.fsdp_requested(world, t.fsdp)
     if fsdp:  # shard in place; the optimizer (and its resumed state) moves onto the shards
         optimizer = distributed.shard(model, optimizer, world, param_dtype=amp if device.type == "cuda" else None,
@@ -526,6 +544,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         }
         summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics,
                    "compute": compute}
+        if source is not None:  # lineage: what the weights started from
+            summary["init"] = init or {"from": cfg.init_from, "sha256": source.sha256()}
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         for p in (out / "config.json", out / "summary.json", plot):
             if p is not None:

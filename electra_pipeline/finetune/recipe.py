@@ -17,8 +17,8 @@ from torch import nn
 
 from electra_pipeline import config as config_mod
 from electra_pipeline.config import ModelConfig
-from electra_pipeline.model import POOLINGS
 from electra_pipeline.errors import ConfigError
+from electra_pipeline.model import POOLINGS
 from electra_pipeline.tasks import Task
 from electra_pipeline.train import autocast_dtype
 
