@@ -211,8 +211,9 @@ def _detector_scores(models: Models, fake: torch.Tensor, batch_size: int) -> tor
 
 def evaluate(models: Models, heldout: np.ndarray | torch.Tensor, train_rows: np.ndarray | torch.Tensor,
              cfg: IntrinsicConfig | None = None, *, init_seed: int = 1234,
-             source: str = "") -> dict[str, Any]:
-    """Every figure of the module docstring for `models` and their random-init twins.
+             source: str = "", start: Models | None = None) -> dict[str, Any]:
+    """Every figure of the module docstring for `models` and their random-init twins, and for
+    `start` (the weights a continued run started from) when given.
 
     heldout: (N, T) packed rows never trained on; train_rows: (M, T) rows of the training text
     (the unigram table and the context-free detector are fitted there, never on held-out text;
@@ -230,7 +231,7 @@ def evaluate(models: Models, heldout: np.ndarray | torch.Tensor, train_rows: np.
     if int(rows.max()) >= vocab or int(fit.max()) >= vocab:
         raise DataError(f"{source or 'held-out text'}: token ids beyond the model's {vocab}-token vocabulary "
                         "(text tokenised with another tokenizer?)")
-    for m in (models.discriminator, models.generator):
+    for m in (models.discriminator, models.generator, *((start.discriminator, start.generator) if start else ())):
         if m is not None:
             m.eval()
     random_models = random_like(models, init_seed)
@@ -255,8 +256,12 @@ def evaluate(models: Models, heldout: np.ndarray | torch.Tensor, train_rows: np.
             "context_free": detection_metrics(rates[fake], labels, valid),
             "replaced_fraction": float(labels[valid].mean()),
         }
+        if start is not None:
+            kinds[kind]["start"] = detection_metrics(_detector_scores(start, fake, cfg.batch_size), labels, valid)
     mlm = {"pretrained": masked_lm_metrics(models.generator, rows, chosen, cfg.batch_size),
            "random_init": masked_lm_metrics(random_models.generator, rows, chosen, cfg.batch_size)}
+    if start is not None:
+        mlm["start"] = masked_lm_metrics(start.generator, rows, chosen, cfg.batch_size)
     return {"heldout": {"source": source, "rows": int(len(rows)), "tokens": n_tokens},
             "detector": "discriminator" if models.discriminator is not None else "mlm_surprise",
             "config": asdict(cfg), **kinds, "mlm": mlm}
@@ -265,14 +270,16 @@ def evaluate(models: Models, heldout: np.ndarray | torch.Tensor, train_rows: np.
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     """MLflow keys: intrinsic/<replacements>/auc[_random|_context_free], .../ap..., intrinsic/mlm/..."""
     out: dict[str, float] = {}
-    suffix = {"pretrained": "", "random_init": "_random", "context_free": "_context_free"}
+    suffix = {"pretrained": "", "random_init": "_random", "context_free": "_context_free", "start": "_start"}
     for kind in ("unigram", "generator"):
         for who, tail in suffix.items():
             for metric in ("auc", "ap"):
-                out[f"intrinsic/{kind}/{metric}{tail}"] = result[kind][who][metric]
-    for who, tail in (("pretrained", ""), ("random_init", "_random")):
+                if who in result[kind]:
+                    out[f"intrinsic/{kind}/{metric}{tail}"] = result[kind][who][metric]
+    for who, tail in (("pretrained", ""), ("random_init", "_random"), ("start", "_start")):
         for metric in ("accuracy", "perplexity"):
-            out[f"intrinsic/mlm/{metric}{tail}"] = result["mlm"][who][metric]
+            if who in result["mlm"]:
+                out[f"intrinsic/mlm/{metric}{tail}"] = result["mlm"][who][metric]
     return out
 
 
@@ -282,11 +289,13 @@ def verdict(result: dict[str, Any], margin: float = 0.02) -> str:
     auc, rnd, cf = u["pretrained"]["auc"], u["random_init"]["auc"], u["context_free"]["auc"]
     best_other = max(rnd, cf)
     who = "discriminator" if result["detector"] == "discriminator" else "MLM model"
+    start = (f" It started from ROC-AUC {u['start']['auc']:.3f} (the checkpoint it continued)."
+             if "start" in u else "")
     if auc >= best_other + margin:
         return (f"The {who} learned context: it detects unigram replacements on held-out text at ROC-AUC {auc:.3f}, "
-                f"against {rnd:.3f} at random initialisation and {cf:.3f} for a context-free detector.")
+                f"against {rnd:.3f} at random initialisation and {cf:.3f} for a context-free detector.{start}")
     return (f"No measurable context learned: the {who} detects unigram replacements on held-out text at ROC-AUC "
-            f"{auc:.3f}, against {rnd:.3f} at random initialisation and {cf:.3f} for a context-free detector.")
+            f"{auc:.3f}, against {rnd:.3f} at random initialisation and {cf:.3f} for a context-free detector.{start}")
 
 
 def save(result: dict[str, Any], out_dir: str | Path) -> Path:
@@ -388,22 +397,44 @@ def run(checkpoint: str | Path, *, generator: str | Path | None = None, examples
     else:
         raise ConfigError("examples: no held-out text; pass --examples DIR (built with a held-out slice) or --text FILE")
     seed = int(run_cfg.get("train", {}).get("seed", 1234))
-    return evaluate(models, held, train, cfg, init_seed=seed, source=source)
+    start = start_models(run_cfg, seed) if run_cfg.get("init_from") else None
+    return evaluate(models, held, train, cfg, init_seed=seed, source=source, start=start)
+
+
+def start_models(run_cfg: dict[str, Any], seed: int) -> Models:
+    """What a continued run (`init_from`) started from: the checkpoint's weights in the run's
+    config, the parts it lacked initialised as the run initialised them."""
+    from electra_pipeline import config as config_mod
+    from electra_pipeline import warmstart
+    from electra_pipeline.pretrainer import ElectraPretrainer
+
+    cfg = config_mod.from_dict(config_mod.PretrainConfig, run_cfg)
+    torch.manual_seed(seed)
+    model = ElectraPretrainer(cfg.model, cfg.train)
+    warmstart.load_weights(model, warmstart.find_source(cfg.init_from))
+    return Models(model.discriminator, model.generator)
 
 
 def format_table(result: dict[str, Any]) -> str:
     """The figures as a small Markdown table: pre-trained next to its baselines."""
-    lines = ["| held-out figure | pre-trained | random init | context-free |", "|---|---|---|---|"]
+    started = "start" in result["mlm"]
+    head = "| held-out figure | pre-trained | random init | context-free |" + (" start (init_from) |" if started else "")
+    lines = [head, "|---|---|---|---|" + ("---|" if started else "")]
+
+    def row(label: str, r: dict[str, Any], metric: str, fmt: str, context_free: bool) -> str:
+        cells = [format(r["pretrained"][metric], fmt), format(r["random_init"][metric], fmt),
+                 format(r["context_free"][metric], fmt) if context_free else "-"]
+        if started:
+            cells.append(format(r["start"][metric], fmt))
+        return f"| {label} | " + " | ".join(cells) + " |"
+
     for kind, label in (("unigram", "ROC-AUC, unigram replacements"), ("generator", "ROC-AUC, generator replacements")):
         r = result[kind]
-        lines.append(f"| {label} | {r['pretrained']['auc']:.3f} | {r['random_init']['auc']:.3f} | "
-                     f"{r['context_free']['auc']:.3f} |")
-        lines.append(f"| avg. precision, {kind} ({100 * r['replaced_fraction']:.1f}% replaced) | "
-                     f"{r['pretrained']['ap']:.3f} | {r['random_init']['ap']:.3f} | {r['context_free']['ap']:.3f} |")
-    m = result["mlm"]
-    lines.append(f"| masked-token accuracy | {100 * m['pretrained']['accuracy']:.1f}% | "
-                 f"{100 * m['random_init']['accuracy']:.1f}% | - |")
-    lines.append(f"| masked-token perplexity | {m['pretrained']['perplexity']:.0f} | {m['random_init']['perplexity']:.0f} | - |")
+        lines.append(row(label, r, "auc", ".3f", True))
+        lines.append(row(f"avg. precision, {kind} ({100 * r['replaced_fraction']:.1f}% replaced)", r, "ap", ".3f", True))
+    m = {who: {"accuracy": 100 * v["accuracy"], "perplexity": v["perplexity"]} for who, v in result["mlm"].items()}
+    lines.append(row("masked-token accuracy (%)", m, "accuracy", ".1f", False))
+    lines.append(row("masked-token perplexity", m, "perplexity", ".0f", False))
     return "\n".join(lines)
 
 

@@ -49,6 +49,8 @@ class PipelineParams(BaseModel):
     objectives: Objectives = Field(["electra"],
                                    description="pre-training objectives; electra mlm compares ELECTRA with "
                                                     "the BERT MLM baseline on the same data and steps")
+    init_from: str = Field("", description="continue pre-training from this checkpoint (a run directory or a Hugging "
+                                           "Face ELECTRA directory) with its own vocabulary; empty: random init")
     max_steps: Steps = Field(None, description="pre-training steps (empty: the preset's)")
     match_compute: bool = Field(True, description="with several objectives, give each the first one's training "
                                                   "FLOPs (the MLM baseline gets more, cheaper steps); off: the "

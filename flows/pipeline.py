@@ -48,7 +48,7 @@ from flows.params import (
 )
 from flows.pretrain import pretrain
 from flows.report import glue_chart, loss_chart, task_table, text_table
-from flows.tokenizer import train_tokenizer
+from flows.tokenizer import checkpoint_tokenizer, train_tokenizer
 from flows.tracking import experiment_id, is_server, run_url, sweep_hook, ui_hint
 
 
@@ -70,7 +70,7 @@ class Plan:
 
         p = self.params
         return {"pipeline": {"preset": p.preset, "corpus": p.corpus, "eval_tasks": self.tasks,
-                             "objectives": p.objectives, "glue_dir": p.glue_dir, "squad_dir": p.squad_dir,
+                             "objectives": p.objectives, "init_from": p.init_from, "glue_dir": p.glue_dir, "squad_dir": p.squad_dir,
                              "output_dir": p.output_dir, "register_as": p.register_as, "alias": p.alias,
                              "export": p.export, "quantize": p.quantize},
                 "corpus": dataclasses.asdict(self.corpus), "tokenizer": dataclasses.asdict(self.tokenizer),
@@ -86,6 +86,11 @@ def _explicit_steps(cfg: Any) -> int | None:
     return None if budgeted else cfg.train.max_steps
 
 
+def pretrain_overrides(params: PipelineParams) -> dict[str, Any]:
+    """`pretrain_config` with `init_from` folded in (the checkpoint fixes the model sizes)."""
+    return {**params.pretrain_config, **({"init_from": params.init_from} if params.init_from else {})}
+
+
 def plan(params: PipelineParams) -> Plan:
     """Resolve and check everything up front; a problem raises ConfigError/DataError naming the
     parameter or file, before any stage (or MLflow run) starts."""
@@ -97,7 +102,7 @@ def plan(params: PipelineParams) -> Plan:
     pre: dict[str, Any] = {}
     for o in objectives:
         def resolve(steps: int | None, objective: str = o) -> Any:
-            return pretrain_stage.pretrain_config(params.preset, params.pretrain_config, objective=objective,
+            return pretrain_stage.pretrain_config(params.preset, pretrain_overrides(params), objective=objective,
                                                   max_steps=steps, device=params.device)
 
         cfg = resolve(params.max_steps)
@@ -164,6 +169,9 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
     lines = [f"# ELECTRA pipeline ({p.preset} preset)", "",
              f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}`"
              + (f"; open the UI with `{result.mlflow_ui}`." if local else "."), ""]
+    if p.init_from:
+        lines += [f"Pre-training continued from `{p.init_from}` (its sizes and vocabulary); the held-out figures "
+                  "below compare the result with random initialisation of the same config.", ""]
     if result.intrinsic:
         lines += ["## What pre-training learned (held-out text)", "",
                   "Replaced-token detection on held-out text: with unigram replacements token identity is worth "
@@ -228,6 +236,7 @@ def electra_pipeline(
     glue_dir: str = SAMPLE,
     squad_dir: str = SAMPLE,
     objectives: Objectives = ["electra"],  # noqa: B006
+    init_from: str = "",
     max_steps: Steps = None,
     match_compute: bool = True,
     device: Device = "auto",
@@ -255,6 +264,8 @@ def electra_pipeline(
         glue_dir: GLUE root (<dir>/SST-2/train.tsv ...); `sample` is the shipped slices.
         squad_dir: SQuAD directory; `sample` is the shipped slices.
         objectives: Pre-training objectives; ["electra", "mlm"] compares ELECTRA with the BERT MLM baseline.
+        init_from: Continue pre-training from this checkpoint (a run directory or a Hugging Face ELECTRA
+            directory): its sizes and vocabulary replace the preset's and the WordPiece stage; empty: random init.
         max_steps: Pre-training steps, replacing the preset's budget; empty: the preset's (cpu: its FLOPs budget,
             tiny: 300 steps).
         match_compute: With several objectives, give each the first one's training FLOPs (the MLM baseline
@@ -295,12 +306,16 @@ def electra_pipeline(
 
     top = Tracking(tracking_uri=uri, experiment=experiment)
     objective_names = ",".join(p.params.objectives)
-    with top.run(f"pipeline-{preset}", stage="pipeline", preset=preset, objectives=objective_names) as run:
+    lineage = {"init_from": init_from} if init_from else {}
+    with top.run(f"pipeline-{preset}", stage="pipeline", preset=preset, objectives=objective_names, **lineage) as run:
         run.log_params(p.to_params())
         t = top.model_copy(update={"parent_run_id": run.run_id})
         common = {"output_dir": output_dir, "tracking": t, "refresh_cache": refresh_cache}
         c = timed("corpus", ingest_corpus, sources=corpus, config=dataclasses.asdict(p.corpus), **common)
-        tok = timed("tokenizer", train_tokenizer, corpus=c.path, config=dataclasses.asdict(p.tokenizer), **common)
+        if init_from:  # the checkpoint's own vocabulary, not a new one
+            tok = timed("tokenizer", checkpoint_tokenizer, source=init_from, **common)
+        else:
+            tok = timed("tokenizer", train_tokenizer, corpus=c.path, config=dataclasses.asdict(p.tokenizer), **common)
         ex = timed("examples", build_examples, corpus=c.path, tokenizer=tok.path,
                    config=dataclasses.asdict(p.examples), **common)
         summaries: dict[str, dict[str, Any]] = {}
@@ -310,7 +325,7 @@ def electra_pipeline(
             pretrained[objective] = timed(f"pretrain-{objective}", pretrain, examples=ex.path, tokenizer=tok.path,
                                           preset=preset, objective=objective,
                                           max_steps=_explicit_steps(p.pretrain[objective]), device=device,
-                                          config=pretrain_config, **common)
+                                          config=pretrain_overrides(p.params), **common)
             intrinsic_results[objective] = timed(f"intrinsic-{objective}", intrinsic,
                                                  run_dir=pretrained[objective].summary["output_dir"],
                                                  label=objective, tracking=t)

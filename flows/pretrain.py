@@ -60,7 +60,8 @@ def pretrain_plan(cfg: Any, examples: str, tokenizer: str, output_dir: str) -> t
     cfg = config_mod.merge(cfg, {"data": examples, "tokenizer": tokenizer, "model": {"vocab_size": vocab}})
     recipe = {k: v for k, v in config_mod.to_dict(cfg).items() if k not in ("data", "tokenizer", "output_dir",
                                                                              "tracking")}
-    key = stage_key("pretrain", inputs=[input_key(examples), input_key(tokenizer)], config=recipe, code=_code())
+    inputs = [input_key(examples), input_key(tokenizer)] + ([input_key(cfg.init_from)] if cfg.init_from else [])
+    key = stage_key("pretrain", inputs=inputs, config=recipe, code=_code())
     out = Path(output_dir) / "pretrain" / f"{cfg.train.objective}-{cfg.preset}-{key}"
     return config_mod.merge(cfg, {"output_dir": str(out.resolve())}), key, out
 

@@ -81,3 +81,50 @@ def train_tokenizer(
         run.log_artifact(summary["file"], "tokenizer")
     return StageOutput(stage="tokenizer", path=summary["file"], key=key, cached=cached, run_id=run.run_id,
                        summary=summary)
+
+
+@task(name="checkpoint-vocabulary", cache_policy=STAGE_CACHE, persist_result=True)
+@user_errors
+def vocabulary_task(key: str, source: str, out_dir: str) -> dict[str, Any]:
+    from electra_pipeline import warmstart
+    from electra_pipeline.tokenizer import load_tokenizer
+
+    out = Path(out_dir)
+    path = warmstart.save_tokenizer(source, out)
+    summary = {"vocab_size": load_tokenizer(path).get_vocab_size(), "file": str(path.resolve()), "source": source}
+    mark_complete(out, {"stage": "tokenizer", "key": key, "summary": summary})
+    return summary
+
+
+@flow(name="checkpoint-tokenizer", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
+@user_errors
+def checkpoint_tokenizer(
+    source: str,
+    output_dir: str = "outputs",
+    tracking: Tracking = Tracking(),
+    refresh_cache: bool = False,
+) -> StageOutput:
+    """The vocabulary of the checkpoint pre-training continues from, in this project's layout
+    ([PAD] [UNK] [CLS] [SEP] [MASK] at 0-4), into `<output_dir>/tokenizer/<key>`: what the
+    pipeline uses instead of training WordPiece when it starts from a checkpoint.
+
+    Args:
+        source: The checkpoint (`init_from`): a run directory or a Hugging Face ELECTRA directory.
+        output_dir: Root of all pipeline outputs.
+        tracking: MLflow store, experiment and parent run.
+        refresh_cache: Re-run even when a cached result exists.
+    """
+    from electra_pipeline import warmstart
+
+    warmstart.find_source(source)  # a bad source fails before an MLflow run exists
+    key = stage_key("tokenizer", inputs=[input_key(source)], config={"from_checkpoint": True},
+                    code=code_fingerprint(warmstart))
+    out = Path(output_dir) / "tokenizer" / key
+    with tracking.run("tokenizer", stage="tokenizer", stage_key=key, init_from=source) as run:
+        summary, cached = call_stage_task(vocabulary_task, out_dir=out, results=Path(output_dir) / RESULTS_DIR,
+                                          refresh=refresh_cache, key=key, source=source)
+        run.set_tags({"cached": str(cached).lower()})
+        run.log_metrics({"tokenizer/vocab_size": float(summary["vocab_size"])})
+        run.log_artifact(summary["file"], "tokenizer")
+    return StageOutput(stage="tokenizer", path=summary["file"], key=key, cached=cached, run_id=run.run_id,
+                       summary=summary)

@@ -305,6 +305,36 @@ def test_lost_output_is_rebuilt_not_served_from_cache(first_run: Any, params: di
 
 
 @pytest.mark.slow
+def test_pipeline_continues_pretraining_from_a_checkpoint(first_run: Any, params: dict[str, Any]) -> None:
+    """init_from: the checkpoint's vocabulary instead of a WordPiece stage, its sizes, the weights
+    it started from in summary.json, and the lineage on the MLflow runs."""
+    from flows.pipeline import electra_pipeline
+
+    source = Path(next(s.path for s in first_run.result().stages if s.stage == "pretrain-electra")).parent
+    state = electra_pipeline(**{**params, "objectives": ["electra"], "export": False, "max_steps": 3,
+                                "init_from": str(source), "pretrain_config": {}}, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    names = {_flow_name(r) for r in _child_flow_runs(state.state_details.flow_run_id)}
+    assert "checkpoint-tokenizer" in names and "train-tokenizer" not in names
+    stages = {s.stage: s for s in result.stages}
+    tok = json.loads(Path(stages["tokenizer"].path).read_text())["model"]["vocab"]
+    assert tok == json.loads((source / "tokenizer.json").read_text())["model"]["vocab"]
+    run = Path(stages["pretrain-electra"].path).parent
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["init"]["from"] == str(source) and summary["steps"] == 3
+    assert json.loads((run / "config.json").read_text())["model"]["vocab_size"] == 1000
+    intrinsic = result.intrinsic["electra"]  # this test's corpus is too small for a held-out slice
+    assert "skipped" in intrinsic or "start" in intrinsic["unigram"]
+    runs = {r.info.run_id: r for r in _runs(params)}
+    assert runs[result.run_id].data.tags["init_from"] == str(source)
+    pre = next(r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == result.run_id
+               and r.info.run_name == "pretrain-electra")
+    assert pre.data.tags["init_from.sha256"] == summary["init"]["sha256"]
+    assert f"continued from `{source}`" in (Path(result.run_dir) / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_compare_flow_puts_both_models_side_by_side(first_run: Any, params: dict[str, Any]) -> None:
     from flows.compare import electra_vs_mlm
 

@@ -157,6 +157,11 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
     got = load_file(str(run / "discriminator" / "model.safetensors"))["electra.encoder.layer.1.output.dense.weight"]
     want = load_file(str(source / "model.safetensors"))["electra.encoder.layer.1.output.dense.weight"]
     assert torch.allclose(got, want, atol=1e-5)
+    # the held-out figures show where the run started: here (lr 1e-9) where it ended
+    assert cli.main(["intrinsic", str(run), "--max-rows", "64"]) == 0
+    result = json.loads((run / "intrinsic.json").read_text())
+    start, end = result["unigram"]["start"]["auc"], result["unigram"]["pretrained"]["auc"]
+    assert start == pytest.approx(end, abs=1e-3) and "started from ROC-AUC" in capsys.readouterr().out
 
     # bad input: one line, exit 2, nothing written
     capsys.readouterr()
