@@ -411,7 +411,8 @@ def start_models(run_cfg: dict[str, Any], seed: int) -> Models:
     cfg = config_mod.from_dict(config_mod.PretrainConfig, run_cfg)
     torch.manual_seed(seed)
     model = ElectraPretrainer(cfg.model, cfg.train)
-    warmstart.load_weights(model, warmstart.find_source(cfg.init_from))
+    extension = warmstart.extension_of(cfg.tokenizer) if cfg.tokenizer else None
+    warmstart.load_weights(model, warmstart.find_source(cfg.init_from), extension)
     return Models(model.discriminator, model.generator)
 
 

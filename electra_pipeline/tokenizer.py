@@ -307,6 +307,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="no training: write the vocabulary of the ELECTRA checkpoint SRC (a run directory or a "
                         "Hugging Face directory with vocab.txt/tokenizer.json) in this layout, for continuing its "
                         "pre-training with `electra pretrain --init-from SRC`")
+    p.add_argument("--extend-vocab", type=int, default=0, metavar="N",
+                   help="with --from: add the N domain words of CORPUS that the checkpoint's vocabulary splits "
+                        "into the most extra pieces (count x (pieces - 1)); their embeddings start as the mean "
+                        "of their pieces'")
     p.add_argument("--out", "-o", required=True, type=Path, help="output tokenizer directory (replaced atomically)")
     p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="vocabulary size including special tokens")
     p.add_argument("--min-frequency", type=int, default=d.min_frequency, help="minimum pair frequency for a merge")
@@ -328,13 +332,18 @@ def _run_cli(args: argparse.Namespace) -> int:
     if args.from_checkpoint is not None:
         from electra_pipeline import warmstart
 
-        if args.corpus:
-            raise ConfigError("corpus: --from takes the checkpoint's vocabulary; give no corpus with it")
-        path = warmstart.save_tokenizer(args.from_checkpoint, args.out)
+        if args.extend_vocab < 0:
+            raise ConfigError(f"extend_vocab: must be >= 0, got {args.extend_vocab}")
+        if bool(args.corpus) != bool(args.extend_vocab):
+            raise ConfigError("corpus: with --from, give a corpus exactly when --extend-vocab N counts words in it")
+        corpus = (args.corpus[0] if len(args.corpus) == 1 else list(args.corpus)) if args.corpus else None
+        path = warmstart.save_tokenizer(args.from_checkpoint, args.out, args.extend_vocab, corpus)
         print(f"tokenizer: {load_tokenizer(path).get_vocab_size():,} tokens from {args.from_checkpoint} -> {path}")
         return 0
     if not args.corpus:
         raise ConfigError("corpus: give a corpus directory or text files (or --from CHECKPOINT)")
+    if args.extend_vocab:
+        raise ConfigError("extend_vocab: extends a checkpoint's vocabulary; use it with --from")
     cfg = TokenizerConfig(vocab_size=args.vocab_size, min_frequency=args.min_frequency, lowercase=not args.cased,
                           strip_accents=args.strip_accents, limit_alphabet=args.limit_alphabet,
                           max_chars=args.max_chars, model_max_length=args.model_max_length)

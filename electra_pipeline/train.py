@@ -363,7 +363,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     model = ElectraPretrainer(cfg.model, t)
     init: dict[str, Any] = {}
     if source is not None and resume_from is None:  # a resumed run has them in its checkpoint
-        init = {"from": cfg.init_from, "sha256": source.sha256(), **warmstart.load_weights(model, source)}
+        extension = warmstart.extension_of(cfg.tokenizer) if cfg.tokenizer else None
+        init = {"from": cfg.init_from, "sha256": source.sha256(), **warmstart.load_weights(model, source, extension)}
         if world.is_main:
             for part, what in init.items():
                 log.info("init %s: %s", part, what)

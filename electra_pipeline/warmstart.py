@@ -22,6 +22,12 @@ target id (BERT's [unused0-3]), `Source.tokenizer` renumbers the vocabulary that
 `load_weights` swaps the embedding rows and the generator's output bias to match: the model
 computes the same function on the same text. `electra tokenizer --from SRC` writes that
 tokenizer, to build the examples with.
+
+Vocabulary extension (`electra tokenizer --from SRC --extend-vocab N CORPUS`, off by default):
+the N domain words that cost the most extra tokens under the checkpoint's vocabulary (count x
+(pieces - 1) on the corpus) become tokens of their own at ids V..V+N-1, each embedding row (and
+generator output bias) initialised as the mean of its pieces' rows. The tokenizer directory
+records the words and their pieces (`train_config.json`, "extension"), which `load_weights` uses.
 """
 
 from __future__ import annotations
@@ -100,6 +106,15 @@ class Source:
             if d is not None:
                 h.update((d / "model.safetensors").read_bytes())
         return h.hexdigest()
+
+
+def extension_of(tokenizer: str | Path) -> dict[str, Any] | None:
+    """The "extension" record of a tokenizer directory written with --extend-vocab, else None."""
+    p = Path(tokenizer)
+    record = (p if p.is_dir() else p.parent) / "train_config.json"
+    if not record.is_file():
+        return None
+    return _read_json(record).get("extension")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -184,9 +199,11 @@ def adopt_architecture(cfg: PretrainConfig, explicit: dict[str, Any]) -> Pretrai
     error naming the field, a preset's value is replaced."""
     source = find_source(cfg.init_from)
     theirs = source.model_config()
+    extension = extension_of(cfg.tokenizer) if cfg.tokenizer else None
+    added = len(extension["added"]) if extension else 0  # domain words added to the checkpoint's vocabulary
     changes = {}
     for name in ARCHITECTURE:
-        value = getattr(theirs, name)
+        value = getattr(theirs, name) + added if name == "vocab_size" else getattr(theirs, name)
         if name in explicit and getattr(cfg.model, name) != value:
             raise ConfigError(f"model.{name}: {getattr(cfg.model, name)} contradicts the checkpoint "
                               f"{cfg.init_from} ({name} {value}); drop the flag")
@@ -210,6 +227,9 @@ def check_tokenizer(cfg: PretrainConfig, tokenizer_vocab: dict[str, int], tok_fi
     swap), or every embedding row would belong to another word."""
     source = find_source(cfg.init_from)
     expected = {source.vocab[old]: new for new, old in enumerate(source.permutation)}
+    extension = extension_of(tok_file)
+    if extension:
+        expected |= {word: len(source.vocab) + i for i, (word, _) in enumerate(extension["added"])}
     if tokenizer_vocab != expected:
         diff = next((t for t, i in expected.items() if tokenizer_vocab.get(t) != i), None)
         raise ConfigError(f"tokenizer: {tok_file} is not the vocabulary of {cfg.init_from} (first difference: "
@@ -221,9 +241,18 @@ def _permute(sd: dict[str, torch.Tensor], key: str, perm: torch.Tensor) -> None:
         sd[key] = sd[key][perm]
 
 
-def load_weights(model: torch.nn.Module, source: Source) -> dict[str, str]:
-    """Load `source` into an `ElectraPretrainer` in place; returns what each part started from."""
+def _extend_rows(sd: dict[str, torch.Tensor], key: str, added: list[list[Any]]) -> None:
+    """Append one row per added word: the mean of its pieces' rows (ids in the run's numbering)."""
+    if key in sd and added:
+        t = sd[key]
+        sd[key] = torch.cat([t, torch.stack([t[torch.tensor(pieces)].mean(0) for _, pieces in added])])
+
+
+def load_weights(model: torch.nn.Module, source: Source, extension: dict[str, Any] | None = None) -> dict[str, str]:
+    """Load `source` into an `ElectraPretrainer` in place; returns what each part started from.
+    `extension`: the tokenizer's added words (`extension_of`), initialised from their pieces."""
     perm = torch.tensor(source.permutation)
+    added = (extension or {}).get("added", [])
     emb = "electra.embeddings.word_embeddings.weight"
     done: dict[str, str] = {}
     targets = ([("discriminator", model.discriminator), ("generator", model.generator)]
@@ -240,6 +269,8 @@ def load_weights(model: torch.nn.Module, source: Source) -> dict[str, str]:
         sd = hf._load(path, kind).state_dict()
         _permute(sd, emb, perm)
         _permute(sd, "head.bias", perm)
+        _extend_rows(sd, emb, added)
+        _extend_rows(sd, "head.bias", added)
         if role == "mlm" and kind == "discriminator":  # its RTD head is no MLM head
             sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
         ours = module.state_dict()
@@ -254,15 +285,68 @@ def load_weights(model: torch.nn.Module, source: Source) -> dict[str, str]:
         fresh = sorted(set(ours) - set(keep) - ({k for k in ours if k.startswith("electra.embeddings.")}
                                                 if role == "generator" else set()))
         done[role] = f"{path}" + (f" ({len(fresh)} tensors at random init, e.g. {fresh[0]})" if fresh else "")
+    if added:
+        done["vocabulary"] = f"{len(added)} added words, each initialised as the mean of its pieces"
     return done
 
 
-def save_tokenizer(src: str | Path, out_dir: str | Path) -> Path:
-    """`electra tokenizer --from SRC`: the checkpoint's vocabulary in this project's layout."""
+def extend(source: Source, corpus: str | Path | list[Path], n: int, max_chars: int = 50_000_000) -> tuple[Any, dict[str, Any]]:
+    """(tokenizer with `n` added words, extension record). Words are counted on up to
+    `max_chars` of `corpus` after the tokenizer's normaliser and pre-tokeniser; the n with the
+    largest count x (pieces - 1) are added, each as one token."""
+    from collections import Counter
+
+    from tokenizers import models
+
+    from electra_pipeline.corpus import iter_documents
+
+    tok = source.tokenizer()
+    counts: Counter[str] = Counter()
+    chars = 0
+    for doc in iter_documents(corpus if isinstance(corpus, list) else Path(corpus)):
+        text = tok.normalizer.normalize_str(doc) if tok.normalizer else doc
+        counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(text))
+        chars += len(doc)
+        if chars >= max_chars:
+            break
+    if not counts:
+        raise DataError(f"{corpus}: no text to count words in")
+    vocab = tok.get_vocab()
+    words = [w for w, c in counts.items() if c >= 2 and w not in vocab]
+    pieces = {w: e.ids for w, e in zip(words, tok.encode_batch(words, add_special_tokens=False))}
+    unk = vocab["[UNK]"]
+    ranked = sorted((w for w in words if len(pieces[w]) > 1 and unk not in pieces[w]),
+                    key=lambda w: (-counts[w] * (len(pieces[w]) - 1), w))[:n]
+
+    def tokens_per_word(t: Any) -> float:
+        sample = [w for w, _ in counts.most_common(20_000)]
+        lengths = {w: len(e.ids) for w, e in zip(sample, t.encode_batch(sample, add_special_tokens=False))}
+        return sum(counts[w] * lengths[w] for w in sample) / sum(counts[w] for w in sample)
+
+    before = tokens_per_word(tok)
+    extended = dict(vocab) | {w: len(vocab) + i for i, w in enumerate(ranked)}
+    tok.model = models.WordPiece(extended, unk_token="[UNK]", continuing_subword_prefix="##",
+                                 max_input_chars_per_word=100)
+    record = {"base_vocab_size": len(vocab), "added": [[w, pieces[w]] for w in ranked],
+              "counted_chars": chars, "tokens_per_word": {"before": before, "after": tokens_per_word(tok)}}
+    return tok, record
+
+
+def save_tokenizer(src: str | Path, out_dir: str | Path, extend_vocab: int = 0,
+                   corpus: str | Path | list[Path] | None = None) -> Path:
+    """`electra tokenizer --from SRC [--extend-vocab N CORPUS]`: the checkpoint's vocabulary in this
+    project's layout, optionally with N domain words added."""
     from electra_pipeline.tokenizer import TokenizerConfig, save_tokenizer_dir
 
     source = find_source(src)
-    tok = source.tokenizer()
-    return save_tokenizer_dir(tok, Path(out_dir), TokenizerConfig(lowercase=source.lowercase, vocab_size=len(source.vocab)),
-                              {"from_checkpoint": str(src), "vocab_size": tok.get_vocab_size(),
-                               "moved_special_tokens": source.permutation[:len(SPECIAL_TOKENS)]})
+    provenance: dict[str, Any] = {"from_checkpoint": str(src),
+                                  "moved_special_tokens": source.permutation[:len(SPECIAL_TOKENS)]}
+    if extend_vocab:
+        if corpus is None:
+            raise ConfigError("extend_vocab: needs a corpus to count domain words in")
+        tok, provenance["extension"] = extend(source, corpus, extend_vocab)
+    else:
+        tok = source.tokenizer()
+    provenance["vocab_size"] = tok.get_vocab_size()
+    return save_tokenizer_dir(tok, Path(out_dir), TokenizerConfig(lowercase=source.lowercase,
+                                                                  vocab_size=tok.get_vocab_size()), provenance)

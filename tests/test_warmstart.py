@@ -194,3 +194,36 @@ def test_a_tokenizer_other_than_the_checkpoints_is_refused(source: Path, tmp_pat
         warmstart.check_tokenizer(cfg, swapped, Path("tok.json"))
     assert np.array_equal(sorted(vocab.values()), np.arange(len(vocab)))
     assert tokenizer.load_tokenizer(warmstart.save_tokenizer(source, tmp_path / "t")).get_vocab() == vocab
+
+
+def test_vocabulary_extension_adds_costly_words_initialised_from_their_pieces(source: Path, corpus_and_vocab,
+                                                                                tmp_path: Path) -> None:
+    from electra_pipeline import config
+    from electra_pipeline.tokenizer import load_tokenizer
+
+    corpus, _ = corpus_and_vocab
+    assert cli.main(["tokenizer", "--from", str(source), "--extend-vocab", "20", str(corpus), "-o",
+                     str(tmp_path / "tok")]) == 0
+    ext = warmstart.extension_of(tmp_path / "tok")
+    src = warmstart.find_source(source)
+    base = src.tokenizer()
+    tok = load_tokenizer(tmp_path / "tok")
+    V = len(src.vocab)
+    assert ext["base_vocab_size"] == V and len(ext["added"]) == 20 and tok.get_vocab_size() == V + 20
+    assert ext["tokens_per_word"]["after"] < ext["tokens_per_word"]["before"]
+    for i, (word, pieces) in enumerate(ext["added"]):  # old ids kept, each word one new token
+        assert tok.token_to_id(word) == V + i and base.encode(word, add_special_tokens=False).ids == pieces
+    assert all(tok.token_to_id(t) == i for t, i in base.get_vocab().items())
+
+    cfg = config.resolve("tiny", overrides={"init_from": str(source), "tokenizer": str(tmp_path / "tok")})
+    assert cfg.model.vocab_size == V + 20
+    warmstart.check_tokenizer(cfg, tok.get_vocab(), tmp_path / "tok" / "tokenizer.json")
+    model = ElectraPretrainer(cfg.model, TrainConfig())
+    notes = warmstart.load_weights(model, src, ext)
+    assert "20 added words" in notes["vocabulary"]
+    emb = model.discriminator.electra.embeddings.word_embeddings.weight
+    word, pieces = ext["added"][0]
+    assert torch.allclose(emb[V], emb[torch.tensor(pieces)].mean(0))
+    bias = model.generator.head.bias
+    assert torch.allclose(bias[V], bias[torch.tensor(pieces)].mean(0))
+    assert cli.main(["tokenizer", "--from", str(source), "--extend-vocab", "3", "-o", str(tmp_path / "t2")]) == 2
