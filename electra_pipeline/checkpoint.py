@@ -95,6 +95,27 @@ def read_state(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
+def load_optimizer_moments(ckpt: Path, optimizer: torch.optim.Optimizer) -> None:
+    """The AdamW moments of checkpoint `ckpt` into `optimizer`, keeping its own param groups (and so
+    its learning rates): how a continued run carries its source run's optimizer state."""
+    ckpt = Path(ckpt)
+    try:
+        tensors = load_file(str(ckpt / "optimizer.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"{ckpt / 'optimizer.safetensors'}: unreadable or truncated ({e})") from None
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        if key.startswith("state."):
+            _, idx, name = key.split(".", 2)
+            opt_state.setdefault(int(idx), {})[name] = t
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for idx, s in opt_state.items():
+        if idx >= len(params) or s["exp_avg"].shape != params[idx].shape:
+            raise DataError(f"{ckpt / 'optimizer.safetensors'}: optimizer state does not fit this model (parameter "
+                            f"{idx}); continue the optimizer only from a run of the same config and objective")
+    optimizer.load_state_dict({"state": opt_state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
 def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, mask_gen: torch.Generator) -> TrainState:
     """Restore everything in place; errors name the file and what does not match."""

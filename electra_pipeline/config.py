@@ -124,6 +124,7 @@ class TrainConfig:
     log_every: int = 10  # steps between metric reads (each read syncs the device)
     save_every: int = 1000  # steps between checkpoints; the last step always saves
     keep_checkpoints: int = 2
+    init_optimizer: bool = False  # with init_from a run dir of ours: continue its AdamW moments (lr still re-warms)
     num_workers: int = 1  # data-loader worker processes
 
     def __post_init__(self) -> None:

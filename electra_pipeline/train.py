@@ -311,6 +311,9 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
     elif cfg.init_from:
         raise ConfigError("tokenizer: --init-from needs the tokenizer the examples were built with, the "
                           f"checkpoint's own (`electra tokenizer --from {cfg.init_from} -o DIR`); pass --tokenizer")
+    if cfg.train.init_optimizer and not (cfg.init_from and ckpt.list_checkpoints(Path(cfg.init_from))):
+        raise ConfigError("train.init_optimizer: continues the optimizer of a run directory of ours with checkpoints; "
+                          f"init_from is {cfg.init_from or 'empty'!r}")
     return data
 
 
@@ -372,6 +375,9 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     if world.rank:
         torch.manual_seed(t.seed + world.rank)  # dropout differs per rank; rank 0 is the single-process run
     optimizer = build_optimizer(model, t, device)
+    if t.init_optimizer and init:  # a fresh start from a run of ours: its AdamW moments too
+        ckpt.load_optimizer_moments(ckpt.list_checkpoints(Path(cfg.init_from))[-1], optimizer)
+        init["optimizer"] = str(ckpt.list_checkpoints(Path(cfg.init_from))[-1])
     step_flops = flops.train_step_flops(cfg.model, t).total  # the global batch, all ranks together
     schedule = Schedule.of(t, step_flops)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)

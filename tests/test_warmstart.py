@@ -163,6 +163,20 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
     start, end = result["unigram"]["start"]["auc"], result["unigram"]["pretrained"]["auc"]
     assert start == pytest.approx(end, abs=1e-3) and "started from ROC-AUC" in capsys.readouterr().out
 
+    # a run of ours continues too, optionally with its AdamW moments
+    again = [str(tmp_path / "run2") if a == str(run) else str(run) if a == str(source) else a for a in args]
+    assert cli.main(again + ["--train.init_optimizer", "true"]) == 0
+    init = json.loads((tmp_path / "run2" / "summary.json").read_text())["init"]
+    assert init["from"] == str(run) and init["optimizer"].endswith("step-00000002")
+    from electra_pipeline import checkpoint
+    from electra_pipeline.train import build_optimizer
+
+    model, _ = _loaded(source)
+    opt = build_optimizer(model, TrainConfig(), torch.device("cpu"))
+    checkpoint.load_optimizer_moments(checkpoint.list_checkpoints(run)[-1], opt)
+    moments = load_file(str(checkpoint.list_checkpoints(run)[-1] / "optimizer.safetensors"))
+    assert torch.equal(opt.state[opt.param_groups[0]["params"][0]]["exp_avg"], moments["state.0.exp_avg"])
+
     # bad input: one line, exit 2, nothing written
     capsys.readouterr()
     for extra, message in [
@@ -170,6 +184,7 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
         (["--model.hidden_size", "128"], "model.hidden_size: 128 contradicts the checkpoint"),
         (["--resume", str(run)], "drop --init-from or --resume"),
         (["--init-from", str(tmp_path / "tok")], "not an ELECTRA checkpoint"),
+        (["--train.init_optimizer", "true"], "train.init_optimizer: continues the optimizer of a run directory"),
     ]:
         bad = [str(tmp_path / "bad") if a == str(run) else a for a in args] + extra
         assert cli.main(bad) == 2
