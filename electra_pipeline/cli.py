@@ -35,6 +35,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR|auto",
                    help="continue from the latest checkpoint of DIR (default: --output-dir) exactly where it "
                         "stopped; `auto`: resume when --output-dir has a checkpoint, else start (for restarts)")
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="with --resume: accept a config that differs from the checkpoint's on a field that matters "
+                        "(model, objective, seed, lr, batch, masking, loss weights, warm-up); the change is recorded "
+                        "in summary.json")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     config_mod.add_config_flags(p)
@@ -59,13 +63,15 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 tracks and prints
     progress = not args.no_progress and sys.stderr.isatty()
     if not cfg.tracking.enabled or not main_rank:
-        result = pretrain(cfg, resume=resume, tracker=NullTracker(), progress=progress)
+        result = pretrain(cfg, resume=resume, tracker=NullTracker(), progress=progress,
+                          allow_changes=args.resume_with_changes)
     else:
         tracker = MLflowTracker.start(tracking_uri=cfg.tracking.tracking_uri, experiment=cfg.tracking.experiment,
                                       run_name=cfg.tracking.run_name or f"pretrain-{cfg.preset}",
                                       tags={"stage": "pretrain"})
         with finished(tracker):
-            result = pretrain(cfg, resume=resume, tracker=tracker, progress=progress)
+            result = pretrain(cfg, resume=resume, tracker=tracker, progress=progress,
+                              allow_changes=args.resume_with_changes)
         print(f"MLflow run {tracker.run_id} in {cfg.tracking.tracking_uri} (experiment {cfg.tracking.experiment!r})")
     if not main_rank:
         return 0

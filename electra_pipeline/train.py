@@ -317,6 +317,27 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
     return data
 
 
+# Fields a resumed run must share with its checkpoint: they change what the saved state means.
+RESUME_FIXED = ("model", "train.objective", "train.seed", "train.lr", "train.batch_size", "train.seq_len",
+                "train.mask_prob", "train.mask_token_prob", "train.random_token_prob", "train.gen_weight",
+                "train.disc_weight", "train.temperature", "train.warmup_steps", "train.warmup_fraction",
+                "train.weight_decay")
+
+
+def config_changes(saved: dict[str, Any], cfg: PretrainConfig) -> dict[str, list[Any]]:
+    """{dotted field: [checkpoint's value, this run's]} over `RESUME_FIXED`."""
+    now = config_mod.to_dict(cfg)
+    changes: dict[str, list[Any]] = {}
+    for name in RESUME_FIXED:
+        section, _, field_name = name.partition(".")
+        a, b = saved.get(section, {}), now.get(section, {})
+        keys = [field_name] if field_name else sorted(set(a) | set(b))
+        for k in keys:
+            if a.get(k) != b.get(k):
+                changes[f"{section}.{k}"] = [a.get(k), b.get(k)]
+    return changes
+
+
 def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
     """Loss curves as a PNG: people compare runs by looking."""
     if not history:
@@ -344,8 +365,12 @@ def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
 
 
 def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: Tracker | None = None,
-             progress: bool = True) -> PretrainResult:
-    """Run (or resume) one pre-training run; outputs land in `cfg.output_dir`."""
+             progress: bool = True, allow_changes: bool = False) -> PretrainResult:
+    """Run (or resume) one pre-training run; outputs land in `cfg.output_dir`.
+
+    A resume whose config differs from the checkpoint's on a `RESUME_FIXED` field is refused,
+    naming the fields, unless `allow_changes`: then the new values apply (a new peak lr
+    included) and summary.json records the change."""
     session_start = time.perf_counter()
     tracker = tracker or NullTracker()
     t = cfg.train
@@ -360,6 +385,11 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         raise ConfigError(f"output_dir: {out} already holds checkpoints; pass --resume to continue it or choose "
                           "another --output-dir")
     resume_from = ckpt.find_resume_point(Path(resume)) if resume is not None else None
+    changes = config_changes(ckpt.read_state(resume_from).get("config") or {}, cfg) if resume_from else {}
+    if changes and not allow_changes:
+        listed = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
+        raise ConfigError(f"resume: {resume_from} was trained with another config ({listed}); resume with the same "
+                          "values, or pass --resume-with-changes to apply the new ones")
     source = warmstart.find_source(cfg.init_from) if cfg.init_from else None
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
@@ -385,6 +415,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     state = ckpt.TrainState(step=0, examples_seen=0)
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from, model, optimizer, scheduler, mask_rng)
+        if "train.lr" in changes:  # the scheduler's saved peak would win over the new one
+            scheduler.base_lrs = [t.lr for _ in scheduler.base_lrs]
         if world.rank:  # the checkpoint holds rank 0's generators; other ranks draw their own
             torch.manual_seed(t.seed + world.rank + 7919 * state.step)
             mask_rng.manual_seed(t.seed * 1000 + world.rank + 7919 * state.step)
@@ -551,6 +583,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         }
         summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics,
                    "compute": compute}
+        if changes:
+            summary["resumed_with_changes"] = {"at_step": ckpt.read_state(resume_from)["step"], "fields": changes}
         if source is not None:  # lineage: what the weights started from
             summary["init"] = init or {"from": cfg.init_from, "sha256": source.sha256()}
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -154,8 +154,28 @@ def test_foreign_checkpoint_is_rejected(tiny_data, tmp_path):
     train.pretrain(cfg, progress=False)
     bigger = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=64, num_heads=2),
                                  output_dir=str(tmp_path / "other"))
-    with pytest.raises(DataError, match="does not fit this model"):
+    with pytest.raises(ConfigError, match="model.hidden_size: 128 -> 64"):
         train.pretrain(bigger, resume=tmp_path / "run", progress=False)
+    with pytest.raises(DataError, match="does not fit this model"):
+        train.pretrain(bigger, resume=tmp_path / "run", progress=False, allow_changes=True)
+
+
+def test_resume_with_another_lr_or_seed_is_refused_unless_asked(tiny_data, tmp_path):
+    """The checkpoint's scheduler would silently keep its own peak lr: refuse, naming the fields;
+    --resume-with-changes applies the new lr and records the change."""
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=2, log_every=1, save_every=2, lr=1e-3, warmup_steps=1)
+    train.pretrain(cfg, progress=False)
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4, lr=5e-4, seed=7))
+    with pytest.raises(ConfigError, match=r"train.seed: 1234 -> 7; train.lr: 0.001 -> 0.0005.*--resume-with-changes"):
+        train.pretrain(other, resume=tmp_path / "run", progress=False)
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4))  # more steps: fine
+    result = train.pretrain(dataclasses.replace(longer, train=dataclasses.replace(longer.train, lr=5e-4)),
+                            resume=tmp_path / "run", progress=False, allow_changes=True)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["resumed_with_changes"] == {"at_step": 2, "fields": {"train.lr": [1e-3, 5e-4]}}
+    lr3 = next(r["lr"] for r in result.history if r["step"] == 3)
+    assert lr3 == pytest.approx(5e-4 * train.lr_factor(3, 1, 4), rel=1e-6)  # the new peak on the same schedule
+    assert lr3 > 0
 
 
 def test_cli_pretrain_logs_to_mlflow(tiny_data, tmp_path, capsys):
