@@ -462,8 +462,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, optimize: bool = 
     src = load_source(model_dir, tokenizer)
     meta, names = src.meta, _output_names(src.meta)
     tok = Tokenizer.from_file(str(src.tokenizer_file))
-    if tok.get_vocab_size() > src.cfg.vocab_size:
-        raise DataError(f"{src.tokenizer_file}: vocabulary of {tok.get_vocab_size()} exceeds the model's "
+    if tok.get_vocab_size() != src.cfg.vocab_size:  # a smaller one would run, and score other words
+        raise DataError(f"{src.tokenizer_file}: vocabulary of {tok.get_vocab_size()} tokens, the model's has "
                         f"{src.cfg.vocab_size}; wrong tokenizer?")
     full = check_batch(meta, tok, check_inputs)
     if len(full) < 2:

@@ -342,3 +342,11 @@ def test_mean_pooled_classifier_exports_and_reloads(root: Path, tok_file: Path) 
     report = export.export_onnx(src, root / "onnx_mean_pooled")
     assert report.max_abs_diff <= 1e-4
     assert json.loads((root / "onnx_mean_pooled" / "metadata.json").read_text())["pooling"] == "mean"
+
+
+def test_a_tokenizer_of_another_size_is_refused(root: Path, classifier: Path) -> None:
+    """A smaller vocabulary would export and serve, scoring other words: refuse it, write nothing."""
+    small = train_tokenizer(root / "small_tok" / "tokenizer.json", vocab_size=500)
+    with pytest.raises(DataError, match="vocabulary of .* tokens, the model's has"):
+        export.export_onnx(classifier, root / "onnx_small_tok", tokenizer=small)
+    assert not (root / "onnx_small_tok").exists()
