@@ -157,6 +157,38 @@ def save_hf(module: Discriminator | Generator, out_dir: str | Path, kind: str,
     return Path(out_dir)
 
 
+def model_card(kind: str, cfg: dict, summary: dict) -> str:
+    """README.md for a Hugging Face directory written by pre-training: what it is, how it was
+    trained, what it started from, and how to check what it learned."""
+    m, t, c = cfg["model"], cfg["train"], summary["compute"]
+    role = {"discriminator": "the ELECTRA discriminator (replaced-token detection); the encoder to fine-tune",
+            "generator": "the masked-LM generator" if t["objective"] == "electra" else
+                         "the BERT-style masked-LM model (the MLM baseline); the encoder to fine-tune"}[kind]
+    init = summary.get("init")
+    lines = [
+        "---", "library_name: transformers", "tags: [electra, pretraining, electra-pipeline]", "---", "",
+        f"# ELECTRA {kind} ({cfg['preset']} preset)", "",
+        f"This directory holds {role}, in the Hugging Face ELECTRA format.", "",
+        f"- sizes: {m['num_layers']} layers x {m['hidden_size']} hidden, {m['num_heads']} heads, "
+        f"{m['vocab_size']:,}-token vocabulary"
+        + (", pre-LayerNorm" if m.get("pre_layer_norm") else "")
+        + (f", learned relative-distance attention bias (+-{m['relative_attention']})" if m.get("relative_attention") else ""),
+        f"- objective: {t['objective']}; {summary['steps']:,} steps of {t['batch_size']} x {t['seq_len']} tokens "
+        f"({c['tokens'] / 1e6:.1f}M tokens, {c['train_flops']:.3g} training FLOPs, {c['train_minutes']:.1f} min "
+        f"on {c['device']}, {c['precision']})",
+        f"- data: `{cfg['data']}`",
+        "- started from: " + (f"`{init['from']}` (weights sha256 {init['sha256'][:16]}...)" if init else "random initialisation"),
+        "",
+        "Whether it learned context: `electra intrinsic <run directory>` (held-out replaced-token detection next to "
+        "random initialisation and a context-free detector)."
+        + (" Transformers' ELECTRA has no pre-LayerNorm or relative attention: load this checkpoint with "
+           "`electra_pipeline.hf`, `electra finetune` or `electra export`."
+           if m.get("pre_layer_norm") or m.get("relative_attention") else ""),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 

@@ -588,6 +588,9 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         if source is not None:  # lineage: what the weights started from
             summary["init"] = init or {"from": cfg.init_from, "sha256": source.sha256()}
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for kind in ("discriminator", "generator"):
+            if (out / kind).is_dir():
+                (out / kind / "README.md").write_text(hf.model_card(kind, config_mod.to_dict(cfg), summary))
         for p in (out / "config.json", out / "summary.json", plot):
             if p is not None:
                 tracker.log_artifact(p)

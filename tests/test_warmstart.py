@@ -151,6 +151,7 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
     summary = json.loads((run / "summary.json").read_text())
     assert summary["init"]["from"] == str(source) and len(summary["init"]["sha256"]) == 64
     assert "generator" in summary["init"]["generator"]
+    assert f"started from: `{source}`" in (run / "discriminator" / "README.md").read_text()  # the model card
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["model"]["hidden_size"], cfg["model"]["generator_fraction"], cfg["model"]["vocab_size"]) == (
         64, 0.5, len(warmstart.find_source(source).vocab))
