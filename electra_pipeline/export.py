@@ -563,7 +563,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--atol", type=float, default=ATOL, help="max abs diff ONNX vs PyTorch accepted")
     p.add_argument("--mlflow", action="store_true", help="log OUT_DIR as artifacts of an MLflow run")
     p.add_argument("--register", metavar="NAME", help="register in the MLflow model registry (implies --mlflow)")
-    p.add_argument("--alias", default="champion", help="registry alias set on the new version")
+    p.add_argument("--alias", default="champion",
+                   help="registry alias moved to the new version when its dev score beats the holder's (every "
+                        "version also gets `challenger`)")
+    p.add_argument("--force-alias", action="store_true", help="move --alias to the new version whatever its score")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
                                                         "or sqlite:///mlflow.db)")
     p.add_argument("--experiment", default="electra", help="MLflow experiment")
@@ -585,7 +588,9 @@ def _run_export(args: argparse.Namespace) -> int:
 
         mlflow.set_tracking_uri(args.tracking_uri or default_tracking_uri())
         mlflow.set_experiment(args.experiment)
-        res = log_to_mlflow(report.out_dir, args.register, alias=args.alias)
-        print(f"MLflow run {res['run_id']}" + (f"; registered {res['model_uri']} (version {res['version']})"
-                                               if "model_uri" in res else ""))
+        res = log_to_mlflow(report.out_dir, args.register, alias=args.alias, force=args.force_alias)
+        print(f"MLflow run {res['run_id']}" + (f"; registered {args.register} version {res['version']} -> "
+                                               f"{res['model_uri']}" if "model_uri" in res else ""))
+        if res.get("alias_reason"):
+            print(f"@{args.alias} {'moved' if res['alias_moved'] else 'kept'}: {res['alias_reason']}")
     return 0

@@ -1,8 +1,13 @@
 """An ONNX export in MLflow: logged as run artifacts, registered as a pyfunc model under an
 alias, and downloaded back to a local export directory for serving.
 
-    log_to_mlflow(export_dir, "electra-sst2")     -> models:/electra-sst2@champion
+    log_to_mlflow(export_dir, "electra-sst2")     -> models:/electra-sst2@challenger, and @champion when better
     download_model("models:/electra-sst2@champion") -> a directory `inference.Predictor` loads
+
+The alias means best: every new version gets `challenger`; `champion` (or the alias asked for) moves
+to it only when its dev score (the mean of the task's metrics saved with the fine-tuned model, the
+GLUE convention) beats the current holder's; a tie or a missing score keeps the holder, unless
+`force`. Each version carries a description, its score and metrics as tags.
 
 The BentoML service imports this module (for ELECTRA_MODEL_URI) and ships without torch: nothing
 heavy is imported at module level, mlflow only inside the functions that need it.
@@ -16,8 +21,11 @@ from typing import Any
 from electra_pipeline.errors import DataError
 
 
+CHALLENGER = "challenger"  # every new version; MLflow reserves "latest" (models:/<name>/latest is built in)
+
+
 def log_to_mlflow(export_dir: str | Path, registered_name: str | None = None, *, alias: str = "champion",
-                  tracking_uri: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+                  tracking_uri: str | None = None, run_id: str | None = None, force: bool = False) -> dict[str, Any]:
     """Log the export directory as artifacts (`onnx/`) of run `run_id` in `tracking_uri` (default:
     the active run, else a new one, in the current store) and, with a name, register it as a
     pyfunc model and point `alias` at the new version, so a server can load
@@ -39,7 +47,7 @@ def log_to_mlflow(export_dir: str | Path, registered_name: str | None = None, *,
         run = (mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=f"export-{meta['task']}")) \
             if own else outer
         try:
-            return _log(mlflow, d, meta, run.info.run_id, registered_name, alias)
+            return _log(mlflow, d, meta, run.info.run_id, registered_name, alias, force)
         finally:
             if own:
                 mlflow.end_run()
@@ -47,8 +55,49 @@ def log_to_mlflow(export_dir: str | Path, registered_name: str | None = None, *,
         mlflow.set_tracking_uri(previous_uri)
 
 
+def dev_score(meta: dict[str, Any]) -> float | None:
+    """The export's dev score: the mean of its task metrics (GLUE's per-task score), or None."""
+    values = [float(v) for v in (meta.get("metrics") or {}).values() if isinstance(v, (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def _description(meta: dict[str, Any], score: float | None) -> str:
+    m = meta.get("model") or {}
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in (meta.get("metrics") or {}).items())
+    return (f"{meta.get('task')} ({meta.get('kind')}): ELECTRA {m.get('num_layers')} layers x {m.get('hidden_size')}, "
+            f"{m.get('vocab_size')}-token vocabulary, ONNX (opset {meta.get('opset')}, max |ONNX - PyTorch| "
+            f"{meta.get('max_abs_diff', float('nan')):.2g}). Dev: {metrics or 'no metrics recorded'}"
+            + (f"; score {score:.4g}." if score is not None else "."))
+
+
+def promote(client: Any, name: str, alias: str, version: str, score: float | None, force: bool = False) -> tuple[bool, str]:
+    """Point `alias` at `version` when its score beats the current holder's; (moved, why)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        holder = None
+    if force:
+        moved, why = True, "forced"
+    elif holder is None:
+        moved, why = True, f"no version held @{alias}"
+    elif score is None:
+        moved, why = False, f"version {version} has no dev score; @{alias} stays on version {holder.version}"
+    elif "score" not in holder.tags:
+        moved, why = True, f"version {holder.version} @{alias} had no dev score"
+    elif score > float(holder.tags["score"]):
+        moved, why = True, f"dev score {score:.4g} beats version {holder.version}'s {float(holder.tags['score']):.4g}"
+    else:
+        moved, why = False, (f"dev score {score:.4g} does not beat version {holder.version}'s "
+                             f"{float(holder.tags['score']):.4g}; @{alias} stays")
+    if moved:
+        client.set_registered_model_alias(name, alias, version)
+    return moved, why
+
+
 def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_name: str | None,
-         alias: str) -> dict[str, Any]:
+         alias: str, force: bool) -> dict[str, Any]:
     mlflow.log_artifacts(str(d), artifact_path="onnx")
     mlflow.log_params({f"export.{k}": meta.get(k) for k in ("task", "kind", "exporter", "opset", "optimized",
                                                             "max_seq_length")})
@@ -61,8 +110,19 @@ def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_nam
                                        artifacts={"export": str(d)}, registered_model_name=registered_name,
                                        pip_requirements=["onnxruntime", "tokenizers", "numpy"])
         version = str(info.registered_model_version)
-        mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, version)
-        result.update(model_uri=f"models:/{registered_name}@{alias}", version=version)
+        client = mlflow.MlflowClient()
+        score = dev_score(meta)
+        client.update_model_version(registered_name, version, description=_description(meta, score))
+        tags = {"task": meta.get("task"), "kind": meta.get("kind"), "run_id": run_id,
+                **({"score": f"{score:.6g}"} if score is not None else {}),
+                **{f"dev.{k}": f"{v:.6g}" for k, v in (meta.get("metrics") or {}).items()}}
+        for k, v in tags.items():
+            client.set_model_version_tag(registered_name, version, k, str(v))
+        client.set_registered_model_alias(registered_name, CHALLENGER, version)
+        moved, why = (True, "") if alias == CHALLENGER else promote(client, registered_name, alias, version, score, force)
+        uri_alias = alias if moved else CHALLENGER
+        result.update(model_uri=f"models:/{registered_name}@{uri_alias}", version=version, alias=alias,
+                      alias_moved=moved, alias_reason=why, score=score)
     return result
 
 

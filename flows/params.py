@@ -63,7 +63,9 @@ class PipelineParams(BaseModel):
     export: bool = Field(True, description="export the fine-tuned model to ONNX and register it")
     register_as: str = Field("electra-{task}", description="registered model name; {task}, {preset}, {objective} "
                                                            "are filled in; empty: do not register")
-    alias: Name = Field("champion", description="registry alias pointed at the new version")
+    alias: Name = Field("champion", description="registry alias moved to the new version when its dev score beats "
+                                                "the holder's (every version also gets `challenger`)")
+    force_alias: bool = Field(False, description="move the alias to the new version whatever its score")
     quantize: bool = Field(False, description="also export a dynamic int8 ONNX model")
     eval_concurrency: Concurrency = Field(2, description="evaluation tasks fine-tuned at once")
     corpus_config: dict[str, Any] = Field({}, description="CorpusConfig overrides, e.g. {\"min_line_chars\": 20}")

@@ -191,6 +191,9 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
         where = f"`{e['model_uri']}` (version {e['version']})" if e.get("version") else f"`{e['model_uri']}`"
         lines += ["", "## Exported model", "", f"ONNX in `{e['onnx_dir']}`, registered as {where}; "
                   f"max |ONNX - PyTorch| = {e['max_abs_diff']:.2g}."]
+        if e.get("alias_reason"):
+            lines += ["", f"Alias `@{e['alias']}` {'moved to this version' if e['alias_moved'] else 'kept'}: "
+                          f"{e['alias_reason']}."]
         if e.get("version"):
             lines += ["", f"Serve it: `ELECTRA_MODEL_URI={e['model_uri']} MLFLOW_TRACKING_URI={result.tracking_uri} "
                           "bentoml serve serving.service:ElectraService`"]
@@ -246,6 +249,7 @@ def electra_pipeline(
     export: bool = True,
     register_as: str = "electra-{task}",
     alias: Name = "champion",
+    force_alias: bool = False,
     quantize: bool = False,
     eval_concurrency: Concurrency = 2,
     corpus_config: dict[str, Any] = {},  # noqa: B006
@@ -276,7 +280,9 @@ def electra_pipeline(
         experiment: MLflow experiment.
         export: Export the fine-tuned model to ONNX and register it in the MLflow Model Registry.
         register_as: Registered model name; {task}, {preset} and {objective} are filled in; empty: do not register.
-        alias: Registry alias moved to the new version (serve models:/<name>@<alias>).
+        alias: Registry alias moved to the new version when its dev score beats the current holder's (serve
+            models:/<name>@<alias>); every version also gets `challenger`.
+        force_alias: Move the alias to the new version whatever its score.
         quantize: Also export a dynamic int8 ONNX model.
         eval_concurrency: Evaluation tasks fine-tuned at once (CPU threads are split between them).
         corpus_config: CorpusConfig overrides, e.g. {"min_line_chars": 20}.
@@ -345,6 +351,7 @@ def electra_pipeline(
             registered = register_as.format(task=name, preset=preset, objective=objective)
             exported = timed("export", export_model, model_dir=done[name]["model_dir"],
                              output_dir=str(run_dir / "export" / name), registered_name=registered, alias=alias,
+                             force_alias=force_alias,
                              quantize=quantize, tracking=t)
 
         result = PipelineResult(run_id=run.run_id, tracking_uri=uri,

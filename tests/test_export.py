@@ -350,3 +350,38 @@ def test_a_tokenizer_of_another_size_is_refused(root: Path, classifier: Path) ->
     with pytest.raises(DataError, match="vocabulary of .* tokens, the model's has"):
         export.export_onnx(classifier, root / "onnx_small_tok", tokenizer=small)
     assert not (root / "onnx_small_tok").exists()
+
+
+def test_champion_moves_only_on_a_better_dev_score(classifier_export, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every version gets @challenger; @champion moves on a strictly better score (or when forced);
+    each version carries its description and score."""
+    import shutil
+
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def export_with(score: float | None, name: str) -> Path:
+        d = tmp_path / name
+        shutil.copytree(classifier_export[0], d)
+        meta = json.loads((d / "metadata.json").read_text())
+        meta["metrics"] = {} if score is None else {"accuracy": score}
+        (d / "metadata.json").write_text(json.dumps(meta))
+        return d
+
+    try:
+        mlflow.set_experiment(experiment_id=mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri()))
+        client = mlflow.MlflowClient()
+        steps = [(80.0, False, True), (80.0, False, False), (85.0, False, True), (None, False, False),
+                 (70.0, False, False), (70.0, True, True)]
+        for i, (score, force, moves) in enumerate(steps, start=1):
+            res = registry.log_to_mlflow(export_with(score, f"v{i}"), "electra-promo", force=force)
+            assert res["version"] == str(i) and res["alias_moved"] is moves, (i, res["alias_reason"])
+            assert str(client.get_model_version_by_alias("electra-promo", "challenger").version) == str(i)
+        champion = client.get_model_version_by_alias("electra-promo", "champion")
+        assert str(champion.version) == "6" and champion.tags["score"] == "70"
+        assert "Dev: accuracy 70" in champion.description
+        assert client.get_model_version("electra-promo", "3").tags["dev.accuracy"] == "85"
+    finally:
+        mlflow.set_tracking_uri(None)
