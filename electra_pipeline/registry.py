@@ -20,7 +20,6 @@ from typing import Any
 
 from electra_pipeline.errors import DataError
 
-
 CHALLENGER = "challenger"  # every new version; MLflow reserves "latest" (models:/<name>/latest is built in)
 
 
