@@ -228,7 +228,7 @@ def test_evaluate_writes_table_submission_and_reloadable_models(assets, tmp_path
     assert any("glue/score" in m for m, _ in tracker.metrics)
     # the saved model reproduces the reported dev predictions
     model, meta = load_finetuned(res.results["sst2"].model_dir)
-    assert meta.task == "sst2" and meta.labels == ["0", "1"] and meta.max_seq_length == 64
+    assert meta.task == "sst2" and meta.labels == ["negative", "positive"] and meta.max_seq_length == 64
     task = get_task("sst2")
     from electra_pipeline.finetune.runner import subset
     examples = subset(task.read(SAMPLE, "dev"), 40, 0)

@@ -51,6 +51,7 @@ class Task(ABC):
     name: str  # registry name, e.g. "sst2"
     kind: str  # classification | regression | qa
     labels: tuple[str, ...] = ()  # class names in logit order, as written in the files
+    label_names: tuple[str, ...] = ()  # what they mean, as saved with the model and served; () = `labels`
     metric_names: tuple[str, ...] = ()  # metrics shown in results tables (percent)
     eval_splits: dict[str, str] = {"dev": ""}  # split -> suffix for its metric keys
     test_splits: dict[str, str] = {}  # split -> leaderboard submission file stem
@@ -89,7 +90,8 @@ class Task(ABC):
 
     def meta(self, max_seq_length: int, metrics: dict[str, float]) -> TaskMeta:
         """What the saved model directory records about this task."""
-        return TaskMeta(task=self.name, kind=self.kind, labels=list(self.labels), max_seq_length=max_seq_length,
+        return TaskMeta(task=self.name, kind=self.kind, labels=list(self.label_names or self.labels),
+                        max_seq_length=max_seq_length,
                         metrics={k: v for k, v in metrics.items() if k in self.metric_names})
 
     def collate(self, features: Sequence[Feature], pad_id: int, training: bool) -> dict[str, torch.Tensor]:

@@ -56,24 +56,25 @@ class GlueSpec:
     headerless_columns: tuple[str, ...] = ()  # names for train/dev columns when there is no header
     hf_columns: tuple[str, str | None] = ("sentence", None)
     hf_splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"})
+    label_names: tuple[str, ...] = ()  # what each label means, in `labels` order (served and saved); () = `labels`
 
 
 _PAIR = ("sentence1", "sentence2")
 SPECS: dict[str, GlueSpec] = {s.name: s for s in (
     GlueSpec(name="cola", dir_name="CoLA", text_a="sentence", text_b=None, label="label", labels=("0", "1"),
-             metric_names=("mcc",), test_splits={"test": "CoLA"},
+             label_names=("unacceptable", "acceptable"), metric_names=("mcc",), test_splits={"test": "CoLA"},
              headerless_columns=("source", "label", "original_label", "sentence")),
     GlueSpec(name="sst2", dir_name="SST-2", text_a="sentence", text_b=None, label="label", labels=("0", "1"),
-             metric_names=("accuracy",), test_splits={"test": "SST-2"}),
+             label_names=("negative", "positive"), metric_names=("accuracy",), test_splits={"test": "SST-2"}),
     GlueSpec(name="mrpc", dir_name="MRPC", text_a="#1 String", text_b="#2 String", label="Quality",
-             labels=("0", "1"), metric_names=("f1", "accuracy"), test_splits={"test": "MRPC"}, swap_augment=True,
-             hf_columns=_PAIR),
+             labels=("0", "1"), label_names=("not_equivalent", "equivalent"), metric_names=("f1", "accuracy"),
+             test_splits={"test": "MRPC"}, swap_augment=True, hf_columns=_PAIR),
     GlueSpec(name="stsb", dir_name="STS-B", text_a="sentence1", text_b="sentence2", label="score", labels=(),
              metric_names=("pearson", "spearman"), test_splits={"test": "STS-B"}, epochs=10, swap_augment=True,
              hf_columns=_PAIR),
     GlueSpec(name="qqp", dir_name="QQP", text_a="question1", text_b="question2", label="is_duplicate",
-             labels=("0", "1"), metric_names=("f1", "accuracy"), test_splits={"test": "QQP"}, id_column="id",
-             hf_columns=("question1", "question2")),
+             labels=("0", "1"), label_names=("not_duplicate", "duplicate"), metric_names=("f1", "accuracy"),
+             test_splits={"test": "QQP"}, id_column="id", hf_columns=("question1", "question2")),
     GlueSpec(name="mnli", dir_name="MNLI", text_a="sentence1", text_b="sentence2", label="gold_label",
              labels=("entailment", "neutral", "contradiction"), metric_names=("accuracy", "accuracy_mm"),
              eval_splits={"dev_matched": "", "dev_mismatched": "_mm"},
@@ -89,7 +90,8 @@ SPECS: dict[str, GlueSpec] = {s.name: s for s in (
              labels=("entailment", "not_entailment"), metric_names=("accuracy",), test_splits={"test": "RTE"},
              epochs=10, hf_columns=_PAIR),
     GlueSpec(name="wnli", dir_name="WNLI", text_a="sentence1", text_b="sentence2", label="label",
-             labels=("0", "1"), metric_names=("accuracy",), test_splits={"test": "WNLI"}, hf_columns=_PAIR),
+             labels=("0", "1"), label_names=("not_entailment", "entailment"), metric_names=("accuracy",),
+             test_splits={"test": "WNLI"}, hf_columns=_PAIR),
 )}
 
 
@@ -175,6 +177,7 @@ class GlueTask(Task):
         self.name = spec.name
         self.kind = "classification" if spec.labels else "regression"
         self.labels = spec.labels
+        self.label_names = spec.label_names or spec.labels
         self.metric_names = spec.metric_names
         self.eval_splits = dict(spec.eval_splits)
         self.test_splits = dict(spec.test_splits)
