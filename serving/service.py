@@ -254,8 +254,10 @@ class ElectraService:
             "task": m.get("task"), "kind": self.kind, "labels": m.get("labels", []),
             "max_seq_length": self.predictor.max_seq_length, "endpoint": endpoints[self.kind],
             "answerability": m.get("answerability", False), "metrics": m.get("metrics", {}),
-            "model_file": self.predictor.model_file, "providers": self.predictor.session.get_providers(),
-            "source": self.source, "opset": m.get("opset"), "max_abs_diff": m.get("max_abs_diff"),
+            # names, not the server's paths: a registry URI as given, a local model by its directory name
+            "model_file": Path(self.predictor.model_file).name, "providers": self.predictor.session.get_providers(),
+            "source": self.source if "://" in self.source or self.source.startswith("models:/")
+            else Path(self.source).name, "opset": m.get("opset"), "max_abs_diff": m.get("max_abs_diff"),
             "limits": {"max_items": MAX_ITEMS, "max_text_chars": MAX_TEXT_CHARS,
                        "max_context_chars": MAX_CONTEXT_CHARS, "max_qa_windows": MAX_QA_WINDOWS,
                        "max_body_bytes": MAX_BODY_BYTES},

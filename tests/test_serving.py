@@ -140,6 +140,7 @@ def test_health_and_metadata(env: dict) -> None:
     assert meta["kind"] == "classification" and meta["labels"] == ["negative", "positive"]
     assert meta["endpoint"] == "/classify" and meta["limits"]["max_items"] == 64
     assert meta["model_file"] == "model.onnx" and "CPUExecutionProvider" in meta["providers"]
+    assert "/" not in meta["source"]  # the server's paths stay on the server
 
 
 def test_classify_equals_in_process_and_pytorch(env: dict) -> None:
