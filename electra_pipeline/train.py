@@ -338,8 +338,15 @@ def config_changes(saved: dict[str, Any], cfg: PretrainConfig) -> dict[str, list
     return changes
 
 
+PLOT_TITLES = {"loss/gen": "generator MLM loss", "loss/disc": "discriminator RTD loss",
+               "disc/loss_over_prior": "RTD loss / prior (1 = learned nothing)",
+               "gen/accuracy": "generator accuracy (hidden positions)", "disc/accuracy": "discriminator accuracy",
+               "lr": "learning rate"}
+
+
 def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
-    """Loss curves as a PNG: people compare runs by looking."""
+    """Training curves as a grid of panels, two a row, each metric on its own axis: readable in
+    MLflow's artifact viewer and a README alike."""
     if not history:
         return None
     import matplotlib
@@ -347,19 +354,22 @@ def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ("loss/gen", "loss/disc", "disc/loss_over_prior", "gen/accuracy", "disc/accuracy")
-    keys = [k for k in names if any(k in h for h in history)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
-    for ax, k in zip(axes[0], keys):
+    keys = [k for k in PLOT_TITLES if any(k in h for h in history)]
+    rows_n = (len(keys) + 1) // 2
+    fig, axes = plt.subplots(rows_n, 2, figsize=(10, 3.2 * rows_n), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
         rows = [h for h in history if k in h]  # a run resumed across versions may lack a metric early on
-        ax.plot([h["step"] for h in rows], [h[k] for h in rows])
+        ax.plot([h["step"] for h in rows], [h[k] for h in rows], linewidth=1.2)
         if k == "disc/loss_over_prior":
             ax.axhline(1.0, color="tab:red", linestyle="--", linewidth=1, label="prior: learned nothing")
-            ax.legend(loc="lower right", fontsize=8)
-        ax.set_title(k)
+            ax.legend(loc="lower right", fontsize=9)
+        ax.set_title(PLOT_TITLES[k], fontsize=11)
         ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 

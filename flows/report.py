@@ -144,15 +144,18 @@ def glue_chart(summaries: Summaries, out: Path) -> Path | None:
 
 
 def loss_chart(histories: dict[str, Path], out: Path) -> Path | None:
-    """Pre-training curves of several runs on shared axes (metrics.jsonl of each run dir)."""
+    """Pre-training curves of several runs (metrics.jsonl of each run dir), each loss on its own
+    panel and x = training FLOPs, the axis on which the compared runs are matched (an MLM step
+    costs less than an ELECTRA step). The weighted total is left out: it mixes the objectives."""
     import json
 
     series = {}
     for label, metrics_file in histories.items():
         if metrics_file.is_file():
             series[label] = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    keys = [k for k in ("loss/gen", "loss/disc", "loss/total") if any(k in (rows[0] if rows else {})
-                                                                       for rows in series.values())]
+    titles = {"loss/gen": "masked-LM loss (ELECTRA: its generator)", "loss/disc": "replaced-token-detection loss",
+              "disc/loss_over_prior": "RTD loss / prior (1 = learned nothing)"}
+    keys = [k for k in titles if any(k in r for rows in series.values() for r in rows)]
     if not keys:
         return None
     import matplotlib
@@ -160,16 +163,19 @@ def loss_chart(histories: dict[str, Path], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
     for ax, k in zip(axes[0], keys):
         for label, rows in series.items():
-            pts = [(r["step"], r[k]) for r in rows if k in r]
+            pts = [(r["step"] * r.get("perf/flops_per_step", 0.0), r[k]) for r in rows if k in r]
             if pts:
-                ax.plot(*zip(*pts), label=label)
-        ax.set_title(k)
-        ax.set_xlabel("step")
-        ax.legend()
+                ax.plot(*zip(*pts), label=label, linewidth=1.2)
+        if k == "disc/loss_over_prior":
+            ax.axhline(1.0, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_title(titles[k], fontsize=11)
+        ax.set_xlabel("training FLOPs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
