@@ -529,6 +529,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                 if peak:
                     row["throughput/mfu"] = flops.mfu(window_steps * step_flops, seconds, peak, world.size)
                 row["throughput/device_hours"] = earlier_hours + (now - session_start) * world.size / 3600
+                row["progress"] = schedule.progress(state.step)  # share of the run (steps or budget) done
                 ratio = rtd_over_prior(row)
                 if ratio is not None:
                     row["disc/loss_over_prior"] = ratio

@@ -132,12 +132,21 @@ def sweep_hook(flow: Any, flow_run: Any, state: Any) -> None:
         end_orphaned_runs(uri, experiment, str(flow_run.id))
 
 
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
 class PrefectProgress:
     """A Tracker that forwards to another and mirrors step metrics into a Prefect progress
     artifact, so the UI shows pre-training advance without the library importing Prefect."""
 
-    def __init__(self, inner: Tracker, *, total_steps: int, key: str, label: str, every_s: float = 3.0):
+    def __init__(self, inner: Tracker, *, total_steps: int, key: str, label: str, every_s: float = 3.0,
+                 log_every_s: float = 30.0):
         self.inner = inner
+        self.log_every_s = log_every_s  # a line in the flow run's log (and the console) this often
+        self._logged = 0.0
         self.run_id = inner.run_id
         self.total_steps = total_steps
         self.key = key
@@ -181,9 +190,18 @@ class PrefectProgress:
 
         if self._artifact_id is None:
             self.start(step)
-        shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("loss/total", "loss/gen", "loss/disc", "disc/accuracy",
+        done = metrics.get("progress", step / self.total_steps)  # budgets: the trainer's own share
+        shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("loss/gen", "loss/disc", "disc/accuracy",
                                                            "gen/accuracy", "throughput/tokens_per_s") if k in metrics)
-        desc = f"{self.label}: step {step}/{self.total_steps}" + (f" ({shown})" if shown else "")
+        elapsed = time.monotonic() - self._t0
+        eta = f", ETA {_duration(elapsed * (1 - done) / done)}" if 0 < done < 1 else ""
+        desc = f"{self.label}: step {step} ({100 * done:.0f}%{eta})" + (f": {shown}" if shown else "")
         with contextlib.suppress(Exception):  # the UI mirror must never stop training
-            update_progress_artifact(self._artifact_id, progress=min(100.0, 100.0 * step / self.total_steps),
-                                     description=desc)
+            update_progress_artifact(self._artifact_id, progress=min(100.0, 100.0 * done), description=desc)
+        now = time.monotonic()
+        if now - self._logged >= self.log_every_s or done >= 1:
+            self._logged = now
+            with contextlib.suppress(Exception):
+                from prefect.logging import get_run_logger
+
+                get_run_logger().info(desc)

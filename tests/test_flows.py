@@ -243,6 +243,7 @@ def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) 
     progress = client.read_artifacts(
         artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["pretrain-progress-electra"])))
     assert progress and progress[0].type == "progress" and float(progress[0].data) == 100.0
+    assert "step 5 (100%)" in progress[0].description
 
 
 @pytest.mark.slow
