@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from electra_pipeline import hf, metrics
-from electra_pipeline.errors import DataError
+from electra_pipeline.errors import DataError, read_json_object
 from electra_pipeline.model import Discriminator, init_weights
 
 MEASURABLE_GLUE_GAIN = 1.0  # points: below this a GLUE gain is not claimed, whatever the seeds say
@@ -38,14 +38,7 @@ def encoder_shape(checkpoint: str | Path) -> dict[str, Any]:
     """The encoder's config as a discriminator's config.json: the same for a discriminator and
     an MLM model of one size, so both share one random-init baseline."""
     cfg_file = Path(checkpoint) / "config.json"
-    try:
-        cfg_dict = json.loads(cfg_file.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{cfg_file}: missing; not a Hugging Face ELECTRA checkpoint") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{cfg_file}: not valid JSON ({e})") from None
-    if not isinstance(cfg_dict, dict):
-        raise DataError(f"{cfg_file}: expected a JSON object")
+    cfg_dict = read_json_object(cfg_file, "missing; not a Hugging Face ELECTRA checkpoint")
     return hf.to_hf_config(hf.from_hf_config(cfg_dict, str(cfg_file)), "discriminator")
 
 

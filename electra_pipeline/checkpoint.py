@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from electra_pipeline.atomic import staged_dir
-from electra_pipeline.errors import DataError
+from electra_pipeline.errors import DataError, read_json_object
 
 FORMAT = "electra-checkpoint/1"
 
@@ -84,21 +84,14 @@ def find_resume_point(path: Path) -> Path:
 
 def read_state(ckpt: Path) -> dict[str, Any]:
     f = Path(ckpt) / "state.json"
-    try:
-        meta = json.loads(f.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{f}: missing; not a training checkpoint") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{f}: corrupt ({e})") from None
+    meta = read_json_object(f, "missing; not a training checkpoint")
     if meta.get("format") != FORMAT:
         raise DataError(f"{f}: format {meta.get('format')!r}, expected {FORMAT!r} (a foreign checkpoint?)")
     return meta
 
 
-def load_optimizer_moments(ckpt: Path, optimizer: torch.optim.Optimizer) -> None:
-    """The AdamW moments of checkpoint `ckpt` into `optimizer`, keeping its own param groups (and so
-    its learning rates): how a continued run carries its source run's optimizer state."""
-    ckpt = Path(ckpt)
+def _optimizer_file(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
+    """(every tensor of optimizer.safetensors, the AdamW state by parameter index)."""
     try:
         tensors = load_file(str(ckpt / "optimizer.safetensors"))
     except (SafetensorError, OSError) as e:
@@ -108,6 +101,14 @@ def load_optimizer_moments(ckpt: Path, optimizer: torch.optim.Optimizer) -> None
         if key.startswith("state."):
             _, idx, name = key.split(".", 2)
             opt_state.setdefault(int(idx), {})[name] = t
+    return tensors, opt_state
+
+
+def load_optimizer_moments(ckpt: Path, optimizer: torch.optim.Optimizer) -> None:
+    """The AdamW moments of checkpoint `ckpt` into `optimizer`, keeping its own param groups (and so
+    its learning rates): how a continued run carries its source run's optimizer state."""
+    ckpt = Path(ckpt)
+    tensors, opt_state = _optimizer_file(ckpt)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for idx, s in opt_state.items():
         if idx >= len(params) or s["exp_avg"].shape != params[idx].shape:
@@ -131,15 +132,7 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if missing or unexpected:
         raise DataError(f"{ckpt / 'model.safetensors'}: does not fit this model "
                         f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    try:
-        tensors = load_file(str(ckpt / "optimizer.safetensors"))
-    except (SafetensorError, OSError) as e:
-        raise DataError(f"{ckpt / 'optimizer.safetensors'}: unreadable or truncated ({e})") from None
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, t in tensors.items():
-        if key.startswith("state."):
-            _, idx, name = key.split(".", 2)
-            opt_state.setdefault(int(idx), {})[name] = t
+    tensors, opt_state = _optimizer_file(ckpt)
     state_file = ckpt / "state.json"
     try:
         optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from electra_pipeline import hf
 from electra_pipeline.atomic import staged_dir
-from electra_pipeline.errors import DataError
+from electra_pipeline.errors import DataError, read_json_object
 from electra_pipeline.model import POOLINGS, ElectraForQuestionAnswering, ElectraForSequenceClassification
 
 KINDS = ("classification", "regression", "qa")
@@ -92,12 +92,7 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> tupl
     p = Path(path)
     meta = read_meta(p)
     cfg_file = p / "config.json"
-    try:
-        cfg_dict = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{cfg_file}: unreadable ({e})") from None
-    if not isinstance(cfg_dict, dict):
-        raise DataError(f"{cfg_file}: expected a JSON object, got {type(cfg_dict).__name__}")
+    cfg_dict = read_json_object(cfg_file)
     cfg = hf.from_hf_config(cfg_dict, str(cfg_file))
     model = build_model(cfg, meta)
     weights = p / "model.safetensors"

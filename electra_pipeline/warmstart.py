@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ import torch
 
 from electra_pipeline import hf
 from electra_pipeline.config import ModelConfig, PretrainConfig
-from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.errors import ConfigError, DataError, read_json_object
 from electra_pipeline.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE
 
 # ModelConfig fields a checkpoint fixes; the rest (dropout, generator size, ...) stay the run's
@@ -118,13 +117,7 @@ def extension_of(tokenizer: str | Path) -> dict[str, Any] | None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: unreadable ({e})") from None
-    if not isinstance(d, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(d).__name__}")
-    return d
+    return read_json_object(path)
 
 
 def _is_model_dir(p: Path) -> bool:
