@@ -66,6 +66,21 @@ def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out
             "model_dir": str(Path(result.model_dir).resolve()), "run_id": run.run_id}
 
 
+def pretraining_params(checkpoint: str) -> dict[str, Any]:
+    """What the checkpoint is, when it comes from a pre-training run directory: objective, preset,
+    budget and step, so evaluate runs compare in MLflow by more than a path."""
+    run = Path(checkpoint).parent
+    if not (run / "summary.json").is_file() or not (run / "config.json").is_file():
+        return {}
+    try:
+        summary, cfg = json.loads((run / "summary.json").read_text()), json.loads((run / "config.json").read_text())
+        return {"pretrain.objective": cfg["train"]["objective"], "pretrain.preset": cfg["preset"],
+                "pretrain.budget": json.dumps(summary["compute"]["budget"]), "pretrain.steps": summary["steps"],
+                "pretrain.tokens": summary["compute"]["tokens"], "pretrain.init_from": cfg.get("init_from", "")}
+    except (ValueError, KeyError, TypeError):  # a run directory of an older layout: the path says enough
+        return {}
+
+
 @task(name="baseline", task_run_name="baseline-{name}")
 @user_errors
 def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cache_dir: str, config: dict[str, Any],
@@ -135,7 +150,8 @@ def evaluate(
     uri = tracking.uri()
     workers = max(1, min(concurrency, len(names)))
     with tracking.run(f"evaluate-{label}", stage="evaluate", model=label) as run:
-        run.log_params({"checkpoint": checkpoint, "tasks": names, "finetune": dataclasses.asdict(cfg)})
+        run.log_params({"checkpoint": checkpoint, "tasks": names, "finetune": dataclasses.asdict(cfg),
+                        **pretraining_params(checkpoint)})
         runner = ThreadPoolTaskRunner(max_workers=workers)
         with runner, torch_threads(max(1, cpu_count() // workers)):
             futures = {n: runner.submit(finetune_task, parameters=dict(

@@ -134,6 +134,16 @@ def plan(params: PipelineParams) -> Plan:
                 finetune=evaluate_stage.finetune_config(params.finetune_config), tasks=tasks)
 
 
+def parent_run_name(p: Plan) -> str:
+    """What the parent MLflow run is: preset, objectives, budget, start time
+    (e.g. `pipeline-cpu-electra+mlm-2e13flops-1412`)."""
+    t = p.pretrain[p.params.objectives[0]].train
+    budget = (f"{t.budget_flops:.2g}flops".replace("+", "") if t.budget_flops is not None else
+              f"{t.budget_minutes:g}min" if t.budget_minutes is not None else f"{t.max_steps}steps")
+    init = "-continued" if p.params.init_from else ""
+    return f"pipeline-{p.params.preset}-{'+'.join(p.params.objectives)}-{budget}{init}-{time.strftime('%H%M')}"
+
+
 class StageTiming(BaseModel):
     stage: str
     seconds: float
@@ -313,7 +323,7 @@ def electra_pipeline(
     top = Tracking(tracking_uri=uri, experiment=experiment)
     objective_names = ",".join(p.params.objectives)
     lineage = {"init_from": init_from} if init_from else {}
-    with top.run(f"pipeline-{preset}", stage="pipeline", preset=preset, objectives=objective_names, **lineage) as run:
+    with top.run(parent_run_name(p), stage="pipeline", preset=preset, objectives=objective_names, **lineage) as run:
         run.log_params(p.to_params())
         t = top.model_copy(update={"parent_run_id": run.run_id})
         common = {"output_dir": output_dir, "tracking": t, "refresh_cache": refresh_cache}

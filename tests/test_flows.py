@@ -263,6 +263,8 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
     finetune = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["evaluate-electra"].info.run_id]
     assert sorted(r.info.run_name for r in finetune) == ["finetune-sst2", "finetune-sst2-random-init"]
     assert "sst2/score_random" in children["evaluate-electra"].data.metrics
+    assert children["evaluate-mlm"].data.params["pretrain.objective"] == "mlm"  # comparable by what was evaluated
+    assert children["evaluate-electra"].data.params["pretrain.steps"] == "5"
     assert "electra/glue/gain" in parent.data.metrics
     assert "dev/accuracy" in finetune[0].data.metrics
     history = client.get_metric_history(children["pretrain-electra"].info.run_id, "loss/disc")
@@ -493,7 +495,8 @@ def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, pref
     client = _mlflow(p)
     exp = client.get_experiment_by_name("flows-ctrl-c")
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id])}
-    assert statuses["pipeline-tiny"] == "KILLED" and statuses["pretrain-electra"] == "KILLED"
+    parent = next(n for n in statuses if n.startswith("pipeline-tiny-electra-12steps-"))
+    assert statuses[parent] == "KILLED" and statuses["pretrain-electra"] == "KILLED"
     assert "RUNNING" not in statuses.values()
 
     done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300)
