@@ -1,4 +1,6 @@
-"""`electra` command: one subcommand per pipeline stage.
+"""The library's commands: one subcommand per pipeline stage (`python -m electra_pipeline.cli`).
+The `electra` console command (`electra_cli`) adds `electra pipeline`, which runs the Prefect flow;
+this module imports nothing from `flows/`.
 
 User mistakes (`PipelineError`) print one line and exit 2; nothing else is caught, so real
 bugs keep their traceback.
@@ -12,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from electra_pipeline import config as config_mod
 from electra_pipeline.errors import ConfigError, PipelineError
@@ -83,7 +86,9 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_subparsers: bool = False) -> Any:
+    """The parser of every library command; with `with_subparsers`, (parser, subparsers) so a
+    caller above the library can add its own commands."""
     parser = argparse.ArgumentParser(
         prog="electra",
         description="Pre-train ELECTRA encoders, fine-tune and evaluate them on GLUE/SQuAD, export to ONNX. "
@@ -93,32 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"electra-pipeline {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _STAGE_MODULES:
-        try:
-            module = importlib.import_module(f"electra_pipeline.{name}")
-        except ModuleNotFoundError as e:  # a stage not installed in this checkout
-            if e.name != f"electra_pipeline.{name}":
-                raise
-            continue
-        module.add_cli(sub)
+        importlib.import_module(f"electra_pipeline.{name}").add_cli(sub)
     _add_pretrain(sub)
-    _add_pipeline(sub)
-    return parser
+    return (parser, sub) if with_subparsers else parser
 
 
-def _add_pipeline(sub: argparse._SubParsersAction) -> None:
-    """`electra pipeline` runs the Prefect flow; it lives in `flows/`, imported only when used."""
-    try:
-        flows = importlib.import_module("flows.cli")
-    except ModuleNotFoundError as e:
-        if e.name not in ("flows", "flows.cli"):
-            raise
-        return
-    flows.add_cli(sub)
-
-
-def main(argv: list[str] | None = None) -> int:
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse and run one command; user mistakes print one line and return 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -131,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -378,12 +378,7 @@ def electra_pipeline(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.pipeline [flags]`: the same as `electra pipeline`."""
-    from flows.cli import run_cli
+if __name__ == "__main__":  # `python -m flows.pipeline [flags]`: the same as `electra pipeline`
+    from electra_cli.pipeline import run_cli
 
-    return run_cli(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli())

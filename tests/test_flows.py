@@ -160,7 +160,7 @@ def test_cli_help_lists_parameters() -> None:
     assert out.returncode == 0
     for flag in ("--preset", "--max-steps", "--eval-tasks", "--objectives", "--tracking-uri", "--set"):
         assert flag in out.stdout
-    from electra_pipeline.cli import build_parser
+    from electra_cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert "pipeline" in sub.choices  # `electra pipeline` exists
@@ -178,7 +178,7 @@ def test_bad_parameters_are_rejected_before_any_work(argv: list[str], field: str
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """One line naming the field, exit 2, and nothing written: no outputs, no MLflow store."""
-    from flows.cli import run_cli
+    from electra_cli.pipeline import run_cli
 
     monkeypatch.chdir(tmp_path)
     assert run_cli(argv) == 2

@@ -1,5 +1,7 @@
 """`electra pipeline` / `python -m flows.pipeline`: run the `electra-pipeline` flow from a shell.
 
+This module sits above `flows/` (it imports the flow; nothing in `flows/` or the library imports it).
+
 Flags come from `PipelineParams` (one per flow parameter). Everything is validated before
 Prefect starts, so a typo costs a second, not a server start-up. Without PREFECT_API_URL the
 flow reports to a temporary local Prefect server (see `prefect_api`), whose database
@@ -102,7 +104,7 @@ def params_from_args(args: argparse.Namespace) -> PipelineParams:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register `electra pipeline` (the library's `electra` command calls this when `flows` is installed)."""
+    """Register `electra pipeline` on the `electra` command (`electra_cli.build_parser`)."""
     p = subparsers.add_parser(
         "pipeline", help="run the whole pipeline as a Prefect flow with MLflow tracking",
         description="Run the electra-pipeline Prefect flow: corpus ingestion -> WordPiece -> examples -> "

@@ -1,0 +1,5 @@
+import sys
+
+from electra_cli import main
+
+sys.exit(main())

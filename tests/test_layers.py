@@ -1,0 +1,37 @@
+"""The layers stay visible: the library imports no orchestration, serving or CLI layer above it."""
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import electra_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+ABOVE = ("prefect", "bentoml", "flows", "serving", "electra_cli")
+
+
+def test_library_imports_nothing_above_it() -> None:
+    """Import every module of `electra_pipeline` in a fresh interpreter; none of the layers above
+    (nor Prefect or BentoML) may appear in sys.modules."""
+    modules = sorted(m.name for m in pkgutil.walk_packages(electra_pipeline.__path__, "electra_pipeline.")
+                     if not m.name.endswith("__main__"))
+    assert "electra_pipeline.cli" in modules and "electra_pipeline.warmstart" in modules
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {ABOVE!r})\n"
+            "print(' '.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", f"the library imported {out.stdout.strip()}"
+
+
+def test_library_parser_has_no_pipeline_and_the_console_command_does() -> None:
+    from electra_cli import build_parser
+    from electra_pipeline.cli import build_parser as library_parser
+
+    def commands(parser):
+        return set(next(a for a in parser._actions if a.dest == "command").choices)
+
+    assert "pipeline" not in commands(library_parser()) and "pretrain" in commands(library_parser())
+    assert commands(build_parser()) == commands(library_parser()) | {"pipeline"}
