@@ -3,6 +3,11 @@
 Every stage that writes a directory (corpus, tokenizer, examples, checkpoints, HF exports,
 fine-tuned models, ONNX exports) builds it in a hidden sibling and renames it into place, so an
 interrupted run never leaves a half-written output and a failed one leaves the old one intact.
+Before the rename every file and the directory are fsynced and given the modes the umask allows
+(libraries such as safetensors create 0600 files, unreadable to a serving container's user);
+after it the parent directory is fsynced, so a power cut cannot leave the rename without its data.
+A build killed outright leaves its hidden sibling behind; the next build of the same output
+removes those whose process is gone.
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ def staged_dir(out_dir: Path, marker: str) -> Iterator[Path]:
         if not (out_dir / marker).exists() and any(out_dir.iterdir()):
             raise DataError(f"{out_dir}: exists, is not empty and has no {marker}; refusing to overwrite it")
     ensure_dir(out_dir.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    _remove_stale(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700
+        _finish(tmp)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             os.replace(out_dir, old)  # rename onto an empty dir is allowed
@@ -53,6 +59,65 @@ def staged_dir(out_dir: Path, marker: str) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out_dir)
+        _fsync(out_dir.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a file whole or not at all: a temp sibling, fsync, rename, fsync the directory."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        os.replace(tmp_name, path)
+        _fsync(path.parent)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _finish(tmp: Path) -> None:
+    """Modes as the umask allows (mkdtemp makes 0700, safetensors 0600 files) and every byte on disk."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, dirs, files in os.walk(tmp):
+        for name in files:
+            f = Path(root) / name
+            os.chmod(f, 0o666 & ~umask)
+            _fsync(f)
+        for name in dirs:
+            os.chmod(Path(root) / name, 0o777 & ~umask)
+        _fsync(Path(root))
+    os.chmod(tmp, 0o777 & ~umask)
+
+
+def _remove_stale(out_dir: Path) -> None:
+    """Hidden build directories of `out_dir` whose process is gone (a kill -9 mid-build)."""
+    for p in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        pid = p.name[len(f".{out_dir.name}.tmp-"):].split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            pass

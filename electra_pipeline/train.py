@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from electra_pipeline import atomic, distributed, flops, hf, warmstart
 from electra_pipeline import checkpoint as ckpt
 from electra_pipeline import config as config_mod
-from electra_pipeline import distributed, flops, hf, warmstart
 from electra_pipeline.config import PretrainConfig, TrainConfig
 from electra_pipeline.data import Batch, ExampleShards, Prefetcher, micro_batches
 from electra_pipeline.distributed import rank0_value
@@ -598,7 +598,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             summary["resumed_with_changes"] = {"at_step": ckpt.read_state(resume_from)["step"], "fields": changes}
         if source is not None:  # lineage: what the weights started from
             summary["init"] = init or {"from": cfg.init_from, "sha256": source.sha256()}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         for kind in ("discriminator", "generator"):
             if (out / kind).is_dir():
                 (out / kind / "README.md").write_text(hf.model_card(kind, config_mod.to_dict(cfg), summary))

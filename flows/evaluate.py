@@ -14,6 +14,7 @@ from prefect import flow, task
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from electra_pipeline import atomic
 from flows.base import SAMPLE, Tracking, cpu_count, data_path, torch_threads, user_errors
 from flows.params import SAMPLE_GLUE_TASKS, Concurrency, NonEmpty
 from flows.report import glue_chart, task_table
@@ -211,7 +212,7 @@ def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: 
         summary["baselines"] = {"random_init": random_init, "majority": majority,
                                 "comparison": baselines.compare(results, random_init, majority)}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(task_table({label: summary}) + "\n")
     if results:
         glue_chart({label: summary}, out / "glue_scores.png")

@@ -22,6 +22,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from electra_pipeline import atomic
 from flows import evaluate as evaluate_stage
 from flows import examples as examples_stage
 from flows import ingest as ingest_stage
@@ -218,8 +219,8 @@ def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: 
 
     report = _report_markdown(params, result)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.md").write_text(report)
-    (run_dir / "results.json").write_text(json.dumps(result.model_dump(), indent=2) + "\n")
+    atomic.write_text(run_dir / "report.md", report)
+    atomic.write_text(run_dir / "results.json", json.dumps(result.model_dump(), indent=2) + "\n")
     files = [run_dir / "report.md", run_dir / "results.json", glue_chart(result.summaries, run_dir / "glue_scores.png")]
     if len(pretrained) > 1:  # the objectives' curves on shared axes
         files.append(loss_chart({o: Path(s.summary["output_dir"]) / "metrics.jsonl" for o, s in pretrained.items()},

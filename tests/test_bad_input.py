@@ -72,3 +72,32 @@ def test_token_ids_beyond_the_vocabulary_name_the_shard(tmp_path: Path):
         "special_ids": {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}}))
     with pytest.raises(PipelineError, match="shard-00000.npy: token id 5000 is outside the 1000-token"):
         data.ExampleShards(tmp_path).check_ids(1000)
+
+
+def test_outputs_are_readable_and_a_killed_builds_leftovers_go(tmp_path: Path):
+    """Weights written through the atomic helper honour the umask (safetensors alone makes 0600),
+    and a hidden build directory left by a dead process is removed by the next build."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    from electra_pipeline import atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.tmp-{dead.stdout.strip()}-abc"
+    stale.mkdir()
+    (stale / "half.bin").write_bytes(b"x")
+    alive = tmp_path / f".out.tmp-{os.getppid()}-def"  # a live process's build stays
+    alive.mkdir()
+    old = os.umask(0o022)
+    try:
+        with atomic.staged_dir(tmp_path / "out", "model.safetensors") as d:
+            save_file({"w": torch.zeros(2)}, str(d / "model.safetensors"))
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777) == "0o644"
+    assert oct((tmp_path / "out").stat().st_mode & 0o777) == "0o755"
+    assert not stale.exists() and alive.exists()

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from electra_pipeline import atomic, hf, metrics
 from electra_pipeline import config as config_mod
-from electra_pipeline import hf, metrics
 from electra_pipeline.atomic import ensure_dir
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
@@ -184,7 +184,7 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
                 "data_dir": str(data_dir), "train_examples": len(train_ex), "train_features": len(train_feats),
                 "eval_examples": {s: len(e) for s, (e, _) in evals.items()},
                 "finetune": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}
-    (out / "config.json").write_text(json.dumps(run_info, indent=2) + "\n")
+    atomic.write_text(out / "config.json", json.dumps(run_info, indent=2) + "\n")
     tracker.log_params({k: v for k, v in run_info.items() if k != "eval_examples"})
 
     seed_metrics: dict[int, dict[str, float]] = {}
@@ -227,7 +227,7 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
             submission[stem] = path
     summary = {"task": t.name, "metrics": median, "score": task_score(t, median), "best_seed": best_seed,
                "seeds": {str(s): m for s, m in seed_metrics.items()}}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     tracker.log_metrics({f"dev/{k}": v for k, v in median.items()} | {"dev/score": summary["score"]}, step=0)
     for p in (out / "config.json", out / "metrics.json", *predictions.values(), *submission.values()):
         tracker.log_artifact(p)
