@@ -101,3 +101,18 @@ def test_outputs_are_readable_and_a_killed_builds_leftovers_go(tmp_path: Path):
     assert oct((tmp_path / "out" / "model.safetensors").stat().st_mode & 0o777) == "0o644"
     assert oct((tmp_path / "out").stat().st_mode & 0o777) == "0o755"
     assert not stale.exists() and alive.exists()
+
+
+@pytest.mark.parametrize("name", ["noise.txt", "noise.jsonl", "noise.csv", "noise.txt.gz"])
+def test_binary_sources_are_refused_by_ingestion(tmp_path: Path, name: str):
+    """Random bytes under a text extension: one line naming the file, nothing written."""
+    import gzip
+    import os
+
+    from electra_pipeline import corpus
+
+    raw = os.urandom(20000)
+    (tmp_path / name).write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    with pytest.raises(PipelineError, match=f"{name}: not text") as e:
+        corpus.ingest([str(tmp_path / name)], tmp_path / "out", corpus.CorpusConfig(), progress=False)
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()

@@ -315,6 +315,26 @@ def source_documents(source: str, cfg: CorpusConfig, stats: SourceStats) -> Iter
         raise DataError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
 
 
+MAX_BINARY_SHARE = 0.05  # text files have next to none; random bytes about 70%
+
+
+def binary_share(path: Path, compression: str | None, n: int = 1 << 16) -> float:
+    """Share of the first `n` (decompressed) bytes that are not text: undecodable UTF-8 or control
+    bytes other than tab, newline, carriage return and form feed."""
+    try:
+        with _open_binary(path, compression) as fh:
+            head = fh.read(n)
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: unreadable as {compression or 'plain'} file ({e})") from None
+    if not head:
+        return 0.0
+    text = head.decode("utf-8", errors="replace")
+    if len(head) == n:  # a cut multi-byte character at the end is not binary
+        text = text.rstrip("\ufffd")
+    bad = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\t\n\r\f"))
+    return bad / max(1, len(text))
+
+
 def check_source(source: str) -> SourceStats:
     """Fail fast (before any work) on unsupported or empty files."""
     if source.startswith("hf:"):
@@ -326,4 +346,9 @@ def check_source(source: str) -> SourceStats:
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"{path}: empty file")
+    if fmt != "parquet":
+        share = binary_share(path, compression)
+        if share > MAX_BINARY_SHARE:
+            raise DataError(f"{path}: not text ({100 * share:.0f}% of its first 64 KiB are control or non-UTF-8 "
+                            "bytes); a binary file among the sources?")
     return SourceStats(path=source, format=fmt + (f"+{compression}" if compression else ""), bytes=size)
