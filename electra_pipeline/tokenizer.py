@@ -196,6 +196,9 @@ def fit_wordpiece(texts: Iterable[str] | Iterable[list[str]], cfg: TokenizerConf
     with _parallel_tokenizers():
         tok.train_from_iterator(texts, trainer=trainer)
     _canonical_ids(tok)
+    words = [t for t in tok.get_vocab() if t not in SPECIAL_TOKENS and len(t.removeprefix("##")) > 1]
+    if not words:
+        raise DataError("tokenizer training found no piece longer than one character: is the corpus text?")
     for token, i in zip(SPECIAL_TOKENS, range(len(SPECIAL_TOKENS))):
         if tok.token_to_id(token) != i:  # guard the contract every later stage relies on
             raise DataError(f"tokenizer training gave {token} id {tok.token_to_id(token)}, expected {i}")
@@ -352,5 +355,11 @@ def _run_cli(args: argparse.Namespace) -> int:
     path = train_wordpiece(corpus, args.out, cfg, progress=not args.no_progress)
     tok = load_tokenizer(path)
     print(f"tokenizer: {tok.get_vocab_size():,} tokens in {time.perf_counter() - start:.1f} s -> {path}")
+    if tok.get_vocab_size() != cfg.vocab_size:
+        why = ("the corpus has fewer distinct pieces" if tok.get_vocab_size() < cfg.vocab_size else
+               f"every character of the alphabet (up to --limit-alphabet {cfg.limit_alphabet}) is kept, with its "
+               "## form")
+        print(f"note: asked for {cfg.vocab_size:,} tokens, got {tok.get_vocab_size():,}: {why}; the model's "
+              "vocab_size must be the tokenizer's", file=sys.stderr)
     return 0
 

@@ -178,3 +178,17 @@ def test_cli_registers_and_runs(corpus, tmp_path, capsys):
     help_text = capsys.readouterr().out
     for flag in ("--vocab-size", "--min-frequency", "--cased", "--keep-accents", "--max-chars"):
         assert flag in help_text
+
+
+def test_a_size_other_than_asked_is_reported_and_noise_refused(tmp_path, capsys):
+    from electra_pipeline.cli import main
+    from electra_pipeline.errors import DataError
+    from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
+
+    (tmp_path / "tiny.txt").write_text("the cat sat on the mat and the cat sat again\n" * 50)
+    assert main(["tokenizer", str(tmp_path / "tiny.txt"), "-o", str(tmp_path / "tok"), "--vocab-size", "5000",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "note: asked for 5,000 tokens, got" in err and "fewer distinct pieces" in err
+    with pytest.raises(DataError, match="no piece longer than one character"):
+        fit_wordpiece(["x y z"] * 10, TokenizerConfig(vocab_size=100))
