@@ -125,6 +125,31 @@ def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_nam
     return result
 
 
+def check_model_uri(uri: str) -> None:
+    """A `models:/<name>@<alias>` or `models:/<name>/<version>` URI names a version that exists in
+    the current registry; else one DataError line (what a server checks before it starts workers)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/"):
+        return
+    rest = uri[len("models:/"):]
+    client = mlflow.MlflowClient()
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = rest.partition("/")
+            if version and version != "latest":
+                client.get_model_version(name, version)
+            else:
+                client.get_registered_model(name)
+    except MlflowException as e:
+        raise DataError(f"{uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} "
+                        f"({str(e).splitlines()[0][:200]})") from None
+
+
 def download_model(uri: str, dst: str | Path | None = None) -> Path:
     """A registered or logged export (`models:/<name>@<alias>`, `runs:/<id>/onnx`) as a local
     export directory (the one holding metadata.json)."""

@@ -17,9 +17,11 @@ per QA context and MAX_BODY_BYTES per request body. Bad requests answer 400 (val
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -204,6 +206,7 @@ def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
         return Path(env["ELECTRA_MODEL_DIR"]), env["ELECTRA_MODEL_DIR"]
     if env.get("ELECTRA_MODEL_URI"):
         dst = tempfile.mkdtemp(prefix="electra-model-")
+        atexit.register(shutil.rmtree, dst, ignore_errors=True)  # the download lives as long as the worker
         return download_model(env["ELECTRA_MODEL_URI"], dst), env["ELECTRA_MODEL_URI"]
     if (BAKED_MODEL_DIR / "metadata.json").is_file():
         return BAKED_MODEL_DIR, str(BAKED_MODEL_DIR)
@@ -236,7 +239,10 @@ class ElectraService:
         from electra_pipeline.inference import read_metadata
 
         if os.environ.get("ELECTRA_MODEL_URI") and not os.environ.get("ELECTRA_MODEL_DIR"):
-            return  # downloaded per worker; MLflow errors surface there
+            from electra_pipeline.registry import check_model_uri
+
+            check_model_uri(os.environ["ELECTRA_MODEL_URI"])  # a wrong name or alias stops here, not in workers
+            return  # downloaded per worker
         model_dir, _ = resolve_model_dir(os.environ)
         meta = read_metadata(model_dir)
         if os.environ.get("ELECTRA_QUANTIZED") == "1" and "int8" not in meta.get("files", {}):

@@ -112,11 +112,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     export.export_onnx(disc_src, root / "x_disc", quantize=True)
     servers["disc"] = Server({"ELECTRA_MODEL_DIR": str(root / "x_disc"), "ELECTRA_QUANTIZED": "1"}, root / "disc.log")
     export.export_onnx(qa_src, root / "x_qa", optimize=True)
-    servers["qa"] = Server(_register_in_mlflow(root / "x_qa", root), root / "qa.log")
+    registered = _register_in_mlflow(root / "x_qa", root)
+    servers["qa"] = Server(registered, root / "qa.log")
     try:
         for s in servers.values():
             s.wait_ready()
-        yield {"root": root, "servers": servers, "cls_src": cls_src,
+        yield {"root": root, "servers": servers, "cls_src": cls_src, "registry": registered,
                "cls": inference.Predictor.load(root / "x_cls"), "qa": inference.Predictor.load(root / "x_qa"),
                "disc": inference.Predictor.load(root / "x_disc", quantized=True)}
     finally:
@@ -253,6 +254,17 @@ def test_oversized_body_is_413_not_5xx(env: dict) -> None:
 def test_wrong_method_is_json_4xx(env: dict) -> None:
     r = httpx.get(f"{env['servers']['cls'].url}/classify")
     assert r.status_code == 405 and r.json()["error"]
+
+
+def test_unknown_registry_alias_stops_serve_at_once(env: dict, tmp_path: Path) -> None:
+    """A wrong alias exits `bentoml serve` before any worker starts (no restart loop)."""
+    bad = {**env["registry"], "ELECTRA_MODEL_URI": "models:/electra-qa-test@nope"}
+    s = Server(bad, tmp_path / "alias.log")
+    try:
+        assert s.proc.wait(timeout=60) != 0
+    finally:
+        s.stop()
+    assert "models:/electra-qa-test@nope: not in the MLflow registry" in (tmp_path / "alias.log").read_text()
 
 
 def test_missing_model_stops_serve_with_clear_error(tmp_path: Path) -> None:
