@@ -488,6 +488,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, optimize: bool = 
             raise ExportCheckError(f"ONNX Runtime disagrees with PyTorch: max abs diff {diff:.3g} > {atol:g}")
         fused = _fused_ops(model_path)
         shutil.copyfile(src.tokenizer_file, tmp / "tokenizer.json")
+        if (src.model_dir / "README.md").is_file():  # the model card travels with the export and the registry
+            shutil.copyfile(src.model_dir / "README.md", tmp / "README.md")
         files = {"model": "model.onnx", "tokenizer": "tokenizer.json", "metadata": "metadata.json"}
         report = ExportReport(out_dir=out, task=meta["task"], kind=meta["kind"], exporter=exporter, attention=attention,
                               opset=max(opset, 18) if exporter == "dynamo" else opset, optimized=optimize,

@@ -73,6 +73,34 @@ def save_finetuned(model: TaskModel, meta: TaskMeta, tokenizer_file: str | Path,
     return Path(out_dir)
 
 
+def model_card(meta: TaskMeta, run_info: dict, summary: dict) -> str:
+    """README.md of a fine-tuned model (Hugging Face model-card format): task, dev results per seed,
+    the fine-tuning recipe, and the pre-trained checkpoint it started from with that run's card."""
+    ft = run_info.get("finetune", {})
+    ckpt = run_info.get("checkpoint")
+    seeds = summary.get("seeds", {})
+    lines = ["---", "library_name: electra-pipeline", f"tags: [electra, {meta.task}, {meta.kind}]",
+             "metrics: [" + ", ".join(summary.get("metrics", {})) + "]", "---", "",
+             f"# ELECTRA fine-tuned on {meta.task} ({meta.kind})", "",
+             "Dev results (median over seeds; this directory holds the best seed):", "",
+             "| metric | median | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    for k, v in summary.get("metrics", {}).items():
+        lines.append(f"| {k} | {v:.4g} | " + " | ".join(f"{m.get(k, float('nan')):.4g}" for m in seeds.values()) + " |")
+    lines += ["", f"- labels: {', '.join(meta.labels) if meta.labels else 'a score (regression)'}",
+              f"- fine-tuning: {run_info.get('train_examples')} training examples, {ft.get('epochs')} epochs, "
+              f"lr {ft.get('lr')}, layer decay {ft.get('layer_decay')}, batch {ft.get('batch_size')}, "
+              f"max length {ft.get('max_seq_length')}, {meta.pooling} pooling",
+              f"- encoder: {'`' + ckpt + '`' if ckpt else 'random initialisation (a baseline)'}"]
+    card = Path(ckpt) / "README.md" if ckpt else None
+    if card is not None and card.is_file():  # the pre-training run's card: data, recipe, compute, lineage
+        body = card.read_text().split("---", 2)[-1].strip()
+        lines += ["", "## The pre-trained encoder", "", body.replace("\n# ", "\n### ", 1).removeprefix("# ")]
+    lines += ["", "Intended use: research and evaluation of ELECTRA pre-training recipes; scores are on the dev set "
+              "and carry seed noise (see the per-seed columns).", ""]
+    return "\n".join(lines)
+
+
 def read_meta(path: str | Path) -> TaskMeta:
     f = Path(path) / "task.json"
     if not f.is_file():

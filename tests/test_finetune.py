@@ -229,6 +229,8 @@ def test_evaluate_writes_table_submission_and_reloadable_models(assets, tmp_path
     # the saved model reproduces the reported dev predictions
     model, meta = load_finetuned(res.results["sst2"].model_dir)
     assert meta.task == "sst2" and meta.labels == ["negative", "positive"] and meta.max_seq_length == 64
+    card = (res.results["sst2"].model_dir / "README.md").read_text()  # the model card
+    assert card.startswith("---\n") and "| accuracy |" in card and "seed 1" in card and "negative, positive" in card
     task = get_task("sst2")
     from electra_pipeline.finetune.runner import subset
     examples = subset(task.read(SAMPLE, "dev"), 40, 0)

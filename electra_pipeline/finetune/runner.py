@@ -33,6 +33,7 @@ from electra_pipeline.errors import DataError
 from electra_pipeline.finetune.loop import run_model, task_score, train_seed
 from electra_pipeline.finetune.recipe import FinetuneConfig, resolve_device, resolved
 from electra_pipeline.finetuned import TaskMeta, build_model, save_finetuned
+from electra_pipeline.finetuned import model_card as finetuned_card
 from electra_pipeline.model import init_weights
 from electra_pipeline.tasks import GLUE_TASKS, SquadTask, Task, canonical_name, get_task, glue_tasks_present
 from electra_pipeline.tasks.base import special_ids
@@ -217,6 +218,8 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
     model_dir = save_finetuned(best_model, meta, tok_file, out / "model")
     predictions = {split: t.write_predictions(ex, best_preds[split], out / "predictions" / f"{split}.jsonl")
                    for split, (ex, _) in evals.items()}
+    card_summary = {"metrics": median, "seeds": {str(s): m for s, m in seed_metrics.items()}}
+    atomic.write_text(model_dir / "README.md", finetuned_card(meta, run_info, card_summary))
     submission = {}
     for split, ex in tests.items():
         feats = t.featurize(ex, tok, cfg.max_seq_length, training=False)
