@@ -33,7 +33,7 @@ from bentoml.exceptions import BentoMLException, InvalidArgument
 from pydantic import AfterValidator, BaseModel, Field, PlainValidator, StringConstraints
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from electra_pipeline.errors import DataError
@@ -194,7 +194,17 @@ async def _metadata(_: Request) -> JSONResponse:
     return JSONResponse(bentoml.get_current_service().metadata())
 
 
-_extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])])
+PLAYGROUND = Path(__file__).with_name("playground.html")
+
+
+async def _playground(_: Request) -> HTMLResponse:
+    """One page to try the model: type a text, see the label probabilities, the answer span, or
+    each token shaded by its replaced probability (plain HTML + JavaScript over this service's API)."""
+    return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
+
+
+_extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"]),
+                                  Route("/playground", _playground, methods=["GET"])])
 
 
 def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:

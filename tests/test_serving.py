@@ -274,3 +274,44 @@ def test_missing_model_stops_serve_with_clear_error(tmp_path: Path) -> None:
     finally:
         s.stop()
     assert "metadata.json: missing" in (tmp_path / "fail.log").read_text()
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.parametrize("server", ["cls", "disc", "qa"])
+def test_playground_shows_what_the_endpoint_answers(env: dict, tmp_path: Path, server: str) -> None:
+    """Headless Chromium opens /playground with a filled-in form (the page runs it), and the page
+    shows the endpoint's answer: the label, the answer span, or one shaded span per token."""
+    import urllib.parse
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium package when it can)")
+    s = env["servers"][server]
+    if server == "qa":
+        question, context = "Who wrote the letter?", "The letter was written by Jane Austen in 1811."
+        query = {"question": question, "context": context}
+        answer = s.post("/answer", json=query).json()
+        expected = f'<b id="answer">{answer["answer"]}</b>' if answer["has_answer"] else "no answer in the context"
+    elif server == "disc":
+        query = {"text": "the chef cooked the meal and the guests ate the car"}
+        n = len(s.post("/detect", json=query).json()["tokens"])
+        expected = None
+    else:
+        query = {"text": "a warm, funny and beautifully acted film"}
+        expected = f'<b id="answer">{s.post("/classify", json={"texts": [query["text"]]}).json()[0]["label"]}</b>'
+    url = f"{s.url}/playground?{urllib.parse.urlencode(query)}"
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    page = dom[dom.find("<body"):dom.find("<script")]  # what the page shows, not its script's text
+    if expected is None:
+        assert page.count('class="tok"') == n, page
+    else:
+        assert expected in page, page
+    shot = tmp_path / f"playground-{server}.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1000,700", url], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 5000
