@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning import DEFAULT_DATA, REPO, electra_cmd, sh, wait  # noqa: E402
+from learning import DEFAULT_DATA, REPO, electra_cmd, log_of, sh, wait  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,15 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
     source = w / "runs" / f"source-wikipedia-{args.source_flops:.3g}"
     if not (source / "summary.json").is_file():
-        wait([(sh(pretrain_cmd(args, ex_wiki, tok, source, args.source_flops), source.with_suffix(".log")),
-               source.with_suffix(".log"))])
+        wait([(sh(pretrain_cmd(args, ex_wiki, tok, source, args.source_flops), log_of(source)), log_of(source))])
     adapted = w / "runs" / f"adapted-gutenberg-{args.flops:.3g}-from-{args.source_flops:.3g}"
     scratch = w / "runs" / f"scratch-gutenberg-{args.flops:.3g}"
     procs = []
     for out, extra in ((adapted, ("--init-from", str(source))), (scratch, ())):
         if not (out / "summary.json").is_file():
-            procs.append((sh(pretrain_cmd(args, ex_gut, tok, out, args.flops, *extra), out.with_suffix(".log")),
-                          out.with_suffix(".log")))
+            procs.append((sh(pretrain_cmd(args, ex_gut, tok, out, args.flops, *extra), log_of(out)), log_of(out)))
     wait(procs)
     scores = {}
     for name, out in (("adapted", adapted), ("scratch", scratch)):

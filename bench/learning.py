@@ -80,6 +80,11 @@ def sh(cmd: list[str], log: Path, threads: int = 1) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
+def log_of(out: Path) -> Path:
+    """`<out>.log` beside an output directory (names hold dots: lr0.0005, 2.8e+14)."""
+    return out.parent / f"{out.name}.log"
+
+
 def wait(procs: list[tuple[subprocess.Popen, Path]]) -> None:
     for proc, log in procs:
         if proc.wait() != 0:
@@ -127,7 +132,7 @@ def pretrain_arms(args: argparse.Namespace, examples: Path, tokenizer: Path) -> 
                             [] if args.quick else ["--train.budget_minutes", str(args.minutes)]),
                           "--tracking.enabled", "false", "--no-progress", "--resume", "auto",
                           *sets, *extra)
-        procs.append((sh(cmd, out.with_suffix(".log")), out.with_suffix(".log")))
+        procs.append((sh(cmd, log_of(out)), log_of(out)))
     wait(procs)
     return runs
 
@@ -162,7 +167,7 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
     while pending or running:
         while pending and len(running) < 2:
             cmd, out = pending.pop(0)
-            running.append((sh(cmd, out.with_suffix(".log")), out.with_suffix(".log")))
+            running.append((sh(cmd, log_of(out)), log_of(out)))
         time.sleep(2)
         for item in list(running):
             if item[0].poll() is not None:
