@@ -56,9 +56,22 @@ class NullTracker:
         yield self
 
 
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """`uri`, else MLFLOW_TRACKING_URI, else a SQLite file in the working directory; a relative
+    SQLite path made absolute, so the library, the CLI and a flow's worker all mean one file."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        rel = uri[len("sqlite:///"):]
+        if rel and not Path(rel).is_absolute():
+            return f"sqlite:///{(Path.cwd() / rel).resolve()}"
+    return uri
+
+
 def default_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI when set, else a SQLite file in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    """MLFLOW_TRACKING_URI when set, else ./mlflow.db (absolute)."""
+    return resolve_tracking_uri(None)
 
 
 class MLflowTracker:
@@ -77,7 +90,7 @@ class MLflowTracker:
               parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> MLflowTracker:
         import mlflow
 
-        uri = tracking_uri or default_tracking_uri()
+        uri = resolve_tracking_uri(tracking_uri)
         client = mlflow.MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)

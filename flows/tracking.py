@@ -9,33 +9,21 @@ killed process could not end, so no run is left RUNNING.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from electra_pipeline.tracking import MLflowTracker, Tracker
+from electra_pipeline.tracking import (
+    MLflowTracker,
+    Tracker,
+    resolve_tracking_uri,  # noqa: F401 (the flows' name for it)
+)
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
 FLOW_RUN_TAG = "prefect.flow_run_id"
 ROOT_RUN_TAG = "prefect.root_flow_run_id"  # the top-level flow run: what a crash hook knows
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """The parameter, else MLFLOW_TRACKING_URI, else a SQLite file in the working directory.
-
-    Resolved at run time in the process that runs the flow, so a deployment's default follows
-    the worker's working directory; relative SQLite paths are made absolute for the same reason."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    if not uri:
-        return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        rel = uri[len("sqlite:///"):]
-        if rel and not Path(rel).is_absolute():
-            return f"sqlite:///{(Path.cwd() / rel).resolve()}"
-    return uri
 
 
 def is_server(uri: str) -> bool:
