@@ -30,7 +30,11 @@ SAMPLE_GLUE_TASKS: list[str] = ["sst2", "cola", "mrpc", "stsb", "rte"]
 # The CPU demo's fine-tuning recipe: one seed (on at most 2,000 training examples, should
 # glue_dir point at full GLUE) keeps the demo within minutes on two cores; set
 # `finetune_config` to {} for the reference recipe (3 seeds, their median, all data).
-DEMO_FINETUNE: dict[str, Any] = {"seeds": [1], "max_train_examples": 2000}
+# The CPU demo's fine-tuning: one seed, up to 2,000 examples, and the recipe measured for 2-layer
+# models (docs/experiments.md): lr 5e-4 without layer decay (the reference 1e-4 / 0.8 under-fits
+# them) and the head on the mean of the token states (+1.5 to +5.2 SST-2 points over [CLS]).
+DEMO_FINETUNE: dict[str, Any] = {"seeds": [1], "max_train_examples": 2000, "lr": 5e-4, "layer_decay": 1.0,
+                                 "pooling": "mean"}
 
 
 class PipelineParams(BaseModel):
