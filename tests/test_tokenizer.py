@@ -181,14 +181,16 @@ def test_cli_registers_and_runs(corpus, tmp_path, capsys):
 
 
 def test_a_size_other_than_asked_is_reported_and_noise_refused(tmp_path, capsys):
+    """The size note; binary input is refused before training (ingestion's text check)."""
     from electra_pipeline.cli import main
     from electra_pipeline.errors import DataError
-    from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
+    from electra_pipeline.tokenizer import TokenizerConfig, train_wordpiece
 
     (tmp_path / "tiny.txt").write_text("the cat sat on the mat and the cat sat again\n" * 50)
     assert main(["tokenizer", str(tmp_path / "tiny.txt"), "-o", str(tmp_path / "tok"), "--vocab-size", "5000",
                  "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "note: asked for 5,000 tokens, got" in err and "fewer distinct pieces" in err
-    with pytest.raises(DataError, match="no piece longer than one character"):
-        fit_wordpiece(["x y z"] * 10, TokenizerConfig(vocab_size=100))
+    (tmp_path / "noise.txt").write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(DataError, match="noise.txt: not text"):
+        train_wordpiece(tmp_path / "noise.txt", tmp_path / "tok2", TokenizerConfig(vocab_size=100), progress=False)
