@@ -339,6 +339,12 @@ def _run_cli(args: argparse.Namespace) -> int:
         corpus = (args.corpus[0] if len(args.corpus) == 1 else list(args.corpus)) if args.corpus else None
         path = warmstart.save_tokenizer(args.from_checkpoint, args.out, args.extend_vocab, corpus)
         print(f"tokenizer: {load_tokenizer(path).get_vocab_size():,} tokens from {args.from_checkpoint} -> {path}")
+        if args.extend_vocab:
+            from electra_pipeline.warmstart import extension_of
+
+            tpw = extension_of(path)["tokens_per_word"]
+            print(f"  {len(extension_of(path)['added']):,} domain words added: {tpw['before']:.3f} -> {tpw['after']:.3f} "
+                  "tokens per word on the corpus")
         return 0
     if not args.corpus:
         raise ConfigError("corpus: give a corpus directory or text files (or --from CHECKPOINT)")
