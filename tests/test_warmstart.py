@@ -179,6 +179,11 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
     assert torch.equal(opt.state[opt.param_groups[0]["params"][0]]["exp_avg"], moments["state.0.exp_avg"])
 
     # bad input: one line, exit 2, nothing written
+    import shutil
+
+    short = tmp_path / "short_vocab"
+    shutil.copytree(source, short)
+    (short / "vocab.txt").write_text("".join(t + "\n" for t in (source / "vocab.txt").read_text().split()[:-5]))
     capsys.readouterr()
     for extra, message in [
         (["--init-from", str(tmp_path / "nowhere")], "nowhere: init_from: not found"),
@@ -186,6 +191,7 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
         (["--resume", str(run)], "drop --init-from or --resume"),
         (["--init-from", str(tmp_path / "tok")], "not an ELECTRA checkpoint"),
         (["--train.init_optimizer", "true"], "train.init_optimizer: continues the optimizer of a run directory"),
+        (["--init-from", str(short)], "but the checkpoint's vocabulary has"),
     ]:
         bad = [str(tmp_path / "bad") if a == str(run) else a for a in args] + extra
         assert cli.main(bad) == 2
