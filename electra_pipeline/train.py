@@ -395,19 +395,21 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         raise ConfigError(f"output_dir: {out} already holds checkpoints; pass --resume to continue it or choose "
                           "another --output-dir")
     resume_from = ckpt.find_resume_point(Path(resume)) if resume is not None else None
-    changes = config_changes(ckpt.read_state(resume_from).get("config") or {}, cfg) if resume_from else {}
+    saved = ckpt.read_state(resume_from) if resume_from else {}
+    changes = config_changes(saved.get("config") or {}, cfg) if resume_from else {}
     if changes and not allow_changes:
         listed = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
         raise ConfigError(f"resume: {resume_from} was trained with another config ({listed}); resume with the same "
                           "values, or pass --resume-with-changes to apply the new ones")
     source = warmstart.find_source(cfg.init_from) if cfg.init_from else None
+    lineage = {"from": cfg.init_from, "sha256": source.sha256()} if source else {}  # hashed once: weights are large
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = ElectraPretrainer(cfg.model, t)
     init: dict[str, Any] = {}
     if source is not None and resume_from is None:  # a resumed run has them in its checkpoint
         extension = warmstart.extension_of(cfg.tokenizer) if cfg.tokenizer else None
-        init = {"from": cfg.init_from, "sha256": source.sha256(), **warmstart.load_weights(model, source, extension)}
+        init = {**lineage, **warmstart.load_weights(model, source, extension)}
         if world.is_main:
             for part, what in init.items():
                 log.info("init %s: %s", part, what)
@@ -416,8 +418,9 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         torch.manual_seed(t.seed + world.rank)  # dropout differs per rank; rank 0 is the single-process run
     optimizer = build_optimizer(model, t, device)
     if t.init_optimizer and init:  # a fresh start from a run of ours: its AdamW moments too
-        ckpt.load_optimizer_moments(ckpt.list_checkpoints(Path(cfg.init_from))[-1], optimizer)
-        init["optimizer"] = str(ckpt.list_checkpoints(Path(cfg.init_from))[-1])
+        source_ckpt = ckpt.list_checkpoints(Path(cfg.init_from))[-1]
+        ckpt.load_optimizer_moments(source_ckpt, optimizer)
+        init["optimizer"] = str(source_ckpt)
     step_flops = flops.train_step_flops(cfg.model, t).total  # the global batch, all ranks together
     schedule = Schedule.of(t, step_flops)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
@@ -438,7 +441,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         tracker.log_params(config_mod.to_dict(cfg))
         # what `auto` resolved to on this machine, so runs compare honestly in MLflow
         tracker.set_tags({"preset": cfg.preset, "objective": t.objective, "precision": _precision_name(amp)}
-                         | ({"init_from": cfg.init_from, "init_from.sha256": source.sha256()} if source else {}))
+                         | ({"init_from": cfg.init_from, "init_from.sha256": lineage["sha256"]} if source else {}))
     fsdp = distributed.fsdp_requested(world, t.fsdp)
     if fsdp:  # shard in place; the optimizer (and its resumed state) moves onto the shards
         optimizer = distributed.shard(model, optimizer, world, param_dtype=amp if device.type == "cuda" else None,
@@ -595,9 +598,9 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics,
                    "compute": compute}
         if changes:
-            summary["resumed_with_changes"] = {"at_step": ckpt.read_state(resume_from)["step"], "fields": changes}
+            summary["resumed_with_changes"] = {"at_step": saved["step"], "fields": changes}
         if source is not None:  # lineage: what the weights started from
-            summary["init"] = init or {"from": cfg.init_from, "sha256": source.sha256()}
+            summary["init"] = init or lineage
         atomic.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         for kind in ("discriminator", "generator"):
             if (out / kind).is_dir():
