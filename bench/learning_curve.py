@@ -86,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     acc = auc = float("nan")
+    window: dict[str, float] = {}  # training metrics summed since the last held-out score
     for step in range(1, args.steps + 1):
-        train.train_step(model, model, optimizer, scheduler, next(stream), mask, device=device, amp=amp,
-                         grad_clip=t.grad_clip, rng=rng)
+        metrics = train.train_step(model, model, optimizer, scheduler, next(stream), mask, device=device, amp=amp,
+                                   grad_clip=t.grad_clip, rng=rng)
+        for k, v in metrics.items():
+            window[k] = window.get(k, 0.0) + float(v)
         if step % every == 0 or step == args.steps:
             model.eval()
             acc = intrinsic.masked_lm_metrics(model.generator, held, chosen, 64)["accuracy"]
@@ -96,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             if model.discriminator is not None:
                 scores = intrinsic.discriminator_scores(model.discriminator, fake, 64)
                 auc = intrinsic.detection_metrics(scores, labels, valid)["auc"]
-                line += f"  unigram ROC-AUC {auc:.3f}"
+                n = step - (step - 1) // every * every  # steps in this window
+                mean = {k: v / n for k, v in window.items()}
+                line += (f"  unigram ROC-AUC {auc:.3f}  |  training: RTD loss/prior {train.rtd_over_prior(mean):.3f}"
+                         f"  recall {100 * mean['disc/recall']:4.1f}%  replaced {100 * mean['disc/replaced_fraction']:4.1f}%")
             print(line, flush=True)
+            window.clear()
             model.train()
     print(f"learning_curve steps={args.steps} masked_accuracy={acc:.4f} unigram_auc={auc:.4f}")
     return 0

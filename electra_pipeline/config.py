@@ -32,7 +32,7 @@ def _require(cond: bool, name: str, msg: str) -> None:
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    """Discriminator sizes; the generator is derived from them (same depth, smaller width)."""
+    """Discriminator sizes; the generator is derived from them (smaller width, same or lower depth)."""
 
     vocab_size: int = 30522  # must equal the tokenizer's vocabulary size
     hidden_size: int = 256  # discriminator width
@@ -43,6 +43,7 @@ class ModelConfig:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     generator_fraction: float = 0.25  # generator hidden = fraction x hidden; heads = hidden/64
+    generator_layers: int = 0  # generator depth; 0: the discriminator's num_layers
     dropout: float = 0.1  # hidden dropout (embeddings, attention output, FFN output)
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-12
@@ -64,16 +65,22 @@ class ModelConfig:
                  f"gives a generator of width {self.generator_hidden_size}")
         for name in ("dropout", "attention_dropout"):
             _require(0 <= getattr(self, name) < 1, f"model.{name}", f"must be in [0, 1), got {getattr(self, name)}")
+        _require(0 <= self.generator_layers <= self.num_layers, "model.generator_layers",
+                 f"must be in [0, model.num_layers={self.num_layers}] (0: the discriminator's depth), "
+                 f"got {self.generator_layers}")
         _require(self.relative_attention >= 0, "model.relative_attention", f"must be >= 0, got {self.relative_attention}")
         _require(not self.share_encoder or self.generator_fraction == 1.0, "model.share_encoder",
                  f"needs model.generator_fraction 1.0 (one encoder), got {self.generator_fraction}")
+        _require(not self.share_encoder or self.generator_layers in (0, self.num_layers), "model.share_encoder",
+                 f"needs the generator at the discriminator's depth, got model.generator_layers {self.generator_layers}")
 
     @property
     def generator_hidden_size(self) -> int:
         return int(round(self.hidden_size * self.generator_fraction))
 
     def generator(self) -> ModelConfig:
-        """The generator's own config: same depth, fraction of the width, heads = hidden/64."""
+        """The generator's own config: `generator_layers` deep (default: the discriminator's depth),
+        `generator_fraction` of the width, heads = hidden/64."""
         h = self.generator_hidden_size
         heads = max(1, h // 64)
         while h % heads:
@@ -82,7 +89,8 @@ class ModelConfig:
         if self.share_encoder:
             return dataclasses.replace(self, share_encoder=False)
         return dataclasses.replace(self, hidden_size=h, num_heads=heads, intermediate_size=ffn,
-                                   generator_fraction=1.0, share_encoder=False)
+                                   num_layers=self.generator_layers or self.num_layers,
+                                   generator_fraction=1.0, generator_layers=0, share_encoder=False)
 
 
 OBJECTIVES = ("electra", "mlm")

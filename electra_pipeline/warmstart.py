@@ -208,6 +208,11 @@ def adopt_architecture(cfg: PretrainConfig, explicit: dict[str, Any]) -> Pretrai
             raise ConfigError(f"model.generator_fraction: {cfg.model.generator_fraction} contradicts the checkpoint's "
                               f"generator ({gen.hidden_size} of {theirs.hidden_size} wide: {fraction:g}); drop the flag")
         changes["generator_fraction"] = fraction
+        layers = 0 if gen.num_layers == theirs.num_layers else gen.num_layers
+        if "generator_layers" in explicit and (cfg.model.generator_layers or theirs.num_layers) != gen.num_layers:
+            raise ConfigError(f"model.generator_layers: {cfg.model.generator_layers} contradicts the checkpoint's "
+                              f"generator ({gen.num_layers} layers); drop the flag")
+        changes["generator_layers"] = layers
     try:
         model = dataclasses.replace(cfg.model, **changes)
         return dataclasses.replace(cfg, model=model)

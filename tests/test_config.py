@@ -84,3 +84,14 @@ def test_cpu_preset_budgets_replace_each_other_and_none_clears_one():
     with pytest.raises(ConfigError, match="model.share_encoder"):
         c.ModelConfig(share_encoder=True, generator_fraction=0.5)
     assert c.ModelConfig(share_encoder=True, generator_fraction=1.0).generator().hidden_size == 256
+
+
+def test_generator_layers_sets_the_generator_depth_only():
+    m = c.ModelConfig(num_layers=4, generator_fraction=0.25, generator_layers=1)
+    g = m.generator()
+    assert (g.num_layers, g.hidden_size, g.generator_layers) == (1, 64, 0)
+    assert c.ModelConfig(num_layers=4).generator().num_layers == 4  # 0: the discriminator's depth
+    with pytest.raises(ConfigError, match="model.generator_layers"):
+        c.ModelConfig(num_layers=2, generator_layers=3)
+    with pytest.raises(ConfigError, match="model.share_encoder"):
+        c.ModelConfig(num_layers=2, generator_fraction=1.0, share_encoder=True, generator_layers=1)

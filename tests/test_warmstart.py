@@ -249,3 +249,26 @@ def test_vocabulary_extension_adds_costly_words_initialised_from_their_pieces(so
     bias = model.generator.head.bias
     assert torch.allclose(bias[V], bias[torch.tensor(pieces)].mean(0))
     assert cli.main(["tokenizer", "--from", str(source), "--extend-vocab", "3", "-o", str(tmp_path / "t2")]) == 2
+
+
+def test_a_shallower_generator_is_adopted_as_generator_layers(source: Path, tmp_path: Path) -> None:
+    """A checkpoint whose generator has fewer layers than its discriminator continues with
+    `model.generator_layers` set to that depth, and its weights load."""
+    import shutil
+
+    from electra_pipeline import config
+    from electra_pipeline.errors import ConfigError
+
+    shallow = tmp_path / "shallow"
+    shutil.copytree(source, shallow, ignore=shutil.ignore_patterns("generator"))
+    gen = transformers.ElectraForMaskedLM.from_pretrained(source / "generator")
+    gen.electra.encoder.layer = gen.electra.encoder.layer[:1]
+    gen.config.num_hidden_layers = 1
+    gen.save_pretrained(shallow / "generator")
+    cfg = config.resolve("tiny", overrides={"init_from": str(shallow)})
+    assert (cfg.model.num_layers, cfg.model.generator_layers, cfg.model.generator().num_layers) == (2, 1, 1)
+    model = ElectraPretrainer(cfg.model, cfg.train)
+    warmstart.load_weights(model, warmstart.find_source(shallow))
+    assert len(model.generator.electra.layers) == 1
+    with pytest.raises(ConfigError, match="model.generator_layers"):
+        config.resolve("tiny", overrides={"init_from": str(shallow), "model": {"generator_layers": "2"}})
