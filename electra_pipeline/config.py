@@ -130,6 +130,7 @@ class TrainConfig:
     fsdp: bool = False  # shard with FSDP2 instead of DDP on multi-rank runs (for large)
     peak_tflops: float = 0.0  # device peak for MFU; 0: look the GPU up by name
     log_every: int = 10  # steps between metric reads (each read syncs the device)
+    eval_every: int = 500  # steps between held-out scores (heldout/ metrics, intrinsic.Probe); 0: never
     save_every: int = 1000  # steps between checkpoints; the last step always saves
     keep_checkpoints: int = 2
     init_optimizer: bool = False  # with init_from a run dir of ours: continue its AdamW moments (lr still re-warms)
@@ -164,6 +165,7 @@ class TrainConfig:
                  f"must be one of {DEVICES} or cuda:N, got {self.device!r}")
         _require(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
         _require(self.log_every > 0, "train.log_every", "must be > 0")
+        _require(self.eval_every >= 0, "train.eval_every", f"must be >= 0 (0: never), got {self.eval_every}")
         _require(self.save_every > 0, "train.save_every", "must be > 0")
         _require(self.keep_checkpoints > 0, "train.keep_checkpoints", "must be > 0")
         _require(self.num_workers >= 0, "train.num_workers", "must be >= 0")

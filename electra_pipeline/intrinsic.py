@@ -267,6 +267,57 @@ def evaluate(models: Models, heldout: np.ndarray | torch.Tensor, train_rows: np.
             "config": asdict(cfg), **kinds, "mlm": mlm}
 
 
+class Probe:
+    """The unigram-replacement test of `evaluate`, prepared once and scored during pre-training:
+    held-out masked-token accuracy of the generator (or MLM model) and, for ELECTRA, the
+    discriminator's ROC-AUC. The same rows, positions and replacements every time, so the curve
+    shows whether the run learns context while it trains (its training loss cannot tell: against
+    a good generator it stays near the prior while held-out detection improves)."""
+
+    def __init__(self, heldout: np.ndarray, train_rows: np.ndarray, vocab_size: int,
+                 cfg: IntrinsicConfig | None = None) -> None:
+        cfg = cfg or IntrinsicConfig()
+        self.batch_size = cfg.batch_size
+        self.rows = torch.as_tensor(np.array(heldout[:cfg.max_rows]), dtype=torch.long)
+        n_unigram = max(cfg.fit_rows, cfg.unigram_tokens // max(1, train_rows.shape[1]))
+        probs = unigram_probs(torch.as_tensor(np.array(train_rows[:n_unigram]), dtype=torch.long), vocab_size)
+        self.chosen = choose_positions(self.rows, cfg.mask_prob, cfg.seed)
+        self.fake, self.labels = unigram_corrupt(self.rows, self.chosen, probs, cfg.seed)
+        self.valid = real_tokens(self.rows)
+
+    @classmethod
+    def of_examples(cls, examples_dir: str | Path, vocab_size: int, max_rows: int = 256) -> Probe | None:
+        """The probe on an examples directory's held-out slice; None when it has none (or too
+        little of it to score)."""
+        try:
+            held, train_rows = examples_rows(examples_dir)
+        except DataError:
+            return None
+        probe = cls(held, train_rows, vocab_size, IntrinsicConfig(max_rows=max_rows))
+        if int(probe.valid.sum()) < MIN_SCORED_TOKENS or probe.labels[probe.valid].min() == 1:
+            return None
+        return probe
+
+    @torch.no_grad()
+    def score(self, discriminator: Discriminator | None, generator: Generator) -> dict[str, float]:
+        """{"heldout/masked_accuracy", "heldout/unigram_auc" (with a discriminator)}; the models are
+        left in the mode they came in."""
+        device = next(generator.parameters()).device
+        modes = [(m, m.training) for m in (discriminator, generator) if m is not None]
+        for m, _ in modes:
+            m.eval()
+        try:
+            out = {"heldout/masked_accuracy": masked_lm_metrics(generator, self.rows.to(device),
+                                                                self.chosen.to(device), self.batch_size)["accuracy"]}
+            if discriminator is not None:
+                scores = discriminator_scores(discriminator, self.fake.to(device), self.batch_size).cpu()
+                out["heldout/unigram_auc"] = detection_metrics(scores, self.labels, self.valid)["auc"]
+        finally:
+            for m, mode in modes:
+                m.train(mode)
+        return out
+
+
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     """MLflow keys: intrinsic/<replacements>/auc[_random|_context_free], .../ap..., intrinsic/mlm/..."""
     out: dict[str, float] = {}

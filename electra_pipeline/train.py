@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from electra_pipeline import atomic, distributed, flops, hf, warmstart
+from electra_pipeline import atomic, distributed, flops, hf, intrinsic, warmstart
 from electra_pipeline import checkpoint as ckpt
 from electra_pipeline import config as config_mod
 from electra_pipeline.config import PretrainConfig, TrainConfig
@@ -69,20 +69,25 @@ class CollapseWatch:
     after_step: int
     patience: int = 10
     threshold: float = 0.97
+    learned_auc: float = 0.6  # a held-out ROC-AUC at or above this says the run learns, whatever the loss
     stuck: int = 0
     warned: bool = False
+    heldout_auc: float | None = None  # the latest held-out score (intrinsic.Probe), when the run has one
 
     def update(self, step: int, row: dict[str, float]) -> str | None:
         ratio = rtd_over_prior(row)
         if ratio is None:
             return None
-        self.stuck = self.stuck + 1 if step > self.after_step and ratio >= self.threshold else 0
+        self.heldout_auc = row.get("heldout/unigram_auc", self.heldout_auc)
+        learns = self.heldout_auc is not None and self.heldout_auc >= self.learned_auc
+        self.stuck = self.stuck + 1 if step > self.after_step and ratio >= self.threshold and not learns else 0
         if self.stuck < self.patience or self.warned:
             return None
         self.warned = True
         return (f"step {step}: the discriminator has learned almost nothing beyond the replaced-token prior for "
                 f"{self.stuck} logged windows (RTD loss {row['loss/disc']:.3f} = {ratio:.0%} of the prior's "
-                f"{row['loss/disc'] / ratio:.3f}, recall {row.get('disc/recall', float('nan')):.3f}). Causes: a "
+                f"{row['loss/disc'] / ratio:.3f}, recall {row.get('disc/recall', float('nan')):.3f}"
+                + (f"; held-out ROC-AUC {self.heldout_auc:.3f}" if self.heldout_auc is not None else "") + "). Causes: a "
                 "learning rate too high for the batch (lower train.lr or raise train.warmup_steps and restart), or "
                 "a generator as good as the discriminator can follow (a smaller model.generator_fraction). Check with "
                 "`electra intrinsic` before acting: against a good generator the training loss stays near the prior "
@@ -341,7 +346,8 @@ def config_changes(saved: dict[str, Any], cfg: PretrainConfig) -> dict[str, list
 PLOT_TITLES = {"loss/gen": "generator MLM loss", "loss/disc": "discriminator RTD loss",
                "disc/loss_over_prior": "RTD loss / prior (1 = learned nothing)",
                "gen/accuracy": "generator accuracy (hidden positions)", "disc/accuracy": "discriminator accuracy",
-               "lr": "learning rate"}
+               "heldout/unigram_auc": "held-out RTD ROC-AUC, unigram replacements (0.5 = chance)",
+               "heldout/masked_accuracy": "held-out masked-token accuracy", "lr": "learning rate"}
 
 
 def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
@@ -363,6 +369,9 @@ def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
         if k == "disc/loss_over_prior":
             ax.axhline(1.0, color="tab:red", linestyle="--", linewidth=1, label="prior: learned nothing")
             ax.legend(loc="lower right", fontsize=9)
+        if k == "heldout/unigram_auc":
+            ax.axhline(0.5, color="tab:red", linestyle="--", linewidth=1, label="chance: no context learned")
+            ax.legend(loc="upper left", fontsize=9)
         ax.set_title(PLOT_TITLES[k], fontsize=11)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -482,6 +491,10 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     history: list[dict[str, float]] = []
     warnings: list[str] = []
     watch = CollapseWatch(after_step=2 * schedule.warmup_steps)
+    # scored on rank 0 between steps; under FSDP the weights are sharded, so the intrinsic stage scores at the end
+    probe = intrinsic.Probe.of_examples(cfg.data, cfg.model.vocab_size) if t.eval_every and world.is_main \
+        and not fsdp else None
+    scored_bucket = state.step // t.eval_every if t.eval_every else 0
     sums: dict[str, torch.Tensor] = {}
     window_steps, window_start = 0, time.perf_counter()
     metrics_file = (out / "metrics.jsonl").open("a") if world.is_main else None
@@ -536,6 +549,9 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                 ratio = rtd_over_prior(row)
                 if ratio is not None:
                     row["disc/loss_over_prior"] = ratio
+                if probe is not None and (state.step // t.eval_every > scored_bucket or last):
+                    scored_bucket = state.step // t.eval_every
+                    row |= probe.score(model.discriminator, model.generator)
                 row["step"] = state.step
                 history.append(row)
                 warning = watch.update(state.step, row)

@@ -143,6 +143,7 @@ class PrefectProgress:
         self._artifact_id: Any = None
         self._last = 0.0
         self._t0 = time.monotonic()
+        self._heldout: dict[str, float] = {}  # the latest held-out scores (every train.eval_every steps)
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.inner.log_params(params)
@@ -167,6 +168,7 @@ class PrefectProgress:
         self.inner.log_metrics(metrics, step)
         if step is None:
             return
+        self._heldout |= {k: v for k, v in metrics.items() if k.startswith("heldout/")}
         now = time.monotonic()
         if now - self._last < self.every_s and step < self.total_steps:
             return
@@ -181,6 +183,8 @@ class PrefectProgress:
         done = metrics.get("progress", step / self.total_steps)  # budgets: the trainer's own share
         shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("loss/gen", "loss/disc", "disc/accuracy",
                                                            "gen/accuracy", "throughput/tokens_per_s") if k in metrics)
+        if "heldout/unigram_auc" in self._heldout:
+            shown += f"{', ' if shown else ''}held-out ROC-AUC {self._heldout['heldout/unigram_auc']:.3f}"
         elapsed = time.monotonic() - self._t0
         eta = f", ETA {_duration(elapsed * (1 - done) / done)}" if 0 < done < 1 else ""
         desc = f"{self.label}: step {step} ({100 * done:.0f}%{eta})" + (f": {shown}" if shown else "")

@@ -549,3 +549,23 @@ def test_a_budgeted_preset_keeps_its_budget_through_the_pipeline() -> None:
     assert _explicit_steps(cfg) is None and cfg.train.budget_flops == 2e13
     assert pretrain_config("cpu", {}, max_steps=_explicit_steps(cfg)).train.budget_flops == 2e13
     assert _explicit_steps(pretrain_config("tiny", {})) == 300
+
+
+def test_progress_line_keeps_the_latest_held_out_score(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Prefect progress artifact's line shows share done, ETA, losses and the last held-out
+    ROC-AUC, which arrives only every train.eval_every steps."""
+    import prefect.artifacts
+
+    from electra_pipeline.tracking import NullTracker
+    from flows.tracking import PrefectProgress
+
+    lines: list[str] = []
+    monkeypatch.setattr(prefect.artifacts, "create_progress_artifact", lambda **kw: "id")
+    monkeypatch.setattr(prefect.artifacts, "update_progress_artifact",
+                        lambda artifact_id, progress, description: lines.append(description))
+    progress = PrefectProgress(NullTracker(), total_steps=100, key="k", label="pretrain", every_s=0.0,
+                               log_every_s=1e9)
+    progress.log_metrics({"loss/disc": 0.3, "progress": 0.2, "heldout/unigram_auc": 0.61234}, step=20)
+    progress.log_metrics({"loss/disc": 0.25, "progress": 0.4}, step=40)
+    assert "step 40 (40%, ETA" in lines[-1] and "loss/disc 0.25" in lines[-1]
+    assert lines[-1].endswith("held-out ROC-AUC 0.612")

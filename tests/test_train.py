@@ -310,3 +310,37 @@ def test_damaged_checkpoint_state_is_one_line_naming_the_file(tiny_data, tmp_pat
     with pytest.raises(DataError, match="state.json|optimizer.safetensors") as e:
         train.pretrain(longer, resume=tmp_path / "run", progress=False)
     assert "\n" not in str(e.value)
+
+
+def test_collapse_watch_trusts_a_held_out_score_over_the_training_loss():
+    import math
+
+    h = -(0.13 * math.log(0.13) + 0.87 * math.log(0.87))
+    stuck = {"loss/disc": 0.99 * h, "disc/replaced_fraction": 0.13, "disc/recall": 0.0}
+    watch = train.CollapseWatch(after_step=0, patience=2)
+    assert watch.update(10, stuck | {"heldout/unigram_auc": 0.71}) is None
+    assert [watch.update(s, stuck) for s in (20, 30, 40)] == [None] * 3  # the last held-out score still says it learns
+    assert watch.update(50, stuck | {"heldout/unigram_auc": 0.52}) is None
+    message = watch.update(60, stuck)
+    assert message is not None and "held-out ROC-AUC 0.520" in message
+
+
+def test_held_out_scores_during_training_match_the_intrinsic_stage(tiny_data, tmp_path):
+    """Every `eval_every` steps (and at the last) a row carries heldout/ metrics, and the last
+    equals what `electra intrinsic` reports for the exported models on the same rows."""
+    from electra_pipeline import hf, intrinsic
+
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=5, log_every=1, save_every=5, eval_every=2,
+                   precision="fp32")
+    result = train.pretrain(cfg, progress=False)
+    scored = [r["step"] for r in result.history if "heldout/unigram_auc" in r]
+    assert scored == [2, 4, 5]
+    last = result.history[-1]
+    assert 0.0 <= last["heldout/masked_accuracy"] <= 1.0
+    held, train_rows = intrinsic.examples_rows(cfg.data)
+    models = intrinsic.Models(hf.load_discriminator(result.discriminator_dir), hf.load_generator(tmp_path / "run" / "generator"))
+    full = intrinsic.evaluate(models, held, train_rows)
+    assert last["heldout/unigram_auc"] == pytest.approx(full["unigram"]["pretrained"]["auc"], abs=1e-6)
+    assert last["heldout/masked_accuracy"] == pytest.approx(full["mlm"]["pretrained"]["accuracy"], abs=1e-6)
+    quiet = tiny_cfg(tiny_data, tmp_path / "quiet", max_steps=2, log_every=1, save_every=2, eval_every=0)
+    assert not any("heldout/unigram_auc" in r for r in train.pretrain(quiet, progress=False).history)
