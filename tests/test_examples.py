@@ -17,7 +17,8 @@ import pytest
 
 from electra_pipeline.corpus import CorpusConfig, ingest
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.examples import ExamplesConfig, _Encoder, _pack, _sentence_ends, _SentenceMarks, build_examples
+from electra_pipeline.examples import ExamplesConfig, build_examples
+from electra_pipeline.packing import _Encoder, _pack, _sentence_ends, _SentenceMarks
 from electra_pipeline.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]
