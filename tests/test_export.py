@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from electra_pipeline import export, inference, registry
+from electra_pipeline import export, export_cli, inference, registry
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
 from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
@@ -282,7 +282,7 @@ def test_cli_export_help_and_run(root: Path, classifier: Path, capsys: pytest.Ca
     import argparse
 
     parser = argparse.ArgumentParser(prog="electra")
-    export.add_cli(parser.add_subparsers())
+    export_cli.add_cli(parser.add_subparsers())
     with pytest.raises(SystemExit):
         parser.parse_args(["export", "--help"])
     assert "--quantize" in capsys.readouterr().out
