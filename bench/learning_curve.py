@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from electra_pipeline import config, intrinsic, train
+    from electra_pipeline import config, intrinsic, optim, runlog, runtime, train
     from electra_pipeline.data import Batch, ExampleShards, micro_batches
     from electra_pipeline.pretrainer import ElectraPretrainer
 
@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(t.seed)
     model = ElectraPretrainer(cfg.model, t)
     device = torch.device("cpu")
-    optimizer = train.build_optimizer(model, t, device)
-    schedule = train.Schedule.of(t, 1.0)
+    optimizer = optim.build_optimizer(model, t, device)
+    schedule = optim.Schedule.of(t, 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
-    amp = train.autocast_dtype(t.precision, device)
+    amp = runtime.autocast_dtype(t.precision, device)
     special = torch.tensor(sorted(set(data.special_ids.values())))
     rng = torch.Generator().manual_seed(t.seed * 1000)
     held_rows, train_rows = intrinsic.examples_rows(args.examples)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 auc = intrinsic.detection_metrics(scores, labels, valid)["auc"]
                 n = step - (step - 1) // every * every  # steps in this window
                 mean = {k: v / n for k, v in window.items()}
-                line += (f"  unigram ROC-AUC {auc:.3f}  |  training: RTD loss/prior {train.rtd_over_prior(mean):.3f}"
+                line += (f"  unigram ROC-AUC {auc:.3f}  |  training: RTD loss/prior {runlog.rtd_over_prior(mean):.3f}"
                          f"  recall {100 * mean['disc/recall']:4.1f}%  replaced {100 * mean['disc/replaced_fraction']:4.1f}%")
             print(line, flush=True)
             window.clear()

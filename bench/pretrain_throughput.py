@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from electra_pipeline import config as config_mod
-from electra_pipeline import flops, objectives, train
+from electra_pipeline import flops, objectives, optim, runtime, train
 from electra_pipeline.config import ModelConfig, PretrainConfig
 from electra_pipeline.data import Batch, derive_segments
 from electra_pipeline.pretrainer import ElectraPretrainer
@@ -74,8 +74,8 @@ def ours(cfg: PretrainConfig, device: torch.device, amp: torch.dtype | None,
     t = cfg.train
     model = ElectraPretrainer(cfg.model, t).to(device)
     runner = torch.compile(model) if compile else model  # as train.pretrain does
-    optimizer = train.build_optimizer(model, t, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.lr_factor(s, t.warmup_steps, t.max_steps))
+    optimizer = optim.build_optimizer(model, t, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: optim.lr_factor(s, t.warmup_steps, t.max_steps))
     special = torch.tensor(sorted(set(SPECIAL.values())), device=device)
     rng = torch.Generator(device=device).manual_seed(0)
     model.train()
@@ -112,7 +112,7 @@ def reference(cfg: PretrainConfig, device: torch.device, amp: torch.dtype | None
     gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight
     both = nn.ModuleDict({"generator": gen, "discriminator": disc}).to(device)
     assert gen.generator_lm_head.weight is disc.electra.embeddings.word_embeddings.weight
-    optimizer = torch.optim.AdamW(train.param_groups(both, t.weight_decay), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
+    optimizer = torch.optim.AdamW(optim.param_groups(both, t.weight_decay), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
                                   eps=t.adam_eps, foreach=None)  # torch defaults: foreach on CUDA, a per-tensor loop on CPU
     special = torch.tensor(sorted(set(SPECIAL.values())), device=device)
     rng = torch.Generator(device=device).manual_seed(0)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.preset(args.preset)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seq_len=args.seq, batch_size=args.batch,
                                                              grad_accum=1, compile=args.compile))
-    amp = train.autocast_dtype(args.precision, device)
+    amp = runtime.autocast_dtype(args.precision, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -52,7 +52,7 @@ from electra_pipeline import config as config_mod
 from electra_pipeline import export, inference
 from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
 from electra_pipeline.model import ElectraForSequenceClassification
-from electra_pipeline.train import has_bf16_matrix_units
+from electra_pipeline.runtime import has_bf16_matrix_units
 
 REPO = Path(__file__).resolve().parents[1]
 SST2_DIRS = (REPO.parent / "shared" / "data" / "glue" / "SST-2",)

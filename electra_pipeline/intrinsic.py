@@ -398,7 +398,7 @@ def text_rows(files: list[str | Path], tokenizer: str | Path, seq_len: int) -> n
     [CLS] A [SEP] B [SEP] rows exactly as the training examples were."""
     import random
 
-    from electra_pipeline import examples
+    from electra_pipeline import examples, packing
     from electra_pipeline.tokenizer import TOKENIZER_FILE
 
     docs: list[str] = []
@@ -413,9 +413,9 @@ def text_rows(files: list[str | Path], tokenizer: str | Path, seq_len: int) -> n
     if not docs:
         raise DataError(f"{files[0]}: the held-out text is empty")
     tok = Path(tokenizer)
-    enc = examples._Encoder(str(tok / TOKENIZER_FILE if tok.is_dir() else tok))
+    enc = packing._Encoder(str(tok / TOKENIZER_FILE if tok.is_dir() else tok))
     cfg = examples.ExamplesConfig(seq_len=seq_len, holdout_fraction=0.0, num_proc=1)
-    rows, _, _ = examples.pack_documents(docs, enc, cfg, random.Random("electra-intrinsic"))
+    rows, _, _ = packing.pack_documents(docs, enc, cfg, random.Random("electra-intrinsic"))
     return rows
 
 

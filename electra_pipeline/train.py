@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from electra_pipeline import atomic, distributed, flops, hf, intrinsic, warmstart
+from electra_pipeline import atomic, distributed, flops, hf, intrinsic, optim, runlog, runtime, warmstart
 from electra_pipeline import checkpoint as ckpt
 from electra_pipeline import config as config_mod
-from electra_pipeline.config import PretrainConfig, TrainConfig
+from electra_pipeline.config import PretrainConfig
 from electra_pipeline.data import Batch, ExampleShards, Prefetcher, micro_batches
 from electra_pipeline.distributed import rank0_value
 from electra_pipeline.errors import ConfigError, DataError
@@ -46,161 +46,6 @@ class PretrainResult:
     metrics: dict[str, float] = field(default_factory=dict)  # last logged window
     history: list[dict[str, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. CollapseWatch's
-
-
-def rtd_over_prior(row: dict[str, float]) -> float | None:
-    """RTD loss over H(p), the loss of always predicting the replaced fraction p: ~1 means the
-    discriminator has learned nothing beyond the prior. None without discriminator metrics."""
-    p, loss = row.get("disc/replaced_fraction"), row.get("loss/disc")
-    if p is None or loss is None or not 0.0 < p < 1.0:
-        return None
-    return loss / -(p * math.log(p) + (1 - p) * math.log(1 - p))
-
-
-@dataclass
-class CollapseWatch:
-    """ELECTRA's quiet failure: the discriminator settles on the prior (every token "original"),
-    the loss stays flat at H(p) and the run looks healthy. Seen here with the tiny preset at lr
-    1e-3 (and with HF's ElectraForPreTraining composition alike): collapsed within 50 steps, still
-    there at step 3,800. At 2e-4 it learned (0.77 x H(p) at step 500), then drifted back to 0.97
-    as the generator improved. `update` returns a warning once `patience` logged windows in a row after
-    `after_step` sit at >= `threshold` x H(p)."""
-
-    after_step: int
-    patience: int = 10
-    threshold: float = 0.97
-    learned_auc: float = 0.6  # a held-out ROC-AUC at or above this says the run learns, whatever the loss
-    stuck: int = 0
-    warned: bool = False
-    heldout_auc: float | None = None  # the latest held-out score (intrinsic.Probe), when the run has one
-
-    def update(self, step: int, row: dict[str, float]) -> str | None:
-        ratio = rtd_over_prior(row)
-        if ratio is None:
-            return None
-        self.heldout_auc = row.get("heldout/unigram_auc", self.heldout_auc)
-        learns = self.heldout_auc is not None and self.heldout_auc >= self.learned_auc
-        self.stuck = self.stuck + 1 if step > self.after_step and ratio >= self.threshold and not learns else 0
-        if self.stuck < self.patience or self.warned:
-            return None
-        self.warned = True
-        return (f"step {step}: the discriminator has learned almost nothing beyond the replaced-token prior for "
-                f"{self.stuck} logged windows (RTD loss {row['loss/disc']:.3f} = {ratio:.0%} of the prior's "
-                f"{row['loss/disc'] / ratio:.3f}, recall {row.get('disc/recall', float('nan')):.3f}"
-                + (f"; held-out ROC-AUC {self.heldout_auc:.3f}" if self.heldout_auc is not None else "") + "). Causes: a "
-                "learning rate too high for the batch (lower train.lr or raise train.warmup_steps and restart), or "
-                "a generator as good as the discriminator can follow (a smaller model.generator_fraction). Check with "
-                "`electra intrinsic` before acting: against a good generator the training loss stays near the prior "
-                "even while held-out detection improves.")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available; use --train.device cpu")
-    return torch.device(name)
-
-
-def has_bf16_matrix_units(device: torch.device) -> bool:
-    """CUDA GPUs, and CPUs with bf16 dot-product instructions: AMX tiles (Intel Sapphire Rapids
-    and later) or AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake). Without them a CPU
-    converts bf16 to fp32 for every multiply, slower than plain fp32. On the project's 2-core
-    Zen 4 CI machine bf16 GEMMs run at 2.2x fp32 (210-220 vs 78-100 GFLOP/s a core)."""
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    queries = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch has no public query
-    return any(bool(getattr(torch.cpu, q, lambda: False)()) for q in queries)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast for `bf16`, none for `fp32`; `auto` picks bf16 where the hardware multiplies
-    bf16 matrices natively (CUDA; AMX or AVX512-BF16 CPUs). On the project's 2-core CPU a small
-    pre-training step runs 1.65-1.9x faster in bf16 (docs/performance.md). Master weights, losses
-    and sampling stay fp32 either way."""
-    if precision == "fp32" or (precision == "auto" and not has_bf16_matrix_units(device)):
-        return None
-    return torch.bfloat16
-
-
-def _precision_name(amp: torch.dtype | None) -> str:
-    return "bf16 autocast" if amp is torch.bfloat16 else "fp32"
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only: not on LayerNorm weights, biases, the MLM output bias or the
-    relative-distance attention biases."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "relative_bias" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with the fused kernel: one pass over all parameters on CUDA, and on CPU too, where it
-    is 3x faster than the default per-tensor loop (64 -> 19 ms per ELECTRA-Small step)."""
-    return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
-                             eps=t.adam_eps, fused=device.type in ("cuda", "cpu"))
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Warmup and linear decay applied together: min(1, s/warmup) x (1 - s/total), s = step + 1."""
-    s = step + 1
-    return min(1.0, s / max(1, warmup)) * max(0.0, 1.0 - step / total)
-
-
-@dataclass
-class Schedule:
-    """How long a run trains and how its learning rate moves: over `max_steps`, over the steps a
-    FLOPs budget buys, or over a wall-clock budget. With a budget, warm-up and the decay to zero
-    are laid out over the budget ("How to Train BERT with an Academic Budget", Izsak et al. 2021;
-    "Cramming", Geiping & Goldstein 2022), so the last step, checkpoint and export land at it."""
-
-    total_steps: int  # steps the run may take
-    warmup_steps: int
-    budget_seconds: float | None = None  # wall-clock budget of training steps (setup not counted)
-    warmup_fraction: float | None = None
-    elapsed: float = 0.0  # training seconds spent so far, all sessions (updated by the loop)
-
-    @classmethod
-    def of(cls, t: TrainConfig, step_flops: float) -> Schedule:
-        total = t.max_steps
-        if t.budget_flops is not None:
-            total = int(t.budget_flops // step_flops)
-            if total < 1:
-                raise ConfigError(f"train.budget_flops: {t.budget_flops:.3g} is less than one step "
-                                  f"({step_flops:.3g} FLOPs at this batch and model)")
-            if t.max_steps < total:
-                raise ConfigError(f"train.max_steps: {t.max_steps} stops before train.budget_flops {t.budget_flops:.3g} "
-                                  f"is spent ({total} steps); raise it or drop one of them")
-        warmup = t.warmup_steps if t.warmup_fraction is None else int(round(t.warmup_fraction * total))
-        seconds = t.budget_minutes * 60 if t.budget_minutes is not None else None
-        return cls(total_steps=total, warmup_steps=warmup, budget_seconds=seconds, warmup_fraction=t.warmup_fraction)
-
-    def progress(self, step: int) -> float:
-        """Share of the run done: steps, or (with a wall-clock budget) time, whichever is further."""
-        p = step / self.total_steps
-        if self.budget_seconds is not None:
-            p = max(p, self.elapsed / self.budget_seconds)
-        return min(1.0, p)
-
-    def factor(self, step: int) -> float:
-        """The learning-rate multiplier for optimiser step `step` (0-based)."""
-        if self.budget_seconds is None:
-            return lr_factor(step, self.warmup_steps, self.total_steps)
-        p = self.progress(step)
-        if self.warmup_fraction is not None:
-            warm = min(1.0, p / self.warmup_fraction) if self.warmup_fraction > 0 else 1.0
-        else:
-            warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
-        return warm * max(0.0, 1.0 - p)
-
-    def done(self, step: int) -> bool:
-        return step >= self.total_steps or (self.budget_seconds is not None and self.elapsed >= self.budget_seconds)
 
 
 def train_step(runner: nn.Module, model: ElectraPretrainer, optimizer: torch.optim.Optimizer,
@@ -235,53 +80,11 @@ def train_step(runner: nn.Module, model: ElectraPretrainer, optimizer: torch.opt
     return sums
 
 
-def _rebind(scheduler: torch.optim.lr_scheduler.LambdaLR, optimizer: torch.optim.Optimizer,
-            fn: Callable[[int], float]) -> torch.optim.lr_scheduler.LambdaLR:
-    """The schedule, at the same step, driving a replacement optimizer (FSDP's over shards)."""
-    state = scheduler.state_dict()
-    rebound = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-    rebound.load_state_dict(state)
-    for group, lr in zip(optimizer.param_groups, rebound.get_last_lr()):
-        group["lr"] = lr  # the constructor reset it to the schedule's first value
-    return rebound
-
-
-def peak_tflops(device: torch.device, configured: float = 0.0) -> float | None:
-    """The device's dense bf16 peak for MFU: `train.peak_tflops`, else the GPU table, else None."""
-    if configured > 0:
-        return configured
-    if device.type == "cuda":
-        return flops.peak_tflops(torch.cuda.get_device_name(device))
-    return None
-
-
-def _trim_metrics(metrics_file: Path, upto_step: int) -> float:
-    """Keep the rows of metrics.jsonl up to `upto_step` and return the device-hours logged by then.
-
-    A resumed run replays the steps after its checkpoint, and a crash can cut the last line in
-    half: both would otherwise leave duplicate or unreadable rows. A fresh start (step 0) empties
-    the file. Rewritten atomically."""
-    if not metrics_file.is_file():
-        return 0.0
-    kept: list[str] = []
-    for line in metrics_file.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)) and 0 < row["step"] <= upto_step:
-            kept.append(line)
-    tmp = metrics_file.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    tmp.replace(metrics_file)
-    return float(json.loads(kept[-1]).get("throughput/device_hours", 0.0)) if kept else 0.0
-
-
 def check_inputs(cfg: PretrainConfig) -> ExampleShards:
     """Open the examples and check them against the config and tokenizer, before any run starts."""
     if not cfg.data:
         raise ConfigError("data: no examples directory given; pass --data DIR (built by `electra examples`)")
-    Schedule.of(cfg.train, flops.train_step_flops(cfg.model, cfg.train).total)  # budget errors before any output
+    optim.Schedule.of(cfg.train, flops.train_step_flops(cfg.model, cfg.train).total)  # budget errors before any output
     out = Path(cfg.output_dir)
     for p in (out, *out.parents):
         if p.exists() and not p.is_dir():
@@ -343,46 +146,6 @@ def config_changes(saved: dict[str, Any], cfg: PretrainConfig) -> dict[str, list
     return changes
 
 
-PLOT_TITLES = {"loss/gen": "generator MLM loss", "loss/disc": "discriminator RTD loss",
-               "disc/loss_over_prior": "RTD loss / prior (1 = learned nothing)",
-               "gen/accuracy": "generator accuracy (hidden positions)", "disc/accuracy": "discriminator accuracy",
-               "heldout/unigram_auc": "held-out RTD ROC-AUC, unigram replacements (0.5 = chance)",
-               "heldout/masked_accuracy": "held-out masked-token accuracy", "lr": "learning rate"}
-
-
-def _save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
-    """Training curves as a grid of panels, two a row, each metric on its own axis: readable in
-    MLflow's artifact viewer and a README alike."""
-    if not history:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in PLOT_TITLES if any(k in h for h in history)]
-    rows_n = (len(keys) + 1) // 2
-    fig, axes = plt.subplots(rows_n, 2, figsize=(10, 3.2 * rows_n), squeeze=False)
-    for ax, k in zip(axes.flat, keys):
-        rows = [h for h in history if k in h]  # a run resumed across versions may lack a metric early on
-        ax.plot([h["step"] for h in rows], [h[k] for h in rows], linewidth=1.2)
-        if k == "disc/loss_over_prior":
-            ax.axhline(1.0, color="tab:red", linestyle="--", linewidth=1, label="prior: learned nothing")
-            ax.legend(loc="lower right", fontsize=9)
-        if k == "heldout/unigram_auc":
-            ax.axhline(0.5, color="tab:red", linestyle="--", linewidth=1, label="chance: no context learned")
-            ax.legend(loc="upper left", fontsize=9)
-        ax.set_title(PLOT_TITLES[k], fontsize=11)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
 def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: Tracker | None = None,
              progress: bool = True, allow_changes: bool = False) -> PretrainResult:
     """Run (or resume) one pre-training run; outputs land in `cfg.output_dir`.
@@ -394,7 +157,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     tracker = tracker or NullTracker()
     t = cfg.train
     world = distributed.World.from_env()
-    device = resolve_device(t.device) if world.size == 1 else world.device(t.device)
+    device = runtime.resolve_device(t.device) if world.size == 1 else world.device(t.device)
     data = check_inputs(cfg)
     if t.batch_size % (world.size * t.grad_accum):
         raise ConfigError(f"train.batch_size: {t.batch_size} is not divisible by world size {world.size} x "
@@ -425,13 +188,13 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     model = model.to(device)
     if world.rank:
         torch.manual_seed(t.seed + world.rank)  # dropout differs per rank; rank 0 is the single-process run
-    optimizer = build_optimizer(model, t, device)
+    optimizer = optim.build_optimizer(model, t, device)
     if t.init_optimizer and init:  # a fresh start from a run of ours: its AdamW moments too
         source_ckpt = ckpt.list_checkpoints(Path(cfg.init_from))[-1]
         ckpt.load_optimizer_moments(source_ckpt, optimizer)
         init["optimizer"] = str(source_ckpt)
     step_flops = flops.train_step_flops(cfg.model, t).total  # the global batch, all ranks together
-    schedule = Schedule.of(t, step_flops)
+    schedule = optim.Schedule.of(t, step_flops)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     mask_rng = torch.Generator(device=device).manual_seed(t.seed * 1000 + world.rank)
     state = ckpt.TrainState(step=0, examples_seen=0)
@@ -443,19 +206,19 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             torch.manual_seed(t.seed + world.rank + 7919 * state.step)
             mask_rng.manual_seed(t.seed * 1000 + world.rank + 7919 * state.step)
     schedule.elapsed = state.train_seconds
-    amp = autocast_dtype(t.precision, device)
+    amp = runtime.autocast_dtype(t.precision, device)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, out / "config.json")
         tracker.log_params(config_mod.to_dict(cfg))
         # what `auto` resolved to on this machine, so runs compare honestly in MLflow
-        tracker.set_tags({"preset": cfg.preset, "objective": t.objective, "precision": _precision_name(amp)}
+        tracker.set_tags({"preset": cfg.preset, "objective": t.objective, "precision": runtime.precision_name(amp)}
                          | ({"init_from": cfg.init_from, "init_from.sha256": lineage["sha256"]} if source else {}))
     fsdp = distributed.fsdp_requested(world, t.fsdp)
     if fsdp:  # shard in place; the optimizer (and its resumed state) moves onto the shards
         optimizer = distributed.shard(model, optimizer, world, param_dtype=amp if device.type == "cuda" else None,
-                                      make_optimizer=lambda m: build_optimizer(m, t, device))
-        scheduler = _rebind(scheduler, optimizer, schedule.factor)
+                                      make_optimizer=lambda m: optim.build_optimizer(m, t, device))
+        scheduler = optim.rebind(scheduler, optimizer, schedule.factor)
         runner: nn.Module = model
     else:
         runner = distributed.wrap(model, world)
@@ -477,7 +240,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         with torch.random.fork_rng(devices=[]):  # building the copy must not move the dropout stream
             return distributed.gather(model, optimizer if with_optimizer else None, world,
                                       make_model=lambda: ElectraPretrainer(cfg.model, t),
-                                      make_optimizer=lambda m: build_optimizer(m, t, torch.device("cpu")))
+                                      make_optimizer=lambda m: optim.build_optimizer(m, t, torch.device("cpu")))
 
     def save() -> None:
         plain, plain_optimizer = unsharded(with_optimizer=True)  # every rank takes part under FSDP
@@ -485,12 +248,12 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             ckpt.save_checkpoint(out, plain, plain_optimizer, scheduler, state, mask_rng, config_mod.to_dict(cfg),
                                  t.keep_checkpoints)
 
-    peak = peak_tflops(device, t.peak_tflops)
-    earlier_hours = _trim_metrics(out / "metrics.jsonl", state.step) if world.is_main else 0.0
+    peak = runtime.peak_tflops(device, t.peak_tflops)
+    earlier_hours = runlog.trim_metrics(out / "metrics.jsonl", state.step) if world.is_main else 0.0
     session_steps = 0
     history: list[dict[str, float]] = []
     warnings: list[str] = []
-    watch = CollapseWatch(after_step=2 * schedule.warmup_steps)
+    watch = runlog.CollapseWatch(after_step=2 * schedule.warmup_steps)
     # scored on rank 0 between steps; under FSDP the weights are sharded, so the intrinsic stage scores at the end
     probe = intrinsic.Probe.of_examples(cfg.data, cfg.model.vocab_size) if t.eval_every and world.is_main \
         and not fsdp else None
@@ -546,7 +309,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                     row["throughput/mfu"] = flops.mfu(window_steps * step_flops, seconds, peak, world.size)
                 row["throughput/device_hours"] = earlier_hours + (now - session_start) * world.size / 3600
                 row["progress"] = schedule.progress(state.step)  # share of the run (steps or budget) done
-                ratio = rtd_over_prior(row)
+                ratio = runlog.rtd_over_prior(row)
                 if ratio is not None:
                     row["disc/loss_over_prior"] = ratio
                 if probe is not None and (state.step // t.eval_every > scored_bucket or last):
@@ -595,7 +358,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         full_history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
         if not result.metrics and full_history:  # resumed at its last step: the final window is on file
             result.metrics = full_history[-1]
-        plot = _save_plot(full_history, out / "loss_curves.png")
+        plot = runlog.save_plot(full_history, out / "loss_curves.png")
         compute = {
             "flops_per_step": step_flops,  # analytic, see flops.py
             "train_flops": step_flops * state.step,  # all steps of the run, as the paper counts compute
@@ -605,7 +368,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             "devices": world.size,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
             "peak_tflops_per_device": peak,
-            "precision": _precision_name(amp),
+            "precision": runtime.precision_name(amp),
             "tokens": state.examples_seen * t.seq_len,  # sequence positions trained on, padding included
             "train_minutes": state.train_seconds / 60,  # training steps only, all sessions
             "budget": ({"minutes": t.budget_minutes} if t.budget_minutes is not None else

@@ -46,9 +46,9 @@ def compute_matched_steps(reference: Any, other: Any) -> int:
 
 
 def _code() -> str:
-    from electra_pipeline import checkpoint, data, model, objectives, pretrainer, train
+    from electra_pipeline import checkpoint, data, model, objectives, optim, pretrainer, runtime, train
 
-    return code_fingerprint(train, pretrainer, model, objectives, data, checkpoint)
+    return code_fingerprint(train, optim, runtime, pretrainer, model, objectives, data, checkpoint)
 
 
 def pretrain_plan(cfg: Any, examples: str, tokenizer: str, output_dir: str) -> tuple[Any, str, Path]:

@@ -6,7 +6,7 @@ import dataclasses
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline import objectives, train
+from electra_pipeline import objectives, optim, train
 from electra_pipeline.data import Batch
 from electra_pipeline.pretrainer import ElectraPretrainer
 
@@ -32,7 +32,7 @@ def batch(B: int = 4, T: int = 32) -> Batch:
 
 def step(model: ElectraPretrainer, runner: torch.nn.Module, mb: Batch) -> dict[str, torch.Tensor]:
     t = model.train_cfg
-    optimizer = train.build_optimizer(model, t, torch.device("cpu"))
+    optimizer = optim.build_optimizer(model, t, torch.device("cpu"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     rng = torch.Generator().manual_seed(1)
     return train.train_step(runner, model, optimizer, scheduler, [mb],

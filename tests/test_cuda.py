@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline import objectives, train
+from electra_pipeline import objectives, optim
 from electra_pipeline.pretrainer import ElectraPretrainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -28,7 +28,7 @@ def test_bf16_training_step_lowers_the_loss_on_cuda(compile_):
     torch.manual_seed(0)
     model = ElectraPretrainer(cfg.model, t).cuda()
     runner = torch.compile(model) if compile_ else model
-    opt = train.build_optimizer(model, t, torch.device("cuda"))
+    opt = optim.build_optimizer(model, t, torch.device("cuda"))
     special = torch.tensor([0, 1, 2, 3, 4], device="cuda")
     batch = _batch(cfg.model.vocab_size)
     losses = []

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from electra_pipeline import config as c
-from electra_pipeline import distributed, objectives, train
+from electra_pipeline import distributed, objectives, optim, train
 from electra_pipeline.data import Batch, ExampleShards, micro_batches
 
 SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
@@ -81,14 +81,14 @@ def _train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path
     t = cfg.train
     torch.manual_seed(t.seed)
     model = ElectraPretrainer(cfg.model, t)
-    optimizer = train.build_optimizer(model, t, torch.device("cpu"))
+    optimizer = optim.build_optimizer(model, t, torch.device("cpu"))
     if fsdp:
         optimizer = distributed.shard(model, optimizer, world, param_dtype=None,
-                                      make_optimizer=lambda m: train.build_optimizer(m, t, torch.device("cpu")))
+                                      make_optimizer=lambda m: optim.build_optimizer(m, t, torch.device("cpu")))
         runner = model
     else:
         runner = distributed.wrap(model, world)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: train.lr_factor(s, t.warmup_steps, t.max_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: optim.lr_factor(s, t.warmup_steps, t.max_steps))
     stream = micro_batches(ExampleShards(cfg.data), batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed,
                            start_example=0, rank=world.rank, world_size=world.size)
     losses = []
@@ -148,7 +148,7 @@ def start_weights(cfg: c.PretrainConfig) -> torch.Tensor:
 
 DRIVER = """
 import json, sys
-from electra_pipeline import config, train
+from electra_pipeline import config, optim, train
 cfg = config.resolve("tiny", None, json.loads(sys.argv[1]))
 train.pretrain(cfg, resume=cfg.output_dir if sys.argv[2] == "resume" else None, progress=False)
 """
@@ -196,7 +196,7 @@ def test_torchrun_logs_once_and_resumes_under_other_world_sizes_and_fsdp(tmp_pat
     assert state["examples_seen"] == 64
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9))
-    expected = [c.tiny().train.lr * train.lr_factor(s, c.tiny().train.warmup_steps, 8) for s in range(1, 9)]
+    expected = [c.tiny().train.lr * optim.lr_factor(s, c.tiny().train.warmup_steps, 8) for s in range(1, 9)]
     assert [r["lr"] for r in rows[-2:]] == pytest.approx(expected[-2:])
     from electra_pipeline import hf
 
@@ -211,7 +211,7 @@ def test_rebinding_the_schedule_keeps_step_and_rate():
         first.step()
         schedule.step()
     second = torch.optim.AdamW(model.parameters(), lr=1.0)
-    rebound = train._rebind(schedule, second, lambda s: 1 / (s + 1))
+    rebound = optim.rebind(schedule, second, lambda s: 1 / (s + 1))
     assert second.param_groups[0]["lr"] == first.param_groups[0]["lr"] == 0.25
     second.step()
     rebound.step()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline import train
+from electra_pipeline import optim, runlog, runtime, train
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.tracking import NullTracker
 
@@ -49,7 +49,7 @@ def test_loss_falls_on_real_text(tiny_data, tmp_path, precision):
     assert last["loss/gen"] < first["loss/gen"] - 0.5
     assert last["loss/total"] < first["loss/total"]
     assert last["disc/replaced_fraction"] > 0.05  # the generator really replaces tokens
-    assert last["disc/loss_over_prior"] == pytest.approx(train.rtd_over_prior(last))  # the collapse gauge
+    assert last["disc/loss_over_prior"] == pytest.approx(runlog.rtd_over_prior(last))  # the collapse gauge
     for name in ("config.json", "metrics.jsonl", "loss_curves.png", "summary.json", "tokenizer.json"):
         assert (tmp_path / "run" / name).is_file(), name
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -174,7 +174,7 @@ def test_resume_with_another_lr_or_seed_is_refused_unless_asked(tiny_data, tmp_p
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["resumed_with_changes"] == {"at_step": 2, "fields": {"train.lr": [1e-3, 5e-4]}}
     lr3 = next(r["lr"] for r in result.history if r["step"] == 3)
-    assert lr3 == pytest.approx(5e-4 * train.lr_factor(3, 1, 4), rel=1e-6)  # the new peak on the same schedule
+    assert lr3 == pytest.approx(5e-4 * optim.lr_factor(3, 1, 4), rel=1e-6)  # the new peak on the same schedule
     assert lr3 > 0
 
 
@@ -219,9 +219,9 @@ def test_collapse_watch_warns_once_when_rtd_loss_sits_at_the_prior():
     import math
 
     h = -(0.13 * math.log(0.13) + 0.87 * math.log(0.87))  # loss of always answering "original"
-    assert train.rtd_over_prior({"loss/disc": h, "disc/replaced_fraction": 0.13}) == pytest.approx(1.0)
-    assert train.rtd_over_prior({"loss/gen": 3.0}) is None  # the MLM baseline has no discriminator
-    watch = train.CollapseWatch(after_step=60, patience=3)
+    assert runlog.rtd_over_prior({"loss/disc": h, "disc/replaced_fraction": 0.13}) == pytest.approx(1.0)
+    assert runlog.rtd_over_prior({"loss/gen": 3.0}) is None  # the MLM baseline has no discriminator
+    watch = runlog.CollapseWatch(after_step=60, patience=3)
     stuck = {"loss/disc": 0.99 * h, "disc/replaced_fraction": 0.13, "disc/recall": 0.0}
     learning = {"loss/disc": 0.8 * h, "disc/replaced_fraction": 0.13, "disc/recall": 0.2}
     assert [watch.update(s, stuck) for s in (20, 40, 60)] == [None] * 3  # warm-up: not judged
@@ -240,10 +240,10 @@ def test_auto_precision_is_bf16_on_cpus_with_bf16_dot_products(monkeypatch, amx,
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     cpu = torch.device("cpu")
-    assert train.autocast_dtype("auto", cpu) is expected
-    assert train.autocast_dtype("fp32", cpu) is None
-    assert train.autocast_dtype("bf16", cpu) is torch.bfloat16
-    assert train.has_bf16_matrix_units(torch.device("cuda"))
+    assert runtime.autocast_dtype("auto", cpu) is expected
+    assert runtime.autocast_dtype("fp32", cpu) is None
+    assert runtime.autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert runtime.has_bf16_matrix_units(torch.device("cuda"))
 
 
 def test_small_budget_architecture_trains_and_round_trips(tiny_data, tmp_path):
@@ -284,9 +284,9 @@ def test_metrics_file_is_trimmed_to_the_resumed_step(tmp_path):
     f = tmp_path / "metrics.jsonl"
     rows = [json.dumps({"step": s, "throughput/device_hours": s / 100}) for s in (10, 20, 30)]
     f.write_text("\n".join(rows) + '\n{"step": 40, "loss/g')
-    assert train._trim_metrics(f, 20) == pytest.approx(0.2)
+    assert runlog.trim_metrics(f, 20) == pytest.approx(0.2)
     assert [json.loads(x)["step"] for x in f.read_text().splitlines()] == [10, 20]
-    assert train._trim_metrics(f, 0) == 0.0 and f.read_text() == ""  # a fresh start empties it
+    assert runlog.trim_metrics(f, 0) == 0.0 and f.read_text() == ""  # a fresh start empties it
 
 
 @pytest.mark.parametrize("damage", ["param_groups", "step", "rng"])
@@ -317,7 +317,7 @@ def test_collapse_watch_trusts_a_held_out_score_over_the_training_loss():
 
     h = -(0.13 * math.log(0.13) + 0.87 * math.log(0.87))
     stuck = {"loss/disc": 0.99 * h, "disc/replaced_fraction": 0.13, "disc/recall": 0.0}
-    watch = train.CollapseWatch(after_step=0, patience=2)
+    watch = runlog.CollapseWatch(after_step=0, patience=2)
     assert watch.update(10, stuck | {"heldout/unigram_auc": 0.71}) is None
     assert [watch.update(s, stuck) for s in (20, 30, 40)] == [None] * 3  # the last held-out score still says it learns
     assert watch.update(50, stuck | {"heldout/unigram_auc": 0.52}) is None

@@ -170,7 +170,7 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
     init = json.loads((tmp_path / "run2" / "summary.json").read_text())["init"]
     assert init["from"] == str(run) and init["optimizer"].endswith("step-00000002")
     from electra_pipeline import checkpoint
-    from electra_pipeline.train import build_optimizer
+    from electra_pipeline.optim import build_optimizer
 
     model, _ = _loaded(source)
     opt = build_optimizer(model, TrainConfig(), torch.device("cpu"))

@@ -19,8 +19,8 @@ from electra_pipeline import config as config_mod
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import ConfigError
 from electra_pipeline.model import POOLINGS
+from electra_pipeline.runtime import autocast_dtype
 from electra_pipeline.tasks import Task
-from electra_pipeline.train import autocast_dtype
 
 LR_DECAY_FORMS = ("code", "paper")
 SELECT = ("last", "best")
@@ -160,7 +160,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The pre-training rule (`train.autocast_dtype`): bf16 where the hardware has bf16 matrix
+    """The pre-training rule (`runtime.autocast_dtype`): bf16 where the hardware has bf16 matrix
     units, unless `fp32` is asked for."""
     amp = autocast_dtype(precision, device)
     return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
