@@ -39,7 +39,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
-    import numpy as np
     import torch
 
     from electra_pipeline import config, intrinsic, optim, runlog, runtime, train
@@ -70,12 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     special = torch.tensor(sorted(set(data.special_ids.values())))
     rng = torch.Generator().manual_seed(t.seed * 1000)
     held_rows, train_rows = intrinsic.examples_rows(args.examples)
-    held = torch.as_tensor(np.array(held_rows[:args.rows]), dtype=torch.long)
-    chosen = intrinsic.choose_positions(held, 0.15, seed=0)
-    probs = intrinsic.unigram_probs(torch.as_tensor(np.array(train_rows[:max(512, 2_000_000 // data.seq_len)]),
-                                                    dtype=torch.long), data.vocab_size)
-    fake, labels = intrinsic.unigram_corrupt(held, chosen, probs, seed=0)
-    valid = intrinsic.real_tokens(held)
+    probe = intrinsic.Probe(held_rows, train_rows, data.vocab_size, intrinsic.IntrinsicConfig(max_rows=args.rows))
     stream = micro_batches(data, batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed, start_example=0)
     every = args.every or max(1, args.steps // 5)
     print(f"# {args.preset} {' '.join(args.overrides)}: {args.steps} steps of {t.batch_size} x {t.seq_len}, "
@@ -93,19 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in metrics.items():
             window[k] = window.get(k, 0.0) + float(v)
         if step % every == 0 or step == args.steps:
-            model.eval()
-            acc = intrinsic.masked_lm_metrics(model.generator, held, chosen, 64)["accuracy"]
+            scores = probe.score(model.discriminator, model.generator)
+            acc = scores["heldout/masked_accuracy"]
             line = f"step {step:>6}  {time.perf_counter() - started:6.0f} s  masked-token accuracy {100 * acc:5.1f}%"
             if model.discriminator is not None:
-                scores = intrinsic.discriminator_scores(model.discriminator, fake, 64)
-                auc = intrinsic.detection_metrics(scores, labels, valid)["auc"]
+                auc = scores["heldout/unigram_auc"]
                 n = step - (step - 1) // every * every  # steps in this window
                 mean = {k: v / n for k, v in window.items()}
                 line += (f"  unigram ROC-AUC {auc:.3f}  |  training: RTD loss/prior {runlog.rtd_over_prior(mean):.3f}"
                          f"  recall {100 * mean['disc/recall']:4.1f}%  replaced {100 * mean['disc/replaced_fraction']:4.1f}%")
             print(line, flush=True)
             window.clear()
-            model.train()
     print(f"learning_curve steps={args.steps} masked_accuracy={acc:.4f} unigram_auc={auc:.4f}")
     return 0
 

@@ -20,7 +20,7 @@ from electra_pipeline import config as config_mod
 from electra_pipeline.errors import ConfigError, PipelineError
 
 # Stage modules that register their own subcommands with `add_cli(subparsers)`.
-_STAGE_MODULES = ("corpus", "tokenizer", "examples", "intrinsic", "finetune", "export_cli")
+_STAGE_MODULES = ("corpus", "tokenizer", "examples", "intrinsic_cli", "finetune", "export_cli")
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
