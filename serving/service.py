@@ -10,9 +10,11 @@ with; this file only adds HTTP: typed request validation, limits, and error mapp
 
 Limits: at most MAX_ITEMS texts per /classify request, MAX_TEXT_CHARS per text, MAX_CONTEXT_CHARS
 per QA context and MAX_BODY_BYTES per request body. Bad requests answer 400 (validation), 404
-(endpoint not served by the loaded model's kind) or 413 (body too large), always with a JSON body
-{"error": "..."}; texts longer than the model's window are truncated and flagged
-`truncated: true`. Binds 127.0.0.1 by default; pass `--host 0.0.0.0` to listen on all interfaces.
+(endpoint not served by the loaded model's kind) or 413 (body too large; the body is read first, up
+to MAX_DRAIN_BYTES, so that clients which send it whole see the 413), always with a JSON body
+{"error": "..."} and one log line, no traceback; texts longer than the model's window are
+truncated and flagged `truncated: true`. Binds 127.0.0.1 by default; pass `--host 0.0.0.0` to
+listen on all interfaces. The OpenAPI document (/docs.json, Swagger UI at /) is `openapi.py`'s.
 """
 
 from __future__ import annotations
@@ -20,29 +22,32 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument
-from pydantic import AfterValidator, BaseModel, Field, PlainValidator, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, PlainValidator, StringConstraints, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from electra_pipeline.errors import DataError
+from serving.openapi import DescribedService
 
 MAX_ITEMS = 64  # texts per /classify request (also the adaptive batch cap)
 MAX_TEXT_CHARS = 20_000  # per text; far beyond any model window, so truncation is the normal path
 MAX_CONTEXT_CHARS = 100_000  # per QA context
 MAX_QA_WINDOWS = 32  # doc-stride windows per question; beyond, the context is cut and flagged
 MAX_BODY_BYTES = 1 << 20  # request body cap (1 MiB), enforced before parsing
+MAX_DRAIN_BYTES = 16 << 20  # an over-cap body up to this size is read and dropped before the 413
 BAKED_MODEL_DIR = Path(__file__).resolve().parent / "model"  # optional export shipped inside a Bento
 
 
@@ -105,64 +110,103 @@ class WrongModelKind(InvalidArgument):
     error_code = HTTPStatus.NOT_FOUND
 
 
-class RequestTooLarge(BentoMLException):
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-
-
 class HttpGuard:
     """ASGI middleware: caps the request body (Content-Length or streamed) and gives every 4xx
-    the same JSON shape {"error": ...} (BentoML wraps errors raised in endpoints in a list)."""
+    the same JSON shape {"error": ...} (BentoML wraps errors raised in endpoints in a list).
 
-    def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    The body is read here, whole, before the app sees it. One over the cap is still read (and
+    dropped) up to `max_drain_bytes` before the 413: a client that sends its whole body before
+    reading the answer (Python's urllib, most simple clients) would otherwise get a broken pipe
+    or a connection reset instead of the 413. A larger one, or one announced with
+    `Expect: 100-continue`, is answered at once and the server closes the connection."""
+
+    def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES, max_drain_bytes: int = MAX_DRAIN_BYTES) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_drain_bytes = max_drain_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
         too_large = f"request body over {self.max_body_bytes} bytes"
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            if length.isdigit() and int(length) <= self.max_drain_bytes and \
+                    headers.get(b"expect", b"").lower() != b"100-continue":
+                await self._drain(receive)
             return await self._reply(send, 413, too_large)
-        seen = 0
+        try:
+            body = await self._read_body(receive)
+        except _ClientGone:
+            return
+        if body is None:  # over the cap: read and dropped
+            return await self._reply(send, 413, too_large)
+        replayed = False
 
-        async def limited_receive() -> dict:
-            nonlocal seen
-            msg = await receive()
-            seen += len(msg.get("body", b""))
-            if seen > self.max_body_bytes:
-                raise RequestTooLarge(too_large)
-            return msg
+        async def replay_receive() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # http.disconnect, for whoever listens for it
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
         start: dict | None = None
-        body = b""
+        body_out = b""
 
         async def reshaping_send(msg: dict) -> None:
-            nonlocal start, body
+            nonlocal start, body_out
             if msg["type"] == "http.response.start" and 400 <= msg["status"] < 500:
                 start = msg
                 return
             if start is None:
                 return await send(msg)
-            body += msg.get("body", b"")
+            body_out += msg.get("body", b"")
             if msg.get("more_body"):
                 return
             phrase = _phrase(start["status"])
             try:
-                data = json.loads(body)
+                data = json.loads(body_out)
             except ValueError:  # Starlette's plain-text 404/405
-                data = {"error": body.decode("utf-8", "replace").strip() or phrase}
+                data = {"error": body_out.decode("utf-8", "replace").strip() or phrase}
             if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
                 data = data[0]
             if not (isinstance(data, dict) and "error" in data):
                 data = {"error": phrase, "detail": data}
-            body = json.dumps(data).encode()
+            out = json.dumps(data).encode()
             headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
             await send({**start, "headers": [*headers, (b"content-type", b"application/json"),
-                                             (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+                                             (b"content-length", str(len(out)).encode())]})
+            await send({"type": "http.response.body", "body": out})
 
-        await self.app(scope, limited_receive, reshaping_send)
+        await self.app(scope, replay_receive, reshaping_send)
+
+    async def _read_body(self, receive: Any) -> bytes | None:
+        """The whole request body, or None when it is over the cap (the rest is then drained)."""
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                raise _ClientGone
+            chunks.append(msg.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_body_bytes:
+                if msg.get("more_body"):
+                    await self._drain(receive, seen)
+                return None
+            if not msg.get("more_body"):
+                return b"".join(chunks)
+
+    async def _drain(self, receive: Any, seen: int = 0) -> None:
+        """Read and drop the rest of the body, up to max_drain_bytes in all."""
+        while seen <= self.max_drain_bytes:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return
+            seen += len(msg.get("body", b""))
+            if not msg.get("more_body"):
+                return
 
     @staticmethod
     async def _reply(send: Any, status: int, message: str) -> None:
@@ -170,6 +214,40 @@ class HttpGuard:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+class ClientErrorsInOneLine(logging.Filter):
+    """BentoML logs every error an endpoint raises with its traceback, a client's bad request
+    included; that traceback says nothing about the server and buries real failures. A 4xx
+    (pydantic validation, or a BentoML error with a 4xx code) becomes one INFO line with the
+    status and the reason; everything else (5xx) keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            status, reason = 400, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                            for e in exc.errors(include_url=False)[:3])
+        elif isinstance(exc, BentoMLException) and 400 <= exc.error_code.value < 500:
+            status, reason = exc.error_code.value, str(exc)
+        else:
+            return True
+        where = record.getMessage().removeprefix("Exception on ")
+        record.msg, record.args = f"{status} {_phrase(status)} on {where}: {' '.join(reason.split())[:300]}", None
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def log_client_errors_in_one_line() -> None:
+    """Put ClientErrorsInOneLine first on the handlers of BentoML's logger (a handler filter also
+    sees records from its child loggers, where BentoML logs endpoint errors); idempotent."""
+    for handler in logging.getLogger("bentoml").handlers:
+        if not any(isinstance(f, ClientErrorsInOneLine) for f in handler.filters):
+            handler.filters.insert(0, ClientErrorsInOneLine())
 
 
 def _phrase(status: int) -> str:
@@ -191,6 +269,13 @@ def _as_bad_request() -> Iterator[None]:
 
 
 async def _metadata(_: Request) -> JSONResponse:
+    """Describe the loaded model and this server's limits.
+
+    Takes nothing. Returns JSON: `task`, `kind` (classification, regression, qa or discriminator),
+    `labels`, `max_seq_length`, `endpoint` (the one this model serves), `answerability` (SQuAD
+    2.0), dev `metrics`, `model_file`, ONNX Runtime `providers`, `source` (a registry URI, or an
+    export directory's name), `opset`, `max_abs_diff` (ONNX vs PyTorch at export) and `limits`
+    (max_items, max_text_chars, max_context_chars, max_qa_windows, max_body_bytes)."""
     return JSONResponse(bentoml.get_current_service().metadata())
 
 
@@ -198,8 +283,12 @@ PLAYGROUND = Path(__file__).with_name("playground.html")
 
 
 async def _playground(_: Request) -> HTMLResponse:
-    """One page to try the model: type a text, see the label probabilities, the answer span, or
-    each token shaded by its replaced probability (plain HTML + JavaScript over this service's API)."""
+    """An HTML page to try the model in a browser.
+
+    Type a text (or a text pair; or a question and a context) and see the labels' probabilities,
+    the answer span, or each token shaded by its replaced probability: plain HTML + JavaScript
+    over this service's API. Query parameters fill the form and run it: `?text=...&text_b=...`
+    or `?question=...&context=...`. Returns text/html."""
     return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
 
 
@@ -226,12 +315,22 @@ def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
 
 @bentoml.asgi_app(_extra_routes, path="/")
 @bentoml.service(
+    service_class=DescribedService,  # the OpenAPI document's title, version and descriptions
     http={"host": "127.0.0.1", "port": 3000},  # loopback unless `--host` says otherwise
     traffic={"timeout": 60},
     workers=1,
 )
 class ElectraService:
-    """One exported ELECTRA model behind typed endpoints; which ones answer depends on its kind."""
+    """An ELECTRA model, fine-tuned (or a raw replaced-token-detection discriminator), exported to
+    ONNX and run by ONNX Runtime; which endpoint answers depends on the model's kind:
+    `POST /classify` (classification, regression), `POST /answer` (extractive QA, SQuAD 1.1/2.0),
+    `POST /detect` (replaced-token detection). Every error is JSON `{"error": ...}`: 400 for bad
+    input, 404 for an endpoint of another model kind, 413 for a body over 1 MiB; inputs longer
+    than the model's window are cut and flagged `truncated: true`."""
+
+    # api name -> the model kinds it serves (a server loaded with another kind answers it 404)
+    ENDPOINT_KINDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "classify": ("classification", "regression"), "answer": ("qa",), "detect": ("discriminator",)}
 
     def __init__(self) -> None:
         from electra_pipeline.inference import Predictor
@@ -241,6 +340,7 @@ class ElectraService:
         self.predictor = Predictor.load(model_dir, quantized=os.environ.get("ELECTRA_QUANTIZED") == "1",
                                         threads=threads, spin=os.environ.get("ELECTRA_ORT_SPIN") == "1")
         self.kind = self.predictor.kind
+        log_client_errors_in_one_line()  # here, not at import: the worker has configured its logging by now
 
     @bentoml.on_deployment
     def check_model() -> None:
@@ -264,11 +364,10 @@ class ElectraService:
 
     def metadata(self) -> dict[str, Any]:
         m = self.predictor.meta
-        endpoints = {"classification": "/classify", "regression": "/classify", "qa": "/answer",
-                     "discriminator": "/detect"}
+        endpoint = next(f"/{name}" for name, kinds in self.ENDPOINT_KINDS.items() if self.kind in kinds)
         return {
             "task": m.get("task"), "kind": self.kind, "labels": m.get("labels", []),
-            "max_seq_length": self.predictor.max_seq_length, "endpoint": endpoints[self.kind],
+            "max_seq_length": self.predictor.max_seq_length, "endpoint": endpoint,
             "answerability": m.get("answerability", False), "metrics": m.get("metrics", {}),
             # names, not the server's paths: a registry URI as given, a local model by its directory name
             "model_file": Path(self.predictor.model_file).name, "providers": self.predictor.session.get_providers(),
@@ -279,7 +378,8 @@ class ElectraService:
                        "max_body_bytes": MAX_BODY_BYTES},
         }
 
-    def _require(self, endpoint: str, *kinds: str) -> None:
+    def _require(self, endpoint: str) -> None:
+        kinds = self.ENDPOINT_KINDS[endpoint]
         if self.kind not in kinds:
             raise WrongModelKind(f"/{endpoint} needs a {' or '.join(kinds)} model, but this server loaded "
                                  f"{self.predictor.meta.get('task')!r} ({self.kind}); use "
@@ -287,24 +387,40 @@ class ElectraService:
 
     @bentoml.api(batchable=True, max_batch_size=MAX_ITEMS, max_latency_ms=10_000)
     def classify(self, texts: Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]) -> list[ClassifyResult]:
-        """Label (and class probabilities) per text or [text_a, text_b] pair; regression models
-        return the predicted value as `score`. Concurrent requests are batched adaptively."""
-        self._require("classify", "classification", "regression")
+        """Classify texts or text pairs: a label and every label's probability for each.
+
+        Takes `{"texts": [...]}`: 1 to 64 items, each a text or a `[text_a, text_b]` pair (NLI,
+        paraphrase, STS), at most 20,000 characters a text. Returns a list in the same order, one
+        `{"label", "score", "scores", "truncated"}` per item: `score` is the label's probability,
+        or the predicted value for a regression model (STS-B; then `label` is null and `scores`
+        empty); `truncated` says the input was cut to the model's max_seq_length tokens.
+        Concurrent requests are batched adaptively (up to 64 texts per model call)."""
+        self._require("classify")
         with _as_bad_request():
             return [ClassifyResult(**r) for r in self.predictor.classify(texts)]
 
     @bentoml.api
     def answer(self, question: Text, context: Context) -> AnswerResult:
-        """Extractive answer span from the context (doc-stride windows over long contexts);
-        SQuAD 2.0 models may return no answer."""
-        self._require("answer", "qa")
+        """Answer a question with a span of the context.
+
+        Takes `{"question": "...", "context": "..."}` (a context of at most 100,000 characters,
+        read in doc-stride windows, 32 at most). Returns `{"answer", "start", "end", "score",
+        "has_answer", "answerable_prob", "truncated"}`: `context[start:end] == answer`; a SQuAD 2.0
+        model answers only when its has-answer logit beats the threshold tuned on dev, otherwise
+        `has_answer` is false and `answer` empty; `truncated` says the question or the context
+        was cut to the model's limits."""
+        self._require("answer")
         with _as_bad_request():
             return AnswerResult(**self.predictor.answer(question, context, max_windows=MAX_QA_WINDOWS))
 
     @bentoml.api
     def detect(self, text: Text) -> DetectResult:
-        """Per-token probability that the token was replaced (raw RTD discriminators)."""
-        self._require("detect", "discriminator")
+        """Score each token of a text: the discriminator's probability that it was replaced.
+
+        Takes `{"text": "..."}` (at most 20,000 characters). Returns `{"tokens": [{"token",
+        "start", "end", "replaced_prob"}, ...], "truncated"}`, with character offsets into the
+        text; a text longer than the model's window is cut (`truncated: true`)."""
+        self._require("detect")
         with _as_bad_request():
             return DetectResult(**self.predictor.detect(text))
 

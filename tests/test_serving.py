@@ -2,18 +2,22 @@
 
 Three servers start in parallel (a classifier, a SQuAD 2.0 model loaded from the MLflow
 registry by `models:/<name>@champion`, and an int8 raw discriminator); every endpoint is
-called over HTTP and must equal the in-process prediction, and every bad request must get its
-documented 4xx (never a 5xx)."""
+called over HTTP and must equal the in-process prediction, every bad request must get its
+documented 4xx (never a 5xx) and log no traceback, and the OpenAPI document must describe each
+server's model and endpoints."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +29,7 @@ import torch
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("bentoml")
 
-from electra_pipeline import export, inference, registry  # noqa: E402
+from electra_pipeline import __version__, export, inference, registry  # noqa: E402
 from electra_pipeline.finetuned import load_finetuned  # noqa: E402
 
 try:
@@ -248,12 +252,69 @@ def test_oversized_body_is_413_not_5xx(env: dict) -> None:
 
     r = s.post("/classify", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "bytes" in r.json()["error"]
+    # urllib sends the whole body before it reads the answer: the server reads (and drops) it
+    # first, so the client sees the 413, not a broken pipe or a connection reset
+    body = b'{"texts": ["' + b"x" * (4 << 20) + b'"]}'
+    req = urllib.request.Request(f"{s.url}/classify", data=body, headers={"content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 413 and "bytes" in json.loads(err.value.read())["error"]
     assert s.post("/classify", json={"texts": ["still fine"]}).status_code == 200
 
 
 def test_wrong_method_is_json_4xx(env: dict) -> None:
     r = httpx.get(f"{env['servers']['cls'].url}/classify")
     assert r.status_code == 405 and r.json()["error"]
+
+
+def test_client_errors_log_one_line_without_traceback(env: dict) -> None:
+    """A 4xx is the client's problem: one log line with its status and reason (besides the access
+    log's line for every request), never a traceback."""
+    s = env["servers"]["cls"]
+    offset = s.log.stat().st_size
+    json_headers = {"content-type": "application/json"}
+    answers = [s.post("/classify", json={"texts": []}), s.post("/classify", json={"texts": ["x" * 20_001]}),
+               s.post("/classify", content=b'{"texts": [', headers=json_headers),
+               s.post("/answer", json={"question": "q?", "context": "c"}), s.post("/nowhere", json={"x": 1}),
+               httpx.get(f"{s.url}/classify"), s.post("/classify", content=b"x" * (2 << 20), headers=json_headers)]
+    assert [r.status_code for r in answers] == [400, 400, 400, 404, 404, 405, 413]
+    assert httpx.get(f"{s.url}/metadata").status_code == 200  # its access line marks the end of this test's log
+    deadline = time.monotonic() + 10
+    while "path=/metadata" not in (log := s.log.read_bytes()[offset:].decode()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "path=/metadata" in log, log
+    lines = [line for line in log.splitlines() if "(scheme=http," not in line]  # all but access-log lines
+    assert "Traceback" not in log and "[ERROR]" not in log, log
+    assert len(lines) <= len(answers), lines
+    assert any("400 Bad Request on /classify [POST]: texts: List should have at least 1 item" in line
+               for line in lines), lines
+    assert any("404 Not Found on /answer [POST]: /answer needs a qa model" in line for line in lines), lines
+    for name, server in env["servers"].items():  # nor after every bad request of the tests above
+        assert "Traceback" not in server.log.read_text(), name
+
+
+# --- the OpenAPI document (/docs.json, the Swagger UI at /) --------------------------------
+
+@pytest.mark.parametrize("server,served", [("cls", "/classify"), ("qa", "/answer"), ("disc", "/detect")])
+def test_openapi_describes_the_service_and_its_model(env: dict, server: str, served: str) -> None:
+    s = env["servers"][server]
+    doc = httpx.get(f"{s.url}/docs.json").json()
+    meta = httpx.get(f"{s.url}/metadata").json()
+    assert doc["info"]["title"] == "ELECTRA inference" and doc["info"]["version"] == __version__
+    assert f"This server loaded **{meta['task']}**" in doc["info"]["description"]
+    assert f"`POST {served}`" in doc["info"]["description"]
+    assert {"/classify", "/answer", "/detect", "/metadata", "/playground", "/livez", "/readyz"} <= set(doc["paths"])
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert len(op.get("summary", "")) > 5 and len(op.get("description", "")) > 20, (method, path)
+    assert "limits" in doc["paths"]["/metadata"]["get"]["description"]
+    for path in ("/classify", "/answer", "/detect"):
+        op = doc["paths"][path]["post"]
+        assert "Takes " in op["description"] and "Returns " in op["description"]  # what it takes and gives
+        assert "another kind answers 404" in op["description"] and "413" in op["responses"]
+        # the endpoints this model does not serve say so, in the summary too
+        assert ("this endpoint answers 404" in op["description"]) is (path != served), path
+        assert ("404 here" in op["summary"]) is (path != served), path
 
 
 def test_unknown_registry_alias_stops_serve_at_once(env: dict, tmp_path: Path) -> None:
