@@ -51,7 +51,7 @@ class ModelConfig:
     pad_token_id: int = 0
     pre_layer_norm: bool = False  # LayerNorm before each sublayer + a final one (stable at high lr); False: BERT's post-LN
     relative_attention: int = 0  # > 0: learned per-head bias per relative distance (clipped here), ALiBi-initialised
-    share_encoder: bool = False  # generator and discriminator share every encoder layer (needs generator_fraction 1)
+    share_encoder: bool = False  # the generator is the discriminator's bottom generator_layers layers (all by default) + its MLM head (needs generator_fraction 1)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -71,8 +71,6 @@ class ModelConfig:
         _require(self.relative_attention >= 0, "model.relative_attention", f"must be >= 0, got {self.relative_attention}")
         _require(not self.share_encoder or self.generator_fraction == 1.0, "model.share_encoder",
                  f"needs model.generator_fraction 1.0 (one encoder), got {self.generator_fraction}")
-        _require(not self.share_encoder or self.generator_layers in (0, self.num_layers), "model.share_encoder",
-                 f"needs the generator at the discriminator's depth, got model.generator_layers {self.generator_layers}")
 
     @property
     def generator_hidden_size(self) -> int:
@@ -87,7 +85,8 @@ class ModelConfig:
             heads -= 1
         ffn = int(round(self.intermediate_size * self.generator_fraction))
         if self.share_encoder:
-            return dataclasses.replace(self, share_encoder=False)
+            return dataclasses.replace(self, num_layers=self.generator_layers or self.num_layers, generator_layers=0,
+                                       share_encoder=False)
         return dataclasses.replace(self, hidden_size=h, num_heads=heads, intermediate_size=ffn,
                                    num_layers=self.generator_layers or self.num_layers,
                                    generator_fraction=1.0, generator_layers=0, share_encoder=False)

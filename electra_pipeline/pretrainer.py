@@ -26,10 +26,17 @@ class ElectraPretrainer(nn.Module):
         if self.train_cfg.objective == "electra":
             self.discriminator: Discriminator | None = Discriminator(cfg)
             self.generator = Generator(cfg.generator(), self.discriminator.electra.embeddings)
-            if cfg.share_encoder:  # one encoder, two heads: the generator's MLM gradients reach every layer
-                self.generator.electra.layers = self.discriminator.electra.layers
-                self.generator.electra.embeddings_project = self.discriminator.electra.embeddings_project
-                self.generator.electra.final_LayerNorm = self.discriminator.electra.final_LayerNorm
+            if cfg.share_encoder:
+                # The generator is the discriminator's bottom layers + its own MLM head, so its MLM
+                # gradients reach the layers they share (all of them by default; the bottom
+                # generator_layers as in TEAMS, Shen et al. 2021, "Training ELECTRA Augmented with
+                # Multi-word Selection", where the generator is the discriminator's lower layers).
+                shared = self.generator.electra.config.num_layers
+                disc = self.discriminator.electra
+                self.generator.electra.layers = disc.layers if shared == cfg.num_layers else disc.layers[:shared]
+                self.generator.electra.embeddings_project = disc.embeddings_project
+                if shared == cfg.num_layers:
+                    self.generator.electra.final_LayerNorm = disc.final_LayerNorm
         else:
             self.discriminator = None
             self.generator = Generator(cfg)

@@ -93,5 +93,5 @@ def test_generator_layers_sets_the_generator_depth_only():
     assert c.ModelConfig(num_layers=4).generator().num_layers == 4  # 0: the discriminator's depth
     with pytest.raises(ConfigError, match="model.generator_layers"):
         c.ModelConfig(num_layers=2, generator_layers=3)
-    with pytest.raises(ConfigError, match="model.share_encoder"):
-        c.ModelConfig(num_layers=2, generator_fraction=1.0, share_encoder=True, generator_layers=1)
+    shared = c.ModelConfig(num_layers=2, generator_fraction=1.0, share_encoder=True, generator_layers=1).generator()
+    assert (shared.num_layers, shared.hidden_size, shared.share_encoder) == (1, 256, False)

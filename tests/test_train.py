@@ -344,3 +344,25 @@ def test_held_out_scores_during_training_match_the_intrinsic_stage(tiny_data, tm
     assert last["heldout/masked_accuracy"] == pytest.approx(full["mlm"]["pretrained"]["accuracy"], abs=1e-6)
     quiet = tiny_cfg(tiny_data, tmp_path / "quiet", max_steps=2, log_every=1, save_every=2, eval_every=0)
     assert not any("heldout/unigram_auc" in r for r in train.pretrain(quiet, progress=False).history)
+
+
+def test_generator_as_the_discriminators_bottom_layers_trains_saves_and_resumes(tiny_data, tmp_path):
+    """share_encoder with generator_layers 1 (TEAMS): the generator runs the discriminator's first
+    layer under its own head; checkpoints store the shared layer once and resume exactly."""
+    from electra_pipeline import hf
+    from electra_pipeline.pretrainer import ElectraPretrainer
+
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=4, log_every=1, save_every=2, precision="fp32")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, generator_fraction=1.0, share_encoder=True,
+                                                             generator_layers=1))
+    model = ElectraPretrainer(cfg.model, cfg.train)
+    gen, disc = model.generator.electra, model.discriminator.electra
+    assert len(gen.layers) == 1 and gen.layers[0] is disc.layers[0] and len(disc.layers) == 2
+    train.pretrain(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=2)), progress=False)
+    train.pretrain(cfg, resume=tmp_path / "run", progress=False)  # from the step-2 checkpoint
+    assert hf.read_hf(tmp_path / "run" / "generator")[0].num_layers == 1
+    g, d = hf.load_generator(tmp_path / "run" / "generator"), hf.load_discriminator(tmp_path / "run" / "discriminator")
+    for a, b in zip(g.electra.layers[0].parameters(), d.electra.layers[0].parameters()):
+        assert torch.equal(a, b)  # still one layer after the resume
+    assert not torch.equal(d.electra.layers[0].ffn.output.weight,
+                           ElectraPretrainer(cfg.model, cfg.train).discriminator.electra.layers[0].ffn.output.weight)
