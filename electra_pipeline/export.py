@@ -9,6 +9,7 @@ within `atol`; otherwise it raises and leaves no output directory (temp dir, the
     <out>/tokenizer.json   the model's tokenizer
     <out>/metadata.json    task, kind, labels, max_seq_length, QA settings, metrics, opset,
                            exporter, max_abs_diff, files: what `inference.Predictor` reads
+    <out>/README.md        the source's model card for the ONNX model (`modelcard.onnx_card`)
 
 Exporter: the TorchScript exporter (`dynamo=False`) is the default. Both handle the model's
 SDPA attention with a boolean mask on torch 2.13 (max diff ~3e-7), but for ELECTRA-Small on
@@ -40,6 +41,7 @@ from typing import Any
 
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError, PipelineError
+from electra_pipeline.modelcard import onnx_card
 from electra_pipeline.ort_graph import explicit_attention_twin
 
 log = logging.getLogger(__name__)
@@ -353,8 +355,6 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, optimize: bool = 
             raise ExportCheckError(f"ONNX Runtime disagrees with PyTorch: max abs diff {diff:.3g} > {atol:g}")
         fused = _fused_ops(model_path)
         shutil.copyfile(src.tokenizer_file, tmp / "tokenizer.json")
-        if (src.model_dir / "README.md").is_file():  # the model card travels with the export and the registry
-            shutil.copyfile(src.model_dir / "README.md", tmp / "README.md")
         files = {"model": "model.onnx", "tokenizer": "tokenizer.json", "metadata": "metadata.json"}
         report = ExportReport(out_dir=out, task=meta["task"], kind=meta["kind"], exporter=exporter, attention=attention,
                               opset=max(opset, 18) if exporter == "dynamo" else opset, optimized=optimize,
@@ -373,12 +373,15 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, optimize: bool = 
             for variant in ("fp32", "int8") if quantize else ("fp32",):
                 report.dev_metrics[variant] = dict(evaluate(Predictor.load(tmp, quantized=variant == "int8")))
         report.seconds = time.perf_counter() - t0
-        _write_metadata(tmp, src, report, names, fused)
+        written = _write_metadata(tmp, src, report, names, fused)
+        # the model card travels with the export and so into the registry: the source's, for ONNX
+        card = src.model_dir / "README.md"
+        (tmp / "README.md").write_text(onnx_card(card.read_text() if card.is_file() else None, written))
     return report
 
 
 def _write_metadata(d: Path, src: _Source, report: ExportReport, names: tuple[str, ...],
-                    fused: dict[str, int]) -> None:
+                    fused: dict[str, int]) -> dict[str, Any]:
     cfg = src.cfg
     meta = {
         "format_version": 1,
@@ -403,3 +406,4 @@ def _write_metadata(d: Path, src: _Source, report: ExportReport, names: tuple[st
         "versions": _versions(),
     }
     (d / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

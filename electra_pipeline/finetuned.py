@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from electra_pipeline import hf
+from electra_pipeline import hf, modelcard
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError, read_json_object
 from electra_pipeline.model import POOLINGS, ElectraForQuestionAnswering, ElectraForSequenceClassification
@@ -73,32 +73,87 @@ def save_finetuned(model: TaskModel, meta: TaskMeta, tokenizer_file: str | Path,
     return Path(out_dir)
 
 
+# summary["baselines"] key -> (table column, what it is)
+BASELINES = {"random_init": ("random init", "the same encoder config at random initialisation, fine-tuned with the "
+                                            "same recipe and seeds"),
+             "majority": ("majority class", "the constant prediction from the training labels (regression: their mean)")}
+_NOT_SCORES = ("thresh", "threshold", "total")  # SQuAD v2 bookkeeping keys in the metrics, not scores
+
+
 def model_card(meta: TaskMeta, run_info: dict, summary: dict) -> str:
-    """README.md of a fine-tuned model (Hugging Face model-card format): task, dev results per seed,
-    the fine-tuning recipe, and the pre-trained checkpoint it started from with that run's card."""
+    """README.md of a fine-tuned model (Hugging Face model-card format): task, dev results per seed
+    next to the baselines, the fine-tuning recipe, and the pre-trained checkpoint it started from
+    with that run's card.
+
+    summary: "metrics" (median over seeds), "seeds" (seed -> metrics), optionally "best_seed" (the
+    seed whose weights are here), "splits" (`Task.eval_splits`) and "baselines" (`BASELINES` key ->
+    metrics). Every key may be missing: a model without results still gets a valid card."""
     ft = run_info.get("finetune", {})
     ckpt = run_info.get("checkpoint")
     seeds = summary.get("seeds", {})
-    lines = ["---", "library_name: electra-pipeline", f"tags: [electra, {meta.task}, {meta.kind}]",
-             "metrics: [" + ", ".join(summary.get("metrics", {})) + "]", "---", "",
-             f"# ELECTRA fine-tuned on {meta.task} ({meta.kind})", "",
-             "Dev results (median over seeds; this directory holds the best seed):", "",
-             "| metric | median | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-             "|---|---|" + "---|" * len(seeds)]
-    for k, v in summary.get("metrics", {}).items():
-        lines.append(f"| {k} | {v:.4g} | " + " | ".join(f"{m.get(k, float('nan')):.4g}" for m in seeds.values()) + " |")
-    lines += ["", f"- labels: {', '.join(meta.labels) if meta.labels else 'a score (regression)'}",
-              f"- fine-tuning: {run_info.get('train_examples')} training examples, {ft.get('epochs')} epochs, "
-              f"lr {ft.get('lr')}, layer decay {ft.get('layer_decay')}, batch {ft.get('batch_size')}, "
-              f"max length {ft.get('max_seq_length')}, {meta.pooling} pooling",
-              f"- encoder: {'`' + ckpt + '`' if ckpt else 'random initialisation (a baseline)'}"]
+    median = summary.get("metrics", {})
+    best = summary.get("best_seed")
+    given = summary.get("baselines") or {}
+    baselines = {k: given[k] for k in dict.fromkeys([*BASELINES, *given]) if given.get(k)}  # random init first
+    parent_meta, parent_body = {}, ""
     card = Path(ckpt) / "README.md" if ckpt else None
     if card is not None and card.is_file():  # the pre-training run's card: data, recipe, compute, lineage
-        body = card.read_text().split("---", 2)[-1].strip()
-        lines += ["", "## The pre-trained encoder", "", body.replace("\n# ", "\n### ", 1).removeprefix("# ")]
-    lines += ["", "Intended use: research and evaluation of ELECTRA pre-training recipes; scores are on the dev set "
-              "and carry seed noise (see the per-seed columns).", ""]
-    return "\n".join(lines)
+        parent_meta, parent_body = modelcard.parse(card.read_text())
+    # these weights' own dev metrics (the best seed's, as task.json, the ONNX export and the registry report them)
+    values = meta.metrics or {k: v for k, v in median.items() if not k.endswith(_NOT_SCORES)}
+    notes = {k: f" (seed {best}; median over {len(seeds)} seeds {median[k]:.4g})"
+             for k in values if best is not None and len(seeds) > 1 and k in median}
+    dataset, _, _ = modelcard.task_dataset(meta.task)
+    pipeline = modelcard.pipeline_tag(meta.kind)
+    inherited = [x for x in modelcard.as_list(parent_meta.get("tags"))  # the encoder's objective and preset
+                 if x not in ("pretraining", "fill-mask", "replaced-token-detection")]
+    index = modelcard.model_index(f"electra-{meta.task}", meta.task, meta.kind, values,
+                                  summary.get("splits") or {"dev": ""}, notes)
+    metadata = {
+        "license": parent_meta.get("license", modelcard.LICENSE),
+        "language": parent_meta.get("language", modelcard.LANGUAGE),
+        "library_name": "electra-pipeline",  # our parameter names: load_finetuned, export, serving
+        "pipeline_tag": pipeline,
+        "tags": modelcard.unique(["electra", meta.task, meta.kind, pipeline, *inherited, "electra-pipeline"]),
+        "datasets": [dataset],
+        **({"metrics": modelcard.unique(modelcard.metric_id(k) for k in values)} if values else {}),
+        **({"model-index": index} if index else {}),
+    }
+    lines = [f"# ELECTRA fine-tuned on {meta.task} ({meta.kind})", ""]
+    if median:
+        lines += ["Dev results (median over seeds"
+                  + (f"; this directory holds seed {best}" if best is not None else "; this directory holds the best seed")
+                  + "):", "",
+                  "| metric | median | " + " | ".join([*(f"seed {s}" for s in seeds),
+                                                        *(BASELINES.get(b, (b,))[0] for b in baselines)]) + " |",
+                  "|---|---|" + "---|" * (len(seeds) + len(baselines))]
+        for k, v in median.items():
+            cells = [m.get(k, float("nan")) for m in seeds.values()] + [b.get(k, float("nan")) for b in baselines.values()]
+            lines.append(f"| {k} | {v:.4g} | " + " | ".join(f"{x:.4g}" for x in cells) + " |")
+        known = [b for b in baselines if b in BASELINES]
+        if known:
+            lines += ["", "Baselines: " + "; ".join(f"{BASELINES[b][0]}, {BASELINES[b][1]}" for b in known) + "."]
+    else:
+        lines.append("No dev results were recorded for this model.")
+    labels = ", ".join(meta.labels) or ("answer spans" if meta.kind == "qa" else "a score (regression)")
+    lines += ["", f"- labels: {labels}",
+              "- fine-tuning: " + (f"{run_info.get('train_examples')} training examples from "
+                                   f"`{run_info.get('data_dir')}`, {ft.get('epochs')} epochs, lr {ft.get('lr')}, layer "
+                                   f"decay {ft.get('layer_decay')}, batch {ft.get('batch_size')}, max length "
+                                   f"{ft.get('max_seq_length')}" + ("" if meta.kind == "qa" else f", {meta.pooling} pooling")
+                                   + f", seeds {', '.join(map(str, seeds)) or ft.get('seeds')}"
+                                   if ft else "recipe not recorded"),
+              "- dev examples scored: " + (", ".join(f"{n:,} ({s})" for s, n in run_info["eval_examples"].items())
+                                           if run_info.get("eval_examples") else "unknown"),
+              f"- encoder: {'`' + ckpt + '`' if ckpt else 'random initialisation (a baseline)'}"]
+    if parent_body:
+        lines += ["", "## The pre-trained encoder", "", modelcard.demote(parent_body, 2)]
+    lines += ["", "## Intended use and limits", "",
+              "Research and evaluation of ELECTRA pre-training recipes. Scores are on the dev set (a sample when "
+              "fewer dev examples were scored than the task has) and carry seed noise (see the per-seed columns); "
+              "the best seed was picked on that dev set, so its own scores are optimistic. Not evaluated for "
+              "fairness, robustness or use outside the task's domain and language.", ""]
+    return modelcard.render(metadata, "\n".join(lines))
 
 
 def read_meta(path: str | Path) -> TaskMeta:

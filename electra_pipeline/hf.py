@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from electra_pipeline import modelcard
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
@@ -157,16 +158,34 @@ def save_hf(module: Discriminator | Generator, out_dir: str | Path, kind: str,
     return Path(out_dir)
 
 
+# what each directory is for, in the Hub's terms: the discriminator is an encoder to fine-tune
+# (transformers' feature-extraction pipeline loads it); the generator predicts masked tokens
+PIPELINE_TAGS = {"discriminator": "feature-extraction", "generator": "fill-mask"}
+ROLE_TAGS = {"discriminator": "replaced-token-detection", "generator": "fill-mask"}
+
+
 def model_card(kind: str, cfg: dict, summary: dict) -> str:
-    """README.md for a Hugging Face directory written by pre-training: what it is, how it was
-    trained, what it started from, and how to check what it learned."""
+    """README.md for a Hugging Face directory written by pre-training (Hugging Face model-card
+    format): what it is, the data it saw (with the corpus manifest's checksums), how it was
+    trained and at what compute, what it started from, and what it is (not) for."""
     m, t, c = cfg["model"], cfg["train"], summary["compute"]
     role = {"discriminator": "the ELECTRA discriminator (replaced-token detection); the encoder to fine-tune",
             "generator": "the masked-LM generator" if t["objective"] == "electra" else
                          "the BERT-style masked-LM model (the MLM baseline); the encoder to fine-tune"}[kind]
     init = summary.get("init")
+    custom = m.get("pre_layer_norm") or m.get("relative_attention")  # transformers' ELECTRA has neither
+    corpus = modelcard.pretraining_corpus(cfg["data"]) if cfg.get("data") else None
+    metadata = {
+        "license": cfg.get("license", modelcard.LICENSE),
+        "language": cfg.get("language", modelcard.LANGUAGE),
+        "library_name": "electra-pipeline" if custom else "transformers",
+        "pipeline_tag": PIPELINE_TAGS[kind],
+        "tags": modelcard.unique(["electra", t["objective"], cfg["preset"], "pretraining", ROLE_TAGS[kind],
+                                  "electra-pipeline"]),
+        **({"datasets": corpus.datasets} if corpus else {}),
+    }
+    hours = c.get("device_hours")
     lines = [
-        "---", "library_name: transformers", "tags: [electra, pretraining, electra-pipeline]", "---", "",
         f"# ELECTRA {kind} ({cfg['preset']} preset)", "",
         f"This directory holds {role}, in the Hugging Face ELECTRA format.", "",
         f"- sizes: {m['num_layers']} layers x {m['hidden_size']} hidden, {m['num_heads']} heads, "
@@ -174,19 +193,48 @@ def model_card(kind: str, cfg: dict, summary: dict) -> str:
         + (", pre-LayerNorm" if m.get("pre_layer_norm") else "")
         + (f", learned relative-distance attention bias (+-{m['relative_attention']})" if m.get("relative_attention") else ""),
         f"- objective: {t['objective']}; {summary['steps']:,} steps of {t['batch_size']} x {t['seq_len']} tokens "
-        f"({c['tokens'] / 1e6:.1f}M tokens, {c['train_flops']:.3g} training FLOPs, {c['train_minutes']:.1f} min "
-        f"on {c['device']}, {c['precision']})",
-        f"- data: `{cfg['data']}`",
+        f"({c['tokens'] / 1e6:.1f}M tokens)",
+        f"- recipe: mask_prob {t.get('mask_prob')}"
+        + (f", disc_weight {t.get('disc_weight')}, generator_fraction {m.get('generator_fraction')}"
+           if t["objective"] == "electra" else "")
+        + f"; AdamW lr {t.get('lr')}, weight decay {t.get('weight_decay')}, "
+        + (f"warm-up {t['warmup_fraction']:.0%} of the run" if t.get("warmup_fraction") is not None
+           else f"{t.get('warmup_steps')} warm-up steps")
+        + f", seed {t.get('seed')} (the whole resolved config: `config.json` of the run directory)",
+        f"- compute: {c['train_flops']:.3g} training FLOPs"
+        + (f", {hours:.3g} device-hours" if hours is not None else "")
+        + f" ({c.get('devices', 1)} x {c['device']}, {c['precision']}); {c['train_minutes']:.1f} min of training steps",
+        f"- data: `{cfg['data']}` (packed examples)",
+    ]
+    if corpus is not None:
+        lines.append(f"- corpus: `{corpus.path}`, {corpus.documents:,} documents, {corpus.bytes / 1e6:.1f} MB of "
+                     f"cleaned text; manifest.json sha256 `{corpus.manifest_sha256}`; sources:")
+        shown = 10
+        lines += [f"  - `{s.get('path')}` ({s.get('format')}"
+                  + (f", sha256 `{s['sha256']}`" if s.get("sha256") else ", a Hub dataset: no checksum") + ")"
+                  for s in corpus.sources[:shown]]
+        if len(corpus.sources) > shown:
+            lines.append(f"  - ... and {len(corpus.sources) - shown} more (all in the manifest)")
+    lines += [
         "- started from: " + (f"`{init['from']}` (weights sha256 {init['sha256'][:16]}...)" if init else "random initialisation"),
         "",
         "Whether it learned context: `electra intrinsic <run directory>` (held-out replaced-token detection next to "
         "random initialisation and a context-free detector)."
         + (" Transformers' ELECTRA has no pre-LayerNorm or relative attention: load this checkpoint with "
-           "`electra_pipeline.hf`, `electra finetune` or `electra export`."
-           if m.get("pre_layer_norm") or m.get("relative_attention") else ""),
+           "`electra_pipeline.hf`, `electra finetune` or `electra export`." if custom else ""),
+        "",
+        "## Intended use and limits",
+        "",
+        "- use: " + ("a starting point for fine-tuning (`electra finetune`, `electra evaluate`) in research on "
+                     "pre-training recipes" if kind == "discriminator" or t["objective"] != "electra" else
+                     "inspection and continued pre-training; the generator is deliberately small "
+                     f"(generator_fraction {m.get('generator_fraction')}) and is not meant for downstream use"),
+        f"- limits: trained only on the corpus above ({metadata['language']}), whose biases and gaps it carries; "
+        "not evaluated for fairness or safety. Small presets (`tiny`, `cpu`) exercise the pipeline and learn "
+        "little: compare fine-tuning results with the random-init and majority baselines before relying on it.",
         "",
     ]
-    return "\n".join(lines)
+    return modelcard.render(metadata, "\n".join(lines))
 
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")

@@ -91,13 +91,13 @@ def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cac
     from electra_pipeline import baselines
     from electra_pipeline import config as config_mod
     from electra_pipeline.finetune import FinetuneConfig
-    from electra_pipeline.finetune.runner import build_task, subset
+    from electra_pipeline.finetune.runner import build_task, majority_baseline, subset
 
     cfg = config_mod.from_dict(FinetuneConfig, config)
     t = build_task(name, cfg)
     train = subset(t.read(data_dir, "train"), cfg.max_train_examples, cfg.data_seed)
-    dev = subset(t.read(data_dir, "dev"), cfg.max_eval_examples, cfg.data_seed)
-    majority = baselines.majority_metrics(t, train, dev)
+    evals = {s: subset(t.read(data_dir, s), cfg.max_eval_examples, cfg.data_seed) for s in t.eval_splits}
+    majority = majority_baseline(t, train, evals)  # every dev split: MNLI has matched and mismatched
     key = baselines.cache_key(checkpoint, name, config, data_dir)
     cached = Path(cache_dir) / "results" / f"{name}-{key}.json"
     if cached.is_file():
@@ -180,6 +180,7 @@ def evaluate(
                     experiment=tracking.experiment)) for n in glue_names}
                 wait(list(base_futures.values()))
                 base = {n: f.result() for n, f in base_futures.items() if f.state.is_completed()}
+                add_baselines_to_cards(results, base)
         summary = summarize(results, failed, label, out, base)
         run.log_metrics({f"{n}/score": r["score"] for n, r in results.items()}
                         | ({"glue/score": summary["glue_score"]} if summary["glue_score"] is not None else {})
@@ -194,6 +195,17 @@ def evaluate(
             raise PipelineError("every evaluation task failed: " + "; ".join(f"{n}: {m}" for n, m in failed.items()))
     summary["run_id"] = run.run_id
     return summary
+
+
+def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any]) -> None:
+    """Each fine-tuned model's card with its task's random-init and majority baselines beside its
+    results (the export, and so the registry, carries that card)."""
+    from electra_pipeline.finetune.runner import write_model_card
+
+    for n, b in base.items():
+        if n in results:
+            write_model_card(Path(results[n]["model_dir"]).parent,
+                             {"random_init": b["random_init"]["metrics"], "majority": b["majority"]})
 
 
 def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: Path,

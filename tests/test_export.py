@@ -160,7 +160,8 @@ def test_encode_texts_truncates_and_flags(tok_file: Path) -> None:
 def test_classifier_export_matches_pytorch(classifier: Path, classifier_export: tuple[Path, export.ExportReport]) -> None:
     out, report = classifier_export
     assert report.max_abs_diff <= 1e-4
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.int8.onnx", "model.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "metadata.json", "model.int8.onnx", "model.onnx",
+                                                     "tokenizer.json"]
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["kind"] == "classification" and meta["labels"] == ["negative", "positive"]
     assert meta["max_abs_diff"] == report.max_abs_diff and meta["opset"] == 17 and meta["max_seq_length"] == 64
@@ -185,6 +186,15 @@ def test_dynamic_axes_accept_other_batch_and_sequence_sizes(classifier: Path, cl
         with torch.inference_mode():
             ref = model(torch.from_numpy(ids), torch.from_numpy(batch.token_type_ids), torch.from_numpy(mask)).numpy()
         assert np.abs(pred.run(batch)["logits"] - ref).max() <= 1e-4
+
+
+def test_export_has_an_onnx_model_card(classifier_export: tuple[Path, export.ExportReport]) -> None:
+    import yaml
+
+    card = (classifier_export[0] / "README.md").read_text()  # the source had none: the export writes one
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["library_name"] == "onnx" and front["license"] and {"onnx", "int8"} <= set(front["tags"])
+    assert front["model-index"][0]["results"][0]["metrics"] == [{"type": "accuracy", "value": 50.0, "name": "Accuracy"}]
 
 
 def test_int8_export_is_close(classifier_export: tuple[Path, export.ExportReport]) -> None:

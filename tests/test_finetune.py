@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from tokenizers import Tokenizer
 
 from electra_pipeline import hf
@@ -16,6 +17,7 @@ from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.finetune import FinetuneConfig, add_cli, evaluate, finetune, layer_depth, lr_lambda, param_groups
 from electra_pipeline.finetune.cli import build_config
 from electra_pipeline.finetune.recipe import resolved
+from electra_pipeline.finetune.runner import write_model_card
 from electra_pipeline.finetuned import TaskMeta, build_model, load_finetuned
 from electra_pipeline.model import Discriminator, init_weights
 from electra_pipeline.tasks import get_task
@@ -231,6 +233,15 @@ def test_evaluate_writes_table_submission_and_reloadable_models(assets, tmp_path
     assert meta.task == "sst2" and meta.labels == ["negative", "positive"] and meta.max_seq_length == 64
     card = (res.results["sst2"].model_dir / "README.md").read_text()  # the model card
     assert card.startswith("---\n") and "| accuracy |" in card and "seed 1" in card and "negative, positive" in card
+    front = yaml.safe_load(card.split("---\n")[1])  # Hugging Face metadata: the task metric with its value
+    [result] = front["model-index"][0]["results"]
+    assert front["datasets"] == ["glue"] and result["dataset"]["config"] == "sst2"
+    assert result["metrics"][0]["type"] == "accuracy" and result["metrics"][0]["value"] == pytest.approx(
+        seeds[res.results["sst2"].best_seed]["accuracy"], abs=1e-4)
+    assert "| majority class |" in card  # the majority baseline beside the results, from the same dev examples
+    write_model_card(res.results["sst2"].out_dir, {"random_init": {"accuracy": 12.5}})  # what the evaluate flow adds
+    card = (res.results["sst2"].model_dir / "README.md").read_text()
+    assert "| random init | majority class |" in card and "| 12.5 |" in card
     task = get_task("sst2")
     from electra_pipeline.finetune.runner import subset
     examples = subset(task.read(SAMPLE, "dev"), 40, 0)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from electra_pipeline import cli, objectives, warmstart
@@ -151,7 +152,10 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
     summary = json.loads((run / "summary.json").read_text())
     assert summary["init"]["from"] == str(source) and len(summary["init"]["sha256"]) == 64
     assert "generator" in summary["init"]["generator"]
-    assert f"started from: `{source}`" in (run / "discriminator" / "README.md").read_text()  # the model card
+    card = (run / "discriminator" / "README.md").read_text()  # the model card, Hugging Face metadata on top
+    assert f"started from: `{source}`" in card
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["library_name"] == "transformers" and front["datasets"] == ["sample.txt.gz"]  # the corpus manifest's
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["model"]["hidden_size"], cfg["model"]["generator_fraction"], cfg["model"]["vocab_size"]) == (
         64, 0.5, len(warmstart.find_source(source).vocab))

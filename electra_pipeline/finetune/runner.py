@@ -4,8 +4,9 @@ Inputs are checked before any training starts (tokenizer vs checkpoint vocabular
 files, sequence length vs position embeddings). Outputs of one task in `out_dir`:
 
     config.json             the resolved recipe, model config and data paths
-    metrics.json            median over seeds, every seed's metrics, the best seed
-    model/                  the best seed's fine-tuned model (finetuned.save_finetuned)
+    metrics.json            median over seeds, every seed's metrics, the best seed, the majority baseline
+    model/                  the best seed's fine-tuned model (finetuned.save_finetuned) and its
+                            model card README.md (write_model_card)
     predictions/<split>.*   the best seed's dev predictions
     seeds/<seed>/<split>.*  every seed's dev predictions
     submission/<Task>.tsv   test-set predictions in the GLUE leaderboard format
@@ -28,11 +29,12 @@ from tokenizers import Tokenizer
 from electra_pipeline import atomic, hf, metrics
 from electra_pipeline import config as config_mod
 from electra_pipeline.atomic import ensure_dir
+from electra_pipeline.baselines import majority_metrics
 from electra_pipeline.config import ModelConfig
-from electra_pipeline.errors import DataError
+from electra_pipeline.errors import DataError, read_json_object
 from electra_pipeline.finetune.loop import run_model, task_score, train_seed
 from electra_pipeline.finetune.recipe import FinetuneConfig, resolve_device, resolved
-from electra_pipeline.finetuned import TaskMeta, build_model, save_finetuned
+from electra_pipeline.finetuned import TaskMeta, build_model, read_meta, save_finetuned
 from electra_pipeline.finetuned import model_card as finetuned_card
 from electra_pipeline.model import init_weights
 from electra_pipeline.tasks import GLUE_TASKS, SquadTask, Task, canonical_name, get_task, glue_tasks_present
@@ -218,8 +220,6 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
     model_dir = save_finetuned(best_model, meta, tok_file, out / "model")
     predictions = {split: t.write_predictions(ex, best_preds[split], out / "predictions" / f"{split}.jsonl")
                    for split, (ex, _) in evals.items()}
-    card_summary = {"metrics": median, "seeds": {str(s): m for s, m in seed_metrics.items()}}
-    atomic.write_text(model_dir / "README.md", finetuned_card(meta, run_info, card_summary))
     submission = {}
     for split, ex in tests.items():
         feats = t.featurize(ex, tok, cfg.max_seq_length, training=False)
@@ -230,13 +230,39 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
             submission[stem] = path
     summary = {"task": t.name, "metrics": median, "score": task_score(t, median), "best_seed": best_seed,
                "seeds": {str(s): m for s, m in seed_metrics.items()}}
+    if t.kind != "qa":  # what a constant prediction scores on the same dev examples: beside the results
+        summary["baselines"] = {"majority": majority_baseline(t, train_ex, {s: ex for s, (ex, _) in evals.items()})}
     atomic.write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    write_model_card(out)
     tracker.log_metrics({f"dev/{k}": v for k, v in median.items()} | {"dev/score": summary["score"]}, step=0)
     for p in (out / "config.json", out / "metrics.json", *predictions.values(), *submission.values()):
         tracker.log_artifact(p)
     tracker.log_artifact(model_dir, "model")  # what export and serving load
     return FinetuneResult(task=t.name, metrics=median, seed_metrics=seed_metrics, best_seed=best_seed,
                           model_dir=model_dir, predictions=predictions, submission=submission, out_dir=out)
+
+
+def majority_baseline(t: Task, train: list, evals: dict[str, list]) -> dict[str, float]:
+    """The majority-class (regression: mean-label) metrics on every dev split, keyed as the model's."""
+    out: dict[str, float] = {}
+    for split, examples in evals.items():
+        suffix = t.eval_splits[split]
+        out |= {f"{k}{suffix}": v for k, v in majority_metrics(t, train, examples).items()}
+    return out
+
+
+def write_model_card(task_dir: str | Path, baselines: dict[str, dict[str, float]] | None = None) -> Path:
+    """(Re)write `<task_dir>/model/README.md` from what `finetune` saved in `task_dir` (config.json,
+    metrics.json, model/task.json). `baselines` (name -> metrics, `finetuned.BASELINES`) join the
+    recorded ones: the evaluate flow knows the random-init baseline only after every task has run."""
+    d = Path(task_dir)
+    run_info = read_json_object(d / "config.json")
+    summary = read_json_object(d / "metrics.json")
+    meta = read_meta(d / "model")
+    card_summary = {"metrics": summary.get("metrics", {}), "seeds": summary.get("seeds", {}),
+                    "best_seed": summary.get("best_seed"), "splits": get_task(meta.task).eval_splits,
+                    "baselines": (summary.get("baselines") or {}) | (baselines or {})}
+    return atomic.write_text(d / "model" / "README.md", finetuned_card(meta, run_info, card_summary))
 
 
 # --- many tasks -------------------------------------------------------------------------------
