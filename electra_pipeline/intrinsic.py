@@ -293,10 +293,11 @@ class Probe:
             held, train_rows = examples_rows(examples_dir)
         except DataError:
             return None
-        probe = cls(held, train_rows, vocab_size, IntrinsicConfig(max_rows=max_rows))
-        if int(probe.valid.sum()) < MIN_SCORED_TOKENS or probe.labels[probe.valid].min() == 1:
+        if int(real_tokens(torch.as_tensor(np.array(held[:max_rows]), dtype=torch.long)).sum()) < MIN_SCORED_TOKENS:
             return None
-        return probe
+        probe = cls(held, train_rows, vocab_size, IntrinsicConfig(max_rows=max_rows))
+        y = probe.labels[probe.valid]
+        return probe if y.min() != y.max() else None
 
     @torch.no_grad()
     def score(self, discriminator: Discriminator | None, generator: Generator) -> dict[str, float]:
