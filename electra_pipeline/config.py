@@ -219,7 +219,10 @@ def tiny() -> PretrainConfig:
 
 def cpu() -> PretrainConfig:
     """The recipe that learns on a CPU budget (docs/recipes.md): a 2-layer, 256-wide discriminator
-    with 4 heads and a half-width generator; pre-LayerNorm; no dropout; a learned
+    with 4 heads whose generator is its own bottom layer under an MLM head (`share_encoder` with
+    `generator_layers` 1, as in TEAMS): the generator's MLM gradients train the layer the
+    discriminator reads first, and the discriminator leaves the replaced-token prior within
+    hundreds of steps instead of thousands or never. Pre-LayerNorm; no dropout; a learned
     relative-distance attention bias that starts local (ALiBi's form), which takes the models off
     the unigram plateau in hundreds of steps instead of tens of thousands; disc_weight 10 (50
     left the discriminator behind its generator); an 8,192-token vocabulary; peak lr 1e-3 with
@@ -228,8 +231,9 @@ def cpu() -> PretrainConfig:
     return PretrainConfig(
         preset="cpu",
         model=ModelConfig(vocab_size=8192, hidden_size=256, num_layers=2, num_heads=4, intermediate_size=1024,
-                          embedding_size=128, max_position_embeddings=128, generator_fraction=0.5, dropout=0.0,
-                          attention_dropout=0.0, pre_layer_norm=True, relative_attention=64),
+                          embedding_size=128, max_position_embeddings=128, generator_fraction=1.0,
+                          generator_layers=1, share_encoder=True, dropout=0.0, attention_dropout=0.0,
+                          pre_layer_norm=True, relative_attention=64),
         train=TrainConfig(seq_len=128, batch_size=16, max_steps=1_000_000, budget_flops=2e13, lr=1e-3,
                           warmup_fraction=0.06, disc_weight=10.0, log_every=20, save_every=1000),
     )
