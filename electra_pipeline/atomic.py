@@ -53,7 +53,7 @@ def staged_dir(out_dir: Path, marker: str) -> Iterator[Path]:
         yield tmp
         _finish(tmp)
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{os.getpid()}-", dir=out_dir.parent))
             os.replace(out_dir, old)  # rename onto an empty dir is allowed
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)
@@ -110,14 +110,21 @@ def _finish(tmp: Path) -> None:
 
 
 def _remove_stale(out_dir: Path) -> None:
-    """Hidden build directories of `out_dir` whose process is gone (a kill -9 mid-build)."""
-    for p in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        pid = p.name[len(f".{out_dir.name}.tmp-"):].split("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except PermissionError:  # another user's live process
-            pass
+    """Hidden directories of `out_dir` left by a process that is gone (a kill -9): build
+    directories are removed; a previous result moved aside for the swap is put back when the kill
+    came between the two renames and left no `out_dir`, else removed."""
+    for kind in ("old", "tmp"):
+        prefix = f".{out_dir.name}.{kind}-"
+        for p in out_dir.parent.glob(f"{prefix}*"):
+            pid = p.name[len(prefix):].split("-")[0]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                if kind == "old" and not out_dir.exists():
+                    os.replace(p, out_dir)
+                else:
+                    shutil.rmtree(p, ignore_errors=True)
+            except PermissionError:  # another user's live process
+                pass

@@ -102,6 +102,16 @@ def test_outputs_are_readable_and_a_killed_builds_leftovers_go(tmp_path: Path):
     assert oct((tmp_path / "out").stat().st_mode & 0o777) == "0o755"
     assert not stale.exists() and alive.exists()
 
+    # killed between the two renames of a rebuild: no `out`, the previous result aside, the new
+    # one in a build directory; the next build starts from the previous result, nothing leaks
+    (tmp_path / "out").rename(tmp_path / f".out.old-{dead.stdout.strip()}-ghi")
+    stale.mkdir()
+    with atomic.staged_dir(tmp_path / "out", "model.safetensors") as d:
+        assert (tmp_path / "out" / "model.safetensors").is_file()  # put back before the build
+        (d / "model.safetensors").write_bytes(b"new")
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")) == [alive.name]
+
 
 @pytest.mark.parametrize("name", ["noise.txt", "noise.jsonl", "noise.csv", "noise.txt.gz"])
 def test_binary_sources_are_refused_by_ingestion(tmp_path: Path, name: str):
