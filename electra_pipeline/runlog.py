@@ -31,16 +31,20 @@ class CollapseWatch:
     patience: int = 10
     threshold: float = 0.97
     learned_auc: float = 0.6  # a held-out ROC-AUC at or above this says the run learns, whatever the loss
+    learned_gain: float = 0.05  # ... and so does one this far above the score at the start of the run
     stuck: int = 0
     warned: bool = False
     heldout_auc: float | None = None  # the latest held-out score (intrinsic.Probe), when the run has one
+    start_auc: float | None = None  # the held-out score before the first step
 
     def update(self, step: int, row: dict[str, float]) -> str | None:
         ratio = rtd_over_prior(row)
         if ratio is None:
             return None
         self.heldout_auc = row.get("heldout/unigram_auc", self.heldout_auc)
-        learns = self.heldout_auc is not None and self.heldout_auc >= self.learned_auc
+        learns = self.heldout_auc is not None and (
+            self.heldout_auc >= self.learned_auc
+            or (self.start_auc is not None and self.heldout_auc - self.start_auc >= self.learned_gain))
         self.stuck = self.stuck + 1 if step > self.after_step and ratio >= self.threshold and not learns else 0
         if self.stuck < self.patience or self.warned:
             return None

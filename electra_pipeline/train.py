@@ -258,6 +258,10 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     probe = intrinsic.Probe.of_examples(cfg.data, cfg.model.vocab_size) if t.eval_every and world.is_main \
         and not fsdp else None
     scored_bucket = state.step // t.eval_every if t.eval_every else 0
+    if probe is not None and state.step == 0:  # where the curve starts: the run at initialisation
+        start = probe.score(model.discriminator, model.generator)
+        watch.start_auc = start.get("heldout/unigram_auc")
+        tracker.log_metrics(start, step=0)
     sums: dict[str, torch.Tensor] = {}
     window_steps, window_start = 0, time.perf_counter()
     metrics_file = (out / "metrics.jsonl").open("a") if world.is_main else None
