@@ -42,6 +42,8 @@ class CollapseWatch:
         if ratio is None:
             return None
         self.heldout_auc = row.get("heldout/unigram_auc", self.heldout_auc)
+        if self.start_auc is not None and self.heldout_auc is None:
+            return None  # the run scores held-out text: judge it by the first score, not the loss alone
         learns = self.heldout_auc is not None and (
             self.heldout_auc >= self.learned_auc
             or (self.start_auc is not None and self.heldout_auc - self.start_auc >= self.learned_gain))

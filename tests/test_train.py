@@ -325,6 +325,8 @@ def test_collapse_watch_trusts_a_held_out_score_over_the_training_loss():
     assert message is not None and "held-out ROC-AUC 0.520" in message
     rising = runlog.CollapseWatch(after_step=0, patience=2, start_auc=0.50)  # 0.597: below 0.6, but up 0.097
     assert [rising.update(s, stuck | {"heldout/unigram_auc": 0.597}) for s in (10, 20, 30)] == [None] * 3
+    waiting = runlog.CollapseWatch(after_step=0, patience=2, start_auc=0.50)  # no held-out score since the start
+    assert [waiting.update(s, stuck) for s in (10, 20, 30)] == [None] * 3
     flat = runlog.CollapseWatch(after_step=0, patience=2, start_auc=0.50)
     assert [flat.update(s, stuck | {"heldout/unigram_auc": 0.53}) for s in (10, 20)][-1] is not None
 
