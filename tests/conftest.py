@@ -1,5 +1,6 @@
 """Shared test setup: offline, no telemetry, real data found beside the repo or skipped."""
 
+import json
 import os
 from pathlib import Path
 
@@ -31,3 +32,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A WordPiece vocabulary and packed examples built in-process from the shipped sample:
+    (tokenizer dir, examples dir, vocabulary size)."""
+    from electra_pipeline import corpus, examples, tokenizer
+
+    root = tmp_path_factory.mktemp("data")
+    corpus.ingest([str(SAMPLE_CORPUS)], root / "corpus", corpus.CorpusConfig(), progress=False)
+    tok_dir = tokenizer.train_wordpiece(root / "corpus", root / "tokenizer",
+                                        tokenizer.TokenizerConfig(vocab_size=4096), progress=False)
+    ex_dir = root / "examples"
+    examples.build_examples(root / "corpus", tok_dir, ex_dir, examples.ExamplesConfig(seq_len=64, num_proc=1),
+                            progress=False)
+    vocab = json.loads((ex_dir / "meta.json").read_text())["vocab_size"]
+    return tok_dir, ex_dir, vocab

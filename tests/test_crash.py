@@ -63,24 +63,6 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    """A WordPiece vocabulary and packed examples built in-process from the shipped sample."""
-    from conftest import SAMPLE_CORPUS
-
-    from electra_pipeline import corpus, examples, tokenizer
-
-    root = tmp_path_factory.mktemp("data")
-    corpus.ingest([str(SAMPLE_CORPUS)], root / "corpus", corpus.CorpusConfig(), progress=False)
-    tok_dir = tokenizer.train_wordpiece(root / "corpus", root / "tokenizer",
-                                        tokenizer.TokenizerConfig(vocab_size=4096), progress=False)
-    ex_dir = root / "examples"
-    examples.build_examples(root / "corpus", tok_dir, ex_dir, examples.ExamplesConfig(seq_len=64, num_proc=1),
-                            progress=False)
-    vocab = json.loads((ex_dir / "meta.json").read_text())["vocab_size"]
-    return tok_dir, ex_dir, vocab
-
-
 def pretrain(tiny_data, run: Path, trap: str = "none") -> subprocess.CompletedProcess:
     tok_dir, ex_dir, vocab = tiny_data
     argv = ["pretrain", "--preset", "tiny", "--data", str(ex_dir), "--tokenizer", str(tok_dir),

@@ -13,24 +13,6 @@ from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.tracking import NullTracker
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    """A WordPiece vocabulary and packed examples built in-process from the shipped sample."""
-    from conftest import SAMPLE_CORPUS
-
-    from electra_pipeline import corpus, examples, tokenizer
-
-    root = tmp_path_factory.mktemp("data")
-    corpus.ingest([str(SAMPLE_CORPUS)], root / "corpus", corpus.CorpusConfig(), progress=False)
-    tok_dir = tokenizer.train_wordpiece(root / "corpus", root / "tokenizer",
-                                        tokenizer.TokenizerConfig(vocab_size=4096), progress=False)
-    ex_dir = root / "examples"
-    examples.build_examples(root / "corpus", tok_dir, ex_dir, examples.ExamplesConfig(seq_len=64, num_proc=1),
-                            progress=False)
-    vocab = json.loads((ex_dir / "meta.json").read_text())["vocab_size"]
-    return tok_dir, ex_dir, vocab
-
-
 def tiny_cfg(tiny_data, out: Path, **train_overrides) -> c.PretrainConfig:
     tok_dir, ex_dir, vocab = tiny_data
     cfg = c.tiny()
