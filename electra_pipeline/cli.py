@@ -40,7 +40,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                         "stopped; `auto`: resume when --output-dir has a checkpoint, else start (for restarts)")
     p.add_argument("--resume-with-changes", action="store_true",
                    help="with --resume: accept a config that differs from the checkpoint's on a field that matters "
-                        "(model, objective, seed, lr, batch, masking, loss weights, warm-up); the change is recorded "
+                        "(model, objective, seed, lr, batch, masking, loss weights, warm-up, the schedule's length: "
+                        "max_steps or the budget); the change is recorded "
                         "in summary.json")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")

@@ -129,7 +129,9 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
 RESUME_FIXED = ("model", "train.objective", "train.seed", "train.lr", "train.batch_size", "train.seq_len",
                 "train.mask_prob", "train.mask_token_prob", "train.random_token_prob", "train.gen_weight",
                 "train.disc_weight", "train.temperature", "train.warmup_steps", "train.warmup_fraction",
-                "train.weight_decay")
+                "train.weight_decay", "train.max_steps", "train.budget_flops", "train.budget_minutes")
+# The last three lay out the lr schedule (warm-up and decay to zero at the end): resuming with another
+# length moves every later step's lr, so it is a change to name and record like the peak lr.
 
 
 def config_changes(saved: dict[str, Any], cfg: PretrainConfig) -> dict[str, list[Any]]:

@@ -150,7 +150,8 @@ DRIVER = """
 import json, sys
 from electra_pipeline import config, optim, train
 cfg = config.resolve("tiny", None, json.loads(sys.argv[1]))
-train.pretrain(cfg, resume=cfg.output_dir if sys.argv[2] == "resume" else None, progress=False)
+resume = sys.argv[2] == "resume"  # each resume runs a longer schedule: a recorded change
+train.pretrain(cfg, resume=cfg.output_dir if resume else None, progress=False, allow_changes=resume)
 """
 
 

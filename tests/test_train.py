@@ -125,7 +125,7 @@ def test_truncated_checkpoint_is_rejected_and_kept(tiny_data, tmp_path):
     weights.write_bytes(data[: len(data) // 3])
     longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4))
     with pytest.raises(DataError, match="model.safetensors"):
-        train.pretrain(longer, resume=tmp_path / "run", progress=False)
+        train.pretrain(longer, resume=tmp_path / "run", progress=False, allow_changes=True)
     assert weights.read_bytes() == data[: len(data) // 3]  # nothing overwritten
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train.pretrain(longer, progress=False)
@@ -150,11 +150,14 @@ def test_resume_with_another_lr_or_seed_is_refused_unless_asked(tiny_data, tmp_p
     other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4, lr=5e-4, seed=7))
     with pytest.raises(ConfigError, match=r"train.seed: 1234 -> 7; train.lr: 0.001 -> 0.0005.*--resume-with-changes"):
         train.pretrain(other, resume=tmp_path / "run", progress=False)
-    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4))  # more steps: fine
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4))
+    with pytest.raises(ConfigError, match=r"train.max_steps: 2 -> 4"):  # a longer schedule moves every later lr
+        train.pretrain(longer, resume=tmp_path / "run", progress=False)
     result = train.pretrain(dataclasses.replace(longer, train=dataclasses.replace(longer.train, lr=5e-4)),
                             resume=tmp_path / "run", progress=False, allow_changes=True)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["resumed_with_changes"] == {"at_step": 2, "fields": {"train.lr": [1e-3, 5e-4]}}
+    assert summary["resumed_with_changes"] == {"at_step": 2, "fields": {"train.lr": [1e-3, 5e-4],
+                                                                        "train.max_steps": [2, 4]}}
     lr3 = next(r["lr"] for r in result.history if r["step"] == 3)
     assert lr3 == pytest.approx(5e-4 * optim.lr_factor(3, 1, 4), rel=1e-6)  # the new peak on the same schedule
     assert lr3 > 0
@@ -192,7 +195,8 @@ def test_cli_resume_auto_starts_then_continues(tiny_data, tmp_path):
             "--train.batch_size", "4", "--train.log_every", "1", "--train.save_every", "2",
             "--tracking.enabled", "false", "--no-progress", "--resume", "auto"]
     assert main(argv + ["--train.max_steps", "2"]) == 0  # nothing to resume: starts
-    assert main(argv + ["--train.max_steps", "4"]) == 0  # resumes at step 2
+    assert main(argv + ["--train.max_steps", "4"]) == 2  # another schedule: refused, named
+    assert main(argv + ["--train.max_steps", "4", "--resume-with-changes"]) == 0  # resumes at step 2
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
     assert [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
@@ -290,7 +294,7 @@ def test_damaged_checkpoint_state_is_one_line_naming_the_file(tiny_data, tmp_pat
         save_file(tensors, str(ckpt / "optimizer.safetensors"))
     longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4))
     with pytest.raises(DataError, match="state.json|optimizer.safetensors") as e:
-        train.pretrain(longer, resume=tmp_path / "run", progress=False)
+        train.pretrain(longer, resume=tmp_path / "run", progress=False, allow_changes=True)
     assert "\n" not in str(e.value)
 
 
@@ -347,7 +351,7 @@ def test_generator_as_the_discriminators_bottom_layers_trains_saves_and_resumes(
     gen, disc = model.generator.electra, model.discriminator.electra
     assert len(gen.layers) == 1 and gen.layers[0] is disc.layers[0] and len(disc.layers) == 2
     train.pretrain(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=2)), progress=False)
-    train.pretrain(cfg, resume=tmp_path / "run", progress=False)  # from the step-2 checkpoint
+    train.pretrain(cfg, resume=tmp_path / "run", progress=False, allow_changes=True)  # from the step-2 checkpoint
     assert hf.read_hf(tmp_path / "run" / "generator")[0].num_layers == 1
     g, d = hf.load_generator(tmp_path / "run" / "generator"), hf.load_discriminator(tmp_path / "run" / "discriminator")
     for a, b in zip(g.electra.layers[0].parameters(), d.electra.layers[0].parameters()):
