@@ -7,6 +7,7 @@ the others' results.
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from electra_pipeline import atomic
 from flows.base import SAMPLE, Tracking, cpu_count, data_path, torch_threads, user_errors
 from flows.params import SAMPLE_GLUE_TASKS, Concurrency, NonEmpty
 from flows.report import glue_chart, task_table
-from flows.tracking import mlflow_run, sweep_hook
+from flows.tracking import SeedProgress, mlflow_run, sweep_hook
 
 
 def finetune_config(overrides: dict[str, Any]) -> Any:
@@ -49,9 +50,11 @@ def task_data_dir(name: str, glue_dir: str, squad_dir: str) -> str:
 @task(name="finetune", task_run_name="finetune-{name}")
 @user_errors
 def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out_dir: str, config: dict[str, Any],
-                  parent_run_id: str, tracking_uri: str, experiment: str, run_name: str = "") -> dict[str, Any]:
+                  parent_run_id: str, tracking_uri: str, experiment: str, run_name: str = "",
+                  label: str = "electra") -> dict[str, Any]:
     """Fine-tune and score one task; its MLflow run (and the library's per-seed runs) nest
-    under the evaluation run."""
+    under the evaluation run. Progress (seed, step, share of all seeds, ETA, loss) goes into a
+    Prefect progress artifact and, every 30 s, the run log."""
     from electra_pipeline import config as config_mod
     from electra_pipeline.finetune import FinetuneConfig, finetune
     from electra_pipeline.finetune.loop import task_score
@@ -59,8 +62,10 @@ def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out
 
     with mlflow_run(tracking_uri=tracking_uri, experiment=experiment, name=run_name or f"finetune-{name}",
                     parent_run_id=parent_run_id, tags={"stage": "finetune", "task": name}) as run:
-        result = finetune(name, checkpoint, tokenizer, data_dir, out_dir,
-                          config_mod.from_dict(FinetuneConfig, config), tracker=run, progress=False)
+        cfg = config_mod.from_dict(FinetuneConfig, config)
+        key = re.sub(r"[^a-z0-9-]+", "-", f"finetune-progress-{label}-{name}".lower())
+        progress = SeedProgress(run, seeds=len(cfg.seeds), key=key, label=f"fine-tuning {name} ({label})")
+        result = finetune(name, checkpoint, tokenizer, data_dir, out_dir, cfg, tracker=progress, progress=False)
     return {"task": name, "metrics": {k: float(v) for k, v in result.metrics.items()},
             "score": float(task_score(get_task(name), result.metrics)),
             "seeds": {str(s): {k: float(v) for k, v in m.items()} for s, m in result.seed_metrics.items()},
@@ -104,11 +109,9 @@ def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cac
         return {"task": name, "majority": majority, "random_init": json.loads(cached.read_text()), "cached": True}
     random_ckpt = baselines.random_init_checkpoint(checkpoint, Path(cache_dir) / "checkpoints")
     result = finetune_task.fn(name, str(random_ckpt), tokenizer, data_dir, str(Path(cache_dir) / "runs" / f"{name}-{key}"),
-                              config, parent_run_id, tracking_uri, experiment, run_name=f"finetune-{name}-random-init")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(cached)
+                              config, parent_run_id, tracking_uri, experiment, run_name=f"finetune-{name}-random-init",
+                              label="random init")
+    atomic.write_text(cached, json.dumps(result, indent=2) + "\n")
     return {"task": name, "majority": majority, "random_init": result, "cached": False}
 
 
@@ -158,7 +161,7 @@ def evaluate(
             futures = {n: runner.submit(finetune_task, parameters=dict(
                 name=n, checkpoint=checkpoint, tokenizer=tokenizer, data_dir=task_data_dir(n, glue_dir, squad_dir),
                 out_dir=str(out / n), config=dataclasses.asdict(cfg), parent_run_id=run.run_id, tracking_uri=uri,
-                experiment=tracking.experiment)) for n in names}
+                experiment=tracking.experiment, label=label)) for n in names}
             wait(list(futures.values()))
             results: dict[str, Any] = {}
             failed: dict[str, str] = {}

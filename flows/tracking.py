@@ -181,8 +181,8 @@ class PrefectProgress:
         if self._artifact_id is None:
             self.start(step)
         done = metrics.get("progress", step / self.total_steps)  # budgets: the trainer's own share
-        shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("loss/gen", "loss/disc", "disc/accuracy",
-                                                           "gen/accuracy", "throughput/tokens_per_s") if k in metrics)
+        shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("loss/gen", "loss/disc", "disc/accuracy", "gen/accuracy",
+                                                           "throughput/tokens_per_s", "train/loss") if k in metrics)
         if "heldout/unigram_auc" in self._heldout:
             shown += f"{', ' if shown else ''}held-out ROC-AUC {self._heldout['heldout/unigram_auc']:.3f}"
         elapsed = time.monotonic() - self._t0
@@ -197,3 +197,61 @@ class PrefectProgress:
                 from prefect.logging import get_run_logger
 
                 get_run_logger().info(desc)
+
+
+class SeedProgress(PrefectProgress):
+    """PrefectProgress for a fine-tuning task: the library trains each seed under `child(...)`;
+    every seed's steps report into one progress artifact and log line, as a share of all seeds."""
+
+    def __init__(self, inner: Tracker, *, seeds: int, key: str, label: str, every_s: float = 3.0,
+                 log_every_s: float = 30.0):
+        super().__init__(inner, total_steps=1, key=key, label=label, every_s=every_s, log_every_s=log_every_s)
+        self.seeds = max(1, seeds)
+        self.base_label = label
+        self._done_seeds = 0
+
+    def start(self, step: int = 0) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self._artifact_id = create_progress_artifact(progress=0.0, key=self.key,
+                                                     description=f"{self.base_label}: starting")
+
+    @contextlib.contextmanager
+    def child(self, name: str) -> Iterator[Tracker]:
+        with self.inner.child(name) as seed_tracker:
+            self.label = f"{self.base_label}, seed {self._done_seeds + 1}/{self.seeds}"
+            yield _SeedTracker(seed_tracker, self)
+        self._done_seeds += 1
+
+    def seed_metrics(self, metrics: dict[str, float], step: int | None) -> None:
+        if step is None or "progress" not in metrics:
+            return
+        now = time.monotonic()
+        if now - self._last < self.every_s and metrics["progress"] < 1:
+            return
+        self._last = now
+        self.update(step, {**metrics, "progress": (self._done_seeds + metrics["progress"]) / self.seeds})
+
+
+class _SeedTracker:
+    """One seed's tracker: forwards everything, and its step metrics to the task's SeedProgress."""
+
+    def __init__(self, inner: Tracker, parent: SeedProgress):
+        self.inner, self.parent = inner, parent
+        self.run_id = inner.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.inner.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.inner.log_metrics(metrics, step)
+        self.parent.seed_metrics(metrics, step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.inner.log_artifact(path, artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.inner.set_tags(tags)
+
+    def child(self, name: str) -> contextlib.AbstractContextManager[Tracker]:
+        return self.inner.child(name)

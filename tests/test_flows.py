@@ -244,6 +244,9 @@ def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) 
         artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["pretrain-progress-electra"])))
     assert progress and progress[0].type == "progress" and float(progress[0].data) == 100.0
     assert "step 5 (100%)" in progress[0].description
+    tuned = client.read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["finetune-progress-electra-sst2"])))
+    assert tuned and float(tuned[0].data) == 100.0 and "fine-tuning sst2 (electra), seed 1/1" in tuned[0].description
 
 
 @pytest.mark.slow
@@ -569,3 +572,27 @@ def test_progress_line_keeps_the_latest_held_out_score(monkeypatch: pytest.Monke
     progress.log_metrics({"loss/disc": 0.25, "progress": 0.4}, step=40)
     assert "step 40 (40%, ETA" in lines[-1] and "loss/disc 0.25" in lines[-1]
     assert lines[-1].endswith("held-out ROC-AUC 0.612")
+
+
+def test_fine_tuning_progress_counts_every_seed(monkeypatch):
+    """One artifact per fine-tuning task: each seed's steps as a share of all seeds, with the seed named."""
+    import prefect.artifacts
+
+    from electra_pipeline.tracking import NullTracker
+    from flows.tracking import SeedProgress
+
+    lines: list[str] = []
+    monkeypatch.setattr(prefect.artifacts, "create_progress_artifact", lambda **kw: "id")
+    monkeypatch.setattr(prefect.artifacts, "update_progress_artifact",
+                        lambda artifact_id, progress, description: lines.append(f"{progress:.0f} {description}"))
+    progress = SeedProgress(NullTracker(), seeds=2, key="k", label="fine-tuning sst2 (electra)", every_s=0.0,
+                            log_every_s=1e9)
+    with progress.child("sst2-seed1") as seed:
+        seed.log_metrics({"train/loss": 0.61, "progress": 0.5}, step=10)
+        assert lines[-1].startswith("25 fine-tuning sst2 (electra), seed 1/2: step 10 (25%, ETA")
+        assert lines[-1].endswith("train/loss 0.61")
+        seed.log_metrics({"dev/accuracy": 0.8}, step=1)  # an epoch's dev score: no progress of its own
+        assert len(lines) == 1
+    with progress.child("sst2-seed2") as seed:
+        seed.log_metrics({"train/loss": 0.4, "progress": 1.0}, step=20)
+    assert lines[-1].startswith("100 fine-tuning sst2 (electra), seed 2/2: step 20 (100%)")

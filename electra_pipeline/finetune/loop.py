@@ -107,7 +107,8 @@ def train_seed(task: Task, model: TaskModel, train_feats: list[Feature], evals: 
                 if step % cfg.log_every == 0 or step == total:
                     mean_loss = float(loss_sum) / n_loss  # the host sync
                     tracker.log_metrics({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[-1],
-                                         "throughput/steps_per_s": n_loss / (time.perf_counter() - t0)}, step=step)
+                                         "throughput/steps_per_s": n_loss / (time.perf_counter() - t0),
+                                         "progress": step / total}, step=step)
                     if bar is not None:
                         bar.set_postfix(loss=f"{mean_loss:.4f}")
                     loss_sum, n_loss, t0 = torch.zeros((), device=device), 0, time.perf_counter()
