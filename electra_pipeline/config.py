@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from electra_pipeline.errors import ConfigError
+from electra_pipeline.settings import field_docs
 
 T = TypeVar("T")
 
@@ -34,24 +35,43 @@ def _require(cond: bool, name: str, msg: str) -> None:
 class ModelConfig:
     """Discriminator sizes; the generator is derived from them (smaller width, same or lower depth)."""
 
-    vocab_size: int = 30522  # must equal the tokenizer's vocabulary size
-    hidden_size: int = 256  # discriminator width
-    num_layers: int = 12  # shared by generator and discriminator
-    num_heads: int = 4  # discriminator attention heads (hidden_size / 64 in the paper)
-    intermediate_size: int = 1024  # discriminator FFN width (4 x hidden)
-    embedding_size: int = 128  # shared token embedding width; != hidden adds a projection
+    vocab_size: int = 30522
+    """must equal the tokenizer's vocabulary size"""
+    hidden_size: int = 256
+    """discriminator width"""
+    num_layers: int = 12
+    """discriminator depth; the generator's too unless generator_layers is set"""
+    num_heads: int = 4
+    """discriminator attention heads (hidden_size / 64 in the paper)"""
+    intermediate_size: int = 1024
+    """discriminator FFN width (4 x hidden)"""
+    embedding_size: int = 128
+    """shared token embedding width; != hidden adds a projection"""
     max_position_embeddings: int = 512
+    """size of the learned position table: the longest input the model accepts"""
     type_vocab_size: int = 2
-    generator_fraction: float = 0.25  # generator hidden = fraction x hidden; heads = hidden/64
-    generator_layers: int = 0  # generator depth; 0: the discriminator's num_layers
-    dropout: float = 0.1  # hidden dropout (embeddings, attention output, FFN output)
+    """segment (token type) embeddings: 2 for sentence pairs"""
+    generator_fraction: float = 0.25
+    """generator hidden = fraction x hidden; heads = hidden/64"""
+    generator_layers: int = 0
+    """generator depth; 0: the discriminator's num_layers"""
+    dropout: float = 0.1
+    """hidden dropout (embeddings, attention output, FFN output)"""
     attention_dropout: float = 0.1
+    """dropout on the attention probabilities"""
     layer_norm_eps: float = 1e-12
+    """LayerNorm epsilon"""
     initializer_range: float = 0.02
+    """std of the normal initialisation of weights (BERT's 0.02)"""
     pad_token_id: int = 0
-    pre_layer_norm: bool = False  # LayerNorm before each sublayer + a final one (stable at high lr); False: BERT's post-LN
-    relative_attention: int = 0  # > 0: learned per-head bias per relative distance (clipped here), ALiBi-initialised
-    share_encoder: bool = False  # the generator is the discriminator's bottom generator_layers layers (all by default) + its MLM head (needs generator_fraction 1)
+    """id of [PAD] in the vocabulary (its embedding gets no gradient)"""
+    pre_layer_norm: bool = False
+    """LayerNorm before each sublayer + a final one (stable at high lr); False: BERT's post-LN"""
+    relative_attention: int = 0
+    """> 0: learned per-head bias per relative distance (clipped here), ALiBi-initialised"""
+    share_encoder: bool = False
+    """the generator is the discriminator's bottom generator_layers layers (all by default) + its MLM head (needs
+    generator_fraction 1)"""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -101,39 +121,72 @@ PRECISIONS = ("auto", "fp32", "bf16")
 class TrainConfig:
     """Joint pre-training: objective, masking, optimiser, schedule, and where outputs go."""
 
-    objective: str = "electra"  # electra (generator + discriminator) or mlm (BERT baseline)
-    mask_prob: float = 0.15  # fraction of tokens chosen for prediction
-    mask_token_prob: float = 0.85  # of chosen positions, share replaced by [MASK] (rest kept)
-    random_token_prob: float = 0.0  # of chosen positions, share replaced by a random token
-    gen_weight: float = 1.0  # weight of the generator MLM loss
-    disc_weight: float = 50.0  # weight of the replaced-token-detection loss
-    temperature: float = 1.0  # sampling temperature for generator replacements
+    objective: str = "electra"
+    """electra (generator + discriminator) or mlm (BERT baseline)"""
+    mask_prob: float = 0.15
+    """fraction of tokens chosen for prediction"""
+    mask_token_prob: float = 0.85
+    """of chosen positions, share replaced by [MASK] (rest kept)"""
+    random_token_prob: float = 0.0
+    """of chosen positions, share replaced by a random token"""
+    gen_weight: float = 1.0
+    """weight of the generator MLM loss"""
+    disc_weight: float = 50.0
+    """weight of the replaced-token-detection loss"""
+    temperature: float = 1.0
+    """sampling temperature for generator replacements"""
     seq_len: int = 128
-    batch_size: int = 128  # sequences per optimiser step (across accumulation and ranks)
-    grad_accum: int = 1  # micro-batches per optimiser step
-    max_steps: int = 1_000_000  # with a budget: the most steps the run may take
-    budget_minutes: float | None = None  # stop after this much training time; warm-up and decay follow the clock
-    budget_flops: float | None = None  # stop once training FLOPs (flops.py) reach this; fixes the step count
+    """tokens per training row; must match the examples' seq_len"""
+    batch_size: int = 128
+    """sequences per optimiser step (across accumulation and ranks)"""
+    grad_accum: int = 1
+    """micro-batches per optimiser step"""
+    max_steps: int = 1_000_000
+    """with a budget: the most steps the run may take"""
+    budget_minutes: float | None = None
+    """stop after this much training time; warm-up and decay follow the clock"""
+    budget_flops: float | None = None
+    """stop once training FLOPs (flops.py) reach this; fixes the step count"""
     lr: float = 5e-4
+    """peak learning rate (after warm-up)"""
     warmup_steps: int = 10_000
-    warmup_fraction: float | None = None  # warm-up as this share of the run (steps or budget), instead of warmup_steps
-    weight_decay: float = 0.01  # not applied to LayerNorm weights or biases
+    """linear warm-up steps (when warmup_fraction is not set)"""
+    warmup_fraction: float | None = None
+    """warm-up as this share of the run (steps or budget), instead of warmup_steps"""
+    weight_decay: float = 0.01
+    """not applied to LayerNorm weights or biases"""
     adam_beta1: float = 0.9
+    """AdamW beta1"""
     adam_beta2: float = 0.999
+    """AdamW beta2"""
     adam_eps: float = 1e-6
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    """AdamW epsilon"""
+    grad_clip: float = 1.0
+    """max global grad norm; 0 disables"""
     seed: int = 1234
-    device: str = "auto"  # auto: cuda when available
-    precision: str = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs (AMX, AVX512-BF16), else fp32
-    compile: bool = False  # torch.compile the training step's model (fixed shapes)
-    fsdp: bool = False  # shard with FSDP2 instead of DDP on multi-rank runs (for large)
-    peak_tflops: float = 0.0  # device peak for MFU; 0: look the GPU up by name
-    log_every: int = 10  # steps between metric reads (each read syncs the device)
-    eval_every: int = 500  # steps between held-out scores (heldout/ metrics, intrinsic.Probe); 0: never
-    save_every: int = 1000  # steps between checkpoints; the last step always saves
+    """seed of initial weights, masking and data order"""
+    device: str = "auto"
+    """auto: cuda when available"""
+    precision: str = "auto"
+    """auto: bf16 autocast on CUDA and bf16-capable CPUs (AMX, AVX512-BF16), else fp32"""
+    compile: bool = False
+    """torch.compile the training step's model (fixed shapes)"""
+    fsdp: bool = False
+    """shard with FSDP2 instead of DDP on multi-rank runs (for large)"""
+    peak_tflops: float = 0.0
+    """device peak for MFU; 0: look the GPU up by name"""
+    log_every: int = 10
+    """steps between metric reads (each read syncs the device)"""
+    eval_every: int = 500
+    """steps between held-out scores (heldout/ metrics, intrinsic.Probe); 0: never"""
+    save_every: int = 1000
+    """steps between checkpoints; the last step always saves"""
     keep_checkpoints: int = 2
-    init_optimizer: bool = False  # with init_from a run dir of ours: continue its AdamW moments (lr still re-warms)
-    num_workers: int = 1  # data-loader worker processes
+    """checkpoints kept on disk (the oldest are removed)"""
+    init_optimizer: bool = False
+    """with init_from a run dir of ours: continue its AdamW moments (lr still re-warms)"""
+    num_workers: int = 1
+    """data-loader worker processes"""
 
     def __post_init__(self) -> None:
         _require(self.objective in OBJECTIVES, "train.objective", f"must be one of {OBJECTIVES}, got {self.objective!r}")
@@ -181,9 +234,13 @@ class TrackingConfig:
     """Where metrics go: an MLflow tracking URI (local SQLite by default) and experiment."""
 
     tracking_uri: str = "sqlite:///mlflow.db"
+    """MLflow tracking URI (a sqlite:/// file by default)"""
     experiment: str = "electra"
-    run_name: str = ""  # empty: derived from the preset and time
+    """MLflow experiment name"""
+    run_name: str = ""
+    """empty: derived from the preset and time"""
     enabled: bool = True
+    """log to MLflow; false: metrics.jsonl and the plot only"""
 
 
 @dataclass(kw_only=True)
@@ -191,13 +248,21 @@ class PretrainConfig:
     """Everything one pre-training run needs; saved as `config.json` beside its outputs."""
 
     preset: str = "small"
-    data: str = ""  # directory of packed examples (meta.json + shard-*.npy)
-    tokenizer: str = ""  # tokenizer.json or its directory (used to check the vocabulary)
+    """the preset the run started from (tiny, cpu, small, base, large)"""
+    data: str = ""
+    """directory of packed examples (meta.json + shard-*.npy)"""
+    tokenizer: str = ""
+    """tokenizer.json or its directory (used to check the vocabulary)"""
     output_dir: str = "runs/pretrain"
-    init_from: str = ""  # continue from these weights: a run dir or HF ELECTRA dir (hf:NAME online); empty: random init
+    """run directory: checkpoints, metrics.jsonl, summary.json, the exported generator/ and discriminator/"""
+    init_from: str = ""
+    """continue from these weights: a run dir or HF ELECTRA dir (hf:NAME online); empty: random init"""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """the discriminator's (and derived generator's) shape"""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """objective, masking, optimiser and schedule"""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """where metrics go"""
 
     def __post_init__(self) -> None:
         _require(self.train.seq_len <= self.model.max_position_embeddings, "train.seq_len",
@@ -388,39 +453,21 @@ def save(cfg: Any, path: str | Path) -> None:
 
 
 def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(dotted name, type, comment) for every leaf field of a nested config dataclass."""
+    """(dotted name, type, docstring) for every leaf field of a nested config dataclass."""
     out = []
     hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             out.extend(_leaf_fields(tp, f"{prefix}{f.name}."))
         else:
-            out.append((f"{prefix}{f.name}", tp, _FIELD_HELP.get(f"{cls.__name__}.{f.name}", "")))
+            out.append((f"{prefix}{f.name}", tp, docs.get(f.name, "")))
     return out
-
-
-def _field_comments() -> dict[str, str]:
-    """Field help text from the trailing comments in this file: one source of truth."""
-    import inspect
-    import re
-
-    helps: dict[str, str] = {}
-    for cls in (ModelConfig, TrainConfig, TrackingConfig, PretrainConfig):
-        for line in inspect.getsource(cls).splitlines():
-            m = re.match(r"\s+(\w+): [^=]+=[^#]*#\s*(.+)$", line)
-            if m:
-                helps[f"{cls.__name__}.{m.group(1)}"] = m.group(2).strip()
-    return helps
-
-
-_FIELD_HELP: dict[str, str] = {}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig) -> None:
     """One `--a.b` flag per leaf field; values stay strings until `resolve` coerces them."""
-    if not _FIELD_HELP:
-        _FIELD_HELP.update(_field_comments())
     group = parser.add_argument_group("config fields (override the preset and --config file)")
     defaults = small()
     for name, tp, helptext in _leaf_fields(cls):
@@ -429,7 +476,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig
         default = defaults
         for part in name.split("."):
             default = getattr(default, part)
-        metavar = {int: "INT", float: "FLOAT", bool: "BOOL", str: "STR"}.get(tp, "VALUE")
+        kinds = {tp, *typing.get_args(tp)}  # `float | None` -> {float, None}
+        metavar = next((m for t, m in ((bool, "BOOL"), (int, "INT"), (float, "FLOAT"), (str, "STR")) if t in kinds),
+                       "VALUE")
         flags = [f"--{name}"]
         if "." not in name and "_" in name:
             flags.append(f"--{name.replace('_', '-')}")

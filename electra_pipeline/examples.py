@@ -41,6 +41,7 @@ from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus import corpus_row_groups, read_row_group
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.packing import _Encoder, pack_documents
+from electra_pipeline.settings import field_docs
 from electra_pipeline.tokenizer import SPECIAL_IDS, TOKENIZER_FILE, file_sha256, load_tokenizer
 from electra_pipeline.tracking import Tracker
 
@@ -323,6 +324,7 @@ def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesCo
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `electra examples`."""
     d = ExamplesConfig()
+    doc = field_docs(ExamplesConfig)
     p = subparsers.add_parser(
         "examples", help="pack the corpus into fixed-length pre-training rows",
         description="Tokenise a corpus directory (from `electra corpus`) with a trained tokenizer and pack the "
@@ -334,18 +336,17 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True, type=Path, help="corpus directory (Parquet shards + manifest.json)")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory or its tokenizer.json")
     p.add_argument("--out", "-o", required=True, type=Path, help="output examples directory (replaced atomically)")
-    p.add_argument("--seq-len", type=int, default=d.seq_len, help="row length L including [CLS]/[SEP]/[PAD]")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for packing choices and the row shuffle")
-    p.add_argument("--examples-per-shard", type=int, default=d.examples_per_shard, help="rows per .npy shard")
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help=doc["seq_len"])
+    p.add_argument("--seed", type=int, default=d.seed, help=doc["seed"])
+    p.add_argument("--examples-per-shard", type=int, default=d.examples_per_shard, help=doc["examples_per_shard"])
     p.add_argument("--single-segment-prob", type=float, default=d.single_segment_prob,
-                   help="chance that segment A may fill the whole row")
+                   help=doc["single_segment_prob"])
     p.add_argument("--short-seq-prob", type=float, default=d.short_seq_prob,
-                   help="chance of a random target length in [5, L]")
+                   help=doc["short_seq_prob"])
     p.add_argument("--no-sentence-split", action="store_true",
                    help="treat each paragraph (line) as one sentence, exactly like the reference")
     p.add_argument("--holdout-fraction", type=float, default=d.holdout_fraction,
-                   help="share of documents (chosen by a hash of their text) kept out of training and packed into "
-                        "holdout.npy for `electra intrinsic`; 0 keeps none out")
+                   help=doc["holdout_fraction"])
     p.add_argument("--num-proc", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     p.set_defaults(func=_run_cli)

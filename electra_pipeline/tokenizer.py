@@ -28,6 +28,7 @@ from typing import Any
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus import iter_documents
 from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.settings import field_docs
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # id = position
 SPECIAL_IDS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
@@ -294,6 +295,7 @@ def file_sha256(path: Path) -> str:
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `electra tokenizer`."""
     d = TokenizerConfig()
+    doc = field_docs(TokenizerConfig)
     p = subparsers.add_parser(
         "tokenizer", help="train a BERT-style WordPiece vocabulary",
         description="Train a WordPiece tokenizer (BERT normaliser and pre-tokeniser; [PAD]=0 [UNK]=1 [CLS]=2 "
@@ -312,18 +314,18 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         "into the most extra pieces (count x (pieces - 1)); their embeddings start as the mean "
                         "of their pieces'")
     p.add_argument("--out", "-o", required=True, type=Path, help="output tokenizer directory (replaced atomically)")
-    p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="vocabulary size including special tokens")
-    p.add_argument("--min-frequency", type=int, default=d.min_frequency, help="minimum pair frequency for a merge")
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size, help=doc["vocab_size"])
+    p.add_argument("--min-frequency", type=int, default=d.min_frequency, help=doc["min_frequency"])
     p.add_argument("--cased", action="store_true", help="keep case (default: lowercase, as BERT/ELECTRA uncased)")
     accents = p.add_mutually_exclusive_group()
     accents.add_argument("--strip-accents", dest="strip_accents", action="store_const", const=True, default=None,
                          help="remove accents (default: only when lowercasing)")
     accents.add_argument("--keep-accents", dest="strip_accents", action="store_const", const=False,
                          help="keep accents even when lowercasing")
-    p.add_argument("--limit-alphabet", type=int, default=d.limit_alphabet, help="maximum number of single-character tokens")
+    p.add_argument("--limit-alphabet", type=int, default=d.limit_alphabet, help=doc["limit_alphabet"])
     p.add_argument("--max-chars", type=int, default=None, help="train on at most this many characters (default: all)")
     p.add_argument("--model-max-length", type=int, default=d.model_max_length,
-                   help="model_max_length written to tokenizer_config.json")
+                   help=doc["model_max_length"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     p.set_defaults(func=_run_cli)
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.ingest import ingest
+from electra_pipeline.settings import field_docs
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `electra corpus`."""
     d = CorpusConfig()
+    doc = field_docs(CorpusConfig)
     p = subparsers.add_parser(
         "corpus", help="ingest raw text into a cleaned, deduplicated Parquet corpus",
         description="Read text files, JSONL/JSON, CSV, Parquet (files, folders or quoted globs) or a Hugging Face "
@@ -23,13 +25,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="file, folder, quoted glob ('data/**/*.jsonl') or hf:NAME[:CONFIG][@SPLIT]")
     p.add_argument("--out", "-o", required=True, type=Path, help="output corpus directory (replaced atomically)")
-    p.add_argument("--text-field", default=d.text_field, help="field/column with the text in JSONL/JSON/CSV/Parquet/hub records")
-    p.add_argument("--min-line-chars", type=int, default=d.min_line_chars, help="drop paragraphs shorter than this after cleaning")
+    p.add_argument("--text-field", default=d.text_field, help=doc["text_field"])
+    p.add_argument("--min-line-chars", type=int, default=d.min_line_chars, help=doc["min_line_chars"])
     p.add_argument("--no-dedup-documents", action="store_true", help="keep exact duplicate documents")
     p.add_argument("--no-dedup-paragraphs", action="store_true", help="keep exact duplicate paragraphs")
     p.add_argument("--strict", action="store_true", help="fail on undecodable (non-UTF-8) bytes instead of dropping and counting them")
-    p.add_argument("--shard-mb", type=float, default=d.shard_mb, help="MB of text per Parquet shard")
-    p.add_argument("--row-group-mb", type=float, default=d.row_group_mb, help="MB of text per row group (unit of parallel work downstream)")
+    p.add_argument("--shard-mb", type=float, default=d.shard_mb, help=doc["shard_mb"])
+    p.add_argument("--row-group-mb", type=float, default=d.row_group_mb, help=doc["row_group_mb"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     p.set_defaults(func=_run_cli)
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import inspect
 import json
-import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,19 +18,10 @@ from typing import Any
 
 from electra_pipeline import config as config_mod
 from electra_pipeline.errors import ConfigError
+from electra_pipeline.settings import field_docs
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
 _SPECIAL = {"seeds", "model_preset"}  # flags with their own definitions below
-
-
-def _field_help(cls: type) -> dict[str, str]:
-    """Flag help from the trailing field comments of the config class: one source of truth."""
-    helps = {}
-    for line in inspect.getsource(cls).splitlines():
-        m = re.match(r"\s+(\w+): [^=]+=[^#]*#\s*(.+)$", line)
-        if m:
-            helps[m.group(1)] = m.group(2).strip()
-    return helps
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -59,7 +48,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="electra-finetune", help="MLflow experiment name")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     group = p.add_argument_group("recipe (FinetuneConfig fields; defaults follow the reference settings)")
-    helps = _field_help(FinetuneConfig)
+    helps = field_docs(FinetuneConfig)
     hints = typing.get_type_hints(FinetuneConfig)
     for f in dataclasses.fields(FinetuneConfig):
         if f.name in _SPECIAL:

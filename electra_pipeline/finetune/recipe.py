@@ -37,33 +37,60 @@ def _require(cond: bool, name: str, msg: str) -> None:
 class FinetuneConfig:
     """One fine-tuning recipe; `None` fields resolve per model size or task (REFERENCE.md)."""
 
-    lr: float | None = None  # peak learning rate; None: 1e-4 (small/base), 5e-5 (large)
-    layer_decay: float | None = None  # layer-wise LR decay; None: 0.8 (0.9 large); 1.0 disables
-    layer_decay_form: str = "code"  # code: head depth n+2 (reference code); paper: head n+1
-    weight_decay: float = 0.0  # AdamW weight decay on matrices (0 for GLUE in the paper)
-    warmup_fraction: float = 0.1  # share of steps with linear warmup; linear decay to 0 after
-    epochs: int | None = None  # None: the task's (3; RTE and STS-B 10; SQuAD 2)
-    batch_size: int = 32  # training sequences per optimiser step
-    eval_batch_size: int = 128  # sequences per evaluation forward pass
-    max_seq_length: int | None = None  # None: 128 for GLUE, 512 for SQuAD
-    doc_stride: int = 128  # SQuAD: token step between context windows
-    max_query_length: int = 64  # SQuAD: question tokens kept
-    max_answer_length: int = 30  # SQuAD: longest answer span decoded, in tokens
-    n_best_size: int = 20  # SQuAD: span candidates kept per question
-    pooling: str = "cls"  # sequence tasks' head input: cls ([CLS] row, the paper) or mean (of all tokens)
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])  # one run each; the median is reported
-    select: str = "last"  # weights a seed keeps: last epoch (reference) or best dev epoch
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    lr: float | None = None
+    """peak learning rate; None: 1e-4 (small/base), 5e-5 (large)"""
+    layer_decay: float | None = None
+    """layer-wise LR decay; None: 0.8 (0.9 large); 1.0 disables"""
+    layer_decay_form: str = "code"
+    """code: head depth n+2 (reference code); paper: head n+1"""
+    weight_decay: float = 0.0
+    """AdamW weight decay on matrices (0 for GLUE in the paper)"""
+    warmup_fraction: float = 0.1
+    """share of steps with linear warmup; linear decay to 0 after"""
+    epochs: int | None = None
+    """None: the task's (3; RTE and STS-B 10; SQuAD 2)"""
+    batch_size: int = 32
+    """training sequences per optimiser step"""
+    eval_batch_size: int = 128
+    """sequences per evaluation forward pass"""
+    max_seq_length: int | None = None
+    """None: 128 for GLUE, 512 for SQuAD"""
+    doc_stride: int = 128
+    """SQuAD: token step between context windows"""
+    max_query_length: int = 64
+    """SQuAD: question tokens kept"""
+    max_answer_length: int = 30
+    """SQuAD: longest answer span decoded, in tokens"""
+    n_best_size: int = 20
+    """SQuAD: span candidates kept per question"""
+    pooling: str = "cls"
+    """sequence tasks' head input: cls ([CLS] row, the paper) or mean (of all tokens)"""
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    """one run each; the median is reported"""
+    select: str = "last"
+    """weights a seed keeps: last epoch (reference) or best dev epoch"""
+    grad_clip: float = 1.0
+    """max global grad norm; 0 disables"""
     adam_eps: float = 1e-6
-    eval_every_epoch: bool = True  # dev metrics after every epoch (else only after the last)
-    predict_test: bool = True  # write test-set predictions in the leaderboard format
-    max_train_examples: int | None = None  # random subset of train (quick runs, tests); None: all
-    max_eval_examples: int | None = None  # random subset of each dev split; None: all
-    model_preset: str = "small"  # model size when no checkpoint is given (random init baseline)
-    device: str = "auto"  # auto: cuda when available
-    precision: str = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs (AMX, AVX512-BF16), else fp32
-    log_every: int = 50  # optimiser steps between train-loss logs
-    data_seed: int = 0  # seed of the train/dev subsets, fixed across fine-tuning seeds
+    """AdamW epsilon"""
+    eval_every_epoch: bool = True
+    """dev metrics after every epoch (else only after the last)"""
+    predict_test: bool = True
+    """write test-set predictions in the leaderboard format"""
+    max_train_examples: int | None = None
+    """random subset of train (quick runs, tests); None: all"""
+    max_eval_examples: int | None = None
+    """random subset of each dev split; None: all"""
+    model_preset: str = "small"
+    """model size when no checkpoint is given (random init baseline)"""
+    device: str = "auto"
+    """auto: cuda when available"""
+    precision: str = "auto"
+    """auto: bf16 autocast on CUDA and bf16-capable CPUs (AMX, AVX512-BF16), else fp32"""
+    log_every: int = 50
+    """optimiser steps between train-loss logs"""
+    data_seed: int = 0
+    """seed of the train/dev subsets, fixed across fine-tuning seeds"""
 
     def __post_init__(self) -> None:
         if self.lr is not None:
