@@ -499,6 +499,26 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _given(value: Any) -> bool:
+    return value not in (None, "none", "null")
+
+
+def fit_steps(cfg: PretrainConfig, explicit: dict[str, Any]) -> PretrainConfig:
+    """Recipe policy for a step count the user gave (`explicit`: the train fields they set): it
+    replaces the preset's budget, and the checkpoint interval and the warm-up (at most a tenth
+    of the steps) shrink to fit it unless they were given too. Every entry point (the CLI, the
+    flows) resolves through here, so one request trains one way."""
+    if not _given(explicit.get("max_steps")) or any(_given(explicit.get(b)) for b in ("budget_flops", "budget_minutes")):
+        return cfg
+    t = cfg.train
+    train: dict[str, Any] = {"budget_flops": None, "budget_minutes": None}
+    if "save_every" not in explicit:
+        train["save_every"] = min(t.save_every, t.max_steps)
+    if "warmup_steps" not in explicit:
+        train["warmup_steps"] = min(t.warmup_steps, max(1, t.max_steps // 10))
+    return merge(cfg, {"train": train})
+
+
 def resolve(preset_name: str | None, config_file: str | None = None,
             overrides: dict[str, Any] | None = None) -> PretrainConfig:
     """Preset (flag, else the file's `preset`, else small), then file, then flags."""
@@ -510,6 +530,7 @@ def resolve(preset_name: str | None, config_file: str | None = None,
         cfg = merge(cfg, file_data)
     if overrides:
         cfg = merge(cfg, overrides)
+    cfg = fit_steps(cfg, {**(file_data.get("train") or {}), **((overrides or {}).get("train") or {})})
     if cfg.init_from:  # model sizes come from the checkpoint
         from electra_pipeline import warmstart
 

@@ -22,18 +22,14 @@ def pretrain_config(preset: str, overrides: dict[str, Any], *, objective: str | 
     bad value names its field (`train.lr: must be > 0`) before any stage runs."""
     from electra_pipeline import config as config_mod
 
-    cfg = config_mod.resolve(preset, None, dict(overrides))
-    train: dict[str, Any] = {}
+    train: dict[str, Any] = dict(overrides.get("train") or {})
     if objective is not None:
         train["objective"] = objective
-    if max_steps is not None:  # an explicit step count replaces the preset's budget
+    if max_steps is not None:  # an explicit step count: the library's policy replaces the preset's budget
         train["max_steps"] = max_steps
-        train["save_every"] = min(cfg.train.save_every, max_steps)
-        train["warmup_steps"] = min(cfg.train.warmup_steps, max(1, max_steps // 10))
-        train["budget_flops"] = train["budget_minutes"] = None
     if device is not None:
         train["device"] = device
-    return config_mod.merge(cfg, {"train": train}) if train else cfg
+    return config_mod.resolve(preset, None, {**overrides, **({"train": train} if train else {})})
 
 
 def compute_matched_steps(reference: Any, other: Any) -> int:

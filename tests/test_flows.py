@@ -596,3 +596,27 @@ def test_fine_tuning_progress_counts_every_seed(monkeypatch):
     with progress.child("sst2-seed2") as seed:
         seed.log_metrics({"train/loss": 0.4, "progress": 1.0}, step=20)
     assert lines[-1].startswith("100 fine-tuning sst2 (electra), seed 2/2: step 20 (100%)")
+
+
+@pytest.mark.parametrize("preset,flags,overrides", [
+    ("cpu", ["--train.max_steps", "50"], {}),
+    ("small", ["--train.max_steps", "50", "--train.lr", "3e-4"], {"train": {"lr": 3e-4}}),
+    ("cpu", ["--train.max_steps", "400", "--train.warmup_steps", "7"], {"train": {"warmup_steps": 7}}),
+    ("cpu", [], {}),
+])
+def test_the_cli_and_the_flow_resolve_one_request_to_one_config(preset, flags, overrides, capsys) -> None:
+    """`electra pretrain` and the pipeline's pre-training stage go through the library's one
+    resolver: the same request (preset, step count, overrides) gives the same config."""
+    from electra_pipeline import config as config_mod
+    from electra_pipeline.cli import main
+    from flows.pretrain import pretrain_config
+
+    assert main(["pretrain", "--preset", preset, *flags, "--print-config"]) == 0
+    from_cli = json.loads(capsys.readouterr().out)
+    steps = int(flags[flags.index("--train.max_steps") + 1]) if flags else None
+    from_flow = config_mod.to_dict(pretrain_config(preset, overrides, max_steps=steps))
+    assert from_cli == from_flow
+    if steps is not None:  # an explicit step count replaces the budget; warm-up and checkpoints fit in it
+        t = from_cli["train"]
+        assert t["budget_flops"] is None and t["max_steps"] == steps and t["save_every"] <= steps
+        assert t["warmup_steps"] == (7 if "--train.warmup_steps" in flags else min(t["warmup_steps"], steps // 10))
