@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from electra_pipeline import config, intrinsic, optim, runlog, runtime, train
+    from electra_pipeline import config, cpu_paths, intrinsic, optim, runlog, runtime, train
     from electra_pipeline.data import Batch, ExampleShards, micro_batches
     from electra_pipeline.pretrainer import ElectraPretrainer
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config.resolve(args.preset, None, overrides)
     t = cfg.train
     torch.manual_seed(t.seed)
-    model = ElectraPretrainer(cfg.model, t)
+    model = cpu_paths.apply(ElectraPretrainer(cfg.model, t))
     device = torch.device("cpu")
     optimizer = optim.build_optimizer(model, t, device)
     schedule = optim.Schedule.of(t, 1.0)

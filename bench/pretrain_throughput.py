@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from electra_pipeline import config as config_mod
-from electra_pipeline import flops, objectives, optim, runtime, train
+from electra_pipeline import cpu_paths, flops, objectives, optim, runtime, train
 from electra_pipeline.config import ModelConfig, PretrainConfig
 from electra_pipeline.data import Batch, derive_segments
 from electra_pipeline.pretrainer import ElectraPretrainer
@@ -72,7 +72,7 @@ def ours(cfg: PretrainConfig, device: torch.device, amp: torch.dtype | None,
          compile: bool) -> Callable[[Batch], None]:
     """`train.train_step`, the training loop's own step, on our pre-trainer."""
     t = cfg.train
-    model = ElectraPretrainer(cfg.model, t).to(device)
+    model = cpu_paths.apply(ElectraPretrainer(cfg.model, t)).to(device)
     runner = torch.compile(model) if compile else model  # as train.pretrain does
     optimizer = optim.build_optimizer(model, t, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: optim.lr_factor(s, t.warmup_steps, t.max_steps))

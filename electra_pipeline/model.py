@@ -16,43 +16,6 @@ from torch import nn
 from electra_pipeline.config import ModelConfig
 
 
-def _cpu_eager(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout, with a faster mask on the CPU in eager mode.
-
-    PyTorch's CPU dropout draws one Mersenne-Twister number per element through `bernoulli_`
-    (~5 ns an element here: 10-17% of a pre-training step of ELECTRA-Small). Here one 32-bit
-    draw (`random_`, 31 uniform bits) gives two 15-bit lanes, and an element is kept when its
-    lane >= round(p * 2^15): p is rounded to 1/32768 (0.1 -> 0.100006) and survivors are
-    scaled by the exact inverse keep rate, so the expectation is unchanged. Forward + backward
-    is ~2.4x faster than F.dropout. CUDA (fused Philox kernels) and compiled graphs (Inductor's
-    own RNG) keep F.dropout."""
-    if not training or p == 0.0:
-        return x
-    if p >= 1.0 or not _cpu_eager(x):
-        return F.dropout(x, p, training=True)
-    drop = round(p * 32768)
-    bits = torch.empty((x.numel() + 1) // 2, dtype=torch.int32).random_()  # [0, 2^31): low 31 bits
-    lanes = bits.view(torch.int16)[:x.numel()].view(x.shape).bitwise_and_(0x7FFF)  # two 15-bit lanes a draw
-    keep = lanes.ge_(drop).to(x.dtype)  # 1/0, in place: int16 converts as fast as bool does
-    scale = 32768 / (32768 - drop)
-    if x.dtype == torch.float32:
-        return x * keep.mul_(scale)  # one pass forward, one backward
-    # Half precision: a bf16 mask would hold 1/0.9 as 1.109 (-0.16% on every kept activation);
-    # a Python scalar multiplies in fp32 and rounds once, as F.dropout does.
-    return (x * keep).mul_(scale)
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout through `dropout` (same parameters and state dict)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
-
-
 class Embeddings(nn.Module):
     """Token + position + token-type embeddings and LayerNorm: the part generator and
     discriminator share (REFERENCE.md)."""
@@ -63,26 +26,13 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.embedding_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.embedding_size)
         self.LayerNorm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         # input_ids, token_type_ids: (B, T) -> (B, T, E)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
-
-
-def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
-                           p: float) -> torch.Tensor:
-    """SDPA's math path written out, so the attention probabilities go through `dropout`: with
-    dropout on, SDPA on the CPU runs these same matmuls and softmax anyway. (B, nh, T, hd) ->
-    (B, nh, T, hd); attn_mask (B, 1, 1, T) True = attend, or an additive float bias."""
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, nh, T, T)
-    if attn_mask is not None and attn_mask.dtype != torch.bool:
-        scores = scores + attn_mask
-    elif attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
-    return dropout(scores.softmax(-1), p, True) @ v
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -95,8 +45,8 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head attention with one fused QKV matmul and PyTorch's SDPA kernels (training on the
-    CPU: `attention_with_dropout`, for the cheaper dropout masks).
+    """Multi-head attention with one fused QKV matmul and PyTorch's SDPA kernels (`cpu_paths`
+    swaps in a faster dropout for CPU training).
 
     With `relative_attention` = K > 0 each head adds a learned bias per relative distance
     (clipped to +-K) to its scores, initialised to -slope x |distance| (ALiBi's form,
@@ -111,7 +61,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.attention_dropout = cfg.attention_dropout
         self.pre_layer_norm = cfg.pre_layer_norm
         self.max_distance = cfg.relative_attention
@@ -127,6 +77,11 @@ class SelfAttention(nn.Module):
         rel = (pos[None, :] - pos[rows, None]).clamp(-self.max_distance, self.max_distance) + self.max_distance
         return self.relative_bias[:, rel][None]
 
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """PyTorch's SDPA, dropout on the probabilities in training: (B, nh, T, hd) -> (B, nh, T, hd)."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                              dropout_p=self.attention_dropout if self.training else 0.0)
+
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, H = x.shape
         h = self.LayerNorm(x) if self.pre_layer_norm else x
@@ -135,11 +90,7 @@ class SelfAttention(nn.Module):
         if bias is not None:  # one additive float mask: distances, and padding at -inf-ish
             bias = bias.to(q.dtype)
             attn_mask = bias if attn_mask is None else torch.where(attn_mask, bias, torch.finfo(q.dtype).min)
-        if self.training and self.attention_dropout > 0 and _cpu_eager(x):
-            y = attention_with_dropout(q, k, v, attn_mask, self.attention_dropout)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                               dropout_p=self.attention_dropout if self.training else 0.0)
+        y = self.attend(q, k, v, attn_mask)
         y = self.dropout(self.dense(y.transpose(1, 2).reshape(B, T, H)))
         return x + y if self.pre_layer_norm else self.LayerNorm(x + y)  # post-LN: BERT/ELECTRA
 
@@ -150,7 +101,7 @@ class FeedForward(nn.Module):
         self.intermediate = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.output = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.pre_layer_norm = cfg.pre_layer_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -298,7 +249,7 @@ class ClassificationHead(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
     def forward(self, h: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

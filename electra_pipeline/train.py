@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from electra_pipeline import atomic, distributed, flops, hf, intrinsic, optim, runlog, runtime, warmstart
+from electra_pipeline import atomic, cpu_paths, distributed, flops, hf, intrinsic, optim, runlog, runtime, warmstart
 from electra_pipeline import checkpoint as ckpt
 from electra_pipeline import config as config_mod
 from electra_pipeline.config import PretrainConfig
@@ -179,7 +179,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     lineage = {"from": cfg.init_from, "sha256": source.sha256()} if source else {}  # hashed once: weights are large
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    model = ElectraPretrainer(cfg.model, t)
+    model = cpu_paths.apply(ElectraPretrainer(cfg.model, t))
     init: dict[str, Any] = {}
     if source is not None and resume_from is None:  # a resumed run has them in its checkpoint
         extension = warmstart.extension_of(cfg.tokenizer) if cfg.tokenizer else None
@@ -241,7 +241,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             return model, optimizer
         with torch.random.fork_rng(devices=[]):  # building the copy must not move the dropout stream
             return distributed.gather(model, optimizer if with_optimizer else None, world,
-                                      make_model=lambda: ElectraPretrainer(cfg.model, t),
+                                      make_model=lambda: cpu_paths.apply(ElectraPretrainer(cfg.model, t)),
                                       make_optimizer=lambda m: optim.build_optimizer(m, t, torch.device("cpu")))
 
     def save() -> None:

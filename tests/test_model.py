@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from electra_pipeline import config as c
+from electra_pipeline import cpu_paths
+from electra_pipeline.cpu_paths import attention_with_dropout, dropout
 from electra_pipeline.model import (
     Discriminator,
     ElectraForQuestionAnswering,
     ElectraForSequenceClassification,
-    attention_with_dropout,
     count_parameters,
-    dropout,
 )
 from electra_pipeline.pretrainer import ElectraPretrainer
 
@@ -131,3 +131,28 @@ def test_attention_with_dropout_off_equals_sdpa():
     mask[1, ..., 6:] = False
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert torch.allclose(attention_with_dropout(q, k, v, mask, 0.0), want, atol=1e-6)
+
+
+def test_cpu_paths_swap_in_from_outside_with_the_same_weights_and_outputs():
+    """model.py is plain nn.Dropout + SDPA; cpu_paths.apply swaps the fast CPU modules in place:
+    same state dict, same eval outputs, and the training step takes the fast path."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    plain = ElectraPretrainer(c.tiny().model)
+    assert not any(isinstance(m, (cpu_paths.FastDropout, cpu_paths.FastSelfAttention)) for m in plain.modules())
+    ids = torch.randint(5, 100, (2, 16))
+    plain.eval()
+    want = plain.discriminator(ids)
+    state = {k: v.clone() for k, v in plain.state_dict().items()}
+    fast = cpu_paths.apply(plain)
+    assert fast is plain and cpu_paths.apply(fast) is fast  # in place, idempotent
+    assert not any(type(m) is nn.Dropout for m in fast.modules())
+    assert sum(isinstance(m, cpu_paths.FastSelfAttention) for m in fast.modules()) == 2 * c.tiny().model.num_layers
+    assert state.keys() == fast.state_dict().keys()
+    assert torch.equal(fast.discriminator(ids), want)  # eval: dropout off, SDPA as before
+    fast.train()
+    torch.manual_seed(1)
+    a = fast.discriminator(ids)
+    torch.manual_seed(1)
+    assert torch.equal(a, fast.discriminator(ids)) and not torch.equal(a, want)  # the fast masks follow the seed

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from electra_pipeline import atomic, hf, metrics
+from electra_pipeline import atomic, cpu_paths, hf, metrics
 from electra_pipeline import config as config_mod
 from electra_pipeline.atomic import ensure_dir
 from electra_pipeline.baselines import majority_metrics
@@ -196,7 +196,7 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
         with tracker.child(f"{t.name}-seed{seed}") as st:
             st.log_params({"task": t.name, "seed": seed})
             torch.manual_seed(seed)
-            model = build_model(model_cfg, task_meta(t, cfg, {}))
+            model = cpu_paths.apply(build_model(model_cfg, task_meta(t, cfg, {})))
             if encoder_state is None:
                 init_weights(model, model_cfg.initializer_range)
             else:
