@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="cpu", help="pre-training preset of both arms")
     p.add_argument("--mlm-lr", type=float, default=None, help="peak lr of the MLM baseline (default: the preset's)")
     p.add_argument("--quick", action="store_true",
-                   help="the preset's own budget (the README main job's: 2e13 FLOPs for cpu) and one fine-tuning seed")
+                   help="the preset's own budget (the README main job's: 4e13 FLOPs for cpu) and one fine-tuning seed")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="fine-tuning seeds (default 1 2 3; quick: 1)")
     p.add_argument("--max-train-examples", type=int, default=4000, help="fine-tuning examples per task")
     p.add_argument("--finetune-lr", type=float, default=5e-4,

@@ -299,7 +299,7 @@ def cpu() -> PretrainConfig:
                           embedding_size=128, max_position_embeddings=128, generator_fraction=1.0,
                           generator_layers=1, share_encoder=True, dropout=0.0, attention_dropout=0.0,
                           pre_layer_norm=True, relative_attention=64),
-        train=TrainConfig(seq_len=128, batch_size=16, max_steps=1_000_000, budget_flops=2e13, lr=1e-3,
+        train=TrainConfig(seq_len=128, batch_size=16, max_steps=1_000_000, budget_flops=4e13, lr=1e-3,
                           warmup_fraction=0.06, disc_weight=10.0, log_every=20, save_every=1000),
     )
 

@@ -137,7 +137,7 @@ def plan(params: PipelineParams) -> Plan:
 
 def parent_run_name(p: Plan) -> str:
     """What the parent MLflow run is: preset, objectives, budget, start time
-    (e.g. `pipeline-cpu-electra+mlm-2e13flops-1412`)."""
+    (e.g. `pipeline-cpu-electra+mlm-4e13flops-1412`)."""
     t = p.pretrain[p.params.objectives[0]].train
     budget = (f"{t.budget_flops:.2g}flops".replace("+", "") if t.budget_flops is not None else
               f"{t.budget_minutes:g}min" if t.budget_minutes is not None else f"{t.max_steps}steps")

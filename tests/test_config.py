@@ -73,7 +73,7 @@ def test_cli_flags_cover_every_field():
 
 def test_cpu_preset_budgets_replace_each_other_and_none_clears_one():
     cfg = c.resolve("cpu", None, {})
-    assert cfg.train.budget_flops == 2e13 and cfg.train.budget_minutes is None
+    assert cfg.train.budget_flops == 4e13 and cfg.train.budget_minutes is None
     assert cfg.model.pre_layer_norm and cfg.model.relative_attention == 64 and cfg.model.dropout == 0.0
     by_clock = c.resolve("cpu", None, {"train": {"budget_minutes": "60"}})
     assert by_clock.train.budget_minutes == 60.0 and by_clock.train.budget_flops is None

@@ -549,8 +549,8 @@ def test_a_budgeted_preset_keeps_its_budget_through_the_pipeline() -> None:
     from flows.pretrain import pretrain_config
 
     cfg = pretrain_config("cpu", {})
-    assert _explicit_steps(cfg) is None and cfg.train.budget_flops == 2e13
-    assert pretrain_config("cpu", {}, max_steps=_explicit_steps(cfg)).train.budget_flops == 2e13
+    assert _explicit_steps(cfg) is None and cfg.train.budget_flops == 4e13
+    assert pretrain_config("cpu", {}, max_steps=_explicit_steps(cfg)).train.budget_flops == 4e13
     assert _explicit_steps(pretrain_config("tiny", {})) == 300
 
 
