@@ -67,12 +67,23 @@ def staged_dir(out_dir: Path, marker: str) -> Iterator[Path]:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write a file whole or not at all: a temp sibling, fsync, rename, fsync the directory."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def copy_file(src: str | Path, dst: str | Path) -> Path:
+    """Copy `src` to `dst` whole or not at all (as `write_bytes`)."""
+    return write_bytes(dst, Path(src).read_bytes())
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write a file whole or not at all: a temp sibling, fsync, rename, fsync the directory; the
+    file gets the mode the umask allows."""
     path = Path(path)
     ensure_dir(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)

@@ -445,11 +445,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
 
 def save(cfg: Any, path: str | Path) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(p)
+    from electra_pipeline import atomic
+
+    atomic.write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=False) + "\n")
 
 
 def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from electra_pipeline import atomic
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError, PipelineError
 from electra_pipeline.modelcard import onnx_card
@@ -405,5 +406,5 @@ def _write_metadata(d: Path, src: _Source, report: ExportReport, names: tuple[st
         "source": str(src.model_dir.resolve()),
         "versions": _versions(),
     }
-    (d / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic.write_text(d / "metadata.json", json.dumps(meta, indent=2) + "\n")
     return meta

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from electra_pipeline import modelcard
+from electra_pipeline import atomic, modelcard
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
@@ -243,10 +242,10 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spec
 def copy_tokenizer(src: Path, dst: Path) -> None:
     """The tokenizer files beside a tokenizer.json (or in its directory) into `dst`."""
     src_dir = src if src.is_dir() else src.parent
-    shutil.copyfile(src / "tokenizer.json" if src.is_dir() else src, dst / "tokenizer.json")
+    atomic.copy_file(src / "tokenizer.json" if src.is_dir() else src, dst / "tokenizer.json")
     for name in TOKENIZER_FILES[1:]:
         if (src_dir / name).is_file():
-            shutil.copyfile(src_dir / name, dst / name)
+            atomic.copy_file(src_dir / name, dst / name)
 
 
 def read_hf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from electra_pipeline import atomic
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.model import Discriminator, Generator, init_weights
 from electra_pipeline.tokenizer import SPECIAL_IDS
@@ -351,11 +352,7 @@ def verdict(result: dict[str, Any], margin: float = 0.02) -> str:
 
 
 def save(result: dict[str, Any], out_dir: str | Path) -> Path:
-    path = Path(out_dir) / INTRINSIC_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic.write_text(Path(out_dir) / INTRINSIC_FILE, json.dumps(result, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- inputs

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from electra_pipeline import atomic
+
 
 def rtd_over_prior(row: dict[str, float]) -> float | None:
     """RTD loss over H(p), the loss of always predicting the replaced fraction p: ~1 means the
@@ -77,9 +79,7 @@ def trim_metrics(metrics_file: Path, upto_step: int) -> float:
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), (int, float)) and 0 < row["step"] <= upto_step:
             kept.append(line)
-    tmp = metrics_file.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    tmp.replace(metrics_file)
+    atomic.write_text(metrics_file, "".join(f"{line}\n" for line in kept))
     return float(json.loads(kept[-1]).get("throughput/device_hours", 0.0)) if kept else 0.0
 
 

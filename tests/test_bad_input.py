@@ -113,6 +113,31 @@ def test_outputs_are_readable_and_a_killed_builds_leftovers_go(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")) == [alive.name]
 
 
+def test_single_files_are_written_whole_readable_and_without_leftovers(tmp_path: Path):
+    """atomic.write_text / copy_file (summaries, results, tokenizer copies): the new content
+    or the old one, mode from the umask, no temporary sibling left; a failed copy leaves the
+    previous file as it was."""
+    import os
+
+    from electra_pipeline import atomic
+
+    (tmp_path / "results.json").write_text("old")
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "results.json", '{"new": 1}')
+        (tmp_path / "src.json").write_text("tokenizer")
+        atomic.copy_file(tmp_path / "src.json", tmp_path / "run" / "tokenizer.json")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.json").read_text() == '{"new": 1}'
+    assert (tmp_path / "run" / "tokenizer.json").read_text() == "tokenizer"
+    assert oct((tmp_path / "run" / "tokenizer.json").stat().st_mode & 0o777) == "0o644"
+    with pytest.raises(FileNotFoundError):
+        atomic.copy_file(tmp_path / "missing.json", tmp_path / "results.json")
+    assert (tmp_path / "results.json").read_text() == '{"new": 1}'
+    assert sorted(p.name for p in tmp_path.rglob(".*")) == []
+
+
 @pytest.mark.parametrize("name", ["noise.txt", "noise.jsonl", "noise.csv", "noise.txt.gz"])
 def test_binary_sources_are_refused_by_ingestion(tmp_path: Path, name: str):
     """Random bytes under a text extension: one line naming the file, nothing written."""

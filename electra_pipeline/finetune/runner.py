@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import shutil
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -307,8 +306,8 @@ def evaluate(tasks: list[str] | None, checkpoint: str | Path | None, tokenizer: 
     score = metrics.glue_score({n: r.metrics for n, r in results.items()})
     table = format_table(results, score)
     table_md, table_json = out / "results.md", out / "results.json"
-    table_md.write_text(table)
-    table_json.write_text(json.dumps({
+    atomic.write_text(table_md, table)
+    atomic.write_text(table_json, json.dumps({
         "checkpoint": str(checkpoint) if checkpoint else None, "glue_score": score,
         "tasks": {n: {"metrics": r.metrics, "score": task_score(get_task(n), r.metrics), "best_seed": r.best_seed,
                       "seeds": {str(s): m for s, m in r.seed_metrics.items()}, "model_dir": str(r.model_dir)}
@@ -319,7 +318,7 @@ def evaluate(tasks: list[str] | None, checkpoint: str | Path | None, tokenizer: 
         submission_dir.mkdir(parents=True, exist_ok=True)
         for r in results.values():
             for path in r.submission.values():
-                shutil.copyfile(path, submission_dir / path.name)
+                atomic.copy_file(path, submission_dir / path.name)
     tracker.log_metrics({"glue/score": score} | {f"{n}/score": task_score(get_task(n), r.metrics)
                                                  for n, r in results.items()}, step=0)
     for p in (table_md, table_json):
