@@ -86,7 +86,7 @@ def trim_metrics(metrics_file: Path, upto_step: int) -> float:
 PLOT_TITLES = {"loss/gen": "generator MLM loss", "loss/disc": "discriminator RTD loss",
                "disc/loss_over_prior": "RTD loss / prior (1 = learned nothing)",
                "gen/accuracy": "generator accuracy (hidden positions)", "disc/accuracy": "discriminator accuracy",
-               "heldout/unigram_auc": "held-out RTD ROC-AUC, unigram replacements (0.5 = chance)",
+               "heldout/unigram_auc": "held-out RTD ROC-AUC (unigram replacements)",
                "heldout/masked_accuracy": "held-out masked-token accuracy", "lr": "learning rate"}
 
 
