@@ -296,6 +296,14 @@ _extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])
                                   Route("/playground", _playground, methods=["GET"])])
 
 
+DOWNLOADS: list[str] = []  # temporary directories holding registry downloads of this process
+
+
+def remove_downloads() -> None:
+    while DOWNLOADS:
+        shutil.rmtree(DOWNLOADS.pop(), ignore_errors=True)
+
+
 def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
     """(local export directory, where it came from): ELECTRA_MODEL_DIR, else ELECTRA_MODEL_URI,
     else an export baked into the Bento at serving/model (see bentofile.yaml)."""
@@ -305,7 +313,8 @@ def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
         return Path(env["ELECTRA_MODEL_DIR"]), env["ELECTRA_MODEL_DIR"]
     if env.get("ELECTRA_MODEL_URI"):
         dst = tempfile.mkdtemp(prefix="electra-model-")
-        atexit.register(shutil.rmtree, dst, ignore_errors=True)  # the download lives as long as the worker
+        DOWNLOADS.append(dst)  # the download lives as long as the worker: see `remove_downloads`
+        atexit.register(remove_downloads)
         return download_model(env["ELECTRA_MODEL_URI"], dst), env["ELECTRA_MODEL_URI"]
     if (BAKED_MODEL_DIR / "metadata.json").is_file():
         return BAKED_MODEL_DIR, str(BAKED_MODEL_DIR)
@@ -358,6 +367,12 @@ class ElectraService:
         if os.environ.get("ELECTRA_QUANTIZED") == "1" and "int8" not in meta.get("files", {}):
             raise DataError(f"{model_dir}: ELECTRA_QUANTIZED=1 but the export has no int8 model "
                             "(export with --quantize)")
+
+    @bentoml.on_shutdown
+    def remove_downloads(self) -> None:
+        """A registry model was downloaded for this worker: remove it when the server stops (a
+        worker stopped by a signal runs no atexit handlers)."""
+        remove_downloads()
 
     def __is_ready__(self) -> bool:
         return self.predictor is not None

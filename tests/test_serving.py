@@ -318,14 +318,33 @@ def test_openapi_describes_the_service_and_its_model(env: dict, server: str, ser
 
 
 def test_unknown_registry_alias_stops_serve_at_once(env: dict, tmp_path: Path) -> None:
-    """A wrong alias exits `bentoml serve` before any worker starts (no restart loop)."""
-    bad = {**env["registry"], "ELECTRA_MODEL_URI": "models:/electra-qa-test@nope"}
+    """A wrong alias exits `bentoml serve` before any worker starts (no restart loop), leaving
+    no download directory behind."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    bad = {**env["registry"], "ELECTRA_MODEL_URI": "models:/electra-qa-test@nope", "TMPDIR": str(tmp)}
     s = Server(bad, tmp_path / "alias.log")
     try:
         assert s.proc.wait(timeout=60) != 0
     finally:
         s.stop()
     assert "models:/electra-qa-test@nope: not in the MLflow registry" in (tmp_path / "alias.log").read_text()
+    assert list(tmp.glob("electra-model-*")) == []
+
+
+def test_a_registry_download_lives_as_long_as_the_server(env: dict, tmp_path: Path) -> None:
+    """models:/NAME@ALIAS is downloaded into a temporary directory while the server runs and
+    removed when it stops."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    s = Server({**env["registry"], "TMPDIR": str(tmp)}, tmp_path / "download.log")
+    try:
+        s.wait_ready()
+        held = list(tmp.glob("electra-model-*"))
+        assert held and any(held[0].rglob("metadata.json"))
+    finally:
+        s.stop()
+    assert list(tmp.glob("electra-model-*")) == [], (tmp_path / "download.log").read_text()[-2000:]
 
 
 def test_missing_model_stops_serve_with_clear_error(tmp_path: Path) -> None:
