@@ -184,7 +184,7 @@ def evaluate(
                 wait(list(base_futures.values()))
                 base = {n: f.result() for n, f in base_futures.items() if f.state.is_completed()}
                 add_baselines_to_cards(results, base)
-        summary = summarize(results, failed, label, out, base)
+        summary = summarize(results, failed, label, out, base, checkpoint)
         run.log_metrics({f"{n}/score": r["score"] for n, r in results.items()}
                         | ({"glue/score": summary["glue_score"]} if summary["glue_score"] is not None else {})
                         | baseline_metrics(summary))
@@ -212,23 +212,22 @@ def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any]) -> Non
 
 
 def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: Path,
-              base: dict[str, Any] | None = None) -> dict[str, Any]:
+              base: dict[str, Any] | None = None, checkpoint: str | None = None) -> dict[str, Any]:
     """results.json, results.md and the bar chart for one model's evaluation, with the random-init
     and majority-class baselines beside it when `base` holds them."""
-    from electra_pipeline import baselines, metrics
+    from electra_pipeline import baselines
+    from electra_pipeline import results as results_file
 
-    glue = {n: r["metrics"] for n, r in results.items() if n in metrics.GLUE_SCORE_METRICS}
-    score = metrics.glue_score(glue) if glue else None
-    score = None if score is None or score != score else score  # NaN: only WNLI / SQuAD ran
-    summary: dict[str, Any] = {"label": label, "tasks": results, "failed": failed, "glue_score": score}
+    comparison = None
     if base:
         random_init = {n: b["random_init"] for n, b in base.items()}
         majority = {n: b["majority"] for n, b in base.items()}
-        summary["baselines"] = {"random_init": random_init, "majority": majority,
-                                "comparison": baselines.compare(results, random_init, majority)}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
-    (out / "results.md").write_text(task_table({label: summary}) + "\n")
+        comparison = {"random_init": random_init, "majority": majority,
+                      "comparison": baselines.compare(results, random_init, majority)}
+    draft = {"label": label, "tasks": results, "failed": failed, "glue_score": results_file.glue_score(results),
+             **({"baselines": comparison} if comparison else {})}
+    summary = results_file.write(out, results, task_table({label: draft}), label=label, checkpoint=checkpoint,
+                                 failed=failed, baselines=comparison)
     if results:
         glue_chart({label: summary}, out / "glue_scores.png")
     return summary

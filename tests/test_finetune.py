@@ -210,6 +210,9 @@ def test_evaluate_writes_table_submission_and_reloadable_models(assets, tmp_path
     table = res.table_md.read_text()
     assert "| sst2 |" in table and "| stsb |" in table and "**GLUE**" in table
     data = json.loads(res.table_json.read_text())
+    # the one results schema (electra_pipeline.results), shared with the pipeline's evaluate flow
+    assert set(data) == {"label", "checkpoint", "glue_score", "tasks", "failed"}
+    assert {"metrics", "score", "seeds", "model_dir"} <= set(data["tasks"]["sst2"])
     stsb = data["tasks"]["stsb"]["metrics"]
     assert data["glue_score"] == pytest.approx((data["tasks"]["sst2"]["metrics"]["accuracy"]
                                                 + (stsb["pearson"] + stsb["spearman"]) / 2) / 2)

@@ -224,6 +224,9 @@ def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) 
         assert (run_dir / name).is_file(), name
     # Every results table carries its baselines: random init (same config, recipe, seeds) and majority class.
     results = json.loads((run_dir / "results.json").read_text())
+    per_model = json.loads((run_dir / "evaluate" / "electra" / "results.json").read_text())
+    assert {"label", "checkpoint", "glue_score", "tasks", "failed", "baselines"} <= set(per_model)  # electra_pipeline.results
+    assert {"metrics", "score", "seeds", "model_dir"} <= set(per_model["tasks"]["sst2"])
     for objective in ("electra", "mlm"):
         base = results["summaries"][objective]["baselines"]
         assert base["random_init"]["sst2"]["score"] >= 0 and base["majority"]["sst2"]["accuracy"] > 40

@@ -27,6 +27,7 @@ from tokenizers import Tokenizer
 
 from electra_pipeline import atomic, cpu_paths, hf, metrics
 from electra_pipeline import config as config_mod
+from electra_pipeline import results as results_file
 from electra_pipeline.atomic import ensure_dir
 from electra_pipeline.baselines import majority_metrics
 from electra_pipeline.config import ModelConfig
@@ -304,14 +305,12 @@ def evaluate(tasks: list[str] | None, checkpoint: str | Path | None, tokenizer: 
             results[name] = finetune(name, checkpoint, tokenizer, data_dir, out / name, cfg, tracker=tt,
                                      progress=progress)
     score = metrics.glue_score({n: r.metrics for n, r in results.items()})
-    table = format_table(results, score)
-    table_md, table_json = out / "results.md", out / "results.json"
-    atomic.write_text(table_md, table)
-    atomic.write_text(table_json, json.dumps({
-        "checkpoint": str(checkpoint) if checkpoint else None, "glue_score": score,
-        "tasks": {n: {"metrics": r.metrics, "score": task_score(get_task(n), r.metrics), "best_seed": r.best_seed,
-                      "seeds": {str(s): m for s, m in r.seed_metrics.items()}, "model_dir": str(r.model_dir)}
-                  for n, r in results.items()}}, indent=2) + "\n")
+    table_md, table_json = out / results_file.RESULTS_MD, out / results_file.RESULTS_JSON
+    results_file.write(out, {n: {"metrics": r.metrics, "score": task_score(get_task(n), r.metrics),
+                                 "best_seed": r.best_seed, "seeds": {str(s): m for s, m in r.seed_metrics.items()},
+                                 "model_dir": str(r.model_dir)} for n, r in results.items()},
+                       format_table(results, score), label=str(checkpoint) if checkpoint else "random init",
+                       checkpoint=checkpoint)
     submission_dir = None
     if any(r.submission for r in results.values()):
         submission_dir = out / "submission"
