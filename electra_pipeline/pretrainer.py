@@ -6,11 +6,14 @@ weighted loss), so DDP and torch.compile can wrap a single module.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from electra_pipeline import objectives
 from electra_pipeline.config import ModelConfig, TrainConfig
+from electra_pipeline.data import Batch
 from electra_pipeline.model import Discriminator, Generator, init_weights
 
 
@@ -42,14 +45,13 @@ class ElectraPretrainer(nn.Module):
             self.generator = Generator(cfg)
         init_weights(self, cfg.initializer_range)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
-                masked_ids: torch.Tensor, positions: torch.Tensor, original: torch.Tensor,
-                weights: torch.Tensor, rng: torch.Generator | None = None, *,
-                pad_free: bool = False) -> objectives.StepOutput:
-        """All (B, T) or (B, P) tensors; see `objectives.Masked` for the masked fields.
-        `pad_free`: no row is padded (the trainer checks on the host), so no attention mask."""
-        batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
-        masked = objectives.Masked(input_ids=masked_ids, positions=positions, original=original, weights=weights)
+    def forward(self, batch: Batch | Mapping[str, torch.Tensor], masked: objectives.Masked,
+                rng: torch.Generator | None = None, *, pad_free: bool = False) -> objectives.StepOutput:
+        """One joint step's losses: `batch` holds the (B, T) input_ids, token_type_ids and
+        attention_mask, `masked` what `mask` chose. `pad_free`: no row is padded (the trainer
+        checks on the host), so no attention mask."""
+        if isinstance(batch, Batch):
+            batch = batch.as_dict()
         t = self.train_cfg
         if self.discriminator is None:
             return objectives.mlm_step(self.generator, batch, masked, pad_free=pad_free)

@@ -67,8 +67,7 @@ def train_step(runner: nn.Module, model: ElectraPretrainer, optimizer: torch.opt
         cast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
         with sync:
             with cast:
-                result = runner(mb.input_ids, mb.token_type_ids, mb.attention_mask, masked.input_ids,
-                                masked.positions, masked.original, masked.weights, rng, pad_free=pad_free)
+                result = runner(mb, masked, rng, pad_free=pad_free)
             (result.loss / len(micro)).backward()  # outside autocast, as torch recommends
         for k, v in result.metrics.items():
             sums[k] = sums[k] + v.float() / len(micro) if k in sums else v.float() / len(micro)

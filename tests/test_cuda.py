@@ -36,8 +36,7 @@ def test_bf16_training_step_lowers_the_loss_on_cuda(compile_):
         m = objectives.mask_tokens(batch["input_ids"], batch["attention_mask"], special, mask_id=4,
                                    vocab_size=cfg.model.vocab_size, mask_prob=0.15, max_predictions=t.max_predictions)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = runner(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], m.input_ids,
-                         m.positions, m.original, m.weights, pad_free=True)
+            out = runner(batch, m, pad_free=True)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -121,8 +121,7 @@ def test_first_step_losses_equal_loading_the_weights_directly(source: Path) -> N
     losses = []
     for m in (model, direct):
         masked = m.mask(batch, torch.arange(5), 4, torch.Generator().manual_seed(7))
-        out = m(*batch.values(), masked.input_ids, masked.positions, masked.original, masked.weights,
-                torch.Generator().manual_seed(8))
+        out = m(batch, masked, torch.Generator().manual_seed(8))
         losses.append((float(out.metrics["loss/gen"]), float(out.metrics["loss/disc"])))
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
     assert isinstance(out, objectives.StepOutput)
