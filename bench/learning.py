@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flops", type=float, default=None,
                    help="a training-FLOPs budget per arm instead of minutes: what a run trains then does not depend "
                         "on the machine's load (`minutes` still names the run)")
-    p.add_argument("--objective", choices=("electra", "mlm"), default="electra", help="the recipe under test")
+    p.add_argument("--objective", choices=("electra", "electra_15", "mlm"), default="electra", help="the recipe under test")
     p.add_argument("--preset", default="cpu", help="pre-training preset of both arms")
     p.add_argument("--mlm-lr", type=float, default=None, help="peak lr of the MLM baseline (default: the preset's)")
     p.add_argument("--quick", action="store_true",
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = pretrain_arms(args, examples, tokenizer)
     scores = {o: intrinsic(r) for o, r in runs.items()}
     main_run = runs[args.objective]
-    encoder = main_run / ("discriminator" if args.objective == "electra" else "generator")
+    encoder = main_run / ("discriminator" if args.objective != "mlm" else "generator")
     encoders = {args.objective: encoder, "random_init": baselines.random_init_checkpoint(encoder, args.work / "baselines")}
     if "mlm" in runs and args.objective != "mlm":
         encoders["mlm"] = runs["mlm"] / "generator"

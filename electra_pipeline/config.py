@@ -112,7 +112,7 @@ class ModelConfig:
                                    generator_fraction=1.0, generator_layers=0, share_encoder=False)
 
 
-OBJECTIVES = ("electra", "mlm")
+OBJECTIVES = ("electra", "electra_15", "mlm")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -122,7 +122,8 @@ class TrainConfig:
     """Joint pre-training: objective, masking, optimiser, schedule, and where outputs go."""
 
     objective: str = "electra"
-    """electra (generator + discriminator) or mlm (BERT baseline)"""
+    """electra (generator + discriminator), electra_15 (the paper's ablation: the discriminator's loss
+    only on the masked positions) or mlm (BERT baseline)"""
     mask_prob: float = 0.15
     """fraction of tokens chosen for prediction"""
     mask_token_prob: float = 0.85

@@ -169,7 +169,7 @@ def model_card(kind: str, cfg: dict, summary: dict) -> str:
     trained and at what compute, what it started from, and what it is (not) for."""
     m, t, c = cfg["model"], cfg["train"], summary["compute"]
     role = {"discriminator": "the ELECTRA discriminator (replaced-token detection); the encoder to fine-tune",
-            "generator": "the masked-LM generator" if t["objective"] == "electra" else
+            "generator": "the masked-LM generator" if t["objective"] != "mlm" else
                          "the BERT-style masked-LM model (the MLM baseline); the encoder to fine-tune"}[kind]
     init = summary.get("init")
     custom = m.get("pre_layer_norm") or m.get("relative_attention")  # transformers' ELECTRA has neither
@@ -195,7 +195,7 @@ def model_card(kind: str, cfg: dict, summary: dict) -> str:
         f"({c['tokens'] / 1e6:.1f}M tokens)",
         f"- recipe: mask_prob {t.get('mask_prob')}"
         + (f", disc_weight {t.get('disc_weight')}, generator_fraction {m.get('generator_fraction')}"
-           if t["objective"] == "electra" else "")
+           if t["objective"] != "mlm" else "")
         + f"; AdamW lr {t.get('lr')}, weight decay {t.get('weight_decay')}, "
         + (f"warm-up {t['warmup_fraction']:.0%} of the run" if t.get("warmup_fraction") is not None
            else f"{t.get('warmup_steps')} warm-up steps")

@@ -144,9 +144,14 @@ class StepOutput:
 def electra_step(generator: Generator, discriminator: Discriminator, batch: dict[str, torch.Tensor],
                  masked: Masked, *,
                  gen_weight: float = 1.0, disc_weight: float = 50.0, temperature: float = 1.0,
-                 rng: torch.Generator | None = None, pad_free: bool = False) -> StepOutput:
+                 rng: torch.Generator | None = None, pad_free: bool = False,
+                 rtd_masked_only: bool = False) -> StepOutput:
     """One joint forward: generator fills the masks, samples replace them (no gradient through
     sampling), the discriminator labels every token; loss = gen_weight x MLM + disc_weight x RTD.
+
+    `rtd_masked_only`: the paper's "ELECTRA 15%" ablation (Clark et al. 2020, section 3.2): the
+    discriminator still reads every token, but its loss comes only from the masked positions,
+    which isolates how much ELECTRA gains from learning on all tokens.
 
     `pad_free`: the caller knows no row is padded, so the encoders run without an attention mask
     (flash attention on CUDA); the losses still weight by `attention_mask`."""
@@ -157,7 +162,11 @@ def electra_step(generator: Generator, discriminator: Discriminator, batch: dict
     sampled = sample_tokens(gen_logits, temperature, rng)  # (B, P), no grad
     fake_ids, labels = replace_tokens(masked, sampled, ids)
     disc_logits = discriminator(fake_ids, tt, enc_mask)  # (B, T)
-    disc_loss = rtd_loss(disc_logits, labels, am)
+    if rtd_masked_only:
+        disc_loss = rtd_loss(disc_logits.gather(1, masked.positions), labels.gather(1, masked.positions),
+                             masked.weights)
+    else:
+        disc_loss = rtd_loss(disc_logits, labels, am)
     loss = gen_weight * gen_loss + disc_weight * disc_loss
     with torch.no_grad():
         gen_acc = hidden_accuracy(gen_logits, masked)

@@ -18,7 +18,7 @@ from electra_pipeline.model import Discriminator, Generator, init_weights
 
 
 class ElectraPretrainer(nn.Module):
-    """For `objective = electra` a generator (the `generator()` sizes of cfg) and a discriminator
+    """For `objective = electra` (and `electra_15`) a generator (the `generator()` sizes of cfg) and a discriminator
     share `Embeddings` (one storage). For `objective = mlm` (the BERT baseline) one
     discriminator-sized MLM model is trained alone and `discriminator` is None."""
 
@@ -26,7 +26,7 @@ class ElectraPretrainer(nn.Module):
         super().__init__()
         self.config = cfg
         self.train_cfg = train or TrainConfig()
-        if self.train_cfg.objective == "electra":
+        if self.train_cfg.objective != "mlm":
             self.discriminator: Discriminator | None = Discriminator(cfg)
             self.generator = Generator(cfg.generator(), self.discriminator.electra.embeddings)
             if cfg.share_encoder:
@@ -57,7 +57,8 @@ class ElectraPretrainer(nn.Module):
             return objectives.mlm_step(self.generator, batch, masked, pad_free=pad_free)
         return objectives.electra_step(self.generator, self.discriminator, batch, masked,
                                        gen_weight=t.gen_weight, disc_weight=t.disc_weight,
-                                       temperature=t.temperature, rng=rng, pad_free=pad_free)
+                                       temperature=t.temperature, rng=rng, pad_free=pad_free,
+                                       rtd_masked_only=t.objective == "electra_15")
 
     def mask(self, batch: dict[str, torch.Tensor], special_ids: torch.Tensor, mask_id: int,
              rng: torch.Generator | None = None) -> objectives.Masked:

@@ -201,7 +201,7 @@ def adopt_architecture(cfg: PretrainConfig, explicit: dict[str, Any]) -> Pretrai
             raise ConfigError(f"model.{name}: {getattr(cfg.model, name)} contradicts the checkpoint "
                               f"{cfg.init_from} ({name} {value}); drop the flag")
         changes[name] = value
-    if source.discriminator is not None and source.generator is not None and cfg.train.objective == "electra":
+    if source.discriminator is not None and source.generator is not None and cfg.train.objective != "mlm":
         gen = hf.from_hf_config(_read_json(source.generator / "config.json"), str(source.generator / "config.json"))
         fraction = gen.hidden_size / theirs.hidden_size
         if "generator_fraction" in explicit and cfg.model.generator_fraction != fraction:

@@ -140,17 +140,56 @@ def test_electra_step_weights_losses_and_blocks_gradient_through_sampling():
     ids, am = batch(B=4, T=64, pad_from=60)
     tt = torch.zeros_like(ids)
     m = model.mask({"input_ids": ids, "attention_mask": am}, SPECIAL, MASK, torch.Generator().manual_seed(0))
-    out = model(ids, tt, am, m.input_ids, m.positions, m.original, m.weights, torch.Generator().manual_seed(0))
+    b = {"input_ids": ids, "token_type_ids": tt, "attention_mask": am}
+    out = model(b, m, torch.Generator().manual_seed(0))
     assert torch.allclose(out.loss, out.metrics["loss/gen"] + 50.0 * out.metrics["loss/disc"])
 
     # With the MLM term off, no gradient may reach generator-only weights through the samples.
     rtd_only = ElectraPretrainer(dataclasses.replace(cfg.model, vocab_size=V), dataclasses.replace(cfg.train, gen_weight=0.0))
     rtd_only.load_state_dict(model.state_dict())
-    rtd_only(ids, tt, am, m.input_ids, m.positions, m.original, m.weights, torch.Generator().manual_seed(0)).loss.backward()
+    rtd_only(b, m, torch.Generator().manual_seed(0)).loss.backward()
     gen_only = [p for n, p in rtd_only.generator.named_parameters() if not n.startswith("electra.embeddings.")]
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in gen_only)
     shared = rtd_only.discriminator.electra.embeddings.word_embeddings.weight
     assert shared.grad is not None and shared.grad.abs().max() > 0
+
+
+def test_electra_15_scores_the_discriminator_on_the_masked_positions_only():
+    """The paper's "ELECTRA 15%" ablation: same generator, same replacements, but the RTD loss is
+    the mean BCE over the masked positions; a change of the discriminator's logit anywhere
+    else moves nothing."""
+    logits = torch.randn(2, 8)
+    labels = torch.zeros(2, 8)
+    labels[0, 3] = 1.0
+    masked = o.Masked(input_ids=torch.zeros(2, 8, dtype=torch.long), positions=torch.tensor([[3, 5], [1, 0]]),
+                      original=torch.zeros(2, 2, dtype=torch.long), weights=torch.tensor([[1.0, 1.0], [1.0, 0.0]]))
+    at = lambda lg: o.rtd_loss(lg.gather(1, masked.positions), labels.gather(1, masked.positions),  # noqa: E731
+                               masked.weights)
+    want = sum(float(torch.nn.functional.binary_cross_entropy_with_logits(logits[b, t], labels[b, t]))
+               for b, t in ((0, 3), (0, 5), (1, 1))) / 3
+    assert float(at(logits)) == pytest.approx(want, rel=1e-6)
+    elsewhere = logits.clone()
+    elsewhere[0, 0] += 5.0
+    elsewhere[1, 0] += 5.0  # a padding slot points at position 0: weight 0
+    assert float(at(elsewhere)) == pytest.approx(want, rel=1e-6)
+
+    import dataclasses
+
+    from electra_pipeline import config as c
+    from electra_pipeline.pretrainer import ElectraPretrainer
+
+    cfg = c.tiny()
+    ids, am = batch(B=4, T=64, pad_from=60)
+    b = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": am}
+    runs = {}
+    for objective in ("electra", "electra_15"):
+        torch.manual_seed(0)
+        model = ElectraPretrainer(dataclasses.replace(cfg.model, vocab_size=V),
+                                  dataclasses.replace(cfg.train, objective=objective)).eval()
+        m = model.mask(b, SPECIAL, MASK, torch.Generator().manual_seed(0))
+        runs[objective] = model(b, m, torch.Generator().manual_seed(0)).metrics
+    assert runs["electra"]["loss/gen"] == runs["electra_15"]["loss/gen"]  # same weights, same samples
+    assert runs["electra"]["loss/disc"] != runs["electra_15"]["loss/disc"]
 
 
 def test_generator_accuracy_counts_only_positions_it_could_not_see():

@@ -358,3 +358,14 @@ def test_generator_as_the_discriminators_bottom_layers_trains_saves_and_resumes(
         assert torch.equal(a, b)  # still one layer after the resume
     assert not torch.equal(d.electra.layers[0].ffn.output.weight,
                            ElectraPretrainer(cfg.model, cfg.train).discriminator.electra.layers[0].ffn.output.weight)
+
+
+def test_electra_15_trains_and_exports_the_discriminator(tiny_data, tmp_path):
+    """The masked-positions-only ablation is a full objective: it trains, and the encoder kept is
+    the discriminator, with the objective in its model card."""
+    from electra_pipeline import hf
+
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=2, log_every=1, save_every=2, objective="electra_15")
+    result = train.pretrain(cfg, progress=False)
+    assert result.discriminator_dir is not None and hf.load_discriminator(result.discriminator_dir) is not None
+    assert "electra_15" in (Path(result.discriminator_dir) / "README.md").read_text()
