@@ -47,8 +47,7 @@ def test_joint_step_is_one_graph():
     model = ElectraPretrainer(cfg.model, cfg.train)
     mb = batch()
     m = model.mask(mb.as_dict(), SPECIAL, MASK, torch.Generator().manual_seed(2))
-    explained = torch._dynamo.explain(model)(mb.input_ids, mb.token_type_ids, mb.attention_mask, m.input_ids,
-                                             m.positions, m.original, m.weights, torch.Generator().manual_seed(1))
+    explained = torch._dynamo.explain(model)(mb, m, torch.Generator().manual_seed(1))
     assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
 
 
