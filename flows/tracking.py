@@ -126,7 +126,25 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-class PrefectProgress:
+class _Forwarding:
+    """A Tracker wrapper: everything but what a subclass overrides goes to `self.inner`."""
+
+    inner: Tracker
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.inner.log_params(params)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.inner.log_artifact(path, artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.inner.set_tags(tags)
+
+    def child(self, name: str) -> contextlib.AbstractContextManager[Tracker]:
+        return self.inner.child(name)
+
+
+class PrefectProgress(_Forwarding):
     """A Tracker that forwards to another and mirrors step metrics into a Prefect progress
     artifact, so the UI shows pre-training advance without the library importing Prefect."""
 
@@ -144,18 +162,6 @@ class PrefectProgress:
         self._last = 0.0
         self._t0 = time.monotonic()
         self._heldout: dict[str, float] = {}  # the latest held-out scores (every train.eval_every steps)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        self.inner.log_params(params)
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.inner.log_artifact(path, artifact_path)
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        self.inner.set_tags(tags)
-
-    def child(self, name: str) -> contextlib.AbstractContextManager[Tracker]:
-        return self.inner.child(name)
 
     def start(self, step: int = 0) -> None:
         from prefect.artifacts import create_progress_artifact
@@ -233,25 +239,13 @@ class SeedProgress(PrefectProgress):
         self.update(step, {**metrics, "progress": (self._done_seeds + metrics["progress"]) / self.seeds})
 
 
-class _SeedTracker:
+class _SeedTracker(_Forwarding):
     """One seed's tracker: forwards everything, and its step metrics to the task's SeedProgress."""
 
     def __init__(self, inner: Tracker, parent: SeedProgress):
         self.inner, self.parent = inner, parent
         self.run_id = inner.run_id
 
-    def log_params(self, params: dict[str, Any]) -> None:
-        self.inner.log_params(params)
-
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.inner.log_metrics(metrics, step)
         self.parent.seed_metrics(metrics, step)
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.inner.log_artifact(path, artifact_path)
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        self.inner.set_tags(tags)
-
-    def child(self, name: str) -> contextlib.AbstractContextManager[Tracker]:
-        return self.inner.child(name)
