@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from electra_pipeline import atomic
 from electra_pipeline.errors import ConfigError
 from electra_pipeline.settings import field_docs
 
@@ -446,8 +447,6 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
 
 def save(cfg: Any, path: str | Path) -> None:
-    from electra_pipeline import atomic
-
     atomic.write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=False) + "\n")
 
 
