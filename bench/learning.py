@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flops", type=float, default=None,
                    help="a training-FLOPs budget per arm instead of minutes: what a run trains then does not depend "
                         "on the machine's load (`minutes` still names the run)")
-    p.add_argument("--objective", choices=("electra", "electra_15", "mlm"), default="electra", help="the recipe under test")
+    p.add_argument("--objective", default="electra", help="the recipe under test",
+                   choices=("electra", "electra_15", "mlm", "replace_mlm", "all_tokens_mlm", "mc_bert", "teams"))
     p.add_argument("--preset", default="cpu", help="pre-training preset of both arms")
     p.add_argument("--mlm-lr", type=float, default=None, help="peak lr of the MLM baseline (default: the preset's)")
     p.add_argument("--quick", action="store_true",

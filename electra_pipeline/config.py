@@ -32,6 +32,9 @@ def _require(cond: bool, name: str, msg: str) -> None:
         raise ConfigError(f"{name}: {msg}")
 
 
+EMBEDDING_SHARING = ("tied", "none", "gdes")
+
+
 @dataclass(kw_only=True)
 class ModelConfig:
     """Discriminator sizes; the generator is derived from them (smaller width, same or lower depth)."""
@@ -73,6 +76,9 @@ class ModelConfig:
     share_encoder: bool = False
     """the generator is the discriminator's bottom generator_layers layers (all by default) + its MLM head (needs
     generator_fraction 1)"""
+    embedding_sharing: str = "tied"
+    """tied: generator and discriminator share one embedding module; none: each its own; gdes (DeBERTa-v3):
+    the discriminator's token table = stop-gradient(generator's) + a zero-initialised delta"""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -92,6 +98,10 @@ class ModelConfig:
         _require(self.relative_attention >= 0, "model.relative_attention", f"must be >= 0, got {self.relative_attention}")
         _require(not self.share_encoder or self.generator_fraction == 1.0, "model.share_encoder",
                  f"needs model.generator_fraction 1.0 (one encoder), got {self.generator_fraction}")
+        _require(self.embedding_sharing in EMBEDDING_SHARING, "model.embedding_sharing",
+                 f"must be one of {EMBEDDING_SHARING}, got {self.embedding_sharing!r}")
+        _require(self.embedding_sharing == "tied" or not self.share_encoder, "model.embedding_sharing",
+                 f"{self.embedding_sharing!r} needs separate encoders; model.share_encoder shares the embeddings too")
 
     @property
     def generator_hidden_size(self) -> int:
@@ -113,7 +123,9 @@ class ModelConfig:
                                    generator_fraction=1.0, generator_layers=0, share_encoder=False)
 
 
-OBJECTIVES = ("electra", "electra_15", "mlm")
+OBJECTIVES = ("electra", "electra_15", "mlm", "replace_mlm", "all_tokens_mlm", "mc_bert", "teams")
+# objectives whose discriminator head is trained to say "replaced" (the held-out AUC reads it)
+RTD_OBJECTIVES = ("electra", "electra_15", "all_tokens_mlm", "teams")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -123,8 +135,8 @@ class TrainConfig:
     """Joint pre-training: objective, masking, optimiser, schedule, and where outputs go."""
 
     objective: str = "electra"
-    """electra (generator + discriminator), electra_15 (the paper's ablation: the discriminator's loss
-    only on the masked positions) or mlm (BERT baseline)"""
+    """electra (generator + discriminator), mlm (BERT), the paper's ablations replace_mlm, electra_15 and
+    all_tokens_mlm, or the successors mc_bert and teams (objectives.py defines each)"""
     mask_prob: float = 0.15
     """fraction of tokens chosen for prediction"""
     mask_token_prob: float = 0.85
@@ -135,6 +147,10 @@ class TrainConfig:
     """weight of the generator MLM loss"""
     disc_weight: float = 50.0
     """weight of the replaced-token-detection loss"""
+    select_weight: float = 2.0
+    """weight of candidate selection: mc_bert's cloze at every token, teams' multi-word selection (TEAMS: 2)"""
+    candidates: int = 5
+    """mc_bert and teams: candidate set size k, the original included"""
     temperature: float = 1.0
     """sampling temperature for generator replacements"""
     seq_len: int = 128
@@ -198,6 +214,8 @@ class TrainConfig:
                  f"must be in [0, 1 - mask_token_prob], got {self.random_token_prob}")
         _require(self.gen_weight >= 0 and self.disc_weight >= 0, "train.disc_weight", "loss weights must be >= 0")
         _require(self.temperature > 0, "train.temperature", f"must be > 0, got {self.temperature}")
+        _require(self.select_weight >= 0, "train.select_weight", f"must be >= 0, got {self.select_weight}")
+        _require(self.candidates >= 2, "train.candidates", f"must be >= 2 (the original and a rival), got {self.candidates}")
         _require(self.seq_len >= 8, "train.seq_len", f"must be >= 8, got {self.seq_len}")
         _require(self.batch_size > 0, "train.batch_size", f"must be > 0, got {self.batch_size}")
         _require(self.grad_accum > 0, "train.grad_accum", f"must be > 0, got {self.grad_accum}")
@@ -269,6 +287,10 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         _require(self.train.seq_len <= self.model.max_position_embeddings, "train.seq_len",
                  f"{self.train.seq_len} exceeds model.max_position_embeddings={self.model.max_position_embeddings}")
+        _require(self.train.candidates <= self.model.vocab_size, "train.candidates",
+                 f"{self.train.candidates} exceeds model.vocab_size={self.model.vocab_size}")
+        _require(self.model.embedding_sharing == "tied" or self.train.objective != "mlm", "model.embedding_sharing",
+                 f"{self.model.embedding_sharing!r} needs a generator; train.objective=mlm has none")
 
 
 # --- presets -----------------------------------------------------------------------------

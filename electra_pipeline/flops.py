@@ -48,6 +48,11 @@ def discriminator_head_flops(cfg: ModelConfig, seq_len: int) -> int:
     return 2 * seq_len * cfg.hidden_size * cfg.hidden_size + 2 * seq_len * cfg.hidden_size
 
 
+def selection_head_flops(cfg: ModelConfig, positions: int, candidates: int) -> int:
+    """dense(hidden -> embedding) and one dot product per candidate, at `positions` tokens."""
+    return 2 * positions * cfg.hidden_size * cfg.embedding_size + 2 * positions * candidates * cfg.embedding_size
+
+
 @dataclass(frozen=True)
 class StepFlops:
     """Training FLOPs (forward + backward) of one optimiser step over the whole global batch."""
@@ -65,17 +70,31 @@ def train_step_flops(model: ModelConfig, train: TrainConfig, *, batch_size: int 
     """FLOPs of one optimiser step: `train.batch_size` sequences (or `batch_size`) of `train.seq_len`.
 
     For objective `mlm` the "generator" is the discriminator-sized MLM model and there is no
-    discriminator. `generator_positions` defaults to the prediction budget `max_predictions`."""
+    discriminator; for the others "discriminator" is the main model with its objective's heads
+    (objectives.py). `generator_positions` defaults to the prediction budget `max_predictions`."""
     T = train.seq_len
     B = batch_size if batch_size is not None else train.batch_size
     P = generator_positions if generator_positions is not None else train.max_predictions
-    if train.objective == "mlm":
+    objective = train.objective
+    if objective == "mlm":
         gen = encoder_flops(model, T) + generator_head_flops(model, P)
         return StepFlops(generator=TRAIN_FACTOR * B * gen, discriminator=0)
     g = model.generator()
     gen = encoder_flops(g, T) + generator_head_flops(g, P)
-    disc = encoder_flops(model, T) + discriminator_head_flops(model, T)
-    return StepFlops(generator=TRAIN_FACTOR * B * gen, discriminator=TRAIN_FACTOR * B * disc)
+    gen_forward_only = 0
+    disc = encoder_flops(model, T)
+    if objective in ("electra", "electra_15", "all_tokens_mlm", "teams"):  # the RTD head (all_tokens_mlm: copy gate)
+        disc += discriminator_head_flops(model, T)
+    if objective == "replace_mlm":
+        disc += generator_head_flops(model, P)
+    elif objective == "all_tokens_mlm":
+        disc += generator_head_flops(model, T)
+    elif objective == "mc_bert":  # candidates come from the generator at every token, without gradient
+        disc += selection_head_flops(model, T, train.candidates)
+        gen_forward_only = generator_head_flops(g, T)
+    elif objective == "teams":
+        disc += selection_head_flops(model, P, train.candidates)
+    return StepFlops(generator=TRAIN_FACTOR * B * gen + B * gen_forward_only, discriminator=TRAIN_FACTOR * B * disc)
 
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets (fp16 where

@@ -19,7 +19,7 @@ from electra_pipeline import atomic, modelcard
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
-from electra_pipeline.model import Discriminator, Generator
+from electra_pipeline.model import DeltaEmbedding, Discriminator, Generator
 
 # our ElectraModel key suffix -> HF suffix (under `electra.`), per layer where `{i}` appears
 _LAYER_MAP = {
@@ -135,6 +135,10 @@ def encoder_from_hf(sd: dict[str, torch.Tensor], num_layers: int) -> dict[str, t
 
 def to_hf_state_dict(module: Discriminator | Generator, kind: str) -> dict[str, torch.Tensor]:
     sd = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    table = module.electra.embeddings.word_embeddings
+    if isinstance(table, DeltaEmbedding):  # gdes: the table this model reads, base + delta
+        del sd["electra.embeddings.word_embeddings.delta"]
+        sd["electra.embeddings.word_embeddings.weight"] = table.weight.detach().cpu()
     out = encoder_to_hf(sd, prefix="electra.")
     for ours, hf in _HEAD_MAP[kind].items():
         for kind_ in ("weight", "bias"):

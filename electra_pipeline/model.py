@@ -189,6 +189,41 @@ class Generator(nn.Module):
         return self.head(h, self.electra.embeddings.word_embeddings.weight)
 
 
+class SelectionHead(nn.Module):
+    """dense(hidden -> embedding) + GELU + LayerNorm, then a dot product with each candidate's
+    embedding: one score per candidate (TEAMS' multi-word selection head; MC-BERT's cloze)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.embedding_size)
+        self.LayerNorm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, h: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        # h (..., H); candidates (..., k, E) embeddings -> scores (..., k)
+        x = self.LayerNorm(F.gelu(self.dense(h)))
+        return torch.matmul(candidates, x[..., None].to(candidates.dtype)).squeeze(-1)
+
+
+class DeltaEmbedding(nn.Module):
+    """DeBERTa-v3's gradient-disentangled embedding sharing (He et al. 2021, arXiv 2111.09543):
+    the table is stop-gradient(`base`) + a zero-initialised delta, so the losses of the model that
+    reads it train only the delta while `base` (the generator's table) learns from the MLM alone.
+    `base` belongs to the generator and is not registered here."""
+
+    def __init__(self, base: nn.Embedding):
+        super().__init__()
+        object.__setattr__(self, "base", base)
+        self.padding_idx = base.padding_idx
+        self.delta = nn.Parameter(torch.zeros_like(base.weight))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight.detach() + self.delta
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(input_ids, self.weight, self.padding_idx)
+
+
 class DiscriminatorHead(nn.Module):
     """dense(hidden) + GELU + dense(1): one replaced/original logit per token."""
 

@@ -14,32 +14,44 @@ from torch import nn
 from electra_pipeline import objectives
 from electra_pipeline.config import ModelConfig, TrainConfig
 from electra_pipeline.data import Batch
-from electra_pipeline.model import Discriminator, Generator, init_weights
+from electra_pipeline.model import DeltaEmbedding, Discriminator, Generator, GeneratorHead, SelectionHead, init_weights
 
 
 class ElectraPretrainer(nn.Module):
-    """For `objective = electra` (and `electra_15`) a generator (the `generator()` sizes of cfg) and a discriminator
-    share `Embeddings` (one storage). For `objective = mlm` (the BERT baseline) one
-    discriminator-sized MLM model is trained alone and `discriminator` is None."""
+    """Every objective but `mlm` trains a generator (the `generator()` sizes of cfg) and a
+    discriminator-sized main model, `discriminator`, the encoder users keep. Their embeddings are
+    one module (`model.embedding_sharing` tied), two (none), or the generator's table read by the
+    discriminator through a delta (gdes). Objective heads beyond the discriminator's own:
+    `mlm_head` (replace_mlm, all_tokens_mlm) and `select_head` (mc_bert, teams). For `mlm` (the
+    BERT baseline) one discriminator-sized MLM model is trained alone and `discriminator` is None."""
 
     def __init__(self, cfg: ModelConfig, train: TrainConfig | None = None):
         super().__init__()
         self.config = cfg
         self.train_cfg = train or TrainConfig()
-        if self.train_cfg.objective != "mlm":
+        objective = self.train_cfg.objective
+        self.mlm_head: GeneratorHead | None = None
+        self.select_head: SelectionHead | None = None
+        if objective != "mlm":
             self.discriminator: Discriminator | None = Discriminator(cfg)
-            self.generator = Generator(cfg.generator(), self.discriminator.electra.embeddings)
+            disc = self.discriminator.electra
+            self.generator = Generator(cfg.generator(), disc.embeddings if cfg.embedding_sharing == "tied" else None)
+            if cfg.embedding_sharing == "gdes":
+                disc.embeddings.word_embeddings = DeltaEmbedding(self.generator.electra.embeddings.word_embeddings)
             if cfg.share_encoder:
                 # The generator is the discriminator's bottom layers + its own MLM head, so its MLM
                 # gradients reach the layers they share (all of them by default; the bottom
                 # generator_layers as in TEAMS, Shen et al. 2021, "Training ELECTRA Augmented with
                 # Multi-word Selection", where the generator is the discriminator's lower layers).
                 shared = self.generator.electra.config.num_layers
-                disc = self.discriminator.electra
                 self.generator.electra.layers = disc.layers if shared == cfg.num_layers else disc.layers[:shared]
                 self.generator.electra.embeddings_project = disc.embeddings_project
                 if shared == cfg.num_layers:
                     self.generator.electra.final_LayerNorm = disc.final_LayerNorm
+            if objective in ("replace_mlm", "all_tokens_mlm"):
+                self.mlm_head = GeneratorHead(cfg)
+            if objective in ("mc_bert", "teams"):
+                self.select_head = SelectionHead(cfg)
         else:
             self.discriminator = None
             self.generator = Generator(cfg)
@@ -55,10 +67,20 @@ class ElectraPretrainer(nn.Module):
         t = self.train_cfg
         if self.discriminator is None:
             return objectives.mlm_step(self.generator, batch, masked, pad_free=pad_free)
-        return objectives.electra_step(self.generator, self.discriminator, batch, masked,
-                                       gen_weight=t.gen_weight, disc_weight=t.disc_weight,
-                                       temperature=t.temperature, rng=rng, pad_free=pad_free,
-                                       rtd_masked_only=t.objective == "electra_15")
+        common = dict(gen_weight=t.gen_weight, temperature=t.temperature, rng=rng, pad_free=pad_free)
+        gen, disc = self.generator, self.discriminator
+        if t.objective == "replace_mlm":
+            return objectives.replace_mlm_step(gen, disc, self.mlm_head, batch, masked, **common)
+        if t.objective == "all_tokens_mlm":
+            return objectives.all_tokens_mlm_step(gen, disc, self.mlm_head, batch, masked, **common)
+        if t.objective == "mc_bert":
+            return objectives.mc_bert_step(gen, disc, self.select_head, batch, masked, k=t.candidates,
+                                           select_weight=t.select_weight, **common)
+        if t.objective == "teams":
+            return objectives.teams_step(gen, disc, self.select_head, batch, masked, k=t.candidates,
+                                         disc_weight=t.disc_weight, select_weight=t.select_weight, **common)
+        return objectives.electra_step(gen, disc, batch, masked, disc_weight=t.disc_weight,
+                                       rtd_masked_only=t.objective == "electra_15", **common)
 
     def mask(self, batch: dict[str, torch.Tensor], special_ids: torch.Tensor, mask_id: int,
              rng: torch.Generator | None = None) -> objectives.Masked:

@@ -259,8 +259,10 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     probe = intrinsic.Probe.of_examples(cfg.data, cfg.model.vocab_size) if t.eval_every and world.is_main \
         and not fsdp else None
     scored_bucket = state.step // t.eval_every if t.eval_every else 0
+    # only a head trained to say "replaced" has a held-out AUC worth reading
+    detector = model.discriminator if t.objective in config_mod.RTD_OBJECTIVES else None
     if probe is not None and state.step == 0:  # where the curve starts: the run at initialisation
-        start = probe.score(model.discriminator, model.generator)
+        start = probe.score(detector, model.generator)
         watch.start_auc = start.get("heldout/unigram_auc")
         tracker.log_metrics(start, step=0)
     sums: dict[str, torch.Tensor] = {}
@@ -319,7 +321,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                     row["disc/loss_over_prior"] = ratio
                 if probe is not None and (state.step // t.eval_every > scored_bucket or last):
                     scored_bucket = state.step // t.eval_every
-                    row |= probe.score(model.discriminator, model.generator)
+                    row |= probe.score(detector, model.generator)
                 row["step"] = state.step
                 history.append(row)
                 warning = watch.update(state.step, row)

@@ -272,7 +272,8 @@ def load_weights(model: torch.nn.Module, source: Source, extension: dict[str, An
         if role == "mlm" and kind == "discriminator":  # its RTD head is no MLM head
             sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
         ours = module.state_dict()
-        if role == "generator":  # its embeddings are the discriminator's, loaded above
+        tied = role == "generator" and model.config.embedding_sharing == "tied"
+        if tied:  # its embeddings are the discriminator's, loaded above
             sd = {k: v for k, v in sd.items() if not k.startswith("electra.embeddings.")}
         for k, v in sd.items():
             if k in ours and ours[k].shape != v.shape:
@@ -281,7 +282,7 @@ def load_weights(model: torch.nn.Module, source: Source, extension: dict[str, An
         keep = {k: v for k, v in sd.items() if k in ours}
         module.load_state_dict(keep, strict=False)
         fresh = sorted(set(ours) - set(keep) - ({k for k in ours if k.startswith("electra.embeddings.")}
-                                                if role == "generator" else set()))
+                                                if tied else set()))
         done[role] = f"{path}" + (f" ({len(fresh)} tensors at random init, e.g. {fresh[0]})" if fresh else "")
     if added:
         done["vocabulary"] = f"{len(added)} added words, each initialised as the mean of its pieces"

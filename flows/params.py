@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flows.base import DEFAULT_EXPERIMENT, SAMPLE
 
 Preset = Literal["tiny", "cpu", "small", "base", "large"]
-Objective = Literal["electra", "electra_15", "mlm"]
+Objective = Literal["electra", "electra_15", "mlm", "replace_mlm", "all_tokens_mlm", "mc_bert", "teams"]
 Device = Literal["auto", "cpu", "cuda"]
 # Constrained types shared with the flow signature, so the Prefect UI form and the server
 # reject the same values the CLI does, before a run starts.

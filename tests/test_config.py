@@ -31,10 +31,20 @@ def test_generator_sizes_per_preset(name, gen):
     ({"train": {"objective": "gpt"}}, "train.objective"),
     ({"train": {"seq_len": 1024}}, "train.seq_len"),  # beyond max_position_embeddings
     ({"train": {"compile": "maybe"}}, "train.compile"),
+    ({"train": {"candidates": 1}}, "train.candidates"),  # the original needs a rival
+    ({"train": {"candidates": 40000}}, "train.candidates"),  # more than the vocabulary
+    ({"model": {"embedding_sharing": "half"}}, "model.embedding_sharing"),
+    ({"model": {"embedding_sharing": "gdes"}, "train": {"objective": "mlm"}}, "model.embedding_sharing"),  # no generator
 ])
 def test_invalid_values_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         c.merge(c.small(), overrides)
+
+
+def test_gdes_needs_separate_encoders():
+    with pytest.raises(ConfigError, match="model.embedding_sharing"):
+        c.merge(c.cpu(), {"model": {"embedding_sharing": "gdes"}})  # cpu shares its bottom layer
+    assert c.merge(c.cpu(), {"model": {"embedding_sharing": "gdes", "share_encoder": False}}).model.embedding_sharing == "gdes"
 
 
 def test_precedence_preset_file_flags(tmp_path):

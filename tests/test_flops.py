@@ -76,3 +76,25 @@ def test_peak_table_and_mfu():
     assert flops.peak_tflops("NVIDIA GeForce RTX 4090") == 165.0
     assert flops.peak_tflops("some CPU") is None
     assert flops.mfu(989e12 * 0.5 * 2, 1.0, 989.0, devices=2) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("objective", c.OBJECTIVES)
+def test_each_objective_counts_what_its_step_multiplies(objective):
+    """flops.py's count of one training step equals torch's FLOP counter over the real forward and
+    backward of that objective (math attention kernel, no padding, dropout off)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from electra_pipeline.pretrainer import ElectraPretrainer
+
+    cfg = c.tiny()
+    model_cfg = dataclasses.replace(cfg.model, vocab_size=1000, dropout=0.0, attention_dropout=0.0)
+    train_cfg = dataclasses.replace(cfg.train, objective=objective, seq_len=64)
+    model = ElectraPretrainer(model_cfg, train_cfg)
+    ids = torch.randint(5, 1000, (4, 64), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids)}
+    masked = model.mask(batch, torch.tensor([0, 1, 2, 3, 4]), 4, torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        model(batch, masked, torch.Generator().manual_seed(0), pad_free=True).loss.backward()
+    want = flops.train_step_flops(model_cfg, train_cfg, batch_size=4, generator_positions=masked.positions.shape[1])
+    assert counter.get_total_flops() == want.total

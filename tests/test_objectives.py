@@ -208,3 +208,132 @@ def test_generator_accuracy_counts_only_positions_it_could_not_see():
     half = right.clone()
     half[0, 2] = copy[0, 2]
     assert float(hidden_accuracy(half, masked)) == 0.5
+
+
+def _pretrainer(objective="electra", sharing="tied", **train):
+    import dataclasses
+
+    from electra_pipeline import config as c
+    from electra_pipeline.pretrainer import ElectraPretrainer
+
+    cfg = c.tiny()
+    model_cfg = dataclasses.replace(cfg.model, vocab_size=V, embedding_sharing=sharing)
+    return ElectraPretrainer(model_cfg, dataclasses.replace(cfg.train, objective=objective, **train))
+
+
+def _step(model, seed=0):
+    ids, am = batch(B=4, T=64, pad_from=60)
+    b = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": am}
+    m = model.mask(b, SPECIAL, MASK, torch.Generator().manual_seed(seed))
+    return b, m, model(b, m, torch.Generator().manual_seed(seed))
+
+
+def test_copy_gate_of_all_tokens_mlm():
+    """p(x_t) = D 1[shown = x_t] + (1 - D) softmax_x_t with D = sigmoid(-replaced_logit): a gate
+    sure of "copy" costs nothing where the shown token is the original and everything where it
+    was replaced; a gate at 1/2 mixes the two."""
+    V_ = 4
+    logits = torch.zeros(1, 2, V_)  # softmax 1/4 everywhere
+    targets = torch.tensor([[1, 2]])
+    shown = torch.tensor([[1, 3]])  # position 1 was replaced
+    am = torch.ones(1, 2)
+    sure_copy = torch.tensor([[-50.0, -50.0]])
+    loss = o.copy_mlm_loss(logits, sure_copy, shown, targets, am)
+    # position 0: -log(1) = 0; position 1: copying is wrong, -log((1 - D) / 4) ~ 50 + log 4
+    assert float(loss) == pytest.approx((0 + 50 + math.log(4)) / 2, rel=1e-3)
+    half = torch.zeros(1, 2)
+    want = (-math.log(0.5 + 0.5 / 4) - math.log(0.5 / 4)) / 2
+    assert float(o.copy_mlm_loss(logits, half, shown, targets, am)) == pytest.approx(want, rel=1e-6)
+    assert float(o.copy_mlm_loss(logits, half, shown, targets, torch.tensor([[1.0, 0.0]]))) == pytest.approx(
+        -math.log(0.5 + 0.5 / 4), rel=1e-6)  # padding ignored
+
+
+def test_candidate_sets_hold_the_original_exactly_once():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 50, generator=g)
+    logits[..., 5] = 30.0  # a generator sure of id 5: it still may not be the original twice
+    original = torch.randint(0, 50, (3, 7), generator=g)
+    original[0, 0] = 5
+    cands = o.sample_candidates(logits, original, 4, torch.Generator().manual_seed(1))
+    assert cands.shape == (3, 7, 4)
+    assert torch.equal(cands[..., 0], original)
+    assert ((cands == original[..., None]).sum(-1) == 1).all()
+    assert all(len(set(row.tolist())) == 4 for row in cands.reshape(-1, 4))  # distinct candidates
+    assert (cands[0, 0, 1:] != 5).all() and (cands[0, 1:, 1] == 5).all()  # the likely rival comes first
+    assert float(o.select_loss(torch.tensor([[[9.0, 0.0, 0.0]]]), torch.ones(1, 1))) < 0.01
+    assert float(o.select_loss(torch.zeros(2, 3), torch.tensor([1.0, 0.0]))) == pytest.approx(math.log(3))
+
+
+@pytest.mark.parametrize("objective", ["replace_mlm", "all_tokens_mlm", "mc_bert", "teams"])
+def test_each_objective_weights_its_losses_and_blocks_gradient_through_sampling(objective):
+    model = _pretrainer(objective)
+    b, m, out = _step(model)
+    mt = out.metrics
+    want = {"replace_mlm": mt["loss/gen"] + mt.get("loss/main", 0),
+            "all_tokens_mlm": mt["loss/gen"] + mt.get("loss/main", 0),
+            "mc_bert": mt["loss/gen"] + 2.0 * mt.get("loss/main", 0),
+            "teams": mt["loss/gen"] + 50.0 * mt.get("loss/disc", 0) + 2.0 * mt.get("loss/select", 0)}[objective]
+    assert torch.allclose(out.loss, want)
+    rtd_only = _pretrainer(objective, gen_weight=0.0)
+    rtd_only.load_state_dict(model.state_dict())
+    rtd_only(b, m, torch.Generator().manual_seed(0)).loss.backward()
+    gen_only = [p for n, p in rtd_only.generator.named_parameters() if not n.startswith("electra.embeddings.")]
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in gen_only)
+
+
+def test_replace_mlm_scores_masked_positions_and_all_tokens_mlm_every_token():
+    """Replace MLM's loss moves only with the main model's predictions at the masked positions;
+    All-Tokens MLM's with every token's: read from which rows of the encoder's output get gradient."""
+    for objective, everywhere in (("replace_mlm", False), ("all_tokens_mlm", True)):
+        model = _pretrainer(objective, gen_weight=0.0).eval()
+        b, m, _ = _step(model)
+        electra = model.discriminator.electra
+        hidden = {}  # the encoder's output, kept to read its gradient per position
+
+        def keep(mod, args, out, hidden=hidden):
+            out.retain_grad()
+            hidden["h"] = out
+
+        handle = electra.register_forward_hook(keep)
+        model.zero_grad()
+        model(b, m, torch.Generator().manual_seed(0)).loss.backward()
+        handle.remove()
+        touched = hidden["h"].grad.abs().sum(-1) > 0  # (B, T)
+        chosen = torch.zeros_like(touched)
+        chosen.scatter_(1, m.positions, m.weights.bool())
+        if everywhere:
+            assert touched[b["attention_mask"].bool()].all()
+        else:
+            assert torch.equal(touched, chosen)
+
+
+def test_mc_bert_answers_every_token_and_teams_the_masked_ones():
+    mc = _pretrainer("mc_bert")
+    _, _, out = _step(mc)
+    assert 0 <= float(out.metrics["main/accuracy"]) <= 1 and "main/replaced_accuracy" in out.metrics
+    teams = _pretrainer("teams", candidates=3)
+    _, _, out = _step(teams)
+    assert {"loss/select", "select/accuracy", "loss/disc"} <= set(out.metrics)
+
+
+def test_gdes_sends_no_rtd_gradient_into_the_shared_table():
+    """DeBERTa-v3's GDES: with the MLM term off, the RTD loss trains the delta and leaves the
+    generator's table alone; with `tied` the same loss reaches the one shared table."""
+    gdes = _pretrainer("electra", "gdes", gen_weight=0.0)
+    table = gdes.generator.electra.embeddings.word_embeddings.weight
+    delta = gdes.discriminator.electra.embeddings.word_embeddings.delta
+    assert float(delta.detach().abs().max()) == 0.0  # zero-initialised: both read the same table at the start
+    _, _, out = _step(gdes)
+    out.loss.backward()
+    assert table.grad is None or float(table.grad.abs().max()) == 0.0
+    assert float(delta.grad.abs().max()) > 0
+    with_mlm = _pretrainer("electra", "gdes")
+    _, _, out = _step(with_mlm)
+    out.loss.backward()
+    assert float(with_mlm.generator.electra.embeddings.word_embeddings.weight.grad.abs().max()) > 0
+    tied = _pretrainer("electra", "tied", gen_weight=0.0)
+    _, _, out = _step(tied)
+    out.loss.backward()
+    assert float(tied.generator.electra.embeddings.word_embeddings.weight.grad.abs().max()) > 0
+    none = _pretrainer("electra", "none")
+    assert none.generator.electra.embeddings is not none.discriminator.electra.embeddings

@@ -360,12 +360,21 @@ def test_generator_as_the_discriminators_bottom_layers_trains_saves_and_resumes(
                            ElectraPretrainer(cfg.model, cfg.train).discriminator.electra.layers[0].ffn.output.weight)
 
 
-def test_electra_15_trains_and_exports_the_discriminator(tiny_data, tmp_path):
-    """The masked-positions-only ablation is a full objective: it trains, and the encoder kept is
-    the discriminator, with the objective in its model card."""
+@pytest.mark.parametrize("objective,sharing", [("electra_15", "tied"), ("replace_mlm", "tied"),
+                                               ("all_tokens_mlm", "none"), ("mc_bert", "tied"), ("teams", "gdes")])
+def test_every_objective_trains_and_exports_the_encoder_users_keep(tiny_data, tmp_path, objective, sharing):
+    """Each objective is a full one: it trains, and the encoder kept is the
+    discriminator (the main model), with the objective in its model card. Under gdes the export
+    holds the table the discriminator reads: the generator's plus the delta."""
     from electra_pipeline import hf
 
-    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=2, log_every=1, save_every=2, objective="electra_15")
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=2, log_every=1, save_every=1, objective=objective)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, embedding_sharing=sharing))
     result = train.pretrain(cfg, progress=False)
-    assert result.discriminator_dir is not None and hf.load_discriminator(result.discriminator_dir) is not None
-    assert "electra_15" in (Path(result.discriminator_dir) / "README.md").read_text()
+    assert result.discriminator_dir is not None
+    disc = hf.load_discriminator(result.discriminator_dir)
+    assert objective in (Path(result.discriminator_dir) / "README.md").read_text()
+    if sharing == "gdes":
+        gen = hf.load_generator(tmp_path / "run" / "generator")
+        assert not torch.equal(disc.electra.embeddings.word_embeddings.weight,
+                               gen.electra.embeddings.word_embeddings.weight)
