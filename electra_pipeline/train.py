@@ -249,6 +249,27 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             ckpt.save_checkpoint(out, plain, plain_optimizer, scheduler, state, mask_rng, config_mod.to_dict(cfg),
                                  t.keep_checkpoints)
 
+    def snapshot(fraction: float) -> None:
+        """The encoders as they are at `fraction` of the run, for compute-matched curves."""
+        where = out / "snapshots" / f"{fraction:g}"
+        dirs = {}
+        if model.discriminator is not None:
+            dirs["discriminator"] = str(hf.save_hf(model.discriminator, where / "discriminator", "discriminator",
+                                                   tokenizer=cfg.tokenizer or None))
+        dirs["generator"] = str(hf.save_hf(model.generator, where / "generator", "generator",
+                                           tokenizer=cfg.tokenizer or None))
+        record_snapshot(fraction, dirs)
+
+    def record_snapshot(fraction: float, dirs: dict[str, str]) -> None:
+        index = out / "snapshots" / "index.json"
+        rows = [r for r in (json.loads(index.read_text()) if index.is_file() else []) if r["fraction"] != fraction]
+        rows.append({"fraction": fraction, "step": state.step, "train_flops": step_flops * state.step,
+                     "train_minutes": state.train_seconds / 60, **dirs})
+        atomic.write_text(index, json.dumps(sorted(rows, key=lambda r: r["fraction"]), indent=2) + "\n")
+
+    # snapshots are exported on rank 0 from plain weights (under FSDP, only the final export is taken)
+    fractions = [2.0 ** -k for k in range(t.snapshots, 0, -1)] if world.is_main and not fsdp else []
+    fractions = [f for f in fractions if schedule.progress(state.step) < f]
     peak = runtime.peak_tflops(device, t.peak_tflops)
     earlier_hours = runlog.trim_metrics(out / "metrics.jsonl", state.step) if world.is_main else 0.0
     session_steps = 0
@@ -301,6 +322,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                     bar.update(min(round(schedule.budget_seconds), round(state.train_seconds)) - bar.n)
 
             last = schedule.done(state.step)
+            while fractions and schedule.progress(state.step) >= fractions[0] and not last:
+                snapshot(fractions.pop(0))
             if state.step % t.log_every == 0 or last:
                 sums = distributed.mean_across(sums, world)  # every rank's shard, not rank 0's alone
                 now = time.perf_counter()
@@ -360,6 +383,9 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             result.discriminator_dir = hf.save_hf(final.discriminator, out / "discriminator", "discriminator",
                                                   tokenizer=cfg.tokenizer or None)
         hf.save_hf(final.generator, out / "generator", "generator", tokenizer=cfg.tokenizer or None)
+        if t.snapshots:  # the curve's last point: the final export
+            record_snapshot(1.0, {"generator": str(out / "generator")} | (
+                {"discriminator": str(result.discriminator_dir)} if result.discriminator_dir else {}))
         if cfg.tokenizer:
             hf.copy_tokenizer(Path(cfg.tokenizer), out)
         full_history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]

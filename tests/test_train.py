@@ -378,3 +378,17 @@ def test_every_objective_trains_and_exports_the_encoder_users_keep(tiny_data, tm
         gen = hf.load_generator(tmp_path / "run" / "generator")
         assert not torch.equal(disc.electra.embeddings.word_embeddings.weight,
                                gen.electra.embeddings.word_embeddings.weight)
+
+
+def test_snapshots_at_budget_fractions(tiny_data, tmp_path):
+    """train.snapshots=2 exports the encoders at 1/4 and 1/2 of the run and lists them, with the
+    final export, in snapshots/index.json: the points of a compute-matched curve."""
+    from electra_pipeline import hf
+
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=8, log_every=4, save_every=8, snapshots=2)
+    train.pretrain(cfg, progress=False)
+    index = json.loads((tmp_path / "run" / "snapshots" / "index.json").read_text())
+    assert [(r["fraction"], r["step"]) for r in index] == [(0.25, 2), (0.5, 4), (1.0, 8)]
+    assert index[1]["train_flops"] == 2 * index[0]["train_flops"]
+    early, final = hf.load_discriminator(index[0]["discriminator"]), hf.load_discriminator(index[2]["discriminator"])
+    assert not torch.equal(early.head.dense.weight, final.head.dense.weight)
