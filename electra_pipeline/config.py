@@ -199,6 +199,9 @@ class TrainConfig:
     """steps between held-out scores (heldout/ metrics, intrinsic.Probe); 0: never"""
     save_every: int = 1000
     """steps between checkpoints; the last step always saves"""
+    corpus_tokens: int | None = None
+    """the low-resource setting: train on the first corpus_tokens / seq_len rows only, re-read (and re-masked)
+    for as many epochs as the budget takes; None: all rows"""
     snapshots: int = 0
     """export the encoders (Hugging Face format) at 1/2^k of the run for k = 1..snapshots, e.g. 3: at 1/8, 1/4,
     1/2, into snapshots/; with the final export a curve of quality against compute"""
@@ -227,6 +230,8 @@ class TrainConfig:
         _require(self.max_steps > 0, "train.max_steps", f"must be > 0, got {self.max_steps}")
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _require(self.warmup_steps >= 0, "train.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _require(self.corpus_tokens is None or self.corpus_tokens >= self.seq_len, "train.corpus_tokens",
+                 f"must be >= train.seq_len={self.seq_len} (one row), got {self.corpus_tokens}")
         _require(0 <= self.snapshots <= 10, "train.snapshots", f"must be in [0, 10], got {self.snapshots}")
         for name in ("budget_minutes", "budget_flops"):
             v = getattr(self, name)

@@ -134,16 +134,18 @@ def example_indices(n: int, seed: int, start: int, count: int) -> np.ndarray:
 
 
 def micro_batches(data: ExampleShards, *, batch_size: int, grad_accum: int, seed: int, start_example: int,
-                  rank: int = 0, world_size: int = 1) -> Iterator[list[Batch]]:
+                  rank: int = 0, world_size: int = 1, max_rows: int | None = None) -> Iterator[list[Batch]]:
     """Endless stream of optimiser steps, each a list of `grad_accum` micro-batches for this rank.
 
     A step consumes `batch_size` examples of the global stream (all ranks together), so the
-    position after k steps is `start_example + k * batch_size` whatever the world size."""
+    position after k steps is `start_example + k * batch_size` whatever the world size.
+    `max_rows`: only the first rows (the examples are shuffled when built), epoch after epoch."""
     per_rank = batch_size // world_size
     micro = per_rank // grad_accum
+    n = len(data) if max_rows is None else min(len(data), max_rows)
     pos = start_example
     while True:
-        idx = example_indices(len(data), seed, pos, batch_size)
+        idx = example_indices(n, seed, pos, batch_size)
         mine = idx[rank * per_rank:(rank + 1) * per_rank]
         yield [data.batch(mine[i * micro:(i + 1) * micro]) for i in range(grad_accum)]
         pos += batch_size

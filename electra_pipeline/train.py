@@ -125,9 +125,9 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
 
 
 # Fields a resumed run must share with its checkpoint: they change what the saved state means.
-RESUME_FIXED = ("model", "train.objective", "train.seed", "train.lr", "train.batch_size", "train.seq_len",
-                "train.mask_prob", "train.mask_token_prob", "train.random_token_prob", "train.gen_weight",
-                "train.disc_weight", "train.temperature", "train.warmup_steps", "train.warmup_fraction",
+RESUME_FIXED = ("model", "train.objective", "train.corpus_tokens", "train.seed", "train.lr", "train.batch_size",
+                "train.seq_len", "train.mask_prob", "train.mask_token_prob", "train.random_token_prob", "train.gen_weight",
+                "train.disc_weight", "train.select_weight", "train.candidates", "train.temperature", "train.warmup_steps", "train.warmup_fraction",
                 "train.weight_decay", "train.max_steps", "train.budget_flops", "train.budget_minutes")
 # The last three lay out the lr schedule (warm-up and decay to zero at the end): resuming with another
 # length moves every later step's lr, so it is a change to name and record like the peak lr.
@@ -228,7 +228,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     special = torch.tensor(sorted(set(data.special_ids.values())), device=device)
     mask_id = data.special_ids["mask"]
     stream = micro_batches(data, batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed,
-                           start_example=state.examples_seen, rank=world.rank, world_size=world.size)
+                           start_example=state.examples_seen, rank=world.rank, world_size=world.size,
+                           max_rows=t.corpus_tokens // t.seq_len if t.corpus_tokens else None)
     loader = Prefetcher(stream, depth=2, pin=device.type == "cuda")
 
     def mask(mb: Batch) -> Masked:

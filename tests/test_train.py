@@ -4,6 +4,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -392,3 +393,20 @@ def test_snapshots_at_budget_fractions(tiny_data, tmp_path):
     assert index[1]["train_flops"] == 2 * index[0]["train_flops"]
     early, final = hf.load_discriminator(index[0]["discriminator"]), hf.load_discriminator(index[2]["discriminator"])
     assert not torch.equal(early.head.dense.weight, final.head.dense.weight)
+
+
+def test_corpus_tokens_caps_the_rows_and_repeats_them(tiny_data):
+    """The low-resource setting: with corpus_tokens = 3 rows, every step draws from those 3 rows
+    only, epoch after epoch, each epoch in a new order."""
+    from electra_pipeline.data import ExampleShards, micro_batches
+
+    data = ExampleShards(tiny_data[1])
+    cfg = c.merge(c.tiny(), {"train": {"corpus_tokens": 3 * 64, "seq_len": 64}})
+    stream = micro_batches(data, batch_size=3, grad_accum=1, seed=0, start_example=0,
+                           max_rows=cfg.train.corpus_tokens // cfg.train.seq_len)
+    seen = [next(stream)[0].input_ids for _ in range(4)]
+    first = {tuple(r.tolist()) for r in data.batch(np.arange(3)).input_ids}
+    assert all({tuple(r.tolist()) for r in s} == first for s in seen)
+    assert len({tuple(tuple(r.tolist()) for r in s) for s in seen}) > 1  # a new order each epoch
+    with pytest.raises(ConfigError, match="train.corpus_tokens"):
+        c.merge(c.tiny(), {"train": {"corpus_tokens": 5}})
