@@ -362,6 +362,67 @@ def test_compare_flow_puts_both_models_side_by_side(first_run: Any, params: dict
 
 
 @pytest.mark.slow
+def test_study_flow_gives_the_table_curves_and_cheaper_line(prefect_api: str, params: dict[str, Any]) -> None:
+    """Three objectives at equal compute, each fine-tuned at half and all of its budget: study.md
+    with the table and the "x cheaper" sentence, the plot, study.json with a curve per arm, an
+    MLflow parent with a child per arm and checkpoint, and the Prefect artifact. A rerun resumes:
+    every pre-training and evaluation is reused."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.study import efficiency_study
+
+    kw = dict(objectives=["electra", "mlm", "teams"], preset="tiny", snapshots=1, corpus=params["corpus"],
+              eval_tasks=["sst2"], device="cpu", output_dir=params["output_dir"], tracking_uri=params["tracking_uri"],
+              experiment="study-test", eval_concurrency=1,
+              pretrain_config={"model": {"vocab_size": 1000}, "train": {"max_steps": 4}},
+              finetune_config=params["finetune_config"])
+    state = efficiency_study(**kw, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    study_dir = Path(result.study_dir)
+    doc = json.loads((study_dir / "study.json").read_text())
+    assert set(doc["curves"]) == {"electra", "mlm", "teams"}
+    assert all([p["fraction"] for p in c] == [0.5, 1.0] for c in doc["curves"].values())
+    assert doc["steps"]["mlm"] == doc["steps"]["electra"] == 4  # max_steps given: the same steps
+    md = (study_dir / "study.md").read_text()
+    assert "| objective | sst2 | GLUE | held-out AUC | steps | paper (base) |" in md and "| random init |" in md
+    assert result.cheaper in md and ("cheaper" in result.cheaper)
+    assert (study_dir / "study_curves.png").stat().st_size > 10_000
+    assert result.line.startswith("study objectives=3 best=") and "budget_flops=preset" in result.line
+    client = _mlflow(params)
+    exp = client.get_experiment_by_name("study-test")
+    runs = client.search_runs([exp.experiment_id], max_results=200)
+    children = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
+    assert {"evaluate-electra@0.5", "evaluate-electra@1", "evaluate-mlm@0.5", "evaluate-teams@1",
+            "pretrain-teams"} <= children
+    parent = next(r for r in runs if r.info.run_id == result.run_id)
+    assert {"electra/glue", "mlm/glue", "teams/glue"} <= set(parent.data.metrics)
+    art = get_client(sync_client=True).read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["efficiency-study"])))
+    assert art and "| objective |" in art[0].data
+    again = efficiency_study(**kw, return_state=True).result()  # resumes: nothing is trained again
+    assert json.loads((Path(again.study_dir) / "study.json").read_text())["curves"] == doc["curves"]
+
+
+@pytest.mark.slow
+def test_study_flow_refuses_bad_arms_before_any_runs(prefect_api: str, params: dict[str, Any]) -> None:
+    from flows.study import efficiency_study
+
+    for config, field in (({"train": {"candidates": 1}}, "train.candidates"),
+                          ({"model": {"embedding_sharing": "gdes"}}, "model.embedding_sharing")):
+        state = efficiency_study(objectives=["electra", "mlm"], preset="tiny", corpus=params["corpus"],
+                                 output_dir=params["output_dir"], tracking_uri=params["tracking_uri"],
+                                 experiment="study-bad", pretrain_config=config, return_state=True)
+        assert state.is_failed() and state.message.startswith(field), state.message
+    state = efficiency_study(objectives=["electra"], preset="tiny", budget_flops=1e6, corpus=params["corpus"],
+                             output_dir=params["output_dir"], tracking_uri=params["tracking_uri"],
+                             experiment="study-bad", return_state=True)
+    assert state.is_failed() and "less than one electra step" in state.message
+    assert _mlflow(params).get_experiment_by_name("study-bad") is None  # nothing started
+
+
+@pytest.mark.slow
 def test_failed_task_keeps_the_others_and_fails_the_run_with_the_library_message(
         first_run: Any, params: dict[str, Any], work: Path) -> None:
     from flows.base import sample_path

@@ -1,0 +1,103 @@
+"""The efficiency study as a benchmark: every objective at the same pre-training FLOPs, fine-tuned
+at fractions of the budget, on ../shared/data (the `efficiency-study` Prefect flow, MLflow on SQLite).
+
+    python bench/study.py --budget 4e13            # the README's study table (shared corpus and GLUE)
+    python bench/study.py --budget 60m             # minutes per arm on this machine instead of FLOPs
+    python bench/study.py --quick                  # every objective on the shipped sample, < 15 min on 2 cores
+
+Last line:
+    study objectives=<n> best=<objective> electra_score=<x> mlm_score=<y> mlm_flops_to_match=<f or never> budget_flops=<b>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+OBJECTIVES = ["electra", "mlm", "replace_mlm", "electra_15", "all_tokens_mlm", "mc_bert", "teams"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--budget", default=None,
+                   help="per-arm budget: training FLOPs (4e13) or minutes on this machine (60m); default: the preset's")
+    p.add_argument("--objectives", nargs="+", default=OBJECTIVES, choices=OBJECTIVES, help="arms of the study")
+    p.add_argument("--preset", default="cpu", help="pre-training preset shared by every arm")
+    p.add_argument("--snapshots", type=int, default=2, help="also fine-tune at 1/2 ... 1/2^k of the budget")
+    p.add_argument("--corpus-tokens", type=float, default=None,
+                   help="the low-resource arm: train on only this many tokens, epoch after epoch (e.g. 2e6)")
+    p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"], help="GLUE tasks")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="fine-tuning seeds (median reported)")
+    p.add_argument("--max-train-examples", type=int, default=2000, help="fine-tuning examples per task")
+    p.add_argument("--quick", action="store_true",
+                   help="the shipped sample corpus and GLUE slices, 5e12 FLOPs per arm, one snapshot, SST-2")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with corpus/ and glue/")
+    p.add_argument("--examples", type=Path, default=None, help="packed examples to reuse (with --tokenizer)")
+    p.add_argument("--tokenizer", type=Path, default=None, help="the tokenizer.json of --examples")
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_study", help="outputs, caches and mlflow.db")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.budget = args.budget or "5e12"
+        args.snapshots, args.tasks, args.max_train_examples = 1, ["sst2"], 500
+    return args
+
+
+def budget(text: str | None) -> dict[str, float]:
+    if text is None:
+        return {}
+    try:
+        if text.endswith("m"):
+            return {"budget_minutes": float(text[:-1])}
+        return {"budget_flops": float(text)}
+    except ValueError:
+        raise SystemExit(f"--budget: expected FLOPs (4e13) or minutes (60m), got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from electra_cli.pipeline import prefect_api
+    from flows.study import efficiency_study
+
+    spend = budget(args.budget)
+    train = {"budget_minutes": spend["budget_minutes"], "budget_flops": None} if "budget_minutes" in spend else {}
+    data = {"corpus": ["sample"], "glue_dir": "sample"} if args.quick else {
+        "corpus": [str(args.data / "corpus")], "glue_dir": str(args.data / "glue")}
+    if args.examples:
+        data |= {"examples": str(args.examples), "tokenizer": str(args.tokenizer)}
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with prefect_api():
+        state = efficiency_study(
+            objectives=args.objectives, preset=args.preset, budget_flops=spend.get("budget_flops"),
+            snapshots=args.snapshots, corpus_tokens=int(args.corpus_tokens) if args.corpus_tokens else None,
+            eval_tasks=args.tasks, device="cpu", output_dir=str(args.work),
+            tracking_uri=f"sqlite:///{args.work / 'mlflow.db'}", eval_concurrency=min(2, len(args.tasks)),
+            pretrain_config={"train": train} if train else {},
+            finetune_config={"seeds": args.seeds, "max_train_examples": args.max_train_examples, "lr": 5e-4,
+                             "layer_decay": 1.0, "pooling": "mean", "predict_test": False},
+            return_state=True, **data)
+    if not state.is_completed():
+        print(f"error: {state.message}", file=sys.stderr)
+        return 1
+    result = state.result()
+    print(result.table)
+    print(result.cheaper)
+    print(f"study: {result.study_dir} ({(time.perf_counter() - t0) / 60:.1f} min); MLflow: {result.mlflow_url}")
+    if result.failed:
+        print("failed arms: " + json.dumps(result.failed))
+    print(result.line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
