@@ -417,7 +417,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         atomic.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         for kind in ("discriminator", "generator"):
             if (out / kind).is_dir():
-                (out / kind / "README.md").write_text(hf.model_card(kind, config_mod.to_dict(cfg), summary))
+                atomic.write_text(out / kind / "README.md", hf.model_card(kind, config_mod.to_dict(cfg), summary))
         for p in (out / "config.json", out / "summary.json", plot):
             if p is not None:
                 tracker.log_artifact(p)

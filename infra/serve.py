@@ -33,6 +33,7 @@ def deployments(only: list[str] | None = None, overrides: dict[str, Any] | None 
 
     from flows.compare import electra_vs_mlm
     from flows.pipeline import electra_pipeline
+    from flows.study import efficiency_study
 
     extra = overrides or {}
     module = {"entrypoint_type": EntrypointType.MODULE_PATH}  # found by import wherever runs start
@@ -50,6 +51,9 @@ def deployments(only: list[str] | None = None, overrides: dict[str, Any] | None 
         "electra-vs-mlm-cpu": lambda: electra_vs_mlm.to_deployment(
             **module, name="cpu", parameters={**extra}, tags=["demo", "cpu", "compare"],
             description="ELECTRA vs the BERT MLM baseline at equal training FLOPs, cpu preset."),
+        "study-cpu": lambda: efficiency_study.to_deployment(
+            **module, name="cpu", parameters={**extra}, tags=["cpu", "study"],
+            description="Every objective at the cpu preset's FLOPs on the shipped sample: table, curves, x cheaper."),
     }
     unknown = sorted(set(only or []) - set(specs))
     if unknown:

@@ -596,6 +596,7 @@ def test_prefect_yaml_deploys_to_work_pools(prefect_api: str, work: Path) -> Non
     nightly = client.read_deployment_by_name("electra-pipeline/cpu-nightly")
     assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 3 * * *"
     assert client.read_deployment_by_name("electra-vs-mlm/cpu").work_pool_name == "electra-cpu"
+    assert client.read_deployment_by_name("efficiency-study/cpu").work_pool_name == "electra-cpu"
 
 
 def test_mlflow_links_open_the_training_view() -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from electra_pipeline import atomic
 from electra_pipeline.finetuned import TaskMeta
 from electra_pipeline.inference import pad_rows, special_ids  # noqa: F401  (special_ids: finetune/runner.py)
 
@@ -111,11 +112,9 @@ class Task(ABC):
 
     def write_predictions(self, examples: Sequence[Any], predictions: Predictions, path: Path) -> Path:
         """One JSON object per line: id, prediction (and gold when known)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            for ex in examples:
-                qid = self.example_id(ex)
-                f.write(json.dumps({"id": qid, "prediction": predictions.get(qid)}) + "\n")
+        rows = (json.dumps({"id": self.example_id(ex), "prediction": predictions.get(self.example_id(ex))})
+                for ex in examples)
+        atomic.write_text(path, "".join(r + "\n" for r in rows))
         return path
 
     def write_submission(self, examples: Sequence[Any], predictions: Predictions, path: Path) -> Path | None:

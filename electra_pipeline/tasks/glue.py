@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from electra_pipeline import metrics
+from electra_pipeline import atomic, metrics
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.inference import special_ids, text_row
 from electra_pipeline.tasks.base import Feature, Predictions, Task
@@ -246,11 +246,10 @@ class GlueTask(Task):
 
     def write_submission(self, examples: Sequence[Example], predictions: Predictions, path: Path) -> Path:
         """GLUE leaderboard format: `index<TAB>prediction` with label strings (STS-B: 0-5 float)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("index\tprediction\n")
-            for e in examples:
-                p = predictions[e.guid]
-                value = f"{min(5.0, max(0.0, p)):.3f}" if self.kind == "regression" else self.labels[p]
-                f.write(f"{e.guid}\t{value}\n")
+        lines = ["index\tprediction\n"]
+        for e in examples:
+            p = predictions[e.guid]
+            value = f"{min(5.0, max(0.0, p)):.3f}" if self.kind == "regression" else self.labels[p]
+            lines.append(f"{e.guid}\t{value}\n")
+        atomic.write_text(path, "".join(lines))
         return path

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from scipy.special import expit
 from tokenizers import Tokenizer
 
-from electra_pipeline import metrics
+from electra_pipeline import atomic, metrics
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.finetuned import TaskMeta
 from electra_pipeline.inference import N_BEST, question_windows, special_ids, window_spans
@@ -270,12 +270,11 @@ class SquadTask(Task):
     def write_predictions(self, examples: Sequence[QAExample], predictions: Predictions, path: Path) -> Path:
         """Official layout: `{qid: text}` (for v2 also `<stem>_na_prob.json` for the eval script)
         plus the n-best lists beside it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         path = path.with_suffix(".json")
-        path.write_text(json.dumps({q: p["text"] for q, p in predictions.items()}, indent=1) + "\n")
-        path.with_name(path.stem + "_nbest.json").write_text(
-            json.dumps({q: p["nbest"] for q, p in predictions.items()}) + "\n")
+        atomic.write_text(path, json.dumps({q: p["text"] for q, p in predictions.items()}, indent=1) + "\n")
+        atomic.write_text(path.with_name(path.stem + "_nbest.json"),
+                          json.dumps({q: p["nbest"] for q, p in predictions.items()}) + "\n")
         if self.answerability:
-            path.with_name(path.stem + "_na_prob.json").write_text(
+            atomic.write_text(path.with_name(path.stem + "_na_prob.json"),
                 json.dumps({q: float(expit(-p["answerable_logit"])) for q, p in predictions.items()}) + "\n")
         return path
