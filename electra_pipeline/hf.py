@@ -172,7 +172,13 @@ def model_card(kind: str, cfg: dict, summary: dict) -> str:
     format): what it is, the data it saw (with the corpus manifest's checksums), how it was
     trained and at what compute, what it started from, and what it is (not) for."""
     m, t, c = cfg["model"], cfg["train"], summary["compute"]
-    role = {"discriminator": "the ELECTRA discriminator (replaced-token detection); the encoder to fine-tune",
+    main_model = {  # what the discriminator-sized model learned, and what its exported head is
+        "replace_mlm": "the main model of Replace MLM (masked-LM on generator replacements; its RTD head is untrained)",
+        "all_tokens_mlm": "the main model of All-Tokens MLM (masked-LM over every token; the RTD head is its copy gate)",
+        "mc_bert": "the MC-BERT main model (picks the original among generator candidates; its RTD head is untrained)",
+        "teams": "the TEAMS discriminator (replaced-token detection and multi-word selection)",
+    }.get(t["objective"], "the ELECTRA discriminator (replaced-token detection)")
+    role = {"discriminator": f"{main_model}; the encoder to fine-tune",
             "generator": "the masked-LM generator" if t["objective"] != "mlm" else
                          "the BERT-style masked-LM model (the MLM baseline); the encoder to fine-tune"}[kind]
     init = summary.get("init")
@@ -198,8 +204,10 @@ def model_card(kind: str, cfg: dict, summary: dict) -> str:
         f"- objective: {t['objective']}; {summary['steps']:,} steps of {t['batch_size']} x {t['seq_len']} tokens "
         f"({c['tokens'] / 1e6:.1f}M tokens)",
         f"- recipe: mask_prob {t.get('mask_prob')}"
-        + (f", disc_weight {t.get('disc_weight')}, generator_fraction {m.get('generator_fraction')}"
-           if t["objective"] != "mlm" else "")
+        + (f", disc_weight {t.get('disc_weight')}, generator_fraction {m.get('generator_fraction')}, "
+           f"embedding sharing {m.get('embedding_sharing', 'tied')}" if t["objective"] != "mlm" else "")
+        + (f", {t.get('candidates')} candidates, select_weight {t.get('select_weight')}"
+           if t["objective"] in ("mc_bert", "teams") else "")
         + f"; AdamW lr {t.get('lr')}, weight decay {t.get('weight_decay')}, "
         + (f"warm-up {t['warmup_fraction']:.0%} of the run" if t.get("warmup_fraction") is not None
            else f"{t.get('warmup_steps')} warm-up steps")

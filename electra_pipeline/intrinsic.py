@@ -35,6 +35,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from electra_pipeline import atomic
+from electra_pipeline.config import RTD_OBJECTIVES
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.model import Discriminator, Generator, init_weights
 from electra_pipeline.tokenizer import SPECIAL_IDS
@@ -429,6 +430,10 @@ def run(checkpoint: str | Path, *, generator: str | Path | None = None, examples
             run_cfg = json.loads((path / "config.json").read_text())
         except json.JSONDecodeError as e:
             raise DataError(f"{path / 'config.json'}: not valid JSON ({e})") from None
+    objective = (run_cfg.get("train") or {}).get("objective", "electra")
+    if objective not in RTD_OBJECTIVES and objective != "mlm":
+        raise ConfigError(f"{path}: objective {objective} trains no replaced-token head, so held-out detection "
+                          "does not apply to it; fine-tune it (`electra evaluate`) to compare")
     models = load_models(path, generator)
     examples = examples or run_cfg.get("data") or None
     tokenizer = tokenizer or run_cfg.get("tokenizer") or None

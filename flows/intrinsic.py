@@ -34,13 +34,13 @@ def intrinsic(
     from prefect.logging import get_run_logger
 
     from electra_pipeline import intrinsic as lib
-    from electra_pipeline.errors import DataError
+    from electra_pipeline.errors import ConfigError, DataError
 
     with tracking.run(f"intrinsic-{label}", stage="intrinsic", model=label) as run:
         try:
             result = lib.run(run_dir, cfg=lib.IntrinsicConfig(max_rows=max_rows))
-        except DataError as e:  # a corpus too small for a held-out slice: say so, keep the pipeline going
-            if "scorable tokens" not in str(e) and "no held-out slice" not in str(e):
+        except (DataError, ConfigError) as e:  # nothing to score: say so, keep the pipeline going
+            if not any(m in str(e) for m in ("scorable tokens", "no held-out slice", "trains no replaced-token head")):
                 raise
             get_run_logger().warning("intrinsic evaluation skipped: %s", e)
             run.set_tags({"skipped": str(e)[:4000]})

@@ -375,6 +375,11 @@ def test_every_objective_trains_and_exports_the_encoder_users_keep(tiny_data, tm
     assert result.discriminator_dir is not None
     disc = hf.load_discriminator(result.discriminator_dir)
     assert objective in (Path(result.discriminator_dir) / "README.md").read_text()
+    if objective in ("replace_mlm", "mc_bert"):  # no trained RTD head: held-out detection says it does not apply
+        from electra_pipeline import intrinsic
+
+        with pytest.raises(ConfigError, match="trains no replaced-token head"):
+            intrinsic.run(tmp_path / "run")
     if sharing == "gdes":
         gen = hf.load_generator(tmp_path / "run" / "generator")
         assert not torch.equal(disc.electra.embeddings.word_embeddings.weight,
