@@ -35,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the low-resource arm: train on only this many tokens, epoch after epoch (e.g. 2e6)")
     p.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "stsb"], help="GLUE tasks")
     p.add_argument("--seeds", type=int, nargs="+", default=[1], help="fine-tuning seeds (median reported)")
-    p.add_argument("--max-train-examples", type=int, default=2000, help="fine-tuning examples per task")
+    p.add_argument("--max-train-examples", type=int, default=1000, help="fine-tuning examples per task")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="fine-tuning epochs of every task (the paper gives STS-B and RTE 10; 3 keeps the CPU study short)")
     p.add_argument("--quick", action="store_true",
                    help="the shipped sample corpus and GLUE slices, 5e12 FLOPs per arm, one snapshot, SST-2")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with corpus/ and glue/")
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             eval_tasks=args.tasks, device="cpu", output_dir=str(args.work),
             tracking_uri=f"sqlite:///{args.work / 'mlflow.db'}", eval_concurrency=min(2, len(args.tasks)),
             pretrain_config={"train": train} if train else {},
-            finetune_config={"seeds": args.seeds, "max_train_examples": args.max_train_examples, "lr": 5e-4,
+            finetune_config={"seeds": args.seeds, "max_train_examples": args.max_train_examples, "epochs": args.epochs,
+                             "lr": 5e-4,
                              "layer_decay": 1.0, "pooling": "mean", "predict_test": False},
             return_state=True, **data)
     if not state.is_completed():
