@@ -77,8 +77,10 @@ def cheaper(curves: dict[str, list[Point]], reference: str = "electra", baseline
     if ref is None or ref.glue_score is None or not base:
         return {"reference": reference, "baseline": baseline, "baseline_flops": None, "times": None}
     need = flops_to_reach(base, ref.glue_score)
+    first = min(p.train_flops for p in base)
     return {"reference": reference, "baseline": baseline, "target": ref.glue_score, "reference_flops": ref.train_flops,
-            "baseline_flops": need, "times": need / ref.train_flops if need else None}
+            "baseline_flops": need, "times": need / ref.train_flops if need else None,
+            "at_most": need is not None and need == first}  # reached by its first point: earlier is unmeasured
 
 
 def cheaper_sentence(c: dict[str, Any]) -> str:
@@ -87,6 +89,10 @@ def cheaper_sentence(c: dict[str, Any]) -> str:
     if c["baseline_flops"] is None:
         return (f"{c['baseline']} does not reach {c['reference']}'s final GLUE score ({c['target']:.1f}) within the "
                 f"budget ({c['reference_flops']:.3g} FLOPs): more than 1x cheaper, by how much this budget cannot say.")
+    if c.get("at_most"):
+        return (f"{c['baseline']} already has {c['reference']}'s final GLUE score ({c['target']:.1f}) at its first "
+                f"checkpoint ({c['baseline_flops']:.3g} training FLOPs): {c['reference']} is at most {c['times']:.2f}x "
+                "cheaper here.")
     return (f"{c['baseline']} reaches {c['reference']}'s final GLUE score ({c['target']:.1f}) at {c['baseline_flops']:.3g} "
             f"training FLOPs: {c['reference']} is {c['times']:.2f}x cheaper.")
 

@@ -1,0 +1,50 @@
+"""The study's arithmetic: compute matching, reading the MLM curve, the table and the last line."""
+
+import pytest
+
+from electra_pipeline import config as c
+from electra_pipeline import flops, study
+from electra_pipeline.errors import ConfigError
+
+
+def P(frac, f, score, **tasks):
+    return study.Point(fraction=frac, step=int(f), train_flops=f, glue_score=score, tasks=tasks)
+
+
+def test_each_arm_gets_the_steps_its_budget_buys():
+    configs = {o: c.merge(c.cpu(), {"train": {"objective": o, "budget_flops": 1e13}}) for o in ("electra", "mlm",
+                                                                                                 "all_tokens_mlm")}
+    steps = study.check_arms(configs)
+    for o, n in steps.items():
+        per = flops.train_step_flops(configs[o].model, configs[o].train).total
+        assert n == int(1e13 // per) and n * per <= 1e13 < (n + 1) * per
+    assert steps["mlm"] > steps["electra"] > steps["all_tokens_mlm"]  # cheaper steps, more of them
+    with pytest.raises(ConfigError, match="train.budget_flops: .* less than one electra step"):
+        study.check_arms({"electra": c.merge(c.cpu(), {"train": {"budget_flops": 1e9}})})
+
+
+def test_flops_to_reach_interpolates_on_the_curve():
+    mlm = [P(0.5, 100.0, 50.0), P(1.0, 200.0, 60.0)]
+    assert study.flops_to_reach(mlm, 55.0) == pytest.approx(150.0)
+    assert study.flops_to_reach(mlm, 60.0) == pytest.approx(200.0)
+    assert study.flops_to_reach(mlm, 61.0) is None
+    assert study.flops_to_reach(mlm, 40.0) == 100.0  # the first point already reaches it
+    curves = {"electra": [P(0.5, 50.0, 52.0), P(1.0, 100.0, 55.0)], "mlm": mlm}
+    cheaper = study.cheaper(curves)
+    assert cheaper["times"] == pytest.approx(1.5) and not cheaper["at_most"]
+    assert "1.50x cheaper" in study.cheaper_sentence(cheaper)
+    never = study.cheaper({"electra": [P(1.0, 100.0, 70.0)], "mlm": mlm})
+    assert never["baseline_flops"] is None and "does not reach" in study.cheaper_sentence(never)
+    line = study.summary_line(curves, 100.0)
+    assert line == "study objectives=2 best=mlm electra_score=55.0 mlm_score=60.0 mlm_flops_to_match=150 budget_flops=100"
+
+
+def test_table_orders_by_score_and_shows_baselines_and_the_paper():
+    curves = {"electra": [P(1.0, 100.0, 55.0, sst2=70.0, stsb=40.0)], "mlm": [P(1.0, 100.0, 50.0, sst2=68.0, stsb=32.0)]}
+    md = study.table(curves, ["sst2", "stsb"], random_init={"sst2": 66.0, "stsb": 10.0}, auc={"electra": 0.8})
+    rows = md.splitlines()
+    assert rows[0] == "| objective | sst2 | stsb | GLUE | held-out AUC | steps | paper (base) |"
+    assert rows[2].startswith("| electra | 70.0 | 40.0 | **55.0** | 0.800 |") and rows[2].endswith("| 85.0 |")
+    assert rows[3].startswith("| mlm |") and rows[4].startswith("| random init | 66.0 | 10.0 | 38.0 |")
+    assert "matches the paper" in study.ordering_note(curves)
+    assert "differs" in study.ordering_note({"electra": curves["mlm"], "mlm": curves["electra"]})
