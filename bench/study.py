@@ -39,14 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3,
                    help="fine-tuning epochs of every task (the paper gives STS-B and RTE 10; 3 keeps the CPU study short)")
     p.add_argument("--quick", action="store_true",
-                   help="the shipped sample corpus and GLUE slices, 5e12 FLOPs per arm, one snapshot, SST-2")
+                   help="the shipped sample corpus and GLUE slices, 3e12 FLOPs per arm, one snapshot, SST-2")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with corpus/ and glue/")
     p.add_argument("--examples", type=Path, default=None, help="packed examples to reuse (with --tokenizer)")
     p.add_argument("--tokenizer", type=Path, default=None, help="the tokenizer.json of --examples")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_study", help="outputs, caches and mlflow.db")
     args = p.parse_args(argv)
     if args.quick:
-        args.budget = args.budget or "5e12"
+        args.budget = args.budget or "3e12"
         args.snapshots, args.tasks, args.max_train_examples = 1, ["sst2"], 500
     return args
 
