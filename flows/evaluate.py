@@ -7,7 +7,6 @@ the others' results.
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +62,7 @@ def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out
     with mlflow_run(tracking_uri=tracking_uri, experiment=experiment, name=run_name or f"finetune-{name}",
                     parent_run_id=parent_run_id, tags={"stage": "finetune", "task": name}) as run:
         cfg = config_mod.from_dict(FinetuneConfig, config)
-        key = re.sub(r"[^a-z0-9-]+", "-", f"finetune-progress-{label}-{name}".lower())
-        progress = SeedProgress(run, seeds=len(cfg.seeds), key=key, label=f"fine-tuning {name} ({label})")
+        progress = SeedProgress(run, seeds=len(cfg.seeds), key=f"finetune-progress-{label}-{name}", label=f"fine-tuning {name} ({label})")
         result = finetune(name, checkpoint, tokenizer, data_dir, out_dir, cfg, tracker=progress, progress=False)
     return {"task": name, "metrics": {k: float(v) for k, v in result.metrics.items()},
             "score": float(task_score(get_task(name), result.metrics)),

@@ -9,6 +9,7 @@ killed process could not end, so no run is left RUNNING.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,12 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def artifact_key(text: str) -> str:
+    """A Prefect artifact key from any text: Prefect accepts only lowercase letters, digits and
+    dashes (objectives such as replace_mlm and labels such as electra@0.5 have others)."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
 class _Forwarding:
     """A Tracker wrapper: everything but what a subclass overrides goes to `self.inner`."""
 
@@ -155,7 +162,7 @@ class PrefectProgress(_Forwarding):
         self._logged = 0.0
         self.run_id = inner.run_id
         self.total_steps = total_steps
-        self.key = key
+        self.key = artifact_key(key)
         self.label = label
         self.every_s = every_s
         self._artifact_id: Any = None
