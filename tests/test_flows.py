@@ -560,7 +560,7 @@ def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, pref
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()
         time.sleep(0.2)
     os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-    out, err = run.communicate(timeout=60)
+    out, err = run.communicate(timeout=240)  # checkpoint, mark runs ended, stop the server: slow on a loaded machine
     assert run.returncode == 130, err[-3000:]
     assert "run the same command again to resume" in err
     client = _mlflow(p)
