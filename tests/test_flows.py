@@ -555,7 +555,7 @@ def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, pref
     deadline = time.monotonic() + 120
     while True:  # until the 40-step run has logged 3 steps (a wide window on a loaded machine)
         d = _pretrain_dir(p["output_dir"], max_steps=40)
-        if d is not None and (d / "metrics.jsonl").is_file() and len((d / "metrics.jsonl").read_text().split()) >= 3:
+        if d is not None and (d / "metrics.jsonl").is_file() and len((d / "metrics.jsonl").read_text().splitlines()) >= 3:
             break
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()
         time.sleep(0.2)
