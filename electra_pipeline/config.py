@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
-from electra_pipeline import atomic
 from electra_pipeline.errors import ConfigError
-from electra_pipeline.settings import field_docs
+
+# The generic conversions live in settings; config.from_dict(...), config.save(...) name them here.
+from electra_pipeline.settings import from_dict, leaf_fields, load_file, overrides_from_args, save, to_dict  # noqa: F401
 
 T = TypeVar("T")
 
@@ -375,65 +370,6 @@ def preset(name: str) -> PretrainConfig:
 
 # --- dict / file / flag conversion --------------------------------------------------------
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def _coerce(value: Any, tp: Any, name: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        return _coerce(value, args[0], name)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
-        return from_dict(tp, value, prefix=f"{name}.")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return value.lower() in ("true", "1", "yes", "on")
-        raise ConfigError(f"{name}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        try:
-            return int(str(value).replace("_", ""))
-        except ValueError:
-            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
-    if tp is float:
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
-        if not math.isfinite(out):
-            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
-        return out
-    if tp is str:
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{name}: expected a string, got {type(value).__name__}")
-        return str(value)
-    return value
-
-
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build `cls` from a plain dict; unknown keys and wrongly typed values are errors."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown config key (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # a dataclass built from an incomplete dict
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
-
-
 def merge(cfg: T, overrides: dict[str, Any]) -> T:
     """Apply nested overrides (`{"model": {"hidden_size": 64}}`) and re-validate."""
     base_dict = to_dict(cfg)
@@ -459,47 +395,11 @@ def merge(cfg: T, overrides: dict[str, Any]) -> T:
     return from_dict(type(cfg), base_dict)
 
 
-def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a nested dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p}: not found")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {p}: not UTF-8 text (byte {e.start})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p}: expected a mapping at the top level")
-    return data
-
-
-def save(cfg: Any, path: str | Path) -> None:
-    atomic.write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=False) + "\n")
-
-
-def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(dotted name, type, docstring) for every leaf field of a nested config dataclass."""
-    out = []
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out.extend(_leaf_fields(tp, f"{prefix}{f.name}."))
-        else:
-            out.append((f"{prefix}{f.name}", tp, docs.get(f.name, "")))
-    return out
-
-
 def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig) -> None:
     """One `--a.b` flag per leaf field; values stay strings until `resolve` coerces them."""
     group = parser.add_argument_group("config fields (override the preset and --config file)")
     defaults = small()
-    for name, tp, helptext in _leaf_fields(cls):
+    for name, tp, helptext in leaf_fields(cls):
         if name == "preset":
             continue
         default = defaults
@@ -513,19 +413,6 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig
             flags.append(f"--{name.replace('_', '-')}")
         group.add_argument(*flags, dest=f"cfg:{name}", metavar=metavar, default=None,
                            help=f"{helptext} (small preset: {default})" if helptext else f"(small preset: {default})")
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in vars(args).items():
-        if not key.startswith("cfg:") or value is None:
-            continue
-        node = out
-        parts = key[4:].split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
 
 
 def _given(value: Any) -> bool:

@@ -35,3 +35,11 @@ def test_library_parser_has_no_pipeline_and_the_console_command_does() -> None:
 
     assert "pipeline" not in commands(library_parser()) and "pretrain" in commands(library_parser())
     assert commands(build_parser()) == commands(library_parser()) | {"pipeline"}
+
+
+def test_every_library_and_flow_file_holds_one_concept() -> None:
+    """No module of `electra_pipeline/` or `flows/` grows past 500 lines: a file that long holds
+    more than one concept and is split (config machinery vs the run config, say)."""
+    long = {str(p.relative_to(REPO)): n for p in [*REPO.glob("electra_pipeline/**/*.py"), *REPO.glob("flows/*.py")]
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert not long, f"over 500 lines: {long}"
