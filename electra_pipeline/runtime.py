@@ -9,11 +9,13 @@ from electra_pipeline import flops
 from electra_pipeline.errors import ConfigError
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, field: str = "train.device") -> torch.device:
+    """`auto` -> CUDA when present, else the CPU; a CUDA request without CUDA is an error naming `field`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available; use --train.device cpu")
+        flag = "--device" if field == "finetune.device" else f"--{field}"
+        raise ConfigError(f"{field}: {name!r} requested but CUDA is not available; use {flag} cpu")
     return torch.device(name)
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from electra_pipeline import config as config_mod
+from electra_pipeline import runtime
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import ConfigError
 from electra_pipeline.model import POOLINGS
@@ -179,11 +180,7 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"finetune.device: {name!r} requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
+    return runtime.resolve_device(name, field="finetune.device")
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
