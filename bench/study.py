@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result = state.result()
     print(result.table)
+    print(result.learned)
     print(result.cheaper)
     print(f"study: {result.study_dir} ({(time.perf_counter() - t0) / 60:.1f} min); MLflow: {result.mlflow_url}")
     if result.failed:

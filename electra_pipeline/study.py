@@ -18,6 +18,7 @@ from typing import Any
 
 from electra_pipeline import config as config_mod
 from electra_pipeline import flops
+from electra_pipeline.baselines import MEASURABLE_GLUE_GAIN
 from electra_pipeline.errors import ConfigError
 
 # the paper's compute-matched GLUE dev scores at base size (REFERENCE.md), for the ordering
@@ -83,9 +84,19 @@ def cheaper(curves: dict[str, list[Point]], reference: str = "electra", baseline
             "at_most": need is not None and need == first}  # reached by its first point: earlier is unmeasured
 
 
-def cheaper_sentence(c: dict[str, Any]) -> str:
+def cheaper_sentence(c: dict[str, Any], reference_learned: bool | None = None) -> str:
+    """The "x times cheaper" figure in words; when the reference arm is not measurably above random
+    init (`reference_learned` False) the sentence says the figure compares noise."""
     if c.get("target") is None:
         return f"{c['reference']} or {c['baseline']} has no score: no comparison."
+    text = _cheaper_text(c)
+    if reference_learned is False:
+        text += (f" {c['reference']} itself is not measurably above random init, so this compares fine-tuning noise, "
+                 "not pre-training efficiency.")
+    return text
+
+
+def _cheaper_text(c: dict[str, Any]) -> str:
     if c["baseline_flops"] is None:
         return (f"{c['baseline']} does not reach {c['reference']}'s final GLUE score ({c['target']:.1f}) within the "
                 f"budget ({c['reference_flops']:.3g} FLOPs): more than 1x cheaper, by how much this budget cannot say.")
@@ -97,11 +108,35 @@ def cheaper_sentence(c: dict[str, Any]) -> str:
             f"training FLOPs: {c['reference']} is {c['times']:.2f}x cheaper.")
 
 
+def gain_cell(versus: dict[str, Any] | None) -> str:
+    """`+1.9` for a GLUE gain over random init, `+1.9 ✓` when it is measurable (baselines.compare)."""
+    if not versus or versus.get("gain") is None:
+        return "-"
+    return f"{versus['gain']:+.1f}" + (" ✓" if versus.get("measurable") else "")
+
+
+def learned_sentence(versus: dict[str, dict[str, Any]]) -> str:
+    """Which arms measurably beat random initialisation at the full budget. `versus` maps each
+    objective to {"gain", "seed_gains", "measurable"} (baselines.compare's GLUE figures)."""
+    if not versus:
+        return "No random-init baseline was fine-tuned: what pre-training bought is not measured."
+    rule = (f"a GLUE gain above {MEASURABLE_GLUE_GAIN:g} point and positive for every fine-tuning seed, "
+            "as the pipeline's report rules")
+    won = [o for o, v in versus.items() if v.get("measurable")]
+    gains = ", ".join(f"{o} {v['gain']:+.1f}" for o, v in sorted(versus.items(), key=lambda kv: -kv[1]["gain"]))
+    if won:
+        return f"Measurably above random init ({rule}): {', '.join(won)}. Gains: {gains}."
+    seeds = min(len(v.get("seed_gains") or {}) for v in versus.values())
+    why = (" One fine-tuning seed cannot separate a gain from seed noise (1-2 points a task): give 3 seeds."
+           if seeds < 2 else "")
+    return f"No arm is measurably above random init at this budget ({rule}). Gains: {gains}.{why}"
+
+
 def table(curves: dict[str, list[Point]], tasks: Sequence[str], random_init: dict[str, float] | None = None,
-          auc: dict[str, float | None] | None = None) -> str:
-    """The paper's table: objective x task at the full budget, GLUE, held-out AUC, and the paper's
-    base-size figure for the ordering."""
-    head = ["objective", *tasks, "GLUE", "held-out AUC", "steps", "paper (base)"]
+          auc: dict[str, float | None] | None = None, versus: dict[str, dict[str, Any]] | None = None) -> str:
+    """The paper's table: objective x task at the full budget, GLUE, its gain over random init
+    (✓ measurable), held-out AUC, and the paper's base-size figure for the ordering."""
+    head = ["objective", *tasks, "GLUE", "vs random init", "held-out AUC", "steps", "paper (base)"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def fmt(v: float | None) -> str:
@@ -114,11 +149,12 @@ def table(curves: dict[str, list[Point]], tasks: Sequence[str], random_init: dic
             continue
         a = (auc or {}).get(objective)
         rows.append(f"| {objective} | " + " | ".join(fmt(p.tasks.get(t)) for t in tasks)
-                    + f" | **{fmt(p.glue_score)}** | {'-' if a is None else f'{a:.3f}'} | {p.step:,} | "
+                    + f" | **{fmt(p.glue_score)}** | {gain_cell((versus or {}).get(objective))} | "
+                    + f"{'-' if a is None else f'{a:.3f}'} | {p.step:,} | "
                     + f"{PAPER_TABLE5.get(objective, '-')} |")
     if random_init:
         mean = sum(random_init.values()) / len(random_init) if random_init else None
-        rows.append("| random init | " + " | ".join(fmt(random_init.get(t)) for t in tasks) + f" | {fmt(mean)} | 0.500 | 0 | - |")
+        rows.append("| random init | " + " | ".join(fmt(random_init.get(t)) for t in tasks) + f" | {fmt(mean)} | - | 0.500 | 0 | - |")
     return "\n".join(rows)
 
 
@@ -150,7 +186,8 @@ def plot(curves: dict[str, list[Point]], out: Path, random_init: float | None = 
     return out
 
 
-def summary_line(curves: dict[str, list[Point]], budget_flops: float | None) -> str:
+def summary_line(curves: dict[str, list[Point]], budget_flops: float | None,
+                 versus: dict[str, dict[str, Any]] | None = None) -> str:
     scored = {o: final(c).glue_score for o, c in curves.items() if final(c) and final(c).glue_score is not None}
     best = max(scored, key=scored.get) if scored else "none"
     c = cheaper(curves)
@@ -159,9 +196,12 @@ def summary_line(curves: dict[str, list[Point]], budget_flops: float | None) -> 
         return "none" if v is None else f"{v:.1f}"
 
     match = "never" if c.get("baseline_flops") is None else f"{c['baseline_flops']:.3g}"
+    v = (versus or {}).get("electra")
+    gain = "none" if not v or v.get("gain") is None else f"{v['gain']:+.1f}"
     budget = "preset" if budget_flops is None else f"{budget_flops:.3g}"
     return (f"study objectives={len(curves)} best={best} electra_score={fmt(scored.get('electra'))} "
-            f"mlm_score={fmt(scored.get('mlm'))} mlm_flops_to_match={match} budget_flops={budget}")
+            f"mlm_score={fmt(scored.get('mlm'))} mlm_flops_to_match={match} budget_flops={budget} "
+            f"electra_gain={gain}")
 
 
 def ordering_note(curves: dict[str, list[Point]]) -> str:

@@ -47,6 +47,7 @@ class StudyResult(BaseModel):
     mlflow_url: str
     line: str
     table: str
+    learned: str
     cheaper: str
     failed: dict[str, str] = Field(default_factory=dict)
 
@@ -153,6 +154,7 @@ def efficiency_study(
         auc: dict[str, float | None] = {}
         failed: dict[str, str] = {}
         random_init: dict[str, float] = {}
+        versus: dict[str, dict[str, Any]] = {}  # objective -> GLUE gain over random init at the full budget
         for objective in objectives:
             try:
                 pre = pretrain(examples=ex_path, tokenizer=tok_path, preset=preset, objective=objective,
@@ -181,6 +183,10 @@ def efficiency_study(
                         tasks={n: r["score"] for n, r in summary["tasks"].items()}))
                     base = (summary.get("baselines") or {}).get("random_init") or {}
                     random_init |= {n: b["score"] for n, b in base.items() if "score" in b}
+                    comparison = (summary.get("baselines") or {}).get("comparison") or {}
+                    if frac == 1.0 and comparison.get("glue"):
+                        versus[objective] = {**{k: comparison["glue"][k] for k in ("gain", "seed_gains")},
+                                             "measurable": bool(comparison.get("measurable"))}
                 log.info("%s: %s", objective, ", ".join(f"{p.fraction:g} -> {p.glue_score}" for p in curves[objective]))
             except Exception as e:  # one arm's failure leaves the others' results
                 from electra_pipeline.errors import ConfigError
@@ -193,10 +199,11 @@ def efficiency_study(
             from electra_pipeline.errors import PipelineError
 
             raise PipelineError("every arm failed: " + "; ".join(f"{o}: {m}" for o, m in failed.items()))
-        result = _write(study_dir, curves, tasks, random_init, auc, failed, budget, steps, corpus_tokens)
+        result = _write(study_dir, curves, tasks, random_init, auc, versus, failed, budget, steps, corpus_tokens)
         run.log_metrics({f"{o}/glue": study.final(cv).glue_score for o, cv in curves.items()
                          if study.final(cv).glue_score is not None}
                         | {f"{o}/auc": a for o, a in auc.items() if a is not None}
+                        | {f"{o}/gain": v["gain"] for o, v in versus.items()}
                         | ({"electra/x_cheaper": result["cheaper"]["times"]} if result["cheaper"].get("times") else {}))
         for f in ("study.md", "study.json", "study_curves.png"):
             if (study_dir / f).is_file():
@@ -204,15 +211,16 @@ def efficiency_study(
         url = run_url(uri, experiment_id(run), run.run_id)
         create_markdown_artifact(key="efficiency-study", markdown=result["markdown"] + f"\n\nMLflow: {url}\n",
                                  description=result["line"])
-        log.info("%s\n%s\n%s", result["table"], result["cheaper_sentence"], result["line"])
+        log.info("%s\n%s\n%s\n%s", result["table"], result["learned"], result["cheaper_sentence"], result["line"])
         log.info("MLflow: %s (%s)", url, ui_hint(uri))
     return StudyResult(study_dir=str(study_dir.resolve()), run_id=run.run_id, mlflow_url=url, line=result["line"],
-                       table=result["table"], cheaper=result["cheaper_sentence"], failed=failed)
+                       table=result["table"], learned=result["learned"], cheaper=result["cheaper_sentence"],
+                       failed=failed)
 
 
 def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_init: dict[str, float],
-           auc: dict[str, float | None], failed: dict[str, str], budget: float | None, steps: dict[str, int],
-           corpus_tokens: int | None) -> dict[str, Any]:
+           auc: dict[str, float | None], versus: dict[str, dict[str, Any]], failed: dict[str, str],
+           budget: float | None, steps: dict[str, int], corpus_tokens: int | None) -> dict[str, Any]:
     """study.json, study.md and study_curves.png."""
     from electra_pipeline import study
 
@@ -220,10 +228,11 @@ def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_ini
     plot = study.plot(curves, study_dir / "study_curves.png", random_init=ri,
                       title=f"GLUE ({', '.join(tasks)}) against pre-training FLOPs"
                             + (f", {corpus_tokens:,} tokens" if corpus_tokens else ""))
-    table = study.table(curves, tasks, random_init, auc)
+    table = study.table(curves, tasks, random_init, auc, versus)
     cheaper = study.cheaper(curves)
-    sentence = study.cheaper_sentence(cheaper)
-    line = study.summary_line(curves, budget)
+    learned = study.learned_sentence(versus)
+    sentence = study.cheaper_sentence(cheaper, (versus.get("electra") or {}).get("measurable"))
+    line = study.summary_line(curves, budget, versus)
     budget_text = f"{budget:.3g} training FLOPs per arm" if budget else "the preset's budget per arm"
     md = "\n".join([
         f"# Efficiency study: {len(curves)} objectives at {budget_text}", "",
@@ -231,7 +240,7 @@ def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_ini
         + (f" Low-resource: {corpus_tokens:,} tokens of examples, epoch after epoch." if corpus_tokens else ""), "",
         "Scores at the full budget (dev, median over fine-tuning seeds); held-out AUC is the discriminator's "
         "replaced-token detection on held-out text (objectives whose head is trained for it):", "",
-        table, "", sentence, "", study.ordering_note(curves), "",
+        table, "", learned, "", sentence, "", study.ordering_note(curves), "",
         *(["Failed arms: " + "; ".join(f"{o}: {m}" for o, m in failed.items()), ""] if failed else []),
         f"![curves]({plot.name})", "", "Curves (GLUE by fraction of the budget):", "",
         *[f"- {o}: " + ", ".join(f"{p.fraction:g} ({p.train_flops:.2g} FLOPs) {p.glue_score:.1f}"
@@ -240,7 +249,9 @@ def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_ini
         "", f"`{line}`", ""])
     doc = {"line": line, "budget_flops": budget, "corpus_tokens": corpus_tokens, "steps": steps, "tasks": tasks,
            "curves": {o: [dataclasses.asdict(p) for p in cv] for o, cv in curves.items()},
-           "random_init": random_init, "auc": auc, "cheaper": cheaper, "failed": failed}
+           "random_init": random_init, "versus_random_init": versus, "auc": auc, "cheaper": cheaper,
+           "failed": failed}
     atomic.write_text(study_dir / "study.json", json.dumps(doc, indent=2) + "\n")
     atomic.write_text(study_dir / "study.md", md)
-    return {"markdown": md, "table": table, "cheaper": cheaper, "cheaper_sentence": sentence, "line": line}
+    return {"markdown": md, "table": table, "learned": learned, "cheaper": cheaper, "cheaper_sentence": sentence,
+            "line": line}

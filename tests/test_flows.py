@@ -386,8 +386,10 @@ def test_study_flow_gives_the_table_curves_and_cheaper_line(prefect_api: str, pa
     assert all([p["fraction"] for p in c] == [0.5, 1.0] for c in doc["curves"].values())
     assert doc["steps"]["mlm"] == doc["steps"]["electra"] == 4  # max_steps given: the same steps
     md = (study_dir / "study.md").read_text()
-    assert "| objective | sst2 | GLUE | held-out AUC | steps | paper (base) |" in md and "| random init |" in md
-    assert result.cheaper in md and ("cheaper" in result.cheaper)
+    assert "| objective | sst2 | GLUE | vs random init | held-out AUC | steps | paper (base) |" in md
+    assert "| random init |" in md and set(doc["versus_random_init"]) == {"electra", "mlm", "mc_bert"}
+    assert result.cheaper in md and ("cheaper" in result.cheaper) and result.learned in md
+    assert "above random init" in result.learned
     assert (study_dir / "study_curves.png").stat().st_size > 10_000
     assert result.line.startswith("study objectives=3 best=") and "budget_flops=preset" in result.line
     client = _mlflow(params)

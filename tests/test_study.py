@@ -36,15 +36,37 @@ def test_flops_to_reach_interpolates_on_the_curve():
     never = study.cheaper({"electra": [P(1.0, 100.0, 70.0)], "mlm": mlm})
     assert never["baseline_flops"] is None and "does not reach" in study.cheaper_sentence(never)
     line = study.summary_line(curves, 100.0)
-    assert line == "study objectives=2 best=mlm electra_score=55.0 mlm_score=60.0 mlm_flops_to_match=150 budget_flops=100"
+    assert line == ("study objectives=2 best=mlm electra_score=55.0 mlm_score=60.0 mlm_flops_to_match=150 "
+                    "budget_flops=100 electra_gain=none")
+    versus = {"electra": {"gain": 0.4, "seed_gains": {"1": 0.4}, "measurable": False}}
+    assert study.summary_line(curves, 100.0, versus).endswith("electra_gain=+0.4")
+    assert "compares fine-tuning noise" in study.cheaper_sentence(cheaper, reference_learned=False)
+    assert "noise" not in study.cheaper_sentence(cheaper, reference_learned=True)
 
 
 def test_table_orders_by_score_and_shows_baselines_and_the_paper():
     curves = {"electra": [P(1.0, 100.0, 55.0, sst2=70.0, stsb=40.0)], "mlm": [P(1.0, 100.0, 50.0, sst2=68.0, stsb=32.0)]}
-    md = study.table(curves, ["sst2", "stsb"], random_init={"sst2": 66.0, "stsb": 10.0}, auc={"electra": 0.8})
+    versus = {"electra": {"gain": 17.0, "seed_gains": {"1": 16.0, "2": 18.0}, "measurable": True},
+              "mlm": {"gain": 12.0, "seed_gains": {"1": 13.0, "2": -0.5}, "measurable": False}}
+    md = study.table(curves, ["sst2", "stsb"], random_init={"sst2": 66.0, "stsb": 10.0}, auc={"electra": 0.8},
+                     versus=versus)
     rows = md.splitlines()
-    assert rows[0] == "| objective | sst2 | stsb | GLUE | held-out AUC | steps | paper (base) |"
-    assert rows[2].startswith("| electra | 70.0 | 40.0 | **55.0** | 0.800 |") and rows[2].endswith("| 85.0 |")
-    assert rows[3].startswith("| mlm |") and rows[4].startswith("| random init | 66.0 | 10.0 | 38.0 |")
+    assert rows[0] == "| objective | sst2 | stsb | GLUE | vs random init | held-out AUC | steps | paper (base) |"
+    assert rows[2].startswith("| electra | 70.0 | 40.0 | **55.0** | +17.0 ✓ | 0.800 |") and rows[2].endswith("| 85.0 |")
+    assert rows[3].startswith("| mlm | 68.0 | 32.0 | **50.0** | +12.0 |")
+    assert rows[4].startswith("| random init | 66.0 | 10.0 | 38.0 | - |")
     assert "matches the paper" in study.ordering_note(curves)
     assert "differs" in study.ordering_note({"electra": curves["mlm"], "mlm": curves["electra"]})
+
+
+def test_the_study_says_which_arms_beat_random_init():
+    one_seed = {"electra": {"gain": 1.5, "seed_gains": {"1": 1.5}, "measurable": False},
+                "mlm": {"gain": -0.3, "seed_gains": {"1": -0.3}, "measurable": False}}
+    text = study.learned_sentence(one_seed)
+    assert text.startswith("No arm is measurably above random init") and "electra +1.5, mlm -0.3" in text
+    assert "give 3 seeds" in text
+    three = {"electra": {"gain": 3.0, "seed_gains": {"1": 2.0, "2": 3.0, "3": 4.0}, "measurable": True},
+             "mlm": {"gain": 2.0, "seed_gains": {"1": 3.0, "2": -1.0, "3": 4.0}, "measurable": False}}
+    text = study.learned_sentence(three)
+    assert text.startswith("Measurably above random init") and ": electra." in text and "give 3 seeds" not in text
+    assert "not measured" in study.learned_sentence({})
