@@ -420,16 +420,18 @@ def text_rows(files: list[str | Path], tokenizer: str | Path, seq_len: int) -> n
 
 def run(checkpoint: str | Path, *, generator: str | Path | None = None, examples: str | Path | None = None,
         text: list[str | Path] | None = None, tokenizer: str | Path | None = None,
-        cfg: IntrinsicConfig | None = None) -> dict[str, Any]:
+        cfg: IntrinsicConfig | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
     """`evaluate` with its inputs found the way a user names them: a run directory knows its
-    examples (held-out slice and training rows), tokenizer and initial seed from its config.json."""
+    examples (held-out slice and training rows), tokenizer and initial seed from its config.json.
+    `run_dir` names the run whose config applies when `checkpoint` is one of its snapshots."""
     path = Path(checkpoint)
+    cfg_dir = Path(run_dir) if run_dir is not None else path
     run_cfg: dict[str, Any] = {}
-    if (path / "config.json").is_file() and (path / "generator").is_dir():
+    if (cfg_dir / "config.json").is_file() and (cfg_dir / "generator").is_dir():
         try:
-            run_cfg = json.loads((path / "config.json").read_text())
+            run_cfg = json.loads((cfg_dir / "config.json").read_text())
         except json.JSONDecodeError as e:
-            raise DataError(f"{path / 'config.json'}: not valid JSON ({e})") from None
+            raise DataError(f"{cfg_dir / 'config.json'}: not valid JSON ({e})") from None
     objective = (run_cfg.get("train") or {}).get("objective", "electra")
     if objective not in RTD_OBJECTIVES and objective != "mlm":
         raise ConfigError(f"{path}: objective {objective} trains no replaced-token head, so held-out detection "

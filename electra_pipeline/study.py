@@ -52,6 +52,7 @@ class Point:
     train_flops: float
     glue_score: float | None
     tasks: dict[str, float] = field(default_factory=dict)  # task -> score
+    auc: float | None = None  # held-out replaced-token detection (unigram replacements), RTD arms only
 
 
 def flops_to_reach(curve: Sequence[Point], target: float) -> float | None:
@@ -159,26 +160,41 @@ def table(curves: dict[str, list[Point]], tasks: Sequence[str], random_init: dic
 
 
 def plot(curves: dict[str, list[Point]], out: Path, random_init: float | None = None, title: str = "") -> Path:
-    """GLUE score against pre-training FLOPs, one line per objective (log x)."""
+    """GLUE score against pre-training FLOPs, one line per objective (log x); beside it, when the
+    RTD arms were scored at their checkpoints, held-out detection AUC against the same FLOPs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    with_auc = any(p.auc is not None for c in curves.values() for p in c)
+    fig, axes = plt.subplots(1, 2 if with_auc else 1, figsize=(14 if with_auc else 8, 5), dpi=120, squeeze=False)
+    colors = {o: f"C{i}" for i, o in enumerate(sorted(curves))}
+    ax = axes[0][0]
     for objective, curve in sorted(curves.items()):
         pts = sorted((p.train_flops, p.glue_score) for p in curve if p.glue_score is not None)
         if pts:
-            ax.plot([f for f, _ in pts], [s for _, s in pts], marker="o",
+            ax.plot([f for f, _ in pts], [s for _, s in pts], marker="o", color=colors[objective],
                     linewidth=2.5 if objective in ("electra", "mlm") else 1.5, label=objective)
     if random_init is not None:
         ax.axhline(random_init, color="grey", linestyle="--", linewidth=1, label="random init")
-    ax.set_xscale("log")
-    ax.set_xlabel("pre-training FLOPs")
     ax.set_ylabel("GLUE score (dev, median over seeds)")
     ax.set_title(title or "Quality against pre-training compute")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=9)
+    if with_auc:
+        right = axes[0][1]
+        for objective, curve in sorted(curves.items()):
+            pts = sorted((p.train_flops, p.auc) for p in curve if p.auc is not None)
+            if pts:
+                right.plot([f for f, _ in pts], [a for _, a in pts], marker="o", color=colors[objective],
+                           linewidth=2.5 if objective == "electra" else 1.5, label=objective)
+        right.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="random init / chance")
+        right.set_ylabel("held-out replaced-token detection ROC-AUC")
+        right.set_title("What the discriminator learned (unigram replacements)")
+    for a in axes[0]:
+        a.set_xscale("log")
+        a.set_xlabel("pre-training FLOPs")
+        a.grid(True, alpha=0.3)
+        a.legend(fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -21,6 +21,7 @@ def intrinsic(
     run_dir: str,
     label: str = "electra",
     max_rows: int = 256,
+    snapshot: str = "",
     tracking: Tracking = Tracking(),
 ) -> dict[str, Any]:
     """Score a pre-training run on its examples' held-out slice.
@@ -29,6 +30,8 @@ def intrinsic(
         run_dir: The pre-training run directory (config.json, discriminator/, generator/).
         label: Name of the model in MLflow (electra, mlm).
         max_rows: Held-out rows scored (128 tokens each at the default sequence length).
+        snapshot: Score the run's snapshot at this fraction of its budget (snapshots/<fraction>,
+            from train.snapshots) instead of its final model; empty: the final model.
         tracking: MLflow store, experiment and parent run.
     """
     from prefect.logging import get_run_logger
@@ -38,14 +41,15 @@ def intrinsic(
 
     with tracking.run(f"intrinsic-{label}", stage="intrinsic", model=label) as run:
         try:
-            result = lib.run(run_dir, cfg=lib.IntrinsicConfig(max_rows=max_rows))
+            target = Path(run_dir) / "snapshots" / snapshot if snapshot else Path(run_dir)
+            result = lib.run(target, run_dir=run_dir, cfg=lib.IntrinsicConfig(max_rows=max_rows))
         except (DataError, ConfigError) as e:  # nothing to score: say so, keep the pipeline going
             if not any(m in str(e) for m in ("scorable tokens", "no held-out slice", "trains no replaced-token head")):
                 raise
             get_run_logger().warning("intrinsic evaluation skipped: %s", e)
             run.set_tags({"skipped": str(e)[:4000]})
             return {"skipped": str(e), "verdict": f"Intrinsic evaluation skipped: {e}", "run_id": run.run_id}
-        path = lib.save(result, run_dir)
+        path = lib.save(result, target)
         result["verdict"] = lib.verdict(result)
         result["table"] = lib.format_table(result)
         run.log_metrics(lib.flat_metrics(result))

@@ -162,11 +162,14 @@ def efficiency_study(
                 run_dir = Path(pre.summary["output_dir"])
                 if objective in RTD_OBJECTIVES:
                     r = intrinsic(run_dir=str(run_dir), label=objective, tracking=t)
-                    auc[objective] = ((r.get("unigram") or {}).get("pretrained") or {}).get("auc")
+                    auc[objective] = _unigram_auc(r)
                 index = json.loads((run_dir / "snapshots" / "index.json").read_text())
                 curves[objective] = []
                 for snap in index:
                     frac = snap["fraction"]
+                    point_auc = auc.get(objective) if frac == 1.0 else (
+                        _snapshot_auc(run_dir, f"{frac:g}", objective, t, refresh_cache)
+                        if objective in RTD_OBJECTIVES else None)
                     encoder = snap.get("discriminator") or snap["generator"]
                     out = study_dir.parent / "evaluate" / objective / _eval_key(pre.key, frac, tasks, finetune,
                                                                               glue_dir)
@@ -179,7 +182,7 @@ def efficiency_study(
                                            baseline_dir=str(Path(output_dir) / "baselines"), tracking=t)
                     curves[objective].append(study.Point(
                         fraction=frac, step=snap["step"], train_flops=snap["train_flops"],
-                        glue_score=summary.get("glue_score"),
+                        glue_score=summary.get("glue_score"), auc=point_auc,
                         tasks={n: r["score"] for n, r in summary["tasks"].items()}))
                     base = (summary.get("baselines") or {}).get("random_init") or {}
                     random_init |= {n: b["score"] for n, b in base.items() if "score" in b}
@@ -218,6 +221,20 @@ def efficiency_study(
                        failed=failed)
 
 
+def _unigram_auc(result: dict[str, Any]) -> float | None:
+    return ((result.get("unigram") or {}).get("pretrained") or {}).get("auc")
+
+
+def _snapshot_auc(run_dir: Path, fraction: str, objective: str, tracking: Tracking, refresh: bool) -> float | None:
+    """Held-out detection AUC of the run's snapshot at `fraction` of its budget; kept in the
+    snapshot's intrinsic.json, so a rerun of the study reads it back."""
+    saved = run_dir / "snapshots" / fraction / "intrinsic.json"
+    if saved.is_file() and not refresh:
+        return _unigram_auc(json.loads(saved.read_text()))
+    return _unigram_auc(intrinsic(run_dir=str(run_dir), snapshot=fraction, label=f"{objective}@{fraction}",
+                                  tracking=tracking))
+
+
 def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_init: dict[str, float],
            auc: dict[str, float | None], versus: dict[str, dict[str, Any]], failed: dict[str, str],
            budget: float | None, steps: dict[str, int], corpus_tokens: int | None) -> dict[str, Any]:
@@ -242,8 +259,9 @@ def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_ini
         "replaced-token detection on held-out text (objectives whose head is trained for it):", "",
         table, "", learned, "", sentence, "", study.ordering_note(curves), "",
         *(["Failed arms: " + "; ".join(f"{o}: {m}" for o, m in failed.items()), ""] if failed else []),
-        f"![curves]({plot.name})", "", "Curves (GLUE by fraction of the budget):", "",
+        f"![curves]({plot.name})", "", "Curves (GLUE, and held-out AUC for the RTD arms, by fraction of the budget):", "",
         *[f"- {o}: " + ", ".join(f"{p.fraction:g} ({p.train_flops:.2g} FLOPs) {p.glue_score:.1f}"
+                                 + ("" if p.auc is None else f" (AUC {p.auc:.3f})")
                                  for p in sorted(cv, key=lambda p: p.fraction) if p.glue_score is not None)
           for o, cv in curves.items()],
         "", f"`{line}`", ""])

@@ -397,7 +397,8 @@ def test_study_flow_gives_the_table_curves_and_cheaper_line(prefect_api: str, pa
     runs = client.search_runs([exp.experiment_id], max_results=200)
     children = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
     assert {"evaluate-electra@0.5", "evaluate-electra@1", "evaluate-mlm@0.5", "evaluate-mc_bert@1",
-            "pretrain-mc_bert"} <= children
+            "pretrain-mc_bert", "intrinsic-electra", "intrinsic-electra@0.5"} <= children  # AUC at each checkpoint
+    assert "intrinsic-mlm@0.5" not in children and "intrinsic-mc_bert@0.5" not in children  # no RTD head
     parent = next(r for r in runs if r.info.run_id == result.run_id)
     assert {"electra/glue", "mlm/glue", "mc_bert/glue"} <= set(parent.data.metrics)
     client = get_client(sync_client=True)

@@ -1,5 +1,7 @@
 """The study's arithmetic: compute matching, reading the MLM curve, the table and the last line."""
 
+import dataclasses
+
 import pytest
 
 from electra_pipeline import config as c
@@ -70,3 +72,14 @@ def test_the_study_says_which_arms_beat_random_init():
     text = study.learned_sentence(three)
     assert text.startswith("Measurably above random init") and ": electra." in text and "give 3 seeds" not in text
     assert "not measured" in study.learned_sentence({})
+
+
+def test_plot_adds_the_auc_panel_when_checkpoints_were_scored(tmp_path):
+    from PIL import Image
+
+    glue_only = {"electra": [P(0.5, 50.0, 52.0), P(1.0, 100.0, 55.0)], "mlm": [P(1.0, 100.0, 50.0)]}
+    with_auc = {"electra": [dataclasses.replace(p, auc=a) for p, a in zip(glue_only["electra"], (0.6, 0.7))],
+                "mlm": glue_only["mlm"]}
+    narrow = Image.open(study.plot(glue_only, tmp_path / "a.png", random_init=51.0)).size
+    wide = Image.open(study.plot(with_auc, tmp_path / "b.png", random_init=51.0)).size
+    assert wide[0] > 1.5 * narrow[0] and wide[1] == narrow[1]
