@@ -152,7 +152,8 @@ def budget_run(held_data, tmp_path_factory):
     cfg = dataclasses.replace(cfg, data=str(ex), tokenizer=str(tok), output_dir=str(tmp_path_factory.mktemp("b") / "run"),
                               model=dataclasses.replace(cfg.model, vocab_size=vocab, max_position_embeddings=64),
                               train=dataclasses.replace(cfg.train, seq_len=64, batch_size=8, max_steps=10**6,
-                                                        lr=2e-3, warmup_fraction=0.1, log_every=4, precision="fp32"))
+                                                        lr=2e-3, warmup_fraction=0.1, log_every=4, precision="fp32",
+                                                        snapshots=1))
     step = flops.train_step_flops(cfg.model, cfg.train).total
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, budget_flops=12.5 * step))
     result = train.pretrain(cfg, progress=False)
@@ -191,6 +192,17 @@ def test_intrinsic_run_on_a_run_directory(budget_run):
     # deterministic: the same corrupted text, the same figures
     again = intrinsic.run(cfg.output_dir, cfg=intrinsic.IntrinsicConfig(max_rows=64, fit_rows=64))
     assert again["unigram"] == result["unigram"]
+
+
+def test_intrinsic_scores_a_snapshot_with_its_runs_held_out_text_and_seed(budget_run):
+    cfg, _ = budget_run
+    small = intrinsic.IntrinsicConfig(max_rows=64, fit_rows=64)
+    final = intrinsic.run(cfg.output_dir, cfg=small)
+    half = intrinsic.run(Path(cfg.output_dir) / "snapshots" / "0.5", run_dir=cfg.output_dir, cfg=small)
+    assert half["unigram"]["random_init"] == final["unigram"]["random_init"]  # the same twin, the same text
+    assert half["unigram"]["pretrained"] != final["unigram"]["pretrained"]
+    with pytest.raises(ConfigError, match="examples"):  # a snapshot alone does not know its held-out text
+        intrinsic.run(Path(cfg.output_dir) / "snapshots" / "0.5", cfg=small)
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
