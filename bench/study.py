@@ -6,7 +6,7 @@ at fractions of the budget, on ../shared/data (the `efficiency-study` Prefect fl
     python bench/study.py --quick                  # every objective on the shipped sample, < 15 min on 2 cores
 
 Last line:
-    study objectives=<n> best=<objective> electra_score=<x> mlm_score=<y> mlm_flops_to_match=<f or never> budget_flops=<b> electra_gain=<GLUE gain over random init or none>
+    study objectives=<n> best=<objective> electra_score=<x> mlm_score=<y> mlm_flops_to_match=<f or never> budget_flops=<b>
 """
 
 from __future__ import annotations

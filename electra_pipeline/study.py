@@ -202,8 +202,7 @@ def plot(curves: dict[str, list[Point]], out: Path, random_init: float | None = 
     return out
 
 
-def summary_line(curves: dict[str, list[Point]], budget_flops: float | None,
-                 versus: dict[str, dict[str, Any]] | None = None) -> str:
+def summary_line(curves: dict[str, list[Point]], budget_flops: float | None) -> str:
     scored = {o: final(c).glue_score for o, c in curves.items() if final(c) and final(c).glue_score is not None}
     best = max(scored, key=scored.get) if scored else "none"
     c = cheaper(curves)
@@ -212,12 +211,9 @@ def summary_line(curves: dict[str, list[Point]], budget_flops: float | None,
         return "none" if v is None else f"{v:.1f}"
 
     match = "never" if c.get("baseline_flops") is None else f"{c['baseline_flops']:.3g}"
-    v = (versus or {}).get("electra")
-    gain = "none" if not v or v.get("gain") is None else f"{v['gain']:+.1f}"
     budget = "preset" if budget_flops is None else f"{budget_flops:.3g}"
     return (f"study objectives={len(curves)} best={best} electra_score={fmt(scored.get('electra'))} "
-            f"mlm_score={fmt(scored.get('mlm'))} mlm_flops_to_match={match} budget_flops={budget} "
-            f"electra_gain={gain}")
+            f"mlm_score={fmt(scored.get('mlm'))} mlm_flops_to_match={match} budget_flops={budget}")
 
 
 def ordering_note(curves: dict[str, list[Point]]) -> str:

@@ -249,7 +249,7 @@ def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_ini
     cheaper = study.cheaper(curves)
     learned = study.learned_sentence(versus)
     sentence = study.cheaper_sentence(cheaper, (versus.get("electra") or {}).get("measurable"))
-    line = study.summary_line(curves, budget, versus)
+    line = study.summary_line(curves, budget)
     budget_text = f"{budget:.3g} training FLOPs per arm" if budget else "the preset's budget per arm"
     md = "\n".join([
         f"# Efficiency study: {len(curves)} objectives at {budget_text}", "",
