@@ -41,7 +41,7 @@ from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus import corpus_row_groups, read_row_group
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.packing import _Encoder, pack_documents
-from electra_pipeline.settings import field_docs
+from electra_pipeline.settings import add_field_flags, fields_from_args
 from electra_pipeline.tokenizer import SPECIAL_IDS, TOKENIZER_FILE, file_sha256, load_tokenizer
 from electra_pipeline.tracking import Tracker
 
@@ -321,10 +321,11 @@ def build_examples(corpus: Path, tokenizer: Path, out_dir: Path, cfg: ExamplesCo
 
 # --------------------------------------------------------------------------- CLI
 
+_FLAG_FIELDS = ["seq_len", "seed", "examples_per_shard", "single_segment_prob", "short_seq_prob", "holdout_fraction"]
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `electra examples`."""
-    d = ExamplesConfig()
-    doc = field_docs(ExamplesConfig)
     p = subparsers.add_parser(
         "examples", help="pack the corpus into fixed-length pre-training rows",
         description="Tokenise a corpus directory (from `electra corpus`) with a trained tokenizer and pack the "
@@ -336,17 +337,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True, type=Path, help="corpus directory (Parquet shards + manifest.json)")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory or its tokenizer.json")
     p.add_argument("--out", "-o", required=True, type=Path, help="output examples directory (replaced atomically)")
-    p.add_argument("--seq-len", type=int, default=d.seq_len, help=doc["seq_len"])
-    p.add_argument("--seed", type=int, default=d.seed, help=doc["seed"])
-    p.add_argument("--examples-per-shard", type=int, default=d.examples_per_shard, help=doc["examples_per_shard"])
-    p.add_argument("--single-segment-prob", type=float, default=d.single_segment_prob,
-                   help=doc["single_segment_prob"])
-    p.add_argument("--short-seq-prob", type=float, default=d.short_seq_prob,
-                   help=doc["short_seq_prob"])
+    add_field_flags(p, ExamplesConfig, _FLAG_FIELDS)
     p.add_argument("--no-sentence-split", action="store_true",
                    help="treat each paragraph (line) as one sentence, exactly like the reference")
-    p.add_argument("--holdout-fraction", type=float, default=d.holdout_fraction,
-                   help=doc["holdout_fraction"])
     p.add_argument("--num-proc", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     p.set_defaults(func=_run_cli)
@@ -354,9 +347,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_cli(args: argparse.Namespace) -> int:
     kwargs = {} if args.num_proc is None else {"num_proc": args.num_proc}
-    cfg = ExamplesConfig(seq_len=args.seq_len, seed=args.seed, examples_per_shard=args.examples_per_shard,
-                         single_segment_prob=args.single_segment_prob, short_seq_prob=args.short_seq_prob,
-                         split_sentences=not args.no_sentence_split, holdout_fraction=args.holdout_fraction, **kwargs)
+    cfg = ExamplesConfig(**fields_from_args(args, ExamplesConfig, _FLAG_FIELDS),
+                         split_sentences=not args.no_sentence_split, **kwargs)
     meta = build_examples(args.corpus, args.tokenizer, args.out, cfg, progress=not args.no_progress)
     s = meta["stats"]
     print(f"examples: {meta['num_examples']:,} rows of {meta['seq_len']} in {len(meta['shards'])} shard(s) -> {args.out}")

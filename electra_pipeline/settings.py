@@ -173,3 +173,22 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
     return out
+
+
+def add_field_flags(parser: argparse.ArgumentParser, cls: type, names: list[str]) -> None:
+    """`--field-name` flags for plain (int, float, str) fields of a config dataclass: type, default
+    and help come from the dataclass, so no subcommand repeats them. Fields whose flag reads
+    differently (`--cased` for `lowercase`) stay written out at the subcommand."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    docs = field_docs(cls)
+    for name in names:
+        kinds = {hints[name], *typing.get_args(hints[name])} - {type(None)}
+        kind = next(t for t in (int, float, str) if t in kinds)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=getattr(defaults, name),
+                            help=docs.get(name, ""))
+
+
+def fields_from_args(args: argparse.Namespace, cls: type, names: list[str]) -> dict[str, Any]:
+    """The values of `add_field_flags` flags, as keyword arguments of `cls`."""
+    return {name: getattr(args, name) for name in names}

@@ -28,7 +28,7 @@ from typing import Any
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus import iter_documents
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.settings import field_docs
+from electra_pipeline.settings import add_field_flags, fields_from_args
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # id = position
 SPECIAL_IDS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
@@ -292,10 +292,11 @@ def file_sha256(path: Path) -> str:
 
 # --------------------------------------------------------------------------- CLI
 
+_FLAG_FIELDS = ["vocab_size", "min_frequency", "limit_alphabet", "max_chars", "model_max_length"]
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `electra tokenizer`."""
-    d = TokenizerConfig()
-    doc = field_docs(TokenizerConfig)
     p = subparsers.add_parser(
         "tokenizer", help="train a BERT-style WordPiece vocabulary",
         description="Train a WordPiece tokenizer (BERT normaliser and pre-tokeniser; [PAD]=0 [UNK]=1 [CLS]=2 "
@@ -314,18 +315,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         "into the most extra pieces (count x (pieces - 1)); their embeddings start as the mean "
                         "of their pieces'")
     p.add_argument("--out", "-o", required=True, type=Path, help="output tokenizer directory (replaced atomically)")
-    p.add_argument("--vocab-size", type=int, default=d.vocab_size, help=doc["vocab_size"])
-    p.add_argument("--min-frequency", type=int, default=d.min_frequency, help=doc["min_frequency"])
+    add_field_flags(p, TokenizerConfig, ["vocab_size", "min_frequency"])
     p.add_argument("--cased", action="store_true", help="keep case (default: lowercase, as BERT/ELECTRA uncased)")
     accents = p.add_mutually_exclusive_group()
     accents.add_argument("--strip-accents", dest="strip_accents", action="store_const", const=True, default=None,
                          help="remove accents (default: only when lowercasing)")
     accents.add_argument("--keep-accents", dest="strip_accents", action="store_const", const=False,
                          help="keep accents even when lowercasing")
-    p.add_argument("--limit-alphabet", type=int, default=d.limit_alphabet, help=doc["limit_alphabet"])
-    p.add_argument("--max-chars", type=int, default=None, help="train on at most this many characters (default: all)")
-    p.add_argument("--model-max-length", type=int, default=d.model_max_length,
-                   help=doc["model_max_length"])
+    add_field_flags(p, TokenizerConfig, ["limit_alphabet", "max_chars", "model_max_length"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     p.set_defaults(func=_run_cli)
 
@@ -352,9 +349,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         raise ConfigError("corpus: give a corpus directory or text files (or --from CHECKPOINT)")
     if args.extend_vocab:
         raise ConfigError("extend_vocab: extends a checkpoint's vocabulary; use it with --from")
-    cfg = TokenizerConfig(vocab_size=args.vocab_size, min_frequency=args.min_frequency, lowercase=not args.cased,
-                          strip_accents=args.strip_accents, limit_alphabet=args.limit_alphabet,
-                          max_chars=args.max_chars, model_max_length=args.model_max_length)
+    cfg = TokenizerConfig(**fields_from_args(args, TokenizerConfig, _FLAG_FIELDS), lowercase=not args.cased,
+                          strip_accents=args.strip_accents)
     corpus = args.corpus[0] if len(args.corpus) == 1 else list(args.corpus)
     start = time.perf_counter()
     path = train_wordpiece(corpus, args.out, cfg, progress=not args.no_progress)

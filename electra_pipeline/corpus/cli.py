@@ -7,13 +7,11 @@ from pathlib import Path
 
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.ingest import ingest
-from electra_pipeline.settings import field_docs
+from electra_pipeline.settings import add_field_flags, fields_from_args
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `electra corpus`."""
-    d = CorpusConfig()
-    doc = field_docs(CorpusConfig)
     p = subparsers.add_parser(
         "corpus", help="ingest raw text into a cleaned, deduplicated Parquet corpus",
         description="Read text files, JSONL/JSON, CSV, Parquet (files, folders or quoted globs) or a Hugging Face "
@@ -25,21 +23,19 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="file, folder, quoted glob ('data/**/*.jsonl') or hf:NAME[:CONFIG][@SPLIT]")
     p.add_argument("--out", "-o", required=True, type=Path, help="output corpus directory (replaced atomically)")
-    p.add_argument("--text-field", default=d.text_field, help=doc["text_field"])
-    p.add_argument("--min-line-chars", type=int, default=d.min_line_chars, help=doc["min_line_chars"])
+    add_field_flags(p, CorpusConfig, ["text_field", "min_line_chars"])
     p.add_argument("--no-dedup-documents", action="store_true", help="keep exact duplicate documents")
     p.add_argument("--no-dedup-paragraphs", action="store_true", help="keep exact duplicate paragraphs")
     p.add_argument("--strict", action="store_true", help="fail on undecodable (non-UTF-8) bytes instead of dropping and counting them")
-    p.add_argument("--shard-mb", type=float, default=d.shard_mb, help=doc["shard_mb"])
-    p.add_argument("--row-group-mb", type=float, default=d.row_group_mb, help=doc["row_group_mb"])
+    add_field_flags(p, CorpusConfig, ["shard_mb", "row_group_mb"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
     p.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    cfg = CorpusConfig(text_field=args.text_field, min_line_chars=args.min_line_chars,
+    cfg = CorpusConfig(**fields_from_args(args, CorpusConfig, ["text_field", "min_line_chars", "shard_mb", "row_group_mb"]),
                        dedup_documents=not args.no_dedup_documents, dedup_paragraphs=not args.no_dedup_paragraphs,
-                       strict=args.strict, shard_mb=args.shard_mb, row_group_mb=args.row_group_mb)
+                       strict=args.strict)
     m = ingest(args.sources, args.out, cfg, progress=not args.no_progress)
     print(f"corpus: {m.documents:,} documents, {m.paragraphs:,} paragraphs, {m.bytes / 1e6:.1f} MB in "
           f"{len(m.shards)} shard(s) -> {args.out}")
