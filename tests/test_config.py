@@ -130,3 +130,13 @@ def test_every_config_field_has_a_docstring_that_is_its_help(capsys):
         main(["finetune", "sst2", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert " ".join(field_docs(FinetuneConfig)["pooling"].split()[:5]) in text
+    for command, cls, names in (("tokenizer", TokenizerConfig, ["vocab_size", "max_chars"]),
+                                ("examples", ExamplesConfig, ["seq_len", "holdout_fraction"]),
+                                ("corpus", CorpusConfig, ["text_field", "row_group_mb"])):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for name in names:  # flag, docstring and the dataclass default
+            flag = "--" + name.replace("_", "-")
+            assert flag in text and " ".join(field_docs(cls)[name].split()[:4]) in text, (command, name)
+            assert f"(default: {getattr(cls(), name)})" in text, (command, name)
