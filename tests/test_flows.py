@@ -96,7 +96,7 @@ def _mlflow(params: dict[str, Any]) -> Any:
 def _runs(params: dict[str, Any]) -> list[Any]:
     client = _mlflow(params)
     exp = client.get_experiment_by_name(params["experiment"])
-    return client.search_runs([exp.experiment_id], max_results=1000)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
 
 
 def _child_flow_runs(parent_id: str) -> list[Any]:
@@ -135,7 +135,8 @@ def _pretrain_dir(output_dir: str, max_steps: int) -> Path | None:
 # --- fast: parameters and CLI ------------------------------------------------------------------
 
 def test_cli_params_match_the_flow_signature() -> None:
-    """The CLI's model and the UI form (the flow signature) list the same parameters and defaults."""
+    """The CLI's model, read from the flow's source, and the UI form Prefect builds from the flow list the
+    same parameters, defaults and constraints."""
     from flows.params import PipelineParams
     from flows.pipeline import electra_pipeline
 
