@@ -1,14 +1,57 @@
-"""What a pre-training run reports while it trains: the replaced-token-prior gauge, the collapse
-warning, the metrics file kept consistent across resumes, and the training-curve plot."""
+"""What a pre-training run reports while it trains: the logging window, the replaced-token-prior
+gauge, the collapse warning, the metrics file kept consistent across resumes, and the
+training-curve plot."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from electra_pipeline import atomic
+import torch
+
+from electra_pipeline import atomic, distributed, flops
+
+
+@dataclass
+class Window:
+    """The steps since the last logged row: their metrics summed on the device, so reading them
+    (`row`, every `log_every` steps) is the training loop's only host sync."""
+
+    batch_size: int
+    seq_len: int
+    step_flops: float  # the global batch's, all ranks together
+    peak_tflops: float | None  # per device, for MFU
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.steps += 1
+
+    def row(self, world: distributed.World, lr: float) -> dict[str, float]:
+        """The window's means over steps and ranks, with its throughput."""
+        sums = distributed.mean_across(self.sums, world)  # every rank's shard, not rank 0's alone
+        now = time.perf_counter()
+        row = {k: float(v) / self.steps for k, v in sums.items()}  # the host sync
+        seconds = now - self.start
+        row["lr"] = lr
+        # wall-clock figures live under throughput/ (a resumed run reproduces everything else)
+        row["throughput/seq_per_s"] = self.steps * self.batch_size / seconds
+        row["throughput/tokens_per_s"] = row["throughput/seq_per_s"] * self.seq_len
+        row["perf/flops_per_step"] = float(self.step_flops)
+        row["throughput/tflops_per_s_per_device"] = self.steps * self.step_flops / seconds / world.size / 1e12
+        if self.peak_tflops:
+            row["throughput/mfu"] = flops.mfu(self.steps * self.step_flops, seconds, self.peak_tflops, world.size)
+        return row
+
+    def reset(self) -> None:
+        """A new window, timed from now: the time spent logging the last one is not a step's."""
+        self.sums, self.steps, self.start = {}, 0, time.perf_counter()
 
 
 def rtd_over_prior(row: dict[str, float]) -> float | None:

@@ -1,9 +1,10 @@
 """Joint ELECTRA pre-training: one loop, readable top to bottom.
 
-setup (device, data, model, optimiser, schedule, resume) -> for each step (`train_step`):
+`_setup` (device, data, model, optimiser, schedule, resume) -> for each step (`train_step`):
 accumulate micro-batches (mask, joint forward, backward), clip, step; read metrics every
-`log_every` steps (the only host sync; averaged over ranks there), checkpoint atomically ->
-export generator and discriminator in the Hugging Face format and write the compute spent.
+`log_every` steps (`runlog.Window`: the only host sync; averaged over ranks there), checkpoint
+atomically -> `_finish`: export generator and discriminator in the Hugging Face format and write
+the compute spent.
 Multi-process runs (torchrun) are data-parallel; see `distributed.py` and docs/performance.md.
 """
 
@@ -147,15 +148,73 @@ def config_changes(saved: dict[str, Any], cfg: PretrainConfig) -> dict[str, list
     return changes
 
 
-def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: Tracker | None = None,
-             progress: bool = True, allow_changes: bool = False) -> PretrainResult:
-    """Run (or resume) one pre-training run; outputs land in `cfg.output_dir`.
+@dataclass
+class _Run:
+    """One session of a run, set up: what the loop steps and what saving and exporting read."""
 
-    A resume whose config differs from the checkpoint's on a `RESUME_FIXED` field is refused,
-    naming the fields, unless `allow_changes`: then the new values apply (a new peak lr
-    included) and summary.json records the change."""
-    session_start = time.perf_counter()
-    tracker = tracker or NullTracker()
+    cfg: PretrainConfig
+    world: distributed.World
+    device: torch.device
+    data: ExampleShards
+    model: ElectraPretrainer
+    runner: nn.Module  # `model` as the run wraps it (DDP, torch.compile); under FSDP the sharded model
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    schedule: optim.Schedule
+    mask_rng: torch.Generator
+    state: ckpt.TrainState
+    amp: torch.dtype | None
+    fsdp: bool
+    step_flops: float  # the global batch, all ranks together
+    changes: dict[str, list[Any]]  # RESUME_FIXED fields changed at this resume
+    resumed_at: int | None
+    init: dict[str, Any]  # what the weights started from (init_from), for the summary
+    special: torch.Tensor
+    mask_id: int
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    def mask(self, mb: Batch) -> Masked:
+        return self.model.mask(mb.as_dict(), self.special, self.mask_id, self.mask_rng)
+
+    def unsharded(self, with_optimizer: bool) -> tuple[ElectraPretrainer, torch.optim.Optimizer | None]:
+        """The model (and optimizer) as plain tensors: itself, or gathered on rank 0 under FSDP."""
+        if not self.fsdp:
+            return self.model, self.optimizer
+        cfg, t = self.cfg, self.cfg.train
+        with torch.random.fork_rng(devices=[]):  # building the copy must not move the dropout stream
+            return distributed.gather(self.model, self.optimizer if with_optimizer else None, self.world,
+                                      make_model=lambda: cpu_paths.apply(ElectraPretrainer(cfg.model, t)),
+                                      make_optimizer=lambda m: optim.build_optimizer(m, t, torch.device("cpu")))
+
+    def save(self) -> None:
+        plain, plain_optimizer = self.unsharded(with_optimizer=True)  # every rank takes part under FSDP
+        if self.world.is_main:
+            ckpt.save_checkpoint(self.out, plain, plain_optimizer, self.scheduler, self.state, self.mask_rng,
+                                 config_mod.to_dict(self.cfg), self.cfg.train.keep_checkpoints)
+
+    def snapshot(self, fraction: float) -> None:
+        """The encoders as they are at `fraction` of the run, for compute-matched curves."""
+        where, tokenizer = self.out / "snapshots" / f"{fraction:g}", self.cfg.tokenizer or None
+        dirs = {}
+        if self.model.discriminator is not None:
+            dirs["discriminator"] = str(hf.save_hf(self.model.discriminator, where / "discriminator", "discriminator",
+                                                   tokenizer=tokenizer))
+        dirs["generator"] = str(hf.save_hf(self.model.generator, where / "generator", "generator", tokenizer=tokenizer))
+        self.record_snapshot(fraction, dirs)
+
+    def record_snapshot(self, fraction: float, dirs: dict[str, str]) -> None:
+        index = self.out / "snapshots" / "index.json"
+        rows = [r for r in (json.loads(index.read_text()) if index.is_file() else []) if r["fraction"] != fraction]
+        rows.append({"fraction": fraction, "step": self.state.step, "train_flops": self.step_flops * self.state.step,
+                     "train_minutes": self.state.train_seconds / 60, **dirs})
+        atomic.write_text(index, json.dumps(sorted(rows, key=lambda r: r["fraction"]), indent=2) + "\n")
+
+
+def _setup(cfg: PretrainConfig, resume: str | Path | None, allow_changes: bool, tracker: Tracker) -> _Run:
+    """Check the inputs, build (or resume) model, optimizer and schedule, and wrap the model for the run."""
     t = cfg.train
     world = distributed.World.from_env()
     device = runtime.resolve_device(t.device) if world.size == 1 else world.device(t.device)
@@ -194,7 +253,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         source_ckpt = ckpt.list_checkpoints(Path(cfg.init_from))[-1]
         ckpt.load_optimizer_moments(source_ckpt, optimizer)
         init["optimizer"] = str(source_ckpt)
-    step_flops = flops.train_step_flops(cfg.model, t).total  # the global batch, all ranks together
+    step_flops = flops.train_step_flops(cfg.model, t).total
     schedule = optim.Schedule.of(t, step_flops)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     mask_rng = torch.Generator(device=device).manual_seed(t.seed * 1000 + world.rank)
@@ -225,53 +284,45 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         runner = distributed.wrap(model, world)
     if t.compile:
         runner = torch.compile(runner)
-    special = torch.tensor(sorted(set(data.special_ids.values())), device=device)
-    mask_id = data.special_ids["mask"]
-    stream = micro_batches(data, batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed,
+    return _Run(cfg=cfg, world=world, device=device, data=data, model=model, runner=runner, optimizer=optimizer,
+                scheduler=scheduler, schedule=schedule, mask_rng=mask_rng, state=state, amp=amp, fsdp=fsdp,
+                step_flops=step_flops, changes=changes, resumed_at=saved.get("step"),
+                init=(init or lineage) if source is not None else {},
+                special=torch.tensor(sorted(set(data.special_ids.values())), device=device),
+                mask_id=data.special_ids["mask"])
+
+
+def _progress_bar(run: _Run) -> Any:
+    from tqdm.auto import tqdm
+
+    cfg, schedule, state = run.cfg, run.schedule, run.state
+    if schedule.budget_seconds is None:
+        return tqdm(total=schedule.total_steps, initial=state.step, desc=f"pretrain {cfg.preset}", unit="step",
+                    dynamic_ncols=True)
+    # a wall-clock budget: the bar counts training seconds
+    return tqdm(total=round(schedule.budget_seconds), initial=round(state.train_seconds), unit="s",
+                desc=f"pretrain {cfg.preset} ({cfg.train.budget_minutes:g} min budget)", dynamic_ncols=True)
+
+
+def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: Tracker | None = None,
+             progress: bool = True, allow_changes: bool = False) -> PretrainResult:
+    """Run (or resume) one pre-training run; outputs land in `cfg.output_dir`.
+
+    A resume whose config differs from the checkpoint's on a `RESUME_FIXED` field is refused,
+    naming the fields, unless `allow_changes`: then the new values apply (a new peak lr
+    included) and summary.json records the change."""
+    session_start = time.perf_counter()
+    tracker = tracker or NullTracker()
+    run = _setup(cfg, resume, allow_changes, tracker)
+    t, world, state, schedule, out, model = cfg.train, run.world, run.state, run.schedule, run.out, run.model
+    stream = micro_batches(run.data, batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed,
                            start_example=state.examples_seen, rank=world.rank, world_size=world.size,
                            max_rows=t.corpus_tokens // t.seq_len if t.corpus_tokens else None)
-    loader = Prefetcher(stream, depth=2, pin=device.type == "cuda")
-
-    def mask(mb: Batch) -> Masked:
-        return model.mask(mb.as_dict(), special, mask_id, mask_rng)
-
-    def unsharded(with_optimizer: bool) -> tuple[ElectraPretrainer, torch.optim.Optimizer | None]:
-        """The model (and optimizer) as plain tensors: itself, or gathered on rank 0 under FSDP."""
-        if not fsdp:
-            return model, optimizer
-        with torch.random.fork_rng(devices=[]):  # building the copy must not move the dropout stream
-            return distributed.gather(model, optimizer if with_optimizer else None, world,
-                                      make_model=lambda: cpu_paths.apply(ElectraPretrainer(cfg.model, t)),
-                                      make_optimizer=lambda m: optim.build_optimizer(m, t, torch.device("cpu")))
-
-    def save() -> None:
-        plain, plain_optimizer = unsharded(with_optimizer=True)  # every rank takes part under FSDP
-        if world.is_main:
-            ckpt.save_checkpoint(out, plain, plain_optimizer, scheduler, state, mask_rng, config_mod.to_dict(cfg),
-                                 t.keep_checkpoints)
-
-    def snapshot(fraction: float) -> None:
-        """The encoders as they are at `fraction` of the run, for compute-matched curves."""
-        where = out / "snapshots" / f"{fraction:g}"
-        dirs = {}
-        if model.discriminator is not None:
-            dirs["discriminator"] = str(hf.save_hf(model.discriminator, where / "discriminator", "discriminator",
-                                                   tokenizer=cfg.tokenizer or None))
-        dirs["generator"] = str(hf.save_hf(model.generator, where / "generator", "generator",
-                                           tokenizer=cfg.tokenizer or None))
-        record_snapshot(fraction, dirs)
-
-    def record_snapshot(fraction: float, dirs: dict[str, str]) -> None:
-        index = out / "snapshots" / "index.json"
-        rows = [r for r in (json.loads(index.read_text()) if index.is_file() else []) if r["fraction"] != fraction]
-        rows.append({"fraction": fraction, "step": state.step, "train_flops": step_flops * state.step,
-                     "train_minutes": state.train_seconds / 60, **dirs})
-        atomic.write_text(index, json.dumps(sorted(rows, key=lambda r: r["fraction"]), indent=2) + "\n")
-
+    loader = Prefetcher(stream, depth=2, pin=run.device.type == "cuda")
     # snapshots are exported on rank 0 from plain weights (under FSDP, only the final export is taken)
-    fractions = [2.0 ** -k for k in range(t.snapshots, 0, -1)] if world.is_main and not fsdp else []
+    fractions = [2.0 ** -k for k in range(t.snapshots, 0, -1)] if world.is_main and not run.fsdp else []
     fractions = [f for f in fractions if schedule.progress(state.step) < f]
-    peak = runtime.peak_tflops(device, t.peak_tflops)
+    peak = runtime.peak_tflops(run.device, t.peak_tflops)
     earlier_hours = runlog.trim_metrics(out / "metrics.jsonl", state.step) if world.is_main else 0.0
     session_steps = 0
     history: list[dict[str, float]] = []
@@ -279,7 +330,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     watch = runlog.CollapseWatch(after_step=2 * schedule.warmup_steps)
     # scored on rank 0 between steps; under FSDP the weights are sharded, so the intrinsic stage scores at the end
     probe = intrinsic.Probe.of_examples(cfg.data, cfg.model.vocab_size) if t.eval_every and world.is_main \
-        and not fsdp else None
+        and not run.fsdp else None
     scored_bucket = state.step // t.eval_every if t.eval_every else 0
     # only a head trained to say "replaced" has a held-out AUC worth reading
     detector = model.discriminator if t.objective in config_mod.RTD_OBJECTIVES else None
@@ -287,58 +338,32 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         start = probe.score(detector, model.generator)
         watch.start_auc = start.get("heldout/unigram_auc")
         tracker.log_metrics(start, step=0)
-    sums: dict[str, torch.Tensor] = {}
-    window_steps, window_start = 0, time.perf_counter()
+    window = runlog.Window(batch_size=t.batch_size, seq_len=t.seq_len, step_flops=run.step_flops, peak_tflops=peak)
     metrics_file = (out / "metrics.jsonl").open("a") if world.is_main else None
-    bar = None
-    if progress and world.is_main:
-        from tqdm.auto import tqdm
-
-        if schedule.budget_seconds is None:
-            bar = tqdm(total=schedule.total_steps, initial=state.step, desc=f"pretrain {cfg.preset}", unit="step",
-                       dynamic_ncols=True)
-        else:  # a wall-clock budget: the bar counts training seconds
-            bar = tqdm(total=round(schedule.budget_seconds), initial=round(state.train_seconds), unit="s",
-                       desc=f"pretrain {cfg.preset} ({t.budget_minutes:g} min budget)", dynamic_ncols=True)
+    bar = _progress_bar(run) if progress and world.is_main else None
     model.train()
     try:
         while not schedule.done(state.step):
             started = time.perf_counter()
-            step_metrics = train_step(runner, model, optimizer, scheduler, next(loader), mask, device=device, amp=amp,
-                                      grad_clip=t.grad_clip, rng=mask_rng)
-            for k, v in step_metrics.items():
-                sums[k] = sums[k] + v if k in sums else v
+            window.add(train_step(run.runner, model, run.optimizer, run.scheduler, next(loader), run.mask,
+                                  device=run.device, amp=run.amp, grad_clip=t.grad_clip, rng=run.mask_rng))
             spent = time.perf_counter() - started
             state.step += 1
             state.examples_seen += t.batch_size
-            state.train_seconds = rank0_value(state.train_seconds + spent, world, device) \
+            state.train_seconds = rank0_value(state.train_seconds + spent, world, run.device) \
                 if schedule.budget_seconds is not None else state.train_seconds + spent
             schedule.elapsed = state.train_seconds
-            window_steps += 1
             session_steps += 1
             if bar is not None:
-                if schedule.budget_seconds is None:
-                    bar.update(1)
-                else:
-                    bar.update(min(round(schedule.budget_seconds), round(state.train_seconds)) - bar.n)
+                bar.update(1 if schedule.budget_seconds is None else
+                           min(round(schedule.budget_seconds), round(state.train_seconds)) - bar.n)
 
             last = schedule.done(state.step)
             while fractions and schedule.progress(state.step) >= fractions[0] and not last:
-                snapshot(fractions.pop(0))
+                run.snapshot(fractions.pop(0))
             if state.step % t.log_every == 0 or last:
-                sums = distributed.mean_across(sums, world)  # every rank's shard, not rank 0's alone
-                now = time.perf_counter()
-                row = {k: float(v) / window_steps for k, v in sums.items()}  # the host sync
-                seconds = now - window_start
-                row["lr"] = scheduler.get_last_lr()[0]
-                row["throughput/seq_per_s"] = window_steps * t.batch_size / seconds
-                row["throughput/tokens_per_s"] = row["throughput/seq_per_s"] * t.seq_len
-                row["perf/flops_per_step"] = float(step_flops)
-                # wall-clock figures live under throughput/ (a resumed run reproduces everything else)
-                row["throughput/tflops_per_s_per_device"] = window_steps * step_flops / seconds / world.size / 1e12
-                if peak:
-                    row["throughput/mfu"] = flops.mfu(window_steps * step_flops, seconds, peak, world.size)
-                row["throughput/device_hours"] = earlier_hours + (now - session_start) * world.size / 3600
+                row = window.row(world, lr=run.scheduler.get_last_lr()[0])
+                row["throughput/device_hours"] = earlier_hours + (time.perf_counter() - session_start) * world.size / 3600
                 row["progress"] = schedule.progress(state.step)  # share of the run (steps or budget) done
                 ratio = runlog.rtd_over_prior(row)
                 if ratio is not None:
@@ -359,12 +384,12 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                     metrics_file.flush()
                     if bar is not None:
                         bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in ("loss/total", "disc/accuracy", "gen/accuracy") if k in row})
-                sums, window_steps, window_start = {}, 0, time.perf_counter()
+                window.reset()
             if state.step % t.save_every == 0 or last:
-                save()
+                run.save()
     except KeyboardInterrupt:
-        if world.is_main and state.step > 0 and not fsdp:  # gathering shards needs every rank
-            save()
+        if world.is_main and state.step > 0 and not run.fsdp:  # gathering shards needs every rank
+            run.save()
         raise
     finally:
         loader.close()
@@ -373,56 +398,64 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         if metrics_file is not None:
             metrics_file.close()
     distributed.barrier(world)
-    session_hours = (time.perf_counter() - session_start) * world.size / 3600
-
     result = PretrainResult(output_dir=out, discriminator_dir=None, generator_dir=out / "generator",
                             steps=state.step, metrics=history[-1] if history else {}, history=history,
                             warnings=warnings)
-    final, _ = unsharded(with_optimizer=False)
-    if world.is_main:
-        if final.discriminator is not None:
-            result.discriminator_dir = hf.save_hf(final.discriminator, out / "discriminator", "discriminator",
-                                                  tokenizer=cfg.tokenizer or None)
-        hf.save_hf(final.generator, out / "generator", "generator", tokenizer=cfg.tokenizer or None)
-        if t.snapshots:  # the curve's last point: the final export
-            record_snapshot(1.0, {"generator": str(out / "generator")} | (
-                {"discriminator": str(result.discriminator_dir)} if result.discriminator_dir else {}))
-        if cfg.tokenizer:
-            hf.copy_tokenizer(Path(cfg.tokenizer), out)
-        full_history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
-        if not result.metrics and full_history:  # resumed at its last step: the final window is on file
-            result.metrics = full_history[-1]
-        plot = runlog.save_plot(full_history, out / "loss_curves.png")
-        compute = {
-            "flops_per_step": step_flops,  # analytic, see flops.py
-            "train_flops": step_flops * state.step,  # all steps of the run, as the paper counts compute
-            "flops_this_session": step_flops * session_steps,
-            "device_hours": earlier_hours + session_hours,  # wall clock x devices, all sessions
-            "device_hours_this_session": session_hours,
-            "devices": world.size,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-            "peak_tflops_per_device": peak,
-            "precision": runtime.precision_name(amp),
-            "tokens": state.examples_seen * t.seq_len,  # sequence positions trained on, padding included
-            "train_minutes": state.train_seconds / 60,  # training steps only, all sessions
-            "budget": ({"minutes": t.budget_minutes} if t.budget_minutes is not None else
-                       {"flops": t.budget_flops} if t.budget_flops is not None else {"steps": t.max_steps}),
-        }
-        summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics,
-                   "compute": compute}
-        if changes:
-            summary["resumed_with_changes"] = {"at_step": saved["step"], "fields": changes}
-        if source is not None:  # lineage: what the weights started from
-            summary["init"] = init or lineage
-        atomic.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        for kind in ("discriminator", "generator"):
-            if (out / kind).is_dir():
-                atomic.write_text(out / kind / "README.md", hf.model_card(kind, config_mod.to_dict(cfg), summary))
-        for p in (out / "config.json", out / "summary.json", plot):
-            if p is not None:
-                tracker.log_artifact(p)
-        if result.discriminator_dir is not None:
-            tracker.log_artifact(result.discriminator_dir, "discriminator")
+    session_hours = (time.perf_counter() - session_start) * world.size / 3600
+    compute = {"peak_tflops_per_device": peak, "session_steps": session_steps,
+               "device_hours": earlier_hours + session_hours, "device_hours_this_session": session_hours}
+    _finish(run, result, compute, tracker)
     distributed.barrier(world)
     distributed.shutdown(world)
     return result
+
+
+def _finish(run: _Run, result: PretrainResult, session: dict[str, Any], tracker: Tracker) -> None:
+    """Export the final model in the Hugging Face format, write summary.json (the compute spent),
+    model cards and the loss plot, and log them."""
+    final, _ = run.unsharded(with_optimizer=False)
+    if not run.world.is_main:
+        return
+    cfg, t, state, out, device = run.cfg, run.cfg.train, run.state, run.out, run.device
+    if final.discriminator is not None:
+        result.discriminator_dir = hf.save_hf(final.discriminator, out / "discriminator", "discriminator",
+                                              tokenizer=cfg.tokenizer or None)
+    hf.save_hf(final.generator, out / "generator", "generator", tokenizer=cfg.tokenizer or None)
+    if t.snapshots:  # the curve's last point: the final export
+        run.record_snapshot(1.0, {"generator": str(out / "generator")} | (
+            {"discriminator": str(result.discriminator_dir)} if result.discriminator_dir else {}))
+    if cfg.tokenizer:
+        hf.copy_tokenizer(Path(cfg.tokenizer), out)
+    full_history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    if not result.metrics and full_history:  # resumed at its last step: the final window is on file
+        result.metrics = full_history[-1]
+    plot = runlog.save_plot(full_history, out / "loss_curves.png")
+    compute = {
+        "flops_per_step": run.step_flops,  # analytic, see flops.py
+        "train_flops": run.step_flops * state.step,  # all steps of the run, as the paper counts compute
+        "flops_this_session": run.step_flops * session["session_steps"],
+        "device_hours": session["device_hours"],  # wall clock x devices, all sessions
+        "device_hours_this_session": session["device_hours_this_session"],
+        "devices": run.world.size,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "peak_tflops_per_device": session["peak_tflops_per_device"],
+        "precision": runtime.precision_name(run.amp),
+        "tokens": state.examples_seen * t.seq_len,  # sequence positions trained on, padding included
+        "train_minutes": state.train_seconds / 60,  # training steps only, all sessions
+        "budget": ({"minutes": t.budget_minutes} if t.budget_minutes is not None else
+                   {"flops": t.budget_flops} if t.budget_flops is not None else {"steps": t.max_steps}),
+    }
+    summary = {"steps": state.step, "examples_seen": state.examples_seen, "final": result.metrics, "compute": compute}
+    if run.changes:
+        summary["resumed_with_changes"] = {"at_step": run.resumed_at, "fields": run.changes}
+    if run.init:  # lineage: what the weights started from
+        summary["init"] = run.init
+    atomic.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    for kind in ("discriminator", "generator"):
+        if (out / kind).is_dir():
+            atomic.write_text(out / kind / "README.md", hf.model_card(kind, config_mod.to_dict(cfg), summary))
+    for p in (out / "config.json", out / "summary.json", plot):
+        if p is not None:
+            tracker.log_artifact(p)
+    if result.discriminator_dir is not None:
+        tracker.log_artifact(result.discriminator_dir, "discriminator")
