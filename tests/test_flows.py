@@ -554,8 +554,16 @@ def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, pref
             "--examples-config", json.dumps(p["examples_config"]),
             "--finetune-config", json.dumps(p["finetune_config"])]
     env = {**os.environ, **TELEMETRY_OFF, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(work / "prefect-home")}
-    run = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+    # A terminal's foreground job gets Ctrl-C. Started from a background job of a non-interactive shell
+    # (CI runners, `cmd &` in a script), pytest itself ignores SIGINT, and an ignored signal stays
+    # ignored across exec, so the run would too (Python keeps an inherited SIG_IGN). A handled signal
+    # reverts to the default in the child: handle it here while the run starts.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
     deadline = time.monotonic() + 120
     while True:  # until the 40-step run has logged 3 steps (a wide window on a loaded machine)
         d = _pretrain_dir(p["output_dir"], max_steps=40)
