@@ -24,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flows.params import PipelineParams, validated
+from pydantic import BaseModel
+
+from flows.params import PipelineParams, overrides, validated
 
 STAGES = ("corpus", "tokenizer", "examples", "pretrain", "finetune")
 PREFECT_UI = "http://127.0.0.1:4200"  # where `prefect server start` serves the UI
@@ -42,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name, field in PipelineParams.model_fields.items():
         tp = field.annotation
         origin, args = typing.get_origin(tp), typing.get_args(tp)
-        default = field.default
+        default = overrides(field.default) if isinstance(field.default, BaseModel) else field.default
         help_ = f"{field.description} (default: {json.dumps(default)})"
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_}
         if tp is bool:
@@ -56,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             kw["metavar"] = _METAVARS.get(name) if "choices" not in kw else None
         elif origin is typing.Literal:
             kw["choices"] = args
-        elif origin is dict:
+        elif isinstance(tp, type) and issubclass(tp, BaseModel):  # a stage's config overrides
             kw["type"] = _mapping
             kw["metavar"] = "JSON|FILE"
         elif int in args or tp is int:
@@ -95,7 +97,7 @@ def params_from_args(args: argparse.Namespace) -> PipelineParams:
         if not sep or stage not in STAGES or not path:
             raise ConfigError(f"--set {item}: expected STAGE.FIELD=VALUE with STAGE one of {', '.join(STAGES)}")
         field = f"{stage}_config"
-        node = values.setdefault(field, dict(PipelineParams.model_fields[field].default))
+        node = values.setdefault(field, overrides(PipelineParams.model_fields[field].default))
         parts = path.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})

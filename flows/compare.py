@@ -7,12 +7,22 @@ fine-tuned from that MLM encoder. This flow is `electra_pipeline` with both obje
 report has one column per model, a two-colour GLUE chart and shared loss curves.
 """
 
-from typing import Any
 
 from prefect import flow
 
 from flows.base import SAMPLE, user_errors
-from flows.params import DEMO_FINETUNE, SAMPLE_GLUE_TASKS, Concurrency, Device, Name, NonEmpty, Preset, Steps
+from flows.params import (
+    DEMO_FINETUNE,
+    SAMPLE_GLUE_TASKS,
+    Concurrency,
+    Device,
+    FinetuneOverrides,
+    Name,
+    NonEmpty,
+    Preset,
+    PretrainOverrides,
+    Steps,
+)
 from flows.pipeline import PipelineResult, electra_pipeline
 from flows.tracking import sweep_hook
 
@@ -31,8 +41,8 @@ def electra_vs_mlm(
     tracking_uri: str | None = None,
     experiment: Name = "electra-vs-mlm",
     eval_concurrency: Concurrency = 2,
-    pretrain_config: dict[str, Any] = {},  # noqa: B006
-    finetune_config: dict[str, Any] = DEMO_FINETUNE,
+    pretrain_config: PretrainOverrides = PretrainOverrides(),
+    finetune_config: FinetuneOverrides = FinetuneOverrides(**DEMO_FINETUNE),
     refresh_cache: bool = False,
 ) -> PipelineResult:
     """Pre-train ELECTRA and the MLM baseline on the same data and compute; fine-tune and compare both.
@@ -50,8 +60,8 @@ def electra_vs_mlm(
         tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db.
         experiment: MLflow experiment holding the comparison.
         eval_concurrency: Evaluation tasks fine-tuned at once.
-        pretrain_config: PretrainConfig overrides shared by both models.
-        finetune_config: FinetuneConfig overrides shared by both models.
+        pretrain_config: PretrainConfig fields to change for both models (empty ones keep the preset's).
+        finetune_config: FinetuneConfig fields to change for both models (empty ones keep the default).
         refresh_cache: Re-run cached stages.
     """
     return electra_pipeline(preset=preset, corpus=corpus, eval_tasks=eval_tasks, glue_dir=glue_dir,

@@ -16,17 +16,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from electra_pipeline import atomic
 from flows.base import SAMPLE, Tracking, cpu_count, data_path, torch_threads, user_errors
-from flows.params import SAMPLE_GLUE_TASKS, Concurrency, NonEmpty
+from flows.params import SAMPLE_GLUE_TASKS, Concurrency, FinetuneOverrides, NonEmpty, overrides
 from flows.report import glue_chart, task_table
 from flows.tracking import SeedProgress, mlflow_run, sweep_hook
 
 
-def finetune_config(overrides: dict[str, Any]) -> Any:
+def finetune_config(config: FinetuneOverrides | dict[str, Any]) -> Any:
     """The resolved `FinetuneConfig`; bad keys or values name the field before any work."""
     from electra_pipeline import config as config_mod
     from electra_pipeline.finetune import FinetuneConfig
 
-    return config_mod.from_dict(FinetuneConfig, dict(overrides), prefix="finetune_config.")
+    return config_mod.from_dict(FinetuneConfig, overrides(config), prefix="finetune_config.")
 
 
 def task_names(tasks: list[str]) -> list[str]:
@@ -122,7 +122,7 @@ def evaluate(
     glue_dir: str = SAMPLE,
     squad_dir: str = SAMPLE,
     output_dir: str = "outputs/evaluate",
-    config: dict[str, Any] = {},  # noqa: B006 (Prefect copies parameter defaults)
+    config: FinetuneOverrides = FinetuneOverrides(),
     concurrency: Concurrency = 2,
     label: str = "electra",
     baselines: bool = True,
@@ -138,7 +138,8 @@ def evaluate(
         glue_dir: GLUE root (<dir>/SST-2/train.tsv ...); `sample` is the shipped slices.
         squad_dir: SQuAD directory; `sample` is the shipped slices.
         output_dir: Where each task's directory goes.
-        config: FinetuneConfig overrides, e.g. {"seeds": [1], "max_train_examples": 2000}.
+        config: FinetuneConfig fields to change, e.g. {"seeds": [1], "max_train_examples": 2000};
+            empty ones keep the default.
         concurrency: Tasks fine-tuned at once (CPU threads are split between them).
         label: Name of the model in tables and MLflow (electra, mlm).
         baselines: Also fine-tune the same config at random initialisation (same recipe and seeds) and

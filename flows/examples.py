@@ -8,16 +8,17 @@ from prefect import flow, task
 
 from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, retry_unless_user_error, user_errors
 from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
+from flows.params import ExamplesOverrides, overrides
 from flows.tracking import sweep_hook
 
 
-def examples_config(overrides: dict[str, Any], seq_len: int | None = None) -> Any:
+def examples_config(config: ExamplesOverrides | dict[str, Any], seq_len: int | None = None) -> Any:
     """The resolved `ExamplesConfig`; the pre-training sequence length is the default so the
     examples fit the model unless the user sets both."""
     from electra_pipeline import config as config_mod
     from electra_pipeline.examples import ExamplesConfig
 
-    values = dict(overrides)
+    values = overrides(config)
     if seq_len is not None:
         values.setdefault("seq_len", seq_len)
     return config_mod.from_dict(ExamplesConfig, values, prefix="examples_config.")
@@ -56,7 +57,7 @@ def build_examples(
     corpus: str,
     tokenizer: str,
     output_dir: str = "outputs",
-    config: dict[str, Any] = {},  # noqa: B006 (Prefect copies parameter defaults)
+    config: ExamplesOverrides = ExamplesOverrides(),
     tracking: Tracking = Tracking(),
     refresh_cache: bool = False,
 ) -> StageOutput:
@@ -66,7 +67,7 @@ def build_examples(
         corpus: A corpus directory made by the ingest-corpus flow.
         tokenizer: tokenizer.json (or its directory) made by the train-tokenizer flow.
         output_dir: Root of all pipeline outputs.
-        config: ExamplesConfig overrides, e.g. {"seq_len": 128}.
+        config: ExamplesConfig fields to change (empty ones keep the default), e.g. {"seq_len": 128}.
         tracking: MLflow store, experiment and parent run.
         refresh_cache: Re-run even when a cached result exists.
     """

@@ -17,15 +17,16 @@ from flows.base import (
     user_errors,
 )
 from flows.caching import STAGE_CACHE, DigestMemo, code_fingerprint, mark_complete, path_fingerprint, stage_key
+from flows.params import CorpusOverrides, overrides
 from flows.tracking import sweep_hook
 
 
-def corpus_config(overrides: dict[str, Any]) -> Any:
+def corpus_config(config: CorpusOverrides | dict[str, Any]) -> Any:
     """The resolved `CorpusConfig`; a bad key or value names the field before any work."""
     from electra_pipeline import config as config_mod
     from electra_pipeline.corpus import CorpusConfig
 
-    return config_mod.from_dict(CorpusConfig, dict(overrides), prefix="corpus_config.")
+    return config_mod.from_dict(CorpusConfig, overrides(config), prefix="corpus_config.")
 
 
 def corpus_plan(sources: list[str], output_dir: str, cfg: Any) -> tuple[list[str], str, Path]:
@@ -64,7 +65,7 @@ def ingest_task(key: str, sources: list[str], out_dir: str, config: dict[str, An
 def ingest_corpus(
     sources: list[str] = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
     output_dir: str = "outputs",
-    config: dict[str, Any] = {},  # noqa: B006
+    config: CorpusOverrides = CorpusOverrides(),
     tracking: Tracking = Tracking(),
     refresh_cache: bool = False,
 ) -> StageOutput:
@@ -73,7 +74,7 @@ def ingest_corpus(
     Args:
         sources: Text/JSONL/CSV/Parquet files, folders, globs or `hf:` datasets; `sample` is the shipped corpus.
         output_dir: Root of all pipeline outputs (relative to the working directory).
-        config: CorpusConfig overrides, e.g. {"min_line_chars": 20}.
+        config: CorpusConfig fields to change (empty ones keep the default), e.g. {"min_line_chars": 20}.
         tracking: MLflow store, experiment and parent run.
         refresh_cache: Re-run even when a cached result exists.
     """

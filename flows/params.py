@@ -9,11 +9,19 @@ Prefect costs seconds, and `electra --help` builds every subcommand's parser.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from electra_pipeline.config import PretrainConfig
+from electra_pipeline.corpus.config import CorpusConfig
+from electra_pipeline.examples import ExamplesConfig
+from electra_pipeline.finetune.recipe import FinetuneConfig
+from electra_pipeline.settings import field_docs
+from electra_pipeline.tokenizer import TokenizerConfig
 from flows.base import SAMPLE  # noqa: F401 (a default of the flow signature read below)
 
 Preset = Literal["tiny", "cpu", "small", "base", "large"]
@@ -27,6 +35,49 @@ Steps = Annotated[int | None, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1)]
 Concurrency = Annotated[int, Field(ge=1, le=16)]
 
+
+
+def overrides_model(cls: type) -> type[BaseModel]:
+    """A pydantic model of a config dataclass's fields, every one optional: a value replaces the
+    stage's default (the preset's, or one the pipeline derives), null or absent keeps it. The
+    docstring under each dataclass field is its description, so a flow parameter of this type
+    is a Prefect UI form with one documented input per field (a nested config is a nested form),
+    and an unknown key or a wrongly typed value is refused with the field's dotted name."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            sub = overrides_model(tp)
+            fields[f.name] = (sub, Field(default_factory=sub, description=docs.get(f.name, "")))
+        else:
+            fields[f.name] = (tp | None, Field(None, description=docs.get(f.name, "")))
+    return create_model(f"{cls.__name__}Overrides", __config__=ConfigDict(extra="forbid"),
+                        __doc__=f"Overrides of `{cls.__name__}`; empty fields keep the stage's default.", **fields)
+
+
+def overrides(value: BaseModel | dict[str, Any] | None) -> dict[str, Any]:
+    """The fields a user set, as the nested dict the config resolvers merge over the defaults
+    (a plain dict passes through as it is)."""
+    if not isinstance(value, BaseModel):
+        return dict(value or {})
+
+    def given(d: dict[str, Any]) -> dict[str, Any]:  # nested forms left empty are not overrides
+        pruned = {k: given(v) if isinstance(v, dict) else v for k, v in d.items()}
+        return {k: v for k, v in pruned.items() if v != {}}
+
+    return given(value.model_dump(exclude_none=True))
+
+
+CorpusOverrides = overrides_model(CorpusConfig)
+TokenizerOverrides = overrides_model(TokenizerConfig)
+ExamplesOverrides = overrides_model(ExamplesConfig)
+PretrainOverrides = overrides_model(PretrainConfig)
+FinetuneOverrides = overrides_model(FinetuneConfig)
+
 # The GLUE tasks whose slices ship in the package; SST-2 first: its model is the one exported.
 SAMPLE_GLUE_TASKS: list[str] = ["sst2", "cola", "mrpc", "stsb", "rte"]
 # The CPU demo's fine-tuning: one seed, up to 2,000 examples, and the recipe measured for 2-layer
@@ -37,22 +88,15 @@ DEMO_FINETUNE: dict[str, Any] = {"seeds": [1], "max_train_examples": 2000, "lr":
 
 
 def _docstring_args(doc: str) -> dict[str, str]:
-    """{parameter: its description, on one line} from the `Args:` section of a Google-style docstring."""
-    out: dict[str, str] = {}
-    lines = doc.split("Args:", 1)[1].splitlines() if "Args:" in doc else []
-    name = None
-    for line in lines:
-        if not line.strip():
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent == 4 and ":" in line:
-            name, text = line.strip().split(":", 1)
-            out[name] = text.strip()
-        elif indent > 4 and name is not None:
-            out[name] += " " + line.strip()
-        else:
-            break
-    return out
+    """{parameter: its description} from the `Args:` section of a Google-style docstring, parsed
+    by griffe as Prefect parses it for the UI form, so both show the same text."""
+    import logging
+
+    from griffe import Docstring, DocstringSectionKind, Parser, parse
+
+    logging.getLogger("griffe").disabled = True  # it warns about a docstring without a signature
+    sections = parse(Docstring(doc), Parser.google)
+    return {p.name: p.description for s in sections if s.kind == DocstringSectionKind.parameters for p in s.value}
 
 
 def _model_of_flow(source: Path, function: str) -> type[BaseModel]:
@@ -88,4 +132,5 @@ def validated(values: dict[str, Any]) -> PipelineParams:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"{where}: {first['msg']}") from None
+        msg = "unknown config key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"{where}: {msg}") from None

@@ -38,13 +38,19 @@ from flows.params import (
     DEMO_FINETUNE,
     SAMPLE_GLUE_TASKS,
     Concurrency,
+    CorpusOverrides,
     Device,
+    ExamplesOverrides,
+    FinetuneOverrides,
     Name,
     NonEmpty,
     Objectives,
     PipelineParams,
     Preset,
+    PretrainOverrides,
     Steps,
+    TokenizerOverrides,
+    overrides,
     validated,
 )
 from flows.pretrain import pretrain
@@ -89,7 +95,7 @@ def _explicit_steps(cfg: Any) -> int | None:
 
 def pretrain_overrides(params: PipelineParams) -> dict[str, Any]:
     """`pretrain_config` with `init_from` folded in (the checkpoint fixes the model sizes)."""
-    return {**params.pretrain_config, **({"init_from": params.init_from} if params.init_from else {})}
+    return {**overrides(params.pretrain_config), **({"init_from": params.init_from} if params.init_from else {})}
 
 
 def plan(params: PipelineParams) -> Plan:
@@ -263,11 +269,11 @@ def electra_pipeline(
     force_alias: bool = False,
     quantize: bool = False,
     eval_concurrency: Concurrency = 2,
-    corpus_config: dict[str, Any] = {},  # noqa: B006
-    tokenizer_config: dict[str, Any] = {},  # noqa: B006
-    examples_config: dict[str, Any] = {},  # noqa: B006
-    pretrain_config: dict[str, Any] = {},  # noqa: B006
-    finetune_config: dict[str, Any] = DEMO_FINETUNE,
+    corpus_config: CorpusOverrides = CorpusOverrides(),
+    tokenizer_config: TokenizerOverrides = TokenizerOverrides(),
+    examples_config: ExamplesOverrides = ExamplesOverrides(),
+    pretrain_config: PretrainOverrides = PretrainOverrides(),
+    finetune_config: FinetuneOverrides = FinetuneOverrides(**DEMO_FINETUNE),
     refresh_cache: bool = False,
 ) -> PipelineResult:
     """Corpus -> WordPiece -> examples -> pre-training -> GLUE/SQuAD fine-tuning -> ONNX + registry.
@@ -296,11 +302,13 @@ def electra_pipeline(
         force_alias: Move the alias to the new version whatever its score.
         quantize: Also export a dynamic int8 ONNX model.
         eval_concurrency: Evaluation tasks fine-tuned at once (CPU threads are split between them).
-        corpus_config: CorpusConfig overrides, e.g. {"min_line_chars": 20}.
-        tokenizer_config: TokenizerConfig overrides; vocab_size defaults to the model's.
-        examples_config: ExamplesConfig overrides; seq_len defaults to the model's.
-        pretrain_config: PretrainConfig overrides, nested like config.json, e.g. {"train": {"lr": 0.0005}}.
-        finetune_config: FinetuneConfig overrides; the default is a one-seed CPU demo, {} the reference recipe.
+        corpus_config: CorpusConfig fields to change (empty ones keep the default), e.g. {"min_line_chars": 20}.
+        tokenizer_config: TokenizerConfig fields to change; empty ones keep the default, vocab_size the model's.
+        examples_config: ExamplesConfig fields to change; empty ones keep the default, seq_len the model's.
+        pretrain_config: PretrainConfig fields to change, nested like config.json (e.g. {"train": {"lr": 0.0005}});
+            empty ones keep the preset's.
+        finetune_config: FinetuneConfig fields to change; the default is a one-seed CPU demo, {} the reference
+            recipe.
         refresh_cache: Re-run cached stages (pre-training still resumes a half-finished run).
     """
     from prefect.logging import get_run_logger
@@ -342,7 +350,7 @@ def electra_pipeline(
             pretrained[objective] = timed(f"pretrain-{objective}", pretrain, examples=ex.path, tokenizer=tok.path,
                                           preset=preset, objective=objective,
                                           max_steps=_explicit_steps(p.pretrain[objective]), device=device,
-                                          config=pretrain_overrides(p.params), **common)
+                                          config=dataclasses.asdict(p.pretrain[objective]), **common)
             intrinsic_results[objective] = timed(f"intrinsic-{objective}", intrinsic,
                                                  run_dir=pretrained[objective].summary["output_dir"],
                                                  label=objective, tracking=t)

@@ -12,24 +12,25 @@ from prefect import flow, get_run_logger, task
 
 from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, user_errors
 from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
-from flows.params import Device, Objective, Preset, Steps
+from flows.params import Device, Objective, Preset, PretrainOverrides, Steps, overrides
 from flows.tracking import PrefectProgress, sweep_hook
 
 
-def pretrain_config(preset: str, overrides: dict[str, Any], *, objective: str | None = None,
+def pretrain_config(preset: str, config: PretrainOverrides | dict[str, Any], *, objective: str | None = None,
                     max_steps: int | None = None, device: str | None = None) -> Any:
     """Preset, then the `pretrain_config` overrides, then the explicit knobs; validated, so a
     bad value names its field (`train.lr: must be > 0`) before any stage runs."""
     from electra_pipeline import config as config_mod
 
-    train: dict[str, Any] = dict(overrides.get("train") or {})
+    given = overrides(config)
+    train: dict[str, Any] = dict(given.get("train") or {})
     if objective is not None:
         train["objective"] = objective
     if max_steps is not None:  # an explicit step count: the library's policy replaces the preset's budget
         train["max_steps"] = max_steps
     if device is not None:
         train["device"] = device
-    return config_mod.resolve(preset, None, {**overrides, **({"train": train} if train else {})})
+    return config_mod.resolve(preset, None, {**given, **({"train": train} if train else {})})
 
 
 def compute_matched_steps(reference: Any, other: Any) -> int:
@@ -104,7 +105,7 @@ def pretrain(
     max_steps: Steps = None,
     device: Device = "auto",
     output_dir: str = "outputs",
-    config: dict[str, Any] = {},  # noqa: B006 (Prefect copies parameter defaults)
+    config: PretrainOverrides = PretrainOverrides(),
     tracking: Tracking = Tracking(),
     refresh_cache: bool = False,
 ) -> StageOutput:
@@ -118,7 +119,8 @@ def pretrain(
         max_steps: Optimiser steps; empty: the preset's.
         device: auto (CUDA when available), cpu or cuda.
         output_dir: Root of all pipeline outputs.
-        config: PretrainConfig overrides, nested like config.json, e.g. {"train": {"lr": 0.0005}}.
+        config: PretrainConfig fields to change, nested like config.json (e.g. {"train": {"lr": 0.0005}});
+            empty ones keep the preset's.
         tracking: MLflow store, experiment and parent run.
         refresh_cache: Re-run even when a cached result exists (a half-finished run still resumes).
     """

@@ -30,7 +30,18 @@ from flows.evaluate import evaluate
 from flows.examples import build_examples
 from flows.ingest import ingest_corpus
 from flows.intrinsic import intrinsic
-from flows.params import DEMO_FINETUNE, Concurrency, Device, Name, NonEmpty, Objectives, Preset
+from flows.params import (
+    DEMO_FINETUNE,
+    Concurrency,
+    Device,
+    FinetuneOverrides,
+    Name,
+    NonEmpty,
+    Objectives,
+    Preset,
+    PretrainOverrides,
+    overrides,
+)
 from flows.pretrain import pretrain
 from flows.tokenizer import train_tokenizer
 from flows.tracking import experiment_id, run_url, sweep_hook, ui_hint
@@ -52,8 +63,8 @@ class StudyResult(BaseModel):
     failed: dict[str, str] = Field(default_factory=dict)
 
 
-def _arm_configs(objectives: list[str], preset: str, overrides: dict[str, Any], device: str) -> dict[str, Any]:
-    return {o: pretrain_stage.pretrain_config(preset, overrides, objective=o, device=device) for o in objectives}
+def _arm_configs(objectives: list[str], preset: str, given: dict[str, Any], device: str) -> dict[str, Any]:
+    return {o: pretrain_stage.pretrain_config(preset, given, objective=o, device=device) for o in objectives}
 
 
 def _eval_key(pretrain_key: str, fraction: float, tasks: list[str], finetune: dict[str, Any], glue_dir: str) -> str:
@@ -80,8 +91,8 @@ def efficiency_study(
     tracking_uri: str | None = None,
     experiment: Name = "efficiency-study",
     eval_concurrency: Concurrency = 2,
-    pretrain_config: dict[str, Any] = {},  # noqa: B006
-    finetune_config: dict[str, Any] = DEMO_FINETUNE,
+    pretrain_config: PretrainOverrides = PretrainOverrides(),
+    finetune_config: FinetuneOverrides = FinetuneOverrides(**DEMO_FINETUNE),
     refresh_cache: bool = False,
 ) -> StudyResult:
     """Pre-train every objective at the same FLOPs, fine-tune each at fractions of the budget, compare.
@@ -104,8 +115,9 @@ def efficiency_study(
         tracking_uri: MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db.
         experiment: MLflow experiment holding the study.
         eval_concurrency: Evaluation tasks fine-tuned at once.
-        pretrain_config: PretrainConfig overrides shared by every arm.
-        finetune_config: FinetuneConfig overrides shared by every checkpoint (seeds, examples, lr).
+        pretrain_config: PretrainConfig fields to change for every arm (empty ones keep the preset's).
+        finetune_config: FinetuneConfig fields to change for every checkpoint (seeds, examples, lr);
+            empty ones keep the default.
         refresh_cache: Re-run cached stages and evaluations.
     """
     from prefect.artifacts import create_markdown_artifact
@@ -120,13 +132,14 @@ def efficiency_study(
         from electra_pipeline.errors import ConfigError
 
         raise ConfigError("examples, tokenizer: give both (prepared data) or neither (built from corpus)")
-    train = dict(pretrain_config.get("train") or {}, snapshots=snapshots)
+    given = overrides(pretrain_config)
+    train = dict(given.get("train") or {}, snapshots=snapshots)
     if budget_flops is not None:
         train |= {"budget_flops": budget_flops, "budget_minutes": None}
     if corpus_tokens is not None:
         train["corpus_tokens"] = corpus_tokens
-    overrides = {**pretrain_config, "train": train}
-    configs = _arm_configs(objectives, preset, overrides, device)  # every bad value fails here, before any arm
+    given = {**given, "train": train}
+    configs = _arm_configs(objectives, preset, given, device)  # every bad value fails here, before any arm
     steps = study.check_arms(configs)
     finetune = dataclasses.asdict(evaluate_stage.finetune_config(finetune_config))
     tasks = evaluate_stage.task_names(eval_tasks)
@@ -158,7 +171,7 @@ def efficiency_study(
         for objective in objectives:
             try:
                 pre = pretrain(examples=ex_path, tokenizer=tok_path, preset=preset, objective=objective,
-                               device=device, config=overrides, **common)
+                               device=device, config=given, **common)
                 run_dir = Path(pre.summary["output_dir"])
                 if objective in RTD_OBJECTIVES:
                     r = intrinsic(run_dir=str(run_dir), label=objective, tracking=t)

@@ -8,16 +8,17 @@ from prefect import flow, task
 
 from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, retry_unless_user_error, user_errors
 from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
+from flows.params import TokenizerOverrides, overrides
 from flows.tracking import sweep_hook
 
 
-def tokenizer_config(overrides: dict[str, Any], vocab_size: int | None = None) -> Any:
+def tokenizer_config(config: TokenizerOverrides | dict[str, Any], vocab_size: int | None = None) -> Any:
     """The resolved `TokenizerConfig`. `vocab_size` (the model's) is the default, so the
     tokenizer and the model agree unless the user sets both."""
     from electra_pipeline import config as config_mod
     from electra_pipeline.tokenizer import TokenizerConfig
 
-    values = dict(overrides)
+    values = overrides(config)
     if vocab_size is not None:
         values.setdefault("vocab_size", vocab_size)
     return config_mod.from_dict(TokenizerConfig, values, prefix="tokenizer_config.")
@@ -56,7 +57,7 @@ def train_task(key: str, corpus: str, out_dir: str, config: dict[str, Any]) -> d
 def train_tokenizer(
     corpus: str,
     output_dir: str = "outputs",
-    config: dict[str, Any] = {},  # noqa: B006 (Prefect copies parameter defaults)
+    config: TokenizerOverrides = TokenizerOverrides(),
     tracking: Tracking = Tracking(),
     refresh_cache: bool = False,
 ) -> StageOutput:
@@ -65,7 +66,7 @@ def train_tokenizer(
     Args:
         corpus: A corpus directory made by the ingest-corpus flow.
         output_dir: Root of all pipeline outputs.
-        config: TokenizerConfig overrides, e.g. {"vocab_size": 8192}.
+        config: TokenizerConfig fields to change (empty ones keep the default), e.g. {"vocab_size": 8192}.
         tracking: MLflow store, experiment and parent run.
         refresh_cache: Re-run even when a cached result exists.
     """

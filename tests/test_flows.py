@@ -146,13 +146,65 @@ def test_cli_params_match_the_flow_signature() -> None:
         assert p.default == PipelineParams.model_fields[name].default, name
     schema = electra_pipeline.parameters.model_dump()["properties"]
     assert schema["preset"]["default"] == "cpu" and "description" in schema["max_steps"]
+    for name, prop in schema.items():  # the same help text, read from the same docstring
+        assert prop["description"] == PipelineParams.model_fields[name].description, name
     # the same constraints: the UI form and the server reject what the CLI rejects
-    model = PipelineParams.model_json_schema()["properties"]
+    model = json.loads(json.dumps(PipelineParams.model_json_schema()["properties"]).replace("#/$defs/", "#/definitions/"))
     drop = {"title", "description", "position", "default"}
     for name, prop in schema.items():
         assert {k: v for k, v in prop.items() if k not in drop} == {k: v for k, v in model[name].items()
                                                                     if k not in drop}, name
     assert schema["max_steps"]["anyOf"][0]["exclusiveMinimum"] == 0
+
+
+def test_stage_configs_are_typed_forms_generated_from_the_dataclasses() -> None:
+    """Each flow's config parameter is generated from its config dataclass: one input per field,
+    described by the field's docstring, a nested config as a nested form. The UI sends the whole
+    form with untouched fields as null: they keep the preset's values."""
+    import dataclasses
+
+    from electra_pipeline.config import PretrainConfig, TrainConfig
+    from electra_pipeline.corpus.config import CorpusConfig
+    from electra_pipeline.examples import ExamplesConfig
+    from electra_pipeline.finetune.recipe import FinetuneConfig
+    from electra_pipeline.settings import field_docs
+    from electra_pipeline.tokenizer import TokenizerConfig
+    from flows.evaluate import evaluate
+    from flows.examples import build_examples
+    from flows.ingest import ingest_corpus
+    from flows.pipeline import electra_pipeline
+    from flows.pretrain import pretrain, pretrain_config
+    from flows.study import efficiency_study
+    from flows.tokenizer import train_tokenizer
+
+    def form(flow: Any, param: str) -> dict[str, Any]:
+        schema = flow.parameters.model_dump()
+        ref = schema["properties"][param]["$ref"].rsplit("/", 1)[1]
+        return schema["definitions"][ref]["properties"]
+
+    cases = [(ingest_corpus, "config", CorpusConfig), (train_tokenizer, "config", TokenizerConfig),
+             (build_examples, "config", ExamplesConfig), (pretrain, "config", PretrainConfig),
+             (evaluate, "config", FinetuneConfig), (electra_pipeline, "pretrain_config", PretrainConfig),
+             (electra_pipeline, "finetune_config", FinetuneConfig), (efficiency_study, "pretrain_config", PretrainConfig)]
+    for flow, param, cls in cases:
+        props, docs = form(flow, param), field_docs(cls)
+        assert set(props) == {f.name for f in dataclasses.fields(cls) if f.init}, (flow.name, param)
+        for name, prop in props.items():
+            assert prop["description"] == docs[name] and prop["description"], (flow.name, param, name)
+    schema = electra_pipeline.parameters.model_dump()
+    assert schema["definitions"]["PretrainConfigOverrides"]["properties"]["train"]["$ref"].endswith(
+        "TrainConfigOverrides")
+    assert set(schema["definitions"]["TrainConfigOverrides"]["properties"]) == set(field_docs(TrainConfig))
+    # the whole form as the UI sends it, null everywhere but the one field set, validated as the
+    # server validates a flow run's parameters
+    ui = json.loads(json.dumps(schema["properties"]["pretrain_config"]["default"]))
+    ui["train"]["lr"] = 3e-4
+    assert ui["model"]["hidden_size"] is None
+    given = electra_pipeline.validate_parameters({"pretrain_config": ui})["pretrain_config"]
+    assert pretrain_config("cpu", given) == pretrain_config("cpu", {"train": {"lr": 3e-4}})
+    for bad in ({"train": {"lr": "fast"}}, {"train": {"learning_rate": 1e-3}}):
+        with pytest.raises(Exception, match="train"):
+            electra_pipeline.validate_parameters({"pretrain_config": bad})
 
 
 def test_cli_help_lists_parameters() -> None:
@@ -633,6 +685,27 @@ def test_a_budgeted_preset_keeps_its_budget_through_the_pipeline() -> None:
     assert _explicit_steps(cfg) is None and cfg.train.budget_flops == 4e13
     assert pretrain_config("cpu", {}, max_steps=_explicit_steps(cfg)).train.budget_flops == 4e13
     assert _explicit_steps(pretrain_config("tiny", {})) == 300
+
+
+@pytest.mark.parametrize("values", [
+    {}, {"preset": "tiny"}, {"objectives": ["electra", "mlm"], "max_steps": 50},
+    {"objectives": ["electra", "mlm"], "pretrain_config": {"train": {"lr": 3e-4}}},
+    {"preset": "tiny", "pretrain_config": {"model": {"vocab_size": 1000}, "train": {"max_steps": 4}}},
+])
+def test_the_plan_resolves_pretraining_once_and_the_stage_keeps_it(values: dict[str, Any]) -> None:
+    """The pipeline hands each pre-training stage the config its plan resolved (the compute-matched
+    MLM steps included); the stage, which also runs on its own from the UI, resolves it to itself."""
+    import dataclasses
+
+    from flows.params import validated
+    from flows.pipeline import _explicit_steps, plan
+    from flows.pretrain import pretrain_config
+
+    p = plan(validated(values))
+    for objective, cfg in p.pretrain.items():
+        again = pretrain_config(p.params.preset, dataclasses.asdict(cfg), objective=objective,
+                                max_steps=_explicit_steps(cfg), device=p.params.device)
+        assert again == cfg, objective
 
 
 def test_progress_line_keeps_the_latest_held_out_score(monkeypatch: pytest.MonkeyPatch) -> None:
