@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from electra_pipeline import config, cpu_paths, intrinsic, optim, runlog, runtime, train
+    from electra_pipeline import config, cpu_paths, heldout, intrinsic, optim, runlog, runtime, train
     from electra_pipeline.data import Batch, ExampleShards, micro_batches
     from electra_pipeline.pretrainer import ElectraPretrainer
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     amp = runtime.autocast_dtype(t.precision, device)
     special = torch.tensor(sorted(set(data.special_ids.values())))
     rng = torch.Generator().manual_seed(t.seed * 1000)
-    held_rows, train_rows = intrinsic.examples_rows(args.examples)
+    held_rows, train_rows = heldout.examples_rows(args.examples)
     probe = intrinsic.Probe(held_rows, train_rows, data.vocab_size, intrinsic.IntrinsicConfig(max_rows=args.rows))
     stream = micro_batches(data, batch_size=t.batch_size, grad_accum=t.grad_accum, seed=t.seed, start_example=0)
     every = args.every or max(1, args.steps // 5)

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from electra_pipeline import atomic
+from electra_pipeline import atomic, heldout
 from electra_pipeline.config import RTD_OBJECTIVES
 from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.heldout import Models
 from electra_pipeline.model import Discriminator, Generator, init_weights
 from electra_pipeline.tokenizer import SPECIAL_IDS
 
@@ -61,14 +62,6 @@ class IntrinsicConfig:
         for name in ("max_rows", "fit_rows", "unigram_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"intrinsic.{name}: must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass
-class Models:
-    """What is scored: a discriminator (None for an MLM run) and the generator / MLM model."""
-
-    discriminator: Discriminator | None
-    generator: Generator
 
 
 # --------------------------------------------------------------------------- corruption
@@ -292,7 +285,7 @@ class Probe:
         """The probe on an examples directory's held-out slice; None when it has none (or too
         little of it to score)."""
         try:
-            held, train_rows = examples_rows(examples_dir)
+            held, train_rows = heldout.examples_rows(examples_dir)
         except DataError:
             return None
         if int(real_tokens(torch.as_tensor(np.array(held[:max_rows]), dtype=torch.long)).sum()) < MIN_SCORED_TOKENS:
@@ -356,67 +349,7 @@ def save(result: dict[str, Any], out_dir: str | Path) -> Path:
     return atomic.write_text(Path(out_dir) / INTRINSIC_FILE, json.dumps(result, indent=2) + "\n")
 
 
-# --------------------------------------------------------------------------- inputs
-
-def load_models(checkpoint: str | Path, generator: str | Path | None = None) -> Models:
-    """A run directory of ours (discriminator/ + generator/, or generator/ alone for an MLM run) or
-    a Hugging Face ELECTRA discriminator directory with its generator passed as `generator`."""
-    from electra_pipeline import hf
-
-    path = Path(checkpoint)
-    if not path.is_dir():
-        raise DataError(f"{path}: checkpoint directory not found")
-    if (path / "generator").is_dir():
-        disc = hf.load_discriminator(path / "discriminator") if (path / "discriminator").is_dir() else None
-        return Models(disc, hf.load_generator(Path(generator) if generator else path / "generator"))
-    if generator is None:
-        raise ConfigError(f"generator: {path} holds no generator/; pass --generator DIR (a Hugging Face "
-                          "ElectraForMaskedLM directory with the same vocabulary)")
-    return Models(hf.load_discriminator(path), hf.load_generator(generator))
-
-
-def examples_rows(examples_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(held-out rows, training rows) of an examples directory built with a held-out slice."""
-    from electra_pipeline.data import ExampleShards
-
-    shards = ExampleShards(examples_dir)
-    info = shards.meta.get("holdout") or {}
-    file = Path(examples_dir) / info.get("file", "holdout.npy")
-    if not info or not file.is_file():
-        raise DataError(f"{Path(examples_dir) / 'meta.json'}: no held-out slice (rebuild the examples with "
-                        "--holdout-fraction > 0, or pass --text FILE)")
-    try:
-        held = np.load(file, mmap_mode="r")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{file}: unreadable held-out rows ({e})") from None
-    return held, np.load(Path(examples_dir) / shards.meta["shards"][0]["file"], mmap_mode="r")
-
-
-def text_rows(files: list[str | Path], tokenizer: str | Path, seq_len: int) -> np.ndarray:
-    """Plain text files (one paragraph a line, a blank line between documents), packed into
-    [CLS] A [SEP] B [SEP] rows exactly as the training examples were."""
-    import random
-
-    from electra_pipeline import examples, packing
-    from electra_pipeline.tokenizer import TOKENIZER_FILE
-
-    docs: list[str] = []
-    for f in map(Path, files):
-        if not f.is_file():
-            raise DataError(f"{f}: held-out text file not found")
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{f}: not UTF-8 text (byte {e.start})") from None
-        docs += [d.strip() for d in text.replace("\r\n", "\n").split("\n\n") if d.strip()]
-    if not docs:
-        raise DataError(f"{files[0]}: the held-out text is empty")
-    tok = Path(tokenizer)
-    enc = packing._Encoder(str(tok / TOKENIZER_FILE if tok.is_dir() else tok))
-    cfg = examples.ExamplesConfig(seq_len=seq_len, holdout_fraction=0.0, num_proc=1)
-    rows, _, _ = packing.pack_documents(docs, enc, cfg, random.Random("electra-intrinsic"))
-    return rows
-
+# --------------------------------------------------------------------------- a run, as a user names it
 
 def run(checkpoint: str | Path, *, generator: str | Path | None = None, examples: str | Path | None = None,
         text: list[str | Path] | None = None, tokenizer: str | Path | None = None,
@@ -436,40 +369,25 @@ def run(checkpoint: str | Path, *, generator: str | Path | None = None, examples
     if objective not in RTD_OBJECTIVES and objective != "mlm":
         raise ConfigError(f"{path}: objective {objective} trains no replaced-token head, so held-out detection "
                           "does not apply to it; fine-tune it (`electra evaluate`) to compare")
-    models = load_models(path, generator)
+    models = heldout.load_models(path, generator)
     examples = examples or run_cfg.get("data") or None
     tokenizer = tokenizer or run_cfg.get("tokenizer") or None
     seq_len = int(run_cfg.get("train", {}).get("seq_len", 128))
     if text:
         if tokenizer is None:
             raise ConfigError("tokenizer: --text needs --tokenizer (the checkpoint's tokenizer.json or its directory)")
-        held = text_rows(list(text), tokenizer, seq_len)
+        held = heldout.text_rows(list(text), tokenizer, seq_len)
         # without training rows, the unigram table and context-free detector are fitted on the same text
-        train = examples_rows(examples)[1] if examples else held
+        train = heldout.examples_rows(examples)[1] if examples else held
         source = ", ".join(map(str, text))
     elif examples:
-        held, train = examples_rows(examples)
+        held, train = heldout.examples_rows(examples)
         source = str(Path(examples) / "holdout.npy")
     else:
         raise ConfigError("examples: no held-out text; pass --examples DIR (built with a held-out slice) or --text FILE")
     seed = int(run_cfg.get("train", {}).get("seed", 1234))
-    start = start_models(run_cfg, seed) if run_cfg.get("init_from") else None
+    start = heldout.start_models(run_cfg, seed) if run_cfg.get("init_from") else None
     return evaluate(models, held, train, cfg, init_seed=seed, source=source, start=start)
-
-
-def start_models(run_cfg: dict[str, Any], seed: int) -> Models:
-    """What a continued run (`init_from`) started from: the checkpoint's weights in the run's
-    config, the parts it lacked initialised as the run initialised them."""
-    from electra_pipeline import config as config_mod
-    from electra_pipeline import warmstart
-    from electra_pipeline.pretrainer import ElectraPretrainer
-
-    cfg = config_mod.from_dict(config_mod.PretrainConfig, run_cfg)
-    torch.manual_seed(seed)
-    model = ElectraPretrainer(cfg.model, cfg.train)
-    extension = warmstart.extension_of(cfg.tokenizer) if cfg.tokenizer else None
-    warmstart.load_weights(model, warmstart.find_source(cfg.init_from), extension)
-    return Models(model.discriminator, model.generator)
 
 
 def format_table(result: dict[str, Any]) -> str:

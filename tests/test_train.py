@@ -321,7 +321,7 @@ def test_collapse_watch_trusts_a_held_out_score_over_the_training_loss():
 def test_held_out_scores_during_training_match_the_intrinsic_stage(tiny_data, tmp_path):
     """Every `eval_every` steps (and at the last) a row carries heldout/ metrics, and the last
     equals what `electra intrinsic` reports for the exported models on the same rows."""
-    from electra_pipeline import hf, intrinsic
+    from electra_pipeline import heldout, hf, intrinsic
 
     cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=5, log_every=1, save_every=5, eval_every=2,
                    precision="fp32")
@@ -330,8 +330,8 @@ def test_held_out_scores_during_training_match_the_intrinsic_stage(tiny_data, tm
     assert scored == [2, 4, 5]
     last = result.history[-1]
     assert 0.0 <= last["heldout/masked_accuracy"] <= 1.0
-    held, train_rows = intrinsic.examples_rows(cfg.data)
-    models = intrinsic.Models(hf.load_discriminator(result.discriminator_dir), hf.load_generator(tmp_path / "run" / "generator"))
+    held, train_rows = heldout.examples_rows(cfg.data)
+    models = heldout.Models(hf.load_discriminator(result.discriminator_dir), hf.load_generator(tmp_path / "run" / "generator"))
     full = intrinsic.evaluate(models, held, train_rows)
     assert last["heldout/unigram_auc"] == pytest.approx(full["unigram"]["pretrained"]["auc"], abs=1e-6)
     assert last["heldout/masked_accuracy"] == pytest.approx(full["mlm"]["pretrained"]["accuracy"], abs=1e-6)
