@@ -184,9 +184,9 @@ def glue3(results: dict[str, Any]) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from electra_pipeline import baselines, config
+    from electra_pipeline import baselines, presets
 
-    cfg = config.preset(args.preset)
+    cfg = presets.preset(args.preset)
     started = time.perf_counter()
     examples, tokenizer = prepare_data(args, cfg.model.vocab_size, cfg.train.seq_len)
     runs = pretrain_arms(args, examples, tokenizer)

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from electra_pipeline import config, cpu_paths, heldout, intrinsic, optim, runlog, runtime, train
+    from electra_pipeline import cpu_paths, heldout, intrinsic, optim, presets, runlog, runtime, train
     from electra_pipeline.data import Batch, ExampleShards, micro_batches
     from electra_pipeline.pretrainer import ElectraPretrainer
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides.setdefault("model", {})["vocab_size"] = data.vocab_size
     overrides.setdefault("train", {}).update(max_steps=args.steps, budget_flops="none", budget_minutes="none",
                                              seq_len=data.seq_len)
-    cfg = config.resolve(args.preset, None, overrides)
+    cfg = presets.resolve(args.preset, None, overrides)
     t = cfg.train
     torch.manual_seed(t.seed)
     model = cpu_paths.apply(ElectraPretrainer(cfg.model, t))

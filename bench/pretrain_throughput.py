@@ -36,8 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from electra_pipeline import config as config_mod
-from electra_pipeline import cpu_paths, flops, objectives, optim, runtime, train
+from electra_pipeline import cpu_paths, flops, objectives, optim, presets, runtime, train
 from electra_pipeline.config import ModelConfig, PretrainConfig
 from electra_pipeline.data import Batch, derive_segments
 from electra_pipeline.pretrainer import ElectraPretrainer
@@ -170,7 +169,7 @@ def measure(steps: dict[str, Callable[[Batch], None]], batches: list[Batch], war
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--preset", choices=sorted(config_mod.PRESETS), default="small")
+    p.add_argument("--preset", choices=sorted(presets.PRESETS), default="small")
     p.add_argument("--batch", type=int, default=16, help="sequences per step")
     p.add_argument("--seq", type=int, default=128, help="sequence length")
     p.add_argument("--steps", type=int, default=20, help="timed iterations per contender")
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cfg = config_mod.preset(args.preset)
+    cfg = presets.preset(args.preset)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seq_len=args.seq, batch_size=args.batch,
                                                              grad_accum=1, compile=args.compile))
     amp = runtime.autocast_dtype(args.precision, device)

@@ -48,8 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from electra_pipeline import config as config_mod
-from electra_pipeline import export, inference
+from electra_pipeline import export, inference, presets
 from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
 from electra_pipeline.model import ElectraForSequenceClassification
 from electra_pipeline.runtime import has_bf16_matrix_units
@@ -99,7 +98,7 @@ def probe_classifier(work: Path, train: list[tuple[str, int]], n_train: int, seq
     """Random-init ELECTRA-Small + a ridge linear probe on [CLS] written into its head."""
     from tokenizers import Tokenizer
 
-    cfg = config_mod.preset("small").model
+    cfg = presets.preset("small").model
     tok_file = train_tokenizer([t for t, _ in train], cfg.vocab_size, work / "tokenizer.json")
     tok = Tokenizer.from_file(str(tok_file))
     torch.manual_seed(0)
@@ -128,7 +127,7 @@ def finetune_small(work: Path, train: list[tuple[str, int]], steps: int, seq: in
     give a weak but real classifier in minutes on one core."""
     from tokenizers import Tokenizer
 
-    cfg = config_mod.preset("small").model
+    cfg = presets.preset("small").model
     tok_file = train_tokenizer([t for t, _ in train], cfg.vocab_size, work / "tokenizer.json")
     tok = Tokenizer.from_file(str(tok_file))
     torch.manual_seed(seed)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from electra_pipeline import config as config_mod
+from electra_pipeline import presets
 from electra_pipeline.errors import ConfigError, PipelineError
 
 # Stage modules that register their own subcommands with `add_cli(subparsers)`.
@@ -32,7 +33,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                     "--output-dir: config.json, checkpoints/, metrics.jsonl, loss_curves.png, and the "
                     "discriminator/ and generator/ in Hugging Face ELECTRA format.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(config_mod.PRESETS), default=None,
+    p.add_argument("--preset", choices=sorted(presets.PRESETS), default=None,
                    help="model size and recipe (default: the --config file's preset, else small)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file; unknown keys are errors")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR|auto",
@@ -54,7 +55,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     from electra_pipeline.tracking import MLflowTracker, NullTracker, finished
     from electra_pipeline.train import check_inputs, pretrain
 
-    cfg = config_mod.resolve(args.preset, args.config, config_mod.overrides_from_args(args))
+    cfg = presets.resolve(args.preset, args.config, config_mod.overrides_from_args(args))
     if args.print_config:
         print(json.dumps(config_mod.to_dict(cfg), indent=2))
         return 0

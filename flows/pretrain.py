@@ -20,7 +20,7 @@ def pretrain_config(preset: str, config: PretrainOverrides | dict[str, Any], *, 
                     max_steps: int | None = None, device: str | None = None) -> Any:
     """Preset, then the `pretrain_config` overrides, then the explicit knobs; validated, so a
     bad value names its field (`train.lr: must be > 0`) before any stage runs."""
-    from electra_pipeline import config as config_mod
+    from electra_pipeline import presets
 
     given = overrides(config)
     train: dict[str, Any] = dict(given.get("train") or {})
@@ -30,7 +30,7 @@ def pretrain_config(preset: str, config: PretrainOverrides | dict[str, Any], *, 
         train["max_steps"] = max_steps
     if device is not None:
         train["device"] = device
-    return config_mod.resolve(preset, None, {**given, **({"train": train} if train else {})})
+    return presets.resolve(preset, None, {**given, **({"train": train} if train else {})})
 
 
 def compute_matched_steps(reference: Any, other: Any) -> int:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from electra_pipeline import config, data, finetuned, hf
+from electra_pipeline import config, data, finetuned, hf, presets
 from electra_pipeline.errors import PipelineError
 
 NOISE = bytes(range(256)) * 2
@@ -44,7 +44,7 @@ def test_output_paths_under_a_regular_file_name_it(tmp_path: Path):
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    cfg = config.tiny()
+    cfg = presets.tiny()
     cfg = dataclasses.replace(cfg, data=str(tmp_path / "examples"), output_dir=str(blocker / "run"))
     with pytest.raises(PipelineError, match="file: exists and is not a directory"):
         train.check_inputs(cfg)

@@ -6,7 +6,7 @@ import dataclasses
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline import objectives, optim, train
+from electra_pipeline import objectives, optim, presets, train
 from electra_pipeline.data import Batch
 from electra_pipeline.pretrainer import ElectraPretrainer
 
@@ -15,7 +15,7 @@ MASK = 4
 
 
 def tiny() -> c.PretrainConfig:
-    cfg = c.tiny()
+    cfg = presets.tiny()
     model = dataclasses.replace(cfg.model, vocab_size=512, hidden_size=64, num_heads=2, intermediate_size=128,
                                 embedding_size=32, dropout=0.0, attention_dropout=0.0)
     return dataclasses.replace(cfg, model=model, train=dataclasses.replace(cfg.train, seq_len=32, batch_size=4))

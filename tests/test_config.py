@@ -5,21 +5,22 @@ import json
 import pytest
 
 from electra_pipeline import config as c
+from electra_pipeline import presets
 from electra_pipeline.errors import ConfigError
 
 
 def test_presets_have_published_sizes():
-    assert (c.small().model.hidden_size, c.small().model.num_layers, c.small().model.embedding_size) == (256, 12, 128)
-    assert (c.base().model.hidden_size, c.base().model.num_heads) == (768, 12)
-    assert c.large().train.mask_prob == 0.25
-    assert c.small().train.max_predictions == 20  # round((0.15 + 0.005) * 128) = round(19.84)
+    assert (presets.small().model.hidden_size, presets.small().model.num_layers, presets.small().model.embedding_size) == (256, 12, 128)
+    assert (presets.base().model.hidden_size, presets.base().model.num_heads) == (768, 12)
+    assert presets.large().train.mask_prob == 0.25
+    assert presets.small().train.max_predictions == 20  # round((0.15 + 0.005) * 128) = round(19.84)
 
 
 @pytest.mark.parametrize("name,gen", [("small", (64, 1, 256)), ("base", (256, 4, 1024)), ("large", (256, 4, 1024))])
 def test_generator_sizes_per_preset(name, gen):
-    g = c.preset(name).model.generator()
+    g = presets.preset(name).model.generator()
     assert (g.hidden_size, g.num_heads, g.intermediate_size) == gen
-    assert g.num_layers == c.preset(name).model.num_layers  # same depth
+    assert g.num_layers == presets.preset(name).model.num_layers  # same depth
 
 
 @pytest.mark.parametrize("overrides,field", [
@@ -38,33 +39,33 @@ def test_generator_sizes_per_preset(name, gen):
 ])
 def test_invalid_values_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-        c.merge(c.small(), overrides)
+        c.merge(presets.small(), overrides)
 
 
 def test_gdes_needs_separate_encoders():
     with pytest.raises(ConfigError, match="model.embedding_sharing"):
-        c.merge(c.cpu(), {"model": {"embedding_sharing": "gdes"}})  # cpu shares its bottom layer
-    assert c.merge(c.cpu(), {"model": {"embedding_sharing": "gdes", "share_encoder": False}}).model.embedding_sharing == "gdes"
+        c.merge(presets.cpu(), {"model": {"embedding_sharing": "gdes"}})  # cpu shares its bottom layer
+    assert c.merge(presets.cpu(), {"model": {"embedding_sharing": "gdes", "share_encoder": False}}).model.embedding_sharing == "gdes"
 
 
 def test_precedence_preset_file_flags(tmp_path):
     f = tmp_path / "run.yaml"
     f.write_text("preset: tiny\ntrain:\n  lr: 0.002\n  max_steps: 50\nmodel:\n  num_layers: 3\n")
-    cfg = c.resolve(None, str(f), {"train": {"max_steps": "70"}})
+    cfg = presets.resolve(None, str(f), {"train": {"max_steps": "70"}})
     assert cfg.preset == "tiny" and cfg.model.num_layers == 3  # file over preset
     assert cfg.train.lr == 0.002 and cfg.train.max_steps == 70  # flag over file
-    assert cfg.model.hidden_size == c.tiny().model.hidden_size  # untouched fields from the preset
+    assert cfg.model.hidden_size == presets.tiny().model.hidden_size  # untouched fields from the preset
 
 
 def test_unknown_key_in_file_is_an_error(tmp_path):
     f = tmp_path / "run.json"
     f.write_text(json.dumps({"train": {"learning_rate": 1e-3}}))
     with pytest.raises(ConfigError, match="train.learning_rate: unknown config key"):
-        c.resolve("tiny", str(f))
+        presets.resolve("tiny", str(f))
 
 
 def test_saved_config_round_trips(tmp_path):
-    cfg = c.merge(c.tiny(), {"train": {"seed": 7}})
+    cfg = c.merge(presets.tiny(), {"train": {"seed": 7}})
     c.save(cfg, tmp_path / "config.json")
     assert c.from_dict(c.PretrainConfig, json.loads((tmp_path / "config.json").read_text())) == cfg
 
@@ -82,15 +83,15 @@ def test_cli_flags_cover_every_field():
 
 
 def test_cpu_preset_budgets_replace_each_other_and_none_clears_one():
-    cfg = c.resolve("cpu", None, {})
+    cfg = presets.resolve("cpu", None, {})
     assert cfg.train.budget_flops == 4e13 and cfg.train.budget_minutes is None
     assert cfg.model.pre_layer_norm and cfg.model.relative_attention == 64 and cfg.model.dropout == 0.0
-    by_clock = c.resolve("cpu", None, {"train": {"budget_minutes": "60"}})
+    by_clock = presets.resolve("cpu", None, {"train": {"budget_minutes": "60"}})
     assert by_clock.train.budget_minutes == 60.0 and by_clock.train.budget_flops is None
-    by_steps = c.resolve("cpu", None, {"train": {"budget_flops": "none", "max_steps": "100"}})
+    by_steps = presets.resolve("cpu", None, {"train": {"budget_flops": "none", "max_steps": "100"}})
     assert by_steps.train.budget_flops is None and by_steps.train.max_steps == 100
     with pytest.raises(ConfigError, match="not both"):
-        c.resolve("cpu", None, {"train": {"budget_minutes": "1", "budget_flops": "1e12"}})
+        presets.resolve("cpu", None, {"train": {"budget_minutes": "1", "budget_flops": "1e12"}})
     with pytest.raises(ConfigError, match="model.share_encoder"):
         c.ModelConfig(share_encoder=True, generator_fraction=0.5)
     assert c.ModelConfig(share_encoder=True, generator_fraction=1.0).generator().hidden_size == 256

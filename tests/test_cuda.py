@@ -6,8 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from electra_pipeline import config as c
-from electra_pipeline import objectives, optim
+from electra_pipeline import objectives, optim, presets
 from electra_pipeline.pretrainer import ElectraPretrainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -23,7 +22,7 @@ def _batch(vocab: int, B: int = 8, T: int = 128) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("compile_", [False, True])
 def test_bf16_training_step_lowers_the_loss_on_cuda(compile_):
-    cfg = c.tiny()
+    cfg = presets.tiny()
     t = dataclasses.replace(cfg.train, lr=1e-3, compile=compile_)
     torch.manual_seed(0)
     model = ElectraPretrainer(cfg.model, t).cuda()
@@ -55,7 +54,7 @@ def test_gumbel_sampling_on_cuda_matches_the_softmax():
 def test_flash_and_masked_attention_agree(pre_layer_norm):
     from electra_pipeline.model import Discriminator, init_weights
 
-    cfg = dataclasses.replace(c.tiny().model, pre_layer_norm=pre_layer_norm)
+    cfg = dataclasses.replace(presets.tiny().model, pre_layer_norm=pre_layer_norm)
     torch.manual_seed(0)
     d = Discriminator(cfg)
     init_weights(d, 0.02)

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from electra_pipeline import config as c
-from electra_pipeline import distributed, objectives, optim, train
+from electra_pipeline import distributed, objectives, optim, presets, train
 from electra_pipeline.data import Batch, ExampleShards, micro_batches
 
 SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
@@ -38,7 +38,7 @@ def write_examples(root: Path, n: int = 64, seed: int = 0) -> Path:
 
 
 def tiny_cfg(data: Path, out: Path, **train_kw) -> c.PretrainConfig:
-    cfg = c.tiny()
+    cfg = presets.tiny()
     model = dataclasses.replace(cfg.model, vocab_size=VOCAB, hidden_size=64, num_heads=2, intermediate_size=128,
                                 embedding_size=32, dropout=0.0, attention_dropout=0.0)
     kw = dict(seq_len=SEQ, batch_size=16, max_steps=STEPS, lr=1e-3, warmup_steps=1, device="cpu")
@@ -149,7 +149,8 @@ def start_weights(cfg: c.PretrainConfig) -> torch.Tensor:
 DRIVER = """
 import json, sys
 from electra_pipeline import config, optim, train
-cfg = config.resolve("tiny", None, json.loads(sys.argv[1]))
+from electra_pipeline import presets
+cfg = presets.resolve("tiny", None, json.loads(sys.argv[1]))
 resume = sys.argv[2] == "resume"  # each resume runs a longer schedule: a recorded change
 train.pretrain(cfg, resume=cfg.output_dir if resume else None, progress=False, allow_changes=resume)
 """
@@ -197,7 +198,7 @@ def test_torchrun_logs_once_and_resumes_under_other_world_sizes_and_fsdp(tmp_pat
     assert state["examples_seen"] == 64
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9))
-    t = c.resolve("tiny", None, cfg(8, fsdp=True)).train  # the warm-up fitted to 8 steps, as the driver's
+    t = presets.resolve("tiny", None, cfg(8, fsdp=True)).train  # the warm-up fitted to 8 steps, as the driver's
     expected = [t.lr * optim.lr_factor(s, t.warmup_steps, 8) for s in range(1, 9)]
     assert [r["lr"] for r in rows[-2:]] == pytest.approx(expected[-2:])
     from electra_pipeline import hf

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline import flops
+from electra_pipeline import flops, presets
 
 
 def test_one_layer_matches_a_hand_count():
@@ -27,7 +27,7 @@ def test_layer_count_equals_traced_matmuls():
 
     from electra_pipeline.model import Layer
 
-    cfg = dataclasses.replace(c.small().model, dropout=0.0, attention_dropout=0.0)
+    cfg = dataclasses.replace(presets.small().model, dropout=0.0, attention_dropout=0.0)
     layer = Layer(cfg).eval()
     x = torch.randn(2, 128, cfg.hidden_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
@@ -36,7 +36,7 @@ def test_layer_count_equals_traced_matmuls():
 
 
 def test_joint_step_parts():
-    cfg = c.small()
+    cfg = presets.small()
     t = dataclasses.replace(cfg.train, batch_size=1)
     g, m = cfg.model.generator(), cfg.model
     T, P, V, E = t.seq_len, t.max_predictions, m.vocab_size, m.embedding_size
@@ -53,7 +53,7 @@ def test_joint_step_parts():
 
 
 def test_mlm_objective_has_no_discriminator():
-    cfg = c.small()
+    cfg = presets.small()
     step = flops.train_step_flops(cfg.model, dataclasses.replace(cfg.train, objective="mlm"))
     assert step.discriminator == 0 and step.generator > 0
 
@@ -61,7 +61,7 @@ def test_mlm_objective_has_no_discriminator():
 @pytest.mark.parametrize("name,published", [("small", 1.4e18), ("base", 6.4e19)])
 def test_run_compute_is_near_the_papers(name, published):
     """Paper Table 1 (ELECTRA-Small 1.4e18, Base 6.4e19 train FLOPs): the same order, within 20%."""
-    cfg = c.preset(name)
+    cfg = presets.preset(name)
     total = flops.train_step_flops(cfg.model, cfg.train).total * cfg.train.max_steps
     assert abs(total - published) / published < 0.2, f"{total:.3g}"
 
@@ -87,7 +87,7 @@ def test_each_objective_counts_what_its_step_multiplies(objective):
 
     from electra_pipeline.pretrainer import ElectraPretrainer
 
-    cfg = c.tiny()
+    cfg = presets.tiny()
     model_cfg = dataclasses.replace(cfg.model, vocab_size=1000, dropout=0.0, attention_dropout=0.0)
     train_cfg = dataclasses.replace(cfg.train, objective=objective, seq_len=64)
     model = ElectraPretrainer(model_cfg, train_cfg)

@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-from electra_pipeline import config as c
-from electra_pipeline import hf
+from electra_pipeline import hf, presets
 from electra_pipeline.errors import DataError
 from electra_pipeline.pretrainer import ElectraPretrainer
 
@@ -17,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     torch.manual_seed(0)
-    m = ElectraPretrainer(c.tiny().model).eval()
+    m = ElectraPretrainer(presets.tiny().model).eval()
     hf.save_hf(m.discriminator, root / "disc", "discriminator")
     hf.save_hf(m.generator, root / "gen", "generator")
     return m, root

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from electra_pipeline import baselines, intrinsic, optim, train
+from electra_pipeline import baselines, intrinsic, optim, presets, train
 from electra_pipeline import config as c
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.examples import ExamplesConfig, build_examples, is_held_out
@@ -148,7 +148,7 @@ def budget_run(held_data, tmp_path_factory):
 
     _, tok, ex = held_data
     vocab = json.loads((ex / "meta.json").read_text())["vocab_size"]
-    cfg = c.tiny()
+    cfg = presets.tiny()
     cfg = dataclasses.replace(cfg, data=str(ex), tokenizer=str(tok), output_dir=str(tmp_path_factory.mktemp("b") / "run"),
                               model=dataclasses.replace(cfg.model, vocab_size=vocab, max_position_embeddings=64),
                               train=dataclasses.replace(cfg.train, seq_len=64, batch_size=8, max_steps=10**6,

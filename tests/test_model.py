@@ -5,8 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from electra_pipeline import config as c
-from electra_pipeline import cpu_paths
+from electra_pipeline import cpu_paths, presets
 from electra_pipeline.cpu_paths import attention_with_dropout, dropout
 from electra_pipeline.model import (
     Discriminator,
@@ -18,7 +17,7 @@ from electra_pipeline.pretrainer import ElectraPretrainer
 
 
 def test_generator_and_discriminator_share_one_embedding_storage():
-    m = ElectraPretrainer(c.tiny().model)
+    m = ElectraPretrainer(presets.tiny().model)
     ge, de = m.generator.electra.embeddings, m.discriminator.electra.embeddings
     assert ge is de
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
@@ -31,13 +30,13 @@ def test_generator_and_discriminator_share_one_embedding_storage():
 
 @pytest.mark.parametrize("name,expected_m", [("small", 13.5), ("base", 110.0)])
 def test_discriminator_parameter_counts_match_published(name, expected_m):
-    n = count_parameters(Discriminator(c.preset(name).model)) / 1e6
+    n = count_parameters(Discriminator(presets.preset(name).model)) / 1e6
     assert abs(n - expected_m) / expected_m < 0.02, n
 
 
 @pytest.mark.parametrize("name", ["small", "base", "large"])
 def test_generator_built_with_preset_fraction(name):
-    cfg = c.preset(name).model
+    cfg = presets.preset(name).model
     m = ElectraPretrainer(dataclasses.replace(cfg, num_layers=1))  # depth does not matter here
     g = m.generator.electra.config
     assert g.hidden_size == cfg.generator().hidden_size
@@ -46,7 +45,7 @@ def test_generator_built_with_preset_fraction(name):
 
 
 def test_generator_logits_only_at_requested_positions():
-    cfg = c.tiny().model
+    cfg = presets.tiny().model
     m = ElectraPretrainer(cfg).eval()
     ids = torch.randint(5, cfg.vocab_size, (2, 32))
     pos = torch.tensor([[1, 5, 7], [2, 3, 30]])
@@ -58,7 +57,7 @@ def test_generator_logits_only_at_requested_positions():
 
 
 def test_padding_does_not_change_real_tokens():
-    cfg = c.tiny().model
+    cfg = presets.tiny().model
     d = Discriminator(cfg).eval()
     ids = torch.randint(5, cfg.vocab_size, (1, 10))
     padded = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], 1)
@@ -68,7 +67,7 @@ def test_padding_does_not_change_real_tokens():
 
 
 def test_task_heads_shapes():
-    cfg = c.tiny().model
+    cfg = presets.tiny().model
     ids = torch.randint(5, cfg.vocab_size, (3, 12))
     assert ElectraForSequenceClassification(cfg, 3)(ids).shape == (3, 3)
     out = ElectraForQuestionAnswering(cfg, answerability=True)(ids)
@@ -78,7 +77,7 @@ def test_task_heads_shapes():
 def test_mean_pooling_averages_real_tokens_only():
     """Mean pooling: padding changes nothing, and the head reads the mean of the token states."""
     torch.manual_seed(0)
-    cfg = c.tiny().model
+    cfg = presets.tiny().model
     m = ElectraForSequenceClassification(cfg, 2, pooling="mean").eval()
     ids = torch.randint(5, cfg.vocab_size, (1, 10))
     padded = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], 1)
@@ -139,7 +138,7 @@ def test_cpu_paths_swap_in_from_outside_with_the_same_weights_and_outputs():
     from torch import nn
 
     torch.manual_seed(0)
-    plain = ElectraPretrainer(c.tiny().model)
+    plain = ElectraPretrainer(presets.tiny().model)
     assert not any(isinstance(m, (cpu_paths.FastDropout, cpu_paths.FastSelfAttention)) for m in plain.modules())
     ids = torch.randint(5, 100, (2, 16))
     plain.eval()
@@ -148,7 +147,7 @@ def test_cpu_paths_swap_in_from_outside_with_the_same_weights_and_outputs():
     fast = cpu_paths.apply(plain)
     assert fast is plain and cpu_paths.apply(fast) is fast  # in place, idempotent
     assert not any(type(m) is nn.Dropout for m in fast.modules())
-    assert sum(isinstance(m, cpu_paths.FastSelfAttention) for m in fast.modules()) == 2 * c.tiny().model.num_layers
+    assert sum(isinstance(m, cpu_paths.FastSelfAttention) for m in fast.modules()) == 2 * presets.tiny().model.num_layers
     assert state.keys() == fast.state_dict().keys()
     assert torch.equal(fast.discriminator(ids), want)  # eval: dropout off, SDPA as before
     fast.train()

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from electra_pipeline import config as config_mod
-from electra_pipeline import corpus, finetuned, hf, modelcard
+from electra_pipeline import corpus, finetuned, hf, modelcard, presets
 from electra_pipeline.finetuned import TaskMeta
 from electra_pipeline.model import Discriminator
 
@@ -41,12 +41,12 @@ def pretrained(tmp_path_factory) -> Path:
     examples = root / "examples"  # the two fields of a packed-examples config.json the card reads
     examples.mkdir()
     (examples / "config.json").write_text(json.dumps({"config": {}, "corpus": str(root / "corpus"), "tokenizer": ""}))
-    cfg = config_mod.to_dict(config_mod.tiny())
+    cfg = config_mod.to_dict(presets.tiny())
     cfg["data"] = str(examples)
     summary = {"steps": 20, "compute": {"tokens": 20 * 32 * 128, "train_flops": 1.5e12, "device_hours": 0.01,
                                         "devices": 1, "device": "cpu", "precision": "fp32", "train_minutes": 0.6}}
     torch.manual_seed(0)
-    out = hf.save_hf(Discriminator(config_mod.tiny().model), root / "discriminator", "discriminator")
+    out = hf.save_hf(Discriminator(presets.tiny().model), root / "discriminator", "discriminator")
     (out / "README.md").write_text(hf.model_card("discriminator", cfg, summary))
     return out
 
@@ -98,7 +98,7 @@ def test_hub_library_reads_the_model_index(pretrained: Path) -> None:
 
 
 def test_a_model_without_results_still_gets_a_valid_card(tmp_path: Path) -> None:
-    cfg = config_mod.to_dict(config_mod.tiny())  # data "" and no corpus: no datasets, no crash
+    cfg = config_mod.to_dict(presets.tiny())  # data "" and no corpus: no datasets, no crash
     summary = {"steps": 0, "compute": {"tokens": 0, "train_flops": 0.0, "device": "cpu", "precision": "fp32",
                                        "train_minutes": 0.0}}
     meta, _ = front_matter(hf.model_card("generator", cfg, summary))

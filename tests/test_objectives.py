@@ -132,10 +132,10 @@ def test_losses():
 def test_electra_step_weights_losses_and_blocks_gradient_through_sampling():
     import dataclasses
 
-    from electra_pipeline import config as c
+    from electra_pipeline import presets
     from electra_pipeline.pretrainer import ElectraPretrainer
 
-    cfg = c.tiny()
+    cfg = presets.tiny()
     model = ElectraPretrainer(dataclasses.replace(cfg.model, vocab_size=V), cfg.train)
     ids, am = batch(B=4, T=64, pad_from=60)
     tt = torch.zeros_like(ids)
@@ -175,10 +175,10 @@ def test_electra_15_scores_the_discriminator_on_the_masked_positions_only():
 
     import dataclasses
 
-    from electra_pipeline import config as c
+    from electra_pipeline import presets
     from electra_pipeline.pretrainer import ElectraPretrainer
 
-    cfg = c.tiny()
+    cfg = presets.tiny()
     ids, am = batch(B=4, T=64, pad_from=60)
     b = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": am}
     runs = {}
@@ -213,10 +213,10 @@ def test_generator_accuracy_counts_only_positions_it_could_not_see():
 def _pretrainer(objective="electra", sharing="tied", **train):
     import dataclasses
 
-    from electra_pipeline import config as c
+    from electra_pipeline import presets
     from electra_pipeline.pretrainer import ElectraPretrainer
 
-    cfg = c.tiny()
+    cfg = presets.tiny()
     model_cfg = dataclasses.replace(cfg.model, vocab_size=V, embedding_sharing=sharing)
     return ElectraPretrainer(model_cfg, dataclasses.replace(cfg.train, objective=objective, **train))
 

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from electra_pipeline import config as c
-from electra_pipeline import flops, study
+from electra_pipeline import flops, presets, study
 from electra_pipeline.errors import ConfigError
 
 
@@ -14,7 +14,7 @@ def P(frac, f, score, **tasks):
 
 
 def test_each_arm_gets_the_steps_its_budget_buys():
-    configs = {o: c.merge(c.cpu(), {"train": {"objective": o, "budget_flops": 1e13}}) for o in ("electra", "mlm",
+    configs = {o: c.merge(presets.cpu(), {"train": {"objective": o, "budget_flops": 1e13}}) for o in ("electra", "mlm",
                                                                                                  "all_tokens_mlm")}
     steps = study.check_arms(configs)
     for o, n in steps.items():
@@ -22,7 +22,7 @@ def test_each_arm_gets_the_steps_its_budget_buys():
         assert n == int(1e13 // per) and n * per <= 1e13 < (n + 1) * per
     assert steps["mlm"] > steps["electra"] > steps["all_tokens_mlm"]  # cheaper steps, more of them
     with pytest.raises(ConfigError, match="train.budget_flops: .* less than one electra step"):
-        study.check_arms({"electra": c.merge(c.cpu(), {"train": {"budget_flops": 1e9}})})
+        study.check_arms({"electra": c.merge(presets.cpu(), {"train": {"budget_flops": 1e9}})})
 
 
 def test_flops_to_reach_interpolates_on_the_curve():

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline import optim, runlog, runtime, train
+from electra_pipeline import optim, presets, runlog, runtime, train
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.tracking import NullTracker
 
 
 def tiny_cfg(tiny_data, out: Path, **train_overrides) -> c.PretrainConfig:
     tok_dir, ex_dir, vocab = tiny_data
-    cfg = c.tiny()
+    cfg = presets.tiny()
     return dataclasses.replace(
         cfg, data=str(ex_dir), tokenizer=str(tok_dir), output_dir=str(out),
         model=dataclasses.replace(cfg.model, vocab_size=vocab),
@@ -113,7 +113,7 @@ def test_bad_inputs_fail_with_a_clear_message(tiny_data, tmp_path):
         train.pretrain(wrong_vocab)
     with pytest.raises(ConfigError, match="train.seq_len"):
         train.pretrain(dataclasses.replace(tiny_cfg(tiny_data, tmp_path / "a"),
-                                           train=dataclasses.replace(c.tiny().train, seq_len=128)))
+                                           train=dataclasses.replace(presets.tiny().train, seq_len=128)))
     assert not (tmp_path / "a").exists()  # nothing written for a rejected run
 
 
@@ -258,7 +258,7 @@ def test_small_budget_architecture_trains_and_round_trips(tiny_data, tmp_path):
 def test_shared_encoder_is_one_set_of_layers(tiny_data):
     from electra_pipeline.pretrainer import ElectraPretrainer
 
-    cfg = c.tiny()
+    cfg = presets.tiny()
     model = ElectraPretrainer(dataclasses.replace(cfg.model, generator_fraction=1.0, share_encoder=True), cfg.train)
     gen, disc = model.generator.electra, model.discriminator.electra
     assert gen.layers is disc.layers and gen.embeddings is disc.embeddings
@@ -406,7 +406,7 @@ def test_corpus_tokens_caps_the_rows_and_repeats_them(tiny_data):
     from electra_pipeline.data import ExampleShards, micro_batches
 
     data = ExampleShards(tiny_data[1])
-    cfg = c.merge(c.tiny(), {"train": {"corpus_tokens": 3 * 64, "seq_len": 64}})
+    cfg = c.merge(presets.tiny(), {"train": {"corpus_tokens": 3 * 64, "seq_len": 64}})
     stream = micro_batches(data, batch_size=3, grad_accum=1, seed=0, start_example=0,
                            max_rows=cfg.train.corpus_tokens // cfg.train.seq_len)
     seen = [next(stream)[0].input_ids for _ in range(4)]
@@ -414,4 +414,4 @@ def test_corpus_tokens_caps_the_rows_and_repeats_them(tiny_data):
     assert all({tuple(r.tolist()) for r in s} == first for s in seen)
     assert len({tuple(tuple(r.tolist()) for r in s) for s in seen}) > 1  # a new order each epoch
     with pytest.raises(ConfigError, match="train.corpus_tokens"):
-        c.merge(c.tiny(), {"train": {"corpus_tokens": 5}})
+        c.merge(presets.tiny(), {"train": {"corpus_tokens": 5}})

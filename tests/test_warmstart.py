@@ -64,10 +64,10 @@ def source(tmp_path_factory, corpus_and_vocab) -> Path:
 
 
 def _loaded(source: Path, objective: str = "electra") -> tuple[ElectraPretrainer, warmstart.Source]:
-    from electra_pipeline import config
+    from electra_pipeline import presets
 
     src = warmstart.find_source(source)
-    cfg = config.resolve("tiny", overrides={"init_from": str(source), "train": {"objective": objective}})
+    cfg = presets.resolve("tiny", overrides={"init_from": str(source), "train": {"objective": objective}})
     model = ElectraPretrainer(cfg.model, TrainConfig(objective=objective, temperature=1.0, disc_weight=50.0))
     warmstart.load_weights(model, src)
     return model.eval(), src
@@ -204,7 +204,7 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
 
 
 def test_a_tokenizer_other_than_the_checkpoints_is_refused(source: Path, tmp_path: Path) -> None:
-    from electra_pipeline import config, tokenizer
+    from electra_pipeline import presets, tokenizer
     from electra_pipeline.errors import ConfigError
 
     src = warmstart.find_source(source)
@@ -213,7 +213,7 @@ def test_a_tokenizer_other_than_the_checkpoints_is_refused(source: Path, tmp_pat
     swapped = dict(vocab)
     a, b = sorted(vocab, key=vocab.get)[10:12]
     swapped[a], swapped[b] = vocab[b], vocab[a]
-    cfg = config.resolve("tiny", overrides={"init_from": str(source)})
+    cfg = presets.resolve("tiny", overrides={"init_from": str(source)})
     warmstart.check_tokenizer(cfg, vocab, Path("tok.json"))
     with pytest.raises(ConfigError, match="not the vocabulary of"):
         warmstart.check_tokenizer(cfg, swapped, Path("tok.json"))
@@ -223,7 +223,7 @@ def test_a_tokenizer_other_than_the_checkpoints_is_refused(source: Path, tmp_pat
 
 def test_vocabulary_extension_adds_costly_words_initialised_from_their_pieces(source: Path, corpus_and_vocab,
                                                                                 tmp_path: Path) -> None:
-    from electra_pipeline import config
+    from electra_pipeline import presets
     from electra_pipeline.tokenizer import load_tokenizer
 
     corpus, _ = corpus_and_vocab
@@ -240,7 +240,7 @@ def test_vocabulary_extension_adds_costly_words_initialised_from_their_pieces(so
         assert tok.token_to_id(word) == V + i and base.encode(word, add_special_tokens=False).ids == pieces
     assert all(tok.token_to_id(t) == i for t, i in base.get_vocab().items())
 
-    cfg = config.resolve("tiny", overrides={"init_from": str(source), "tokenizer": str(tmp_path / "tok")})
+    cfg = presets.resolve("tiny", overrides={"init_from": str(source), "tokenizer": str(tmp_path / "tok")})
     assert cfg.model.vocab_size == V + 20
     warmstart.check_tokenizer(cfg, tok.get_vocab(), tmp_path / "tok" / "tokenizer.json")
     model = ElectraPretrainer(cfg.model, TrainConfig())
@@ -259,7 +259,7 @@ def test_a_shallower_generator_is_adopted_as_generator_layers(source: Path, tmp_
     `model.generator_layers` set to that depth, and its weights load."""
     import shutil
 
-    from electra_pipeline import config
+    from electra_pipeline import presets
     from electra_pipeline.errors import ConfigError
 
     shallow = tmp_path / "shallow"
@@ -268,10 +268,10 @@ def test_a_shallower_generator_is_adopted_as_generator_layers(source: Path, tmp_
     gen.electra.encoder.layer = gen.electra.encoder.layer[:1]
     gen.config.num_hidden_layers = 1
     gen.save_pretrained(shallow / "generator")
-    cfg = config.resolve("tiny", overrides={"init_from": str(shallow)})
+    cfg = presets.resolve("tiny", overrides={"init_from": str(shallow)})
     assert (cfg.model.num_layers, cfg.model.generator_layers, cfg.model.generator().num_layers) == (2, 1, 1)
     model = ElectraPretrainer(cfg.model, cfg.train)
     warmstart.load_weights(model, warmstart.find_source(shallow))
     assert len(model.generator.electra.layers) == 1
     with pytest.raises(ConfigError, match="model.generator_layers"):
-        config.resolve("tiny", overrides={"init_from": str(shallow), "model": {"generator_layers": "2"}})
+        presets.resolve("tiny", overrides={"init_from": str(shallow), "model": {"generator_layers": "2"}})

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from electra_pipeline import config as config_mod
+from electra_pipeline import presets
 from electra_pipeline.errors import ConfigError
 from electra_pipeline.settings import field_docs
 
@@ -31,7 +32,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="pre-trained encoder in Hugging Face ELECTRA format (config.json + model.safetensors), "
                         "e.g. a pre-training run's discriminator/ or Google's converted checkpoint; "
                         "omit to fine-tune a randomly initialised --model-preset model (the baseline)")
-    p.add_argument("--model-preset", choices=sorted(config_mod.PRESETS), default=None,
+    p.add_argument("--model-preset", choices=sorted(presets.PRESETS), default=None,
                    help="model size for random init when no --checkpoint is given (default: small)")
     p.add_argument("--tokenizer", metavar="FILE", required=True,
                    help="tokenizer.json (or its directory) the checkpoint was pre-trained with")

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from electra_pipeline import config as config_mod
-from electra_pipeline import runtime
+from electra_pipeline import presets, runtime
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import ConfigError
 from electra_pipeline.model import POOLINGS
@@ -117,8 +116,8 @@ class FinetuneConfig:
         _require(self.pooling in POOLINGS, "pooling", f"must be one of {POOLINGS}, got {self.pooling!r}")
         _require(self.select in SELECT, "select", f"must be one of {SELECT}, got {self.select!r}")
         _require(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
-        _require(self.model_preset in config_mod.PRESETS, "model_preset",
-                 f"must be one of {sorted(config_mod.PRESETS)}, got {self.model_preset!r}")
+        _require(self.model_preset in presets.PRESETS, "model_preset",
+                 f"must be one of {sorted(presets.PRESETS)}, got {self.model_preset!r}")
         _require(self.device in DEVICES or self.device.startswith("cuda:"), "device",
                  f"must be one of {DEVICES} or cuda:N, got {self.device!r}")
         _require(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}, got {self.precision!r}")

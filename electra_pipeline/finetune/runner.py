@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from electra_pipeline import atomic, cpu_paths, hf, metrics
-from electra_pipeline import config as config_mod
+from electra_pipeline import atomic, cpu_paths, hf, metrics, presets
 from electra_pipeline import results as results_file
 from electra_pipeline.atomic import ensure_dir
 from electra_pipeline.baselines import majority_metrics
@@ -82,7 +81,7 @@ def load_encoder_config(checkpoint: str | Path | None, cfg: FinetuneConfig,
                         vocab_size: int) -> tuple[ModelConfig, dict[str, torch.Tensor] | None]:
     """The checkpoint's config and encoder weights, or a preset config for random init."""
     if checkpoint is None:
-        model_cfg = config_mod.preset(cfg.model_preset).model
+        model_cfg = presets.preset(cfg.model_preset).model
         return dataclasses.replace(model_cfg, vocab_size=vocab_size, max_position_embeddings=512), None
     model_cfg, state = hf.load_encoder(checkpoint)
     if model_cfg.vocab_size != vocab_size:
