@@ -52,8 +52,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def _run_pretrain(args: argparse.Namespace) -> int:
     from electra_pipeline.checkpoint import list_checkpoints
+    from electra_pipeline.preflight import check_inputs
     from electra_pipeline.tracking import MLflowTracker, NullTracker, finished
-    from electra_pipeline.train import check_inputs, pretrain
+    from electra_pipeline.train import pretrain
 
     cfg = presets.resolve(args.preset, args.config, config_mod.overrides_from_args(args))
     if args.print_config:

@@ -23,16 +23,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from electra_pipeline import atomic, cpu_paths, distributed, flops, hf, intrinsic, optim, runlog, runtime, warmstart
+from electra_pipeline import (
+    atomic,
+    cpu_paths,
+    distributed,
+    flops,
+    hf,
+    intrinsic,
+    optim,
+    preflight,
+    runlog,
+    runtime,
+    warmstart,
+)
 from electra_pipeline import checkpoint as ckpt
 from electra_pipeline import config as config_mod
 from electra_pipeline.config import PretrainConfig
 from electra_pipeline.data import Batch, ExampleShards, Prefetcher, micro_batches
 from electra_pipeline.distributed import rank0_value
-from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.errors import ConfigError
 from electra_pipeline.objectives import Masked
 from electra_pipeline.pretrainer import ElectraPretrainer
-from electra_pipeline.tokenizer import file_sha256
 from electra_pipeline.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -80,74 +91,6 @@ def train_step(runner: nn.Module, model: ElectraPretrainer, optimizer: torch.opt
     return sums
 
 
-def check_inputs(cfg: PretrainConfig) -> ExampleShards:
-    """Open the examples and check them against the config and tokenizer, before any run starts."""
-    if not cfg.data:
-        raise ConfigError("data: no examples directory given; pass --data DIR (built by `electra examples`)")
-    optim.Schedule.of(cfg.train, flops.train_step_flops(cfg.model, cfg.train).total)  # budget errors before any output
-    out = Path(cfg.output_dir)
-    for p in (out, *out.parents):
-        if p.exists() and not p.is_dir():
-            raise ConfigError(f"output_dir: {p}: exists and is not a directory")
-    data = ExampleShards(cfg.data)
-    if data.seq_len != cfg.train.seq_len:
-        raise ConfigError(f"train.seq_len: {cfg.train.seq_len}, but the examples in {data.path} were built with "
-                          f"seq_len {data.seq_len}; pass --train.seq_len {data.seq_len} or rebuild them")
-    if data.vocab_size != cfg.model.vocab_size:
-        raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size}, but the examples in {data.path} use a "
-                          f"{data.vocab_size}-token vocabulary; pass --model.vocab_size {data.vocab_size}")
-    data.check_ids(cfg.model.vocab_size)
-    if cfg.tokenizer:
-        from tokenizers import Tokenizer
-
-        tok_path = Path(cfg.tokenizer)
-        tok_file = tok_path / "tokenizer.json" if tok_path.is_dir() else tok_path
-        if not tok_file.is_file():
-            raise DataError(f"{tok_file}: tokenizer not found")
-        try:
-            size = Tokenizer.from_file(str(tok_file)).get_vocab_size()
-        except Exception as e:  # the tokenizers library raises plain Exceptions on bad JSON
-            raise DataError(f"{tok_file}: not a tokenizers JSON file ({e})") from None
-        if size != cfg.model.vocab_size:
-            raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size}, but the tokenizer {tok_file} has {size} "
-                              f"tokens; pass --model.vocab_size {size} or use the matching tokenizer")
-        if cfg.init_from:
-            warmstart.check_tokenizer(cfg, Tokenizer.from_file(str(tok_file)).get_vocab(), tok_file)
-            if data.meta.get("tokenizer_sha256") not in (None, file_sha256(tok_file)):
-                raise ConfigError(f"data: the examples in {data.path} were built with another tokenizer than "
-                                  f"{tok_file}; build them with it (`electra examples --tokenizer {tok_file}`)")
-    elif cfg.init_from:
-        raise ConfigError("tokenizer: --init-from needs the tokenizer the examples were built with, the "
-                          f"checkpoint's own (`electra tokenizer --from {cfg.init_from} -o DIR`); pass --tokenizer")
-    if cfg.train.init_optimizer and not (cfg.init_from and ckpt.list_checkpoints(Path(cfg.init_from))):
-        raise ConfigError("train.init_optimizer: continues the optimizer of a run directory of ours with checkpoints; "
-                          f"init_from is {cfg.init_from or 'empty'!r}")
-    return data
-
-
-# Fields a resumed run must share with its checkpoint: they change what the saved state means.
-RESUME_FIXED = ("model", "train.objective", "train.corpus_tokens", "train.seed", "train.lr", "train.batch_size",
-                "train.seq_len", "train.mask_prob", "train.mask_token_prob", "train.random_token_prob", "train.gen_weight",
-                "train.disc_weight", "train.select_weight", "train.candidates", "train.temperature", "train.warmup_steps", "train.warmup_fraction",
-                "train.weight_decay", "train.max_steps", "train.budget_flops", "train.budget_minutes")
-# The last three lay out the lr schedule (warm-up and decay to zero at the end): resuming with another
-# length moves every later step's lr, so it is a change to name and record like the peak lr.
-
-
-def config_changes(saved: dict[str, Any], cfg: PretrainConfig) -> dict[str, list[Any]]:
-    """{dotted field: [checkpoint's value, this run's]} over `RESUME_FIXED`."""
-    now = config_mod.to_dict(cfg)
-    changes: dict[str, list[Any]] = {}
-    for name in RESUME_FIXED:
-        section, _, field_name = name.partition(".")
-        a, b = saved.get(section, {}), now.get(section, {})
-        keys = [field_name] if field_name else sorted(set(a) | set(b))
-        for k in keys:
-            if a.get(k) != b.get(k):
-                changes[f"{section}.{k}"] = [a.get(k), b.get(k)]
-    return changes
-
-
 @dataclass
 class _Run:
     """One session of a run, set up: what the loop steps and what saving and exporting read."""
@@ -166,7 +109,7 @@ class _Run:
     amp: torch.dtype | None
     fsdp: bool
     step_flops: float  # the global batch, all ranks together
-    changes: dict[str, list[Any]]  # RESUME_FIXED fields changed at this resume
+    changes: dict[str, list[Any]]  # preflight.RESUME_FIXED fields changed at this resume
     resumed_at: int | None
     init: dict[str, Any]  # what the weights started from (init_from), for the summary
     special: torch.Tensor
@@ -218,7 +161,7 @@ def _setup(cfg: PretrainConfig, resume: str | Path | None, allow_changes: bool, 
     t = cfg.train
     world = distributed.World.from_env()
     device = runtime.resolve_device(t.device) if world.size == 1 else world.device(t.device)
-    data = check_inputs(cfg)
+    data = preflight.check_inputs(cfg)
     if t.batch_size % (world.size * t.grad_accum):
         raise ConfigError(f"train.batch_size: {t.batch_size} is not divisible by world size {world.size} x "
                           f"train.grad_accum {t.grad_accum}")
@@ -228,7 +171,7 @@ def _setup(cfg: PretrainConfig, resume: str | Path | None, allow_changes: bool, 
                           "another --output-dir")
     resume_from = ckpt.find_resume_point(Path(resume)) if resume is not None else None
     saved = ckpt.read_state(resume_from) if resume_from else {}
-    changes = config_changes(saved.get("config") or {}, cfg) if resume_from else {}
+    changes = preflight.config_changes(saved.get("config") or {}, cfg) if resume_from else {}
     if changes and not allow_changes:
         listed = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
         raise ConfigError(f"resume: {resume_from} was trained with another config ({listed}); resume with the same "
@@ -308,7 +251,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
              progress: bool = True, allow_changes: bool = False) -> PretrainResult:
     """Run (or resume) one pre-training run; outputs land in `cfg.output_dir`.
 
-    A resume whose config differs from the checkpoint's on a `RESUME_FIXED` field is refused,
+    A resume whose config differs from the checkpoint's on a `preflight.RESUME_FIXED` field is refused,
     naming the fields, unless `allow_changes`: then the new values apply (a new peak lr
     included) and summary.json records the change."""
     session_start = time.perf_counter()

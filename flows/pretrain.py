@@ -125,7 +125,7 @@ def pretrain(
         refresh_cache: Re-run even when a cached result exists (a half-finished run still resumes).
     """
     from electra_pipeline import config as config_mod
-    from electra_pipeline.train import check_inputs
+    from electra_pipeline.preflight import check_inputs
 
     cfg = pretrain_config(preset, config, objective=objective, max_steps=max_steps, device=device)
     cfg, key, out = pretrain_plan(cfg, examples, tokenizer, output_dir)

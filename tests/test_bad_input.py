@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from electra_pipeline import config, data, finetuned, hf, presets
+from electra_pipeline import config, data, finetuned, hf, preflight, presets
 from electra_pipeline.errors import PipelineError
 
 NOISE = bytes(range(256)) * 2
@@ -40,14 +40,14 @@ def test_binary_config_file_and_glue_tsv_name_the_file(tmp_path: Path):
 def test_output_paths_under_a_regular_file_name_it(tmp_path: Path):
     import dataclasses
 
-    from electra_pipeline import atomic, train
+    from electra_pipeline import atomic
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     cfg = presets.tiny()
     cfg = dataclasses.replace(cfg, data=str(tmp_path / "examples"), output_dir=str(blocker / "run"))
     with pytest.raises(PipelineError, match="file: exists and is not a directory"):
-        train.check_inputs(cfg)
+        preflight.check_inputs(cfg)
     with pytest.raises(PipelineError, match="file: exists and is not a directory"):
         atomic.ensure_dir(blocker / "a" / "b")
     with pytest.raises(PipelineError, match="not a directory"):
