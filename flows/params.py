@@ -2,8 +2,10 @@
 what the CLI validates before it starts anything.
 
 `PipelineParams` is read from the signature and docstring of `flows.pipeline.electra_pipeline`
-(the Prefect UI form), so the parameters are written once. It lives apart because importing
-Prefect costs seconds, and `electra --help` builds every subcommand's parser.
+(the Prefect UI form), so the parameters are written once. Each stage's config parameter
+(`*_config`, and `config` of the stage flows) is a form generated from its config dataclass
+(`overrides_model`). This module lives apart because importing Prefect costs seconds, and
+`electra --help` builds every subcommand's parser.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ Objectives = Annotated[list[Objective], Field(min_length=1)]
 Steps = Annotated[int | None, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1)]
 Concurrency = Annotated[int, Field(ge=1, le=16)]
-
 
 
 def overrides_model(cls: type) -> type[BaseModel]:
