@@ -15,10 +15,10 @@ Steps (each cached in --work, so a rerun with the same inputs skips what is done
 3. `electra intrinsic` on each run: held-out replaced-token detection ROC-AUC against random init
    and the context-free detector.
 4. Fine-tuning SST-2, MRPC and STS-B (up to `--max-train-examples` each, default 4,000, 3 epochs,
-   lr 5e-4 without layer-wise decay, `--pooling` for every arm, `--seeds`;
-   median over seeds) from the ELECTRA discriminator, the MLM model, and the same config at random
-   initialisation. GLUE-3 = mean of SST-2 accuracy, MRPC (F1 + accuracy)/2, STS-B (Pearson +
-   Spearman)/2.
+   lr 5e-4 without layer-wise decay, `--pooling` for every arm, `--seeds`; median over seeds) from
+   the ELECTRA discriminator, the MLM model, and the same config at random initialisation: one
+   process per arm and task, two at a time. GLUE-3 = mean of SST-2 accuracy, MRPC (F1 +
+   accuracy)/2, STS-B (Pearson + Spearman)/2.
 
 The last line is machine-readable:
 
@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--objective", default="electra", help="the recipe under test",
                    choices=("electra", "electra_15", "mlm", "replace_mlm", "all_tokens_mlm", "mc_bert", "teams"))
     p.add_argument("--preset", default="cpu", help="pre-training preset of both arms")
+    p.add_argument("--no-mlm", dest="mlm", action="store_false",
+                   help="skip the MLM baseline arm (the last line then reads glue3_mlm=nan)")
     p.add_argument("--mlm-lr", type=float, default=None, help="peak lr of the MLM baseline (default: the preset's)")
     p.add_argument("--quick", action="store_true",
                    help="the preset's own budget (the README main job's: 4e13 FLOPs for cpu) and one fine-tuning seed")
@@ -114,7 +116,7 @@ def prepare_data(args: argparse.Namespace, vocab_size: int, seq_len: int) -> tup
 
 def pretrain_arms(args: argparse.Namespace, examples: Path, tokenizer: Path) -> dict[str, Path]:
     """{objective: run dir}; both arms side by side, one core each, the same training minutes."""
-    arms = [args.objective] + (["mlm"] if args.objective != "mlm" else [])
+    arms = [args.objective] + (["mlm"] if args.objective != "mlm" and args.mlm else [])
     runs, procs = {}, []
     sets = [x for o in args.overrides for x in ("--" + o.split("=", 1)[0], o.split("=", 1)[1])]
     for objective in arms:
@@ -145,25 +147,30 @@ def intrinsic(run: Path) -> dict[str, Any]:
 
 
 def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer: Path) -> dict[str, dict[str, Any]]:
-    """{arm: results.json}; two evaluations at a time, one core each."""
+    """{arm: results.json}; one evaluation per arm and task, two at a time (one core each), so the
+    last arm's tasks do not leave a core idle. Each task's result is cached in `<arm dir>/<task>/`
+    and the arm's `results.json` merges them."""
     glue = args.data / "glue"
     seeds = [str(s) for s in args.seeds]
-    pending = []
+    pending, outs = [], {}
     for arm, ckpt in encoders.items():
         recipe = (f"{args.max_train_examples}-lr{args.finetune_lr:g}-ld{args.layer_decay:g}"
                   f"{'-' + args.pooling if args.pooling != 'cls' else ''}-{'_'.join(seeds)}")
         out = args.work / "finetune" / f"{arm}-{ckpt.parent.name}-{recipe}"
         if arm == "random_init":
             out = args.work / "finetune" / f"random_init-{ckpt.name}-{recipe}"
-        if not (out / "results.json").is_file():
-            cmd = electra_cmd("evaluate", *TASKS, "--checkpoint", str(ckpt), "--tokenizer", str(tokenizer),
-                              "--data-dir", str(glue), "--seeds", *seeds, "--max-train-examples",
-                              str(args.max_train_examples), "--epochs", "3", "--lr", str(args.finetune_lr),
-                              "--layer-decay", str(args.layer_decay), "--pooling", args.pooling,
-                              "--predict-test", "false",
-                              "--out", str(out), "--no-tracking", "--no-progress")
-            pending.append((cmd, out))
-        encoders[arm] = out
+        outs[arm] = out
+        if (out / "results.json").is_file():
+            continue
+        for task in TASKS:
+            if not (out / task / "results.json").is_file():
+                cmd = electra_cmd("evaluate", task, "--checkpoint", str(ckpt), "--tokenizer", str(tokenizer),
+                                  "--data-dir", str(glue), "--seeds", *seeds, "--max-train-examples",
+                                  str(args.max_train_examples), "--epochs", "3", "--lr", str(args.finetune_lr),
+                                  "--layer-decay", str(args.layer_decay), "--pooling", args.pooling,
+                                  "--predict-test", "false",
+                                  "--out", str(out / task), "--no-tracking", "--no-progress")
+                pending.append((cmd, out / task))
     running: list[tuple[subprocess.Popen, Path]] = []
     while pending or running:
         while pending and len(running) < 2:
@@ -174,7 +181,15 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
             if item[0].poll() is not None:
                 wait([item])
                 running.remove(item)
-    return {arm: json.loads((out / "results.json").read_text()) for arm, out in encoders.items()}
+    results = {}
+    for arm, out in outs.items():
+        if not (out / "results.json").is_file():
+            parts = [json.loads((out / t / "results.json").read_text()) for t in TASKS]
+            tasks = {t: p["tasks"][t] for t, p in zip(TASKS, parts)}
+            merged = {**parts[0], "tasks": tasks, "glue_score": sum(r["score"] for r in tasks.values()) / len(tasks)}
+            (out / "results.json").write_text(json.dumps(merged, indent=2) + "\n")
+        results[arm] = json.loads((out / "results.json").read_text())
+    return results
 
 
 def glue3(results: dict[str, Any]) -> float:

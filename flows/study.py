@@ -135,7 +135,7 @@ def efficiency_study(
     given = overrides(pretrain_config)
     train = dict(given.get("train") or {}, snapshots=snapshots)
     if budget_flops is not None:
-        train |= {"budget_flops": budget_flops, "budget_minutes": None}
+        train["budget_flops"] = budget_flops  # replaces the preset's budget (config.merge)
     if corpus_tokens is not None:
         train["corpus_tokens"] = corpus_tokens
     given = {**given, "train": train}
@@ -171,7 +171,7 @@ def efficiency_study(
         for objective in objectives:
             try:
                 pre = pretrain(examples=ex_path, tokenizer=tok_path, preset=preset, objective=objective,
-                               device=device, config=given, **common)
+                               device=device, config=dataclasses.asdict(configs[objective]), **common)
                 run_dir = Path(pre.summary["output_dir"])
                 if objective in RTD_OBJECTIVES:
                     r = intrinsic(run_dir=str(run_dir), label=objective, tracking=t)
