@@ -13,16 +13,24 @@ Steps (each cached in --work, so a rerun with the same inputs skips what is done
    preset, so the MLM model is the discriminator's size; the MLM baseline gets the MLM-tuned lr
    of `--mlm-lr`.
 3. `electra intrinsic` on each run: held-out replaced-token detection ROC-AUC against random init
-   and the context-free detector.
+   and the context-free detector; `electra probe` on the main arm (the MLM arm beside it): linear
+   probes of the frozen encoder on SST-2, CoLA, MRPC, STS-B and RTE (all of ../shared's training
+   sets, or `--probe-train-examples`) next to random init, bag-of-words and the majority class,
+   with paired bootstrap 95% intervals.
 4. Fine-tuning SST-2, MRPC and STS-B (up to `--max-train-examples` each, default 4,000, 3 epochs,
    lr 5e-4 without layer-wise decay, `--pooling` for every arm, `--seeds`; median over seeds) from
    the ELECTRA discriminator, the MLM model, and the same config at random initialisation: one
    process per arm and task, two at a time. GLUE-3 = mean of SST-2 accuracy, MRPC (F1 +
-   accuracy)/2, STS-B (Pearson + Spearman)/2.
+   accuracy)/2, STS-B (Pearson + Spearman)/2. The gain's 95% interval is Student's t over the
+   paired seeds (default 5). The bag-of-words floor is fitted on the same SST-2 examples.
 
 The last line is machine-readable:
 
-    learning minutes=<M> auc=<a> auc_random=<r> auc_context_free=<c> glue3=<g> glue3_random=<gr> glue3_mlm=<gm> gain=<g-gr>
+    learning minutes=<M> auc=<a> auc_random=<r> auc_context_free=<c> glue3=<g> glue3_random=<gr> glue3_mlm=<gm>
+        gain=<g-gr> gain_ci_low= gain_ci_high= sst2= sst2_bow= probe=<mean probe score> probe_random= probe_bow=
+        probe_mlm= probe_ci_low= probe_ci_high=
+
+(`probe_ci_*`: the interval of the mean probe gain over random init.)
 """
 
 from __future__ import annotations
@@ -56,7 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mlm-lr", type=float, default=None, help="peak lr of the MLM baseline (default: the preset's)")
     p.add_argument("--quick", action="store_true",
                    help="the preset's own budget (the README main job's: 4e13 FLOPs for cpu) and one fine-tuning seed")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="fine-tuning seeds (default 1 2 3; quick: 1)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="paired fine-tuning seeds of every arm (default 1-5; quick: 1)")
+    p.add_argument("--probe-train-examples", type=int, default=None,
+                   help="probe training examples per task (default: all of each training set)")
     p.add_argument("--max-train-examples", type=int, default=4000, help="fine-tuning examples per task")
     p.add_argument("--finetune-lr", type=float, default=5e-4,
                    help="fine-tuning peak lr for every arm (the reference 1e-4 leaves 2-layer models under-fitted)")
@@ -69,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="pre-training config override for both arms, e.g. train.lr=1e-3 (repeatable)")
     args = p.parse_args(argv)
     if args.seeds is None:
-        args.seeds = [1] if args.quick else [1, 2, 3]
+        args.seeds = [1] if args.quick else [1, 2, 3, 4, 5]
     if args.minutes <= 0:
         p.error(f"--minutes: must be > 0, got {args.minutes}")
     return args
@@ -192,6 +203,32 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
     return results
 
 
+def probe(args: argparse.Namespace, runs: dict[str, Path], tokenizer: Path) -> dict[str, Any]:
+    """`electra probe` of the main arm (with the MLM arm as --compare), cached in the run."""
+    main = runs[args.objective]
+    tag = f"probe-{args.probe_train_examples or 'all'}" + ("-vs-mlm" if "mlm" in runs and args.objective != "mlm" else "")
+    out = main / tag
+    if not (out / "probe.json").is_file():
+        cmd = electra_cmd("probe", str(main), "--glue-dir", str(args.data / "glue"), "--tokenizer", str(tokenizer),
+                          "--tasks", "sst2", "cola", "mrpc", "stsb", "rte", "--out", str(out),
+                          *(["--max-train-examples", str(args.probe_train_examples)] if args.probe_train_examples else []),
+                          *(["--compare", str(runs["mlm"]), "--compare-label", "mlm"]
+                            if "mlm" in runs and args.objective != "mlm" else []))
+        wait([(sh(cmd, log_of(out), threads=2), log_of(out))])
+    return json.loads((out / "probe.json").read_text())
+
+
+def sst2_floor(args: argparse.Namespace) -> float:
+    """Bag-of-words on the same SST-2 training examples as the fine-tuning, scored on dev."""
+    from electra_pipeline.finetune.runner import subset
+    from electra_pipeline.probe import bow_baseline
+    from electra_pipeline.tasks import get_task
+
+    t = get_task("sst2")
+    glue = args.data / "glue"
+    return bow_baseline(t, subset(t.read(glue, "train"), args.max_train_examples, 0), t.read(glue, "dev")).score
+
+
 def glue3(results: dict[str, Any]) -> float:
     return sum(results["tasks"][t]["score"] for t in TASKS) / len(TASKS)
 
@@ -211,7 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     encoders = {args.objective: encoder, "random_init": baselines.random_init_checkpoint(encoder, args.work / "baselines")}
     if "mlm" in runs and args.objective != "mlm":
         encoders["mlm"] = runs["mlm"] / "generator"
+    probes = probe(args, runs, tokenizer)
     results = finetune_arms(args, encoders, tokenizer)
+    from electra_pipeline import metrics, stats
+
+    gain = stats.seed_interval([
+        sum(metrics.task_score(t, results[args.objective]["tasks"][t]["seeds"][s])
+            - metrics.task_score(t, results["random_init"]["tasks"][t]["seeds"][s]) for t in TASKS) / len(TASKS)
+        for s in map(str, args.seeds)])
+    floor = sst2_floor(args)
+    mean, vs = probes["mean"]["scores"], probes["mean"]["vs"]["random_init"]
 
     summaries = {o: json.loads((r / "summary.json").read_text()) for o, r in runs.items()}
     u = scores[args.objective]["unigram"]
@@ -221,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
             "auc_random": f"{u['random_init']['auc']:.3f}", "auc_context_free": f"{u['context_free']['auc']:.3f}",
             "glue3": f"{glue3(results[args.objective]):.1f}", "glue3_random": f"{glue3(results['random_init']):.1f}",
             "glue3_mlm": f"{glue3(results['mlm']):.1f}" if "mlm" in results else "nan",
-            "gain": f"{glue3(results[args.objective]) - glue3(results['random_init']):+.1f}"}
+            "gain": f"{glue3(results[args.objective]) - glue3(results['random_init']):+.1f}",
+            "gain_ci_low": f"{gain.low:+.1f}", "gain_ci_high": f"{gain.high:+.1f}",
+            "sst2": f"{results[args.objective]['tasks']['sst2']['score']:.1f}", "sst2_bow": f"{floor:.1f}",
+            "probe": f"{mean['encoder']:.1f}", "probe_random": f"{mean['random_init']:.1f}",
+            "probe_bow": f"{mean['bow']:.1f}", "probe_mlm": f"{mean['compare']:.1f}" if "compare" in mean else "nan",
+            "probe_ci_low": f"{vs['low']:+.1f}", "probe_ci_high": f"{vs['high']:+.1f}"}
     print(f"\npre-training, {minutes} min per arm ({args.preset} preset):")
     for o, s in summaries.items():
         c = s["compute"]
@@ -238,7 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     print("  arm          " + "  ".join(f"{t:>6}" for t in TASKS) + "  GLUE-3")
     for arm, r in results.items():
         print(f"  {arm:12s} " + "  ".join(f"{r['tasks'][t]['score']:6.1f}" for t in TASKS) + f"  {glue3(r):6.1f}")
-    record = {"args": {k: str(v) for k, v in vars(args).items()}, "line": line, "intrinsic": scores,
+    print(f"  GLUE-3 gain over random init: {gain.text()} (95% CI, {gain.method}, n={gain.n}); SST-2 "
+          f"bag-of-words on the same {args.max_train_examples} examples: {floor:.1f}")
+    from electra_pipeline.probe import format_table, verdict
+
+    print("\nfrozen-encoder probes (dev scores; gains with paired bootstrap 95% CIs):")
+    print(format_table(probes))
+    print("\n".join(verdict(probes)))
+    record = {"args": {k: str(v) for k, v in vars(args).items()}, "line": line, "intrinsic": scores, "probe": probes,
+              "gain_ci": gain.to_dict(), "sst2_bow": floor,
               "finetune": results, "pretrain": summaries, "seconds": time.perf_counter() - started}
     (args.work / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     print("\nlearning " + " ".join(f"{k}={v}" for k, v in line.items()))

@@ -15,9 +15,10 @@ from electra_pipeline import cli as library_cli
 
 def build_parser() -> argparse.ArgumentParser:
     """Every `electra` subcommand: the library's and `pipeline`."""
-    from electra_cli import pipeline
+    from electra_cli import pipeline, probe
 
     parser, sub = library_cli.build_parser(with_subparsers=True)
+    probe.add_cli(sub)
     pipeline.add_cli(sub)
     return parser
 

@@ -238,13 +238,21 @@ def run(args: argparse.Namespace) -> int:
     print()
     for objective, r in result.intrinsic.items():
         print(f"{objective}, held-out text: {r['verdict']}")
-    print()
+    for objective, r in result.probes.items():
+        print(f"\n{objective}, frozen-encoder probes (dev scores; gains with 95% CIs):")
+        print(r["table"])
+        print("\n".join(r["verdict"]))
+    print("\nFine-tuned (dev scores):")
     print(text_table(result.summaries))
     print()
     for s in result.stages:
         print(f"  {s.stage:<18} {'cached' if s.cached else 'ran':<7} {s.seconds:7.1f} s")
     print(f"  {'total':<18} {'':<7} {seconds:7.1f} s")
     if result.exported and result.exported.get("version"):
+        e = result.exported
+        if e.get("alias_reason"):
+            print(f"\n@{e['alias']} {'moved to' if e['alias_moved'] else 'not given to'} version {e['version']}: "
+                  f"{e['alias_reason']}")
         print(f"\nRegistered {result.exported['model_uri']} (version {result.exported['version']}); serve it with")
         print(f"  ELECTRA_MODEL_URI={result.exported['model_uri']} MLFLOW_TRACKING_URI={result.tracking_uri} "
               "bentoml serve serving.service:ElectraService")

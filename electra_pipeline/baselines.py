@@ -23,11 +23,9 @@ from typing import Any
 
 import torch
 
-from electra_pipeline import hf, metrics
+from electra_pipeline import hf, metrics, stats
 from electra_pipeline.errors import DataError, read_json_object
 from electra_pipeline.model import Discriminator, init_weights
-
-MEASURABLE_GLUE_GAIN = 1.0  # points: below this a GLUE gain is not claimed, whatever the seeds say
 
 
 def _key(*parts: Any) -> str:
@@ -80,10 +78,13 @@ def _seed_scores(result: dict[str, Any], task: str) -> dict[str, float]:
 
 
 def compare(pretrained: dict[str, dict[str, Any]], random_init: dict[str, dict[str, Any]],
-            majority: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Per task and for the GLUE mean: scores of the three, the gain over random init per seed,
-    and the verdict. Each input maps task -> {"metrics", "score"[, "seeds"]}; majority maps
-    task -> metrics."""
+            majority: dict[str, dict[str, float]], bow: dict[str, float | None] | None = None,
+            gains: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per task and for the GLUE mean: scores of the pre-trained model and its baselines, the gain
+    over random init per seed with its 95% interval (`gains`: task -> `stats.Interval` dict, else
+    from the paired seeds), and the verdicts. Each model input maps task -> {"metrics", "score"[,
+    "seeds"]}; majority maps task -> metrics; bow task -> score."""
+    bow, gains = bow or {}, gains or {}
     tasks: dict[str, Any] = {}
     for name, r in pretrained.items():
         if name not in metrics.GLUE_SCORE_METRICS:
@@ -94,8 +95,14 @@ def compare(pretrained: dict[str, dict[str, Any]], random_init: dict[str, dict[s
             row["gain"] = r["score"] - random_init[name]["score"]
             a, b = _seed_scores(r, name), _seed_scores(random_init[name], name)
             row["seed_gains"] = {s: a[s] - b[s] for s in a if s in b}
+            iv = (stats.Interval(**gains[name]) if name in gains else
+                  stats.seed_interval(list(row["seed_gains"].values()) or [row["gain"]]))
+            row["gain_ci"] = iv.to_dict()
+            row["verdict"] = f"{name}: {stats.claim(iv, 'pre-trained', 'random init')}"
         if name in majority:
             row["majority"] = metrics.task_score(name, majority[name])
+        if bow.get(name) is not None:
+            row["bow"] = float(bow[name])
         tasks[name] = row
     glue_tasks = [n for n in tasks if n != "wnli" and "random_init" in tasks[n]]
     out: dict[str, Any] = {"tasks": tasks}
@@ -105,24 +112,75 @@ def compare(pretrained: dict[str, dict[str, Any]], random_init: dict[str, dict[s
         seeds = set.intersection(*(set(tasks[n]["seed_gains"]) for n in glue_tasks))
         seed_gains = {s: statistics.fmean(tasks[n]["seed_gains"][s] for n in glue_tasks) for s in sorted(seeds)}
         maj = [tasks[n]["majority"] for n in glue_tasks if "majority" in tasks[n]]
+        floors = [tasks[n]["bow"] for n in glue_tasks if "bow" in tasks[n]]
+        iv = (stats.Interval(**tasks[glue_tasks[0]]["gain_ci"]) if len(glue_tasks) == 1 else
+              stats.seed_interval(list(seed_gains.values()) or [pre - rnd]))
         out["glue"] = {"tasks": glue_tasks, "pretrained": pre, "random_init": rnd, "gain": pre - rnd,
-                       "seed_gains": seed_gains, "majority": statistics.fmean(maj) if len(maj) == len(glue_tasks)
-                       else None}
-        out["measurable"] = len(seed_gains) >= 2 and min(seed_gains.values()) > 0 and pre - rnd > MEASURABLE_GLUE_GAIN
-        out["verdict"] = verdict(out["glue"], out["measurable"])
+                       "seed_gains": seed_gains, "gain_ci": iv.to_dict(),
+                       "majority": statistics.fmean(maj) if len(maj) == len(glue_tasks) else None,
+                       "bow": statistics.fmean(floors) if len(floors) == len(glue_tasks) else None}
+        out["measurable"] = iv.low > 0
+        out["verdict"] = verdict(out["glue"], iv)
     return out
 
 
-def verdict(glue: dict[str, Any], measurable: bool) -> str:
-    """One plain sentence about the GLUE gain over random initialisation."""
-    gain, seeds = glue["gain"], glue["seed_gains"]
-    head = (f"Pre-trained {glue['pretrained']:.1f} vs random init {glue['random_init']:.1f} "
-            f"(GLUE mean of {len(glue['tasks'])} tasks, gain {gain:+.1f})")
+def verdict(glue: dict[str, Any], iv: stats.Interval) -> str:
+    """One plain sentence about the fine-tuned gain over random initialisation and the floors."""
+    n = len(glue["tasks"])
+    what = f"GLUE mean of {n} tasks" if n > 1 else glue["tasks"][0]
+    head = f"Fine-tuned ({what}): pre-trained {glue['pretrained']:.1f}, random init {glue['random_init']:.1f}"
     if glue.get("majority") is not None:
-        head += f"; majority class {glue['majority']:.1f}"
-    if len(seeds) < 2:
-        return head + ": one fine-tuning seed cannot separate the gain from seed noise (1-2 points per task); use 3 seeds."
-    if measurable:
-        return head + f": a measurable gain, positive for all {len(seeds)} fine-tuning seeds."
-    per_seed = ", ".join(f"{g:+.1f}" for g in seeds.values())
-    return head + f": no measurable gain over random initialisation (per-seed gains {per_seed})."
+        head += f", majority class {glue['majority']:.1f}"
+    if glue.get("bow") is not None:
+        head += f", bag-of-words {glue['bow']:.1f}"
+    return f"{head}; {stats.claim(iv, 'pre-trained', 'random init')}."
+
+
+# --- the evidence a served model carries ------------------------------------------------------
+
+EVIDENCE_FILE = "evaluation.json"  # in a fine-tuned model directory, beside task.json; export copies it
+
+
+def _seed_predictions(task_dir: Path, seed: str, split: str) -> dict[str, Any]:
+    f = task_dir / "seeds" / seed / f"{split}.jsonl"
+    try:
+        return {r["id"]: r["prediction"] for r in map(json.loads, f.read_text().splitlines()) if r}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{f}: unreadable dev predictions ({e})") from None
+
+
+def gain_interval(task: str, pretrained_dir: str | Path, random_dir: str | Path, data_dir: str | Path,
+                  max_eval_examples: int | None = None, data_seed: int = 0) -> stats.Interval:
+    """The fine-tuned gain over random init with its 95% interval: Student's t over the paired
+    per-seed gains when both arms ran two or more of the same seeds, else a paired bootstrap over
+    the dev examples of the one shared seed's predictions."""
+    from electra_pipeline.finetune.runner import subset
+    from electra_pipeline.tasks import get_task
+
+    a = read_json_object(Path(pretrained_dir) / "metrics.json")
+    b = read_json_object(Path(random_dir) / "metrics.json")
+    seeds = [s for s in a.get("seeds", {}) if s in b.get("seeds", {})]
+    if not seeds:
+        raise DataError(f"{Path(random_dir) / 'metrics.json'}: no fine-tuning seed in common with {pretrained_dir}")
+    if len(seeds) >= 2:
+        return stats.seed_interval([metrics.task_score(task, a["seeds"][s]) - metrics.task_score(task, b["seeds"][s])
+                                    for s in seeds])
+    t = get_task(task)
+    split = next(iter(t.eval_splits))
+    dev = subset(t.read(data_dir, split), max_eval_examples, data_seed)
+    pa = _seed_predictions(Path(pretrained_dir), seeds[0], split)
+    pb = _seed_predictions(Path(random_dir), seeds[0], split)
+    ids = [t.example_id(e) for e in dev]
+    return stats.paired_bootstrap(task, [e.label for e in dev], [pa[i] for i in ids], [pb[i] for i in ids])
+
+
+def evidence(task: str, score: float, majority: float, random_init: float, gain: stats.Interval,
+             bow: float | None = None) -> dict[str, Any]:
+    """What a fine-tuned model's dev score means: its baselines, the gain over random init with
+    its interval, and whether it earned the champion alias (`earned`)."""
+    ev = {"task": task, "score": score, "majority": majority, "random_init": random_init,
+          "gain": gain.to_dict(), "bow": bow}
+    from electra_pipeline.registry import earned
+
+    ok, why = earned(ev)
+    return ev | {"earned": ok, "verdict": why}

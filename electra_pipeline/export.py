@@ -41,7 +41,7 @@ from typing import Any
 
 from electra_pipeline import atomic
 from electra_pipeline.atomic import staged_dir
-from electra_pipeline.errors import DataError, PipelineError
+from electra_pipeline.errors import DataError, PipelineError, read_json_object
 from electra_pipeline.modelcard import onnx_card
 from electra_pipeline.ort_graph import explicit_attention_twin
 
@@ -406,5 +406,8 @@ def _write_metadata(d: Path, src: _Source, report: ExportReport, names: tuple[st
         "source": str(src.model_dir.resolve()),
         "versions": _versions(),
     }
+    evidence = src.model_dir / "evaluation.json"  # baselines.EVIDENCE_FILE: what the dev score means
+    if evidence.is_file():
+        meta["evaluation"] = read_json_object(evidence)
     atomic.write_text(d / "metadata.json", json.dumps(meta, indent=2) + "\n")
     return meta

@@ -157,6 +157,24 @@ class ElectraModel(nn.Module):
             x = layer(x, mask)
         return self.final_LayerNorm(x) if self.final_LayerNorm is not None else x
 
+    def hidden_states(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                      attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The (B, T, H) states after the embeddings and after every layer (num_layers + 1), as
+        probes read them; a pre-LN stack's states are normalised by its final LayerNorm, the
+        last one as `forward` returns it."""
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        if self.embeddings_project is not None:
+            x = self.embeddings_project(x)
+        mask = attention_bias(attention_mask)
+        norm = self.final_LayerNorm if self.final_LayerNorm is not None else (lambda h: h)
+        states = [norm(x)]
+        for layer in self.layers:
+            x = layer(x, mask)
+            states.append(norm(x))
+        return states
+
 
 class GeneratorHead(nn.Module):
     """dense(hidden -> embedding) + GELU + LayerNorm; logits = h @ E^T + bias (tied E)."""

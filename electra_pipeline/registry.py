@@ -69,30 +69,58 @@ def _description(meta: dict[str, Any], score: float | None) -> str:
             + (f"; score {score:.4g}." if score is not None else "."))
 
 
-def promote(client: Any, name: str, alias: str, version: str, score: float | None, force: bool = False) -> tuple[bool, str]:
-    """Point `alias` at `version` when its score beats the current holder's; (moved, why)."""
+def promote(client: Any, name: str, alias: str, version: str, score: float | None, force: bool = False,
+            evidence: dict[str, Any] | None = None) -> tuple[bool, str]:
+    """Point `alias` at `version` when it earned it (`earned`: above the majority class and its
+    random-init twin) and its score beats the current holder's; (moved, why)."""
     from mlflow.exceptions import MlflowException
 
     try:
         holder = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         holder = None
+    ok, gate = earned(evidence)
     if force:
-        moved, why = True, "forced"
+        moved, why = True, "forced" + ("" if ok else f" ({gate})")
+    elif not ok:
+        moved, why = False, gate + (f"; @{alias} stays on version {holder.version}" if holder is not None else
+                                    f"; no version holds @{alias}")
     elif holder is None:
-        moved, why = True, f"no version held @{alias}"
+        moved, why = True, f"{gate}; no version held @{alias}"
     elif score is None:
         moved, why = False, f"version {version} has no dev score; @{alias} stays on version {holder.version}"
     elif "score" not in holder.tags:
-        moved, why = True, f"version {holder.version} @{alias} had no dev score"
+        moved, why = True, f"{gate}; version {holder.version} @{alias} had no dev score"
     elif score > float(holder.tags["score"]):
-        moved, why = True, f"dev score {score:.4g} beats version {holder.version}'s {float(holder.tags['score']):.4g}"
+        moved, why = True, (f"{gate}; dev score {score:.4g} beats version {holder.version}'s "
+                            f"{float(holder.tags['score']):.4g}")
     else:
         moved, why = False, (f"dev score {score:.4g} does not beat version {holder.version}'s "
                              f"{float(holder.tags['score']):.4g}; @{alias} stays")
     if moved:
         client.set_registered_model_alias(name, alias, version)
     return moved, why
+
+
+def earned(ev: dict[str, Any] | None) -> tuple[bool, str]:
+    """(earned?, why): a model earns the champion alias only when its dev score beats the majority
+    class and its random-init twin, with the gain's 95% interval above 0."""
+    if not ev or ev.get("random_init") is None or ev.get("majority") is None:
+        return False, ("no baselines recorded (fine-tune through `electra pipeline` or the evaluate flow, which "
+                       "scores the majority class and the random-init twin)")
+    score, maj, rnd = float(ev["score"]), float(ev["majority"]), float(ev["random_init"])
+    from electra_pipeline.stats import Interval
+
+    gain = Interval(**ev["gain"]) if ev.get("gain") else None
+    base = f"dev score {score:.1f} against majority class {maj:.1f} and random init {rnd:.1f}"
+    if ev.get("bow") is not None:
+        base += f" (bag-of-words floor {float(ev['bow']):.1f})"
+    if score <= maj:
+        return False, f"{base}: not above the majority class"
+    if score <= rnd or gain is None or not gain.low > 0:
+        ci = f"gain {gain.text()}, 95% CI, {gain.method}" if gain is not None else "no interval"
+        return False, f"{base}: the gain over random init is not resolved ({ci})"
+    return True, f"{base}: above both, gain over random init {gain.text()} (95% CI, {gain.method})"
 
 
 def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_name: str | None,
@@ -112,13 +140,23 @@ def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_nam
         client = mlflow.MlflowClient()
         score = dev_score(meta)
         client.update_model_version(registered_name, version, description=_description(meta, score))
+        ev = meta.get("evaluation") or {}
         tags = {"task": meta.get("task"), "kind": meta.get("kind"), "run_id": run_id,
+                **{f"baseline.{k}": f"{float(ev[k]):.6g}" for k in ("majority", "random_init", "bow")
+                   if ev.get(k) is not None},
+                **({"gain_ci": "[{low:.4g}, {high:.4g}]".format(**ev["gain"])} if ev.get("gain") else {}),
                 **({"score": f"{score:.6g}"} if score is not None else {}),
                 **{f"dev.{k}": f"{v:.6g}" for k, v in (meta.get("metrics") or {}).items()}}
         for k, v in tags.items():
             client.set_model_version_tag(registered_name, version, k, str(v))
         client.set_registered_model_alias(registered_name, CHALLENGER, version)
-        moved, why = (True, "") if alias == CHALLENGER else promote(client, registered_name, alias, version, score, force)
+        evidence = meta.get("evaluation")
+        moved, why = (True, "") if alias == CHALLENGER else promote(client, registered_name, alias, version, score,
+                                                                    force, evidence)
+        if why:
+            client.set_model_version_tag(registered_name, version, "alias_reason", why[:4000])
+            client.update_model_version(registered_name, version, description=_description(meta, score)
+                                        + f" {'@' + alias if moved else '@' + CHALLENGER + ' only'}: {why}.")
         uri_alias = alias if moved else CHALLENGER
         result.update(model_uri=f"models:/{registered_name}@{uri_alias}", version=version, alias=alias,
                       alias_moved=moved, alias_reason=why, score=score)

@@ -42,7 +42,7 @@ def electra_vs_mlm(
     experiment: Name = "electra-vs-mlm",
     eval_concurrency: Concurrency = 2,
     pretrain_config: PretrainOverrides = PretrainOverrides(),
-    finetune_config: FinetuneOverrides = FinetuneOverrides(**DEMO_FINETUNE),
+    finetune_config: FinetuneOverrides = FinetuneOverrides(**DEMO_FINETUNE, max_train_examples=2000),
     refresh_cache: bool = False,
 ) -> PipelineResult:
     """Pre-train ELECTRA and the MLM baseline on the same data and compute; fine-tune and compare both.

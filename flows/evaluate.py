@@ -101,16 +101,22 @@ def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cac
     train = subset(t.read(data_dir, "train"), cfg.max_train_examples, cfg.data_seed)
     evals = {s: subset(t.read(data_dir, s), cfg.max_eval_examples, cfg.data_seed) for s in t.eval_splits}
     majority = majority_baseline(t, train, evals)  # every dev split: MNLI has matched and mismatched
+    bow = None
+    if t.kind != "qa":  # the floor: a linear model on word counts of the same examples
+        from electra_pipeline.probe import bow_baseline
+
+        bow = bow_baseline(t, train, evals[next(iter(t.eval_splits))], seed=cfg.data_seed).score
     key = baselines.cache_key(checkpoint, name, config, data_dir)
     cached = Path(cache_dir) / "results" / f"{name}-{key}.json"
     if cached.is_file():
-        return {"task": name, "majority": majority, "random_init": json.loads(cached.read_text()), "cached": True}
+        return {"task": name, "majority": majority, "bow": bow, "random_init": json.loads(cached.read_text()),
+                "cached": True}
     random_ckpt = baselines.random_init_checkpoint(checkpoint, Path(cache_dir) / "checkpoints")
     result = finetune_task.fn(name, str(random_ckpt), tokenizer, data_dir, str(Path(cache_dir) / "runs" / f"{name}-{key}"),
                               config, parent_run_id, tracking_uri, experiment, run_name=f"finetune-{name}-random-init",
                               label="random init")
     atomic.write_text(cached, json.dumps(result, indent=2) + "\n")
-    return {"task": name, "majority": majority, "random_init": result, "cached": False}
+    return {"task": name, "majority": majority, "bow": bow, "random_init": result, "cached": False}
 
 
 @flow(name="evaluate", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
@@ -151,7 +157,12 @@ def evaluate(
     cfg = finetune_config(config)
     out = Path(output_dir)
     uri = tracking.uri()
-    workers = max(1, min(concurrency, len(names)))
+    from electra_pipeline import baselines as baselines_lib
+    from electra_pipeline.metrics import GLUE_SCORE_METRICS
+
+    glue_names = [n for n in names if n in GLUE_SCORE_METRICS] if baselines else []
+    # the random-init twins train beside the pre-trained model, not after it
+    workers = max(1, min(concurrency, len(names) + len(glue_names)))
     with tracking.run(f"evaluate-{label}", stage="evaluate", model=label) as run:
         run.log_params({"checkpoint": checkpoint, "tasks": names, "finetune": dataclasses.asdict(cfg),
                         **pretraining_params(checkpoint)})
@@ -161,7 +172,12 @@ def evaluate(
                 name=n, checkpoint=checkpoint, tokenizer=tokenizer, data_dir=task_data_dir(n, glue_dir, squad_dir),
                 out_dir=str(out / n), config=dataclasses.asdict(cfg), parent_run_id=run.run_id, tracking_uri=uri,
                 experiment=tracking.experiment, label=label)) for n in names}
-            wait(list(futures.values()))
+            cache = baseline_dir or str(out.parent / "baselines")
+            base_futures = {n: runner.submit(baseline_task, parameters=dict(
+                name=n, checkpoint=checkpoint, tokenizer=tokenizer, data_dir=task_data_dir(n, glue_dir, squad_dir),
+                cache_dir=cache, config=dataclasses.asdict(cfg), parent_run_id=run.run_id, tracking_uri=uri,
+                experiment=tracking.experiment)) for n in glue_names}
+            wait(list(futures.values()) + list(base_futures.values()))
             results: dict[str, Any] = {}
             failed: dict[str, str] = {}
             for n, fut in futures.items():
@@ -170,19 +186,12 @@ def evaluate(
                     results[n] = fut.result()
                 else:
                     failed[n] = state.message or state.name
-            base = {}
-            if baselines:
-                from electra_pipeline.metrics import GLUE_SCORE_METRICS
-
-                cache = baseline_dir or str(out.parent / "baselines")
-                glue_names = [n for n in results if n in GLUE_SCORE_METRICS]
-                base_futures = {n: runner.submit(baseline_task, parameters=dict(
-                    name=n, checkpoint=checkpoint, tokenizer=tokenizer, data_dir=task_data_dir(n, glue_dir, squad_dir),
-                    cache_dir=cache, config=dataclasses.asdict(cfg), parent_run_id=run.run_id, tracking_uri=uri,
-                    experiment=tracking.experiment)) for n in glue_names}
-                wait(list(base_futures.values()))
-                base = {n: f.result() for n, f in base_futures.items() if f.state.is_completed()}
-                add_baselines_to_cards(results, base)
+            base = {n: f.result() for n, f in base_futures.items() if f.state.is_completed() and n in results}
+            for n, b in base.items():  # the gain over random init with its 95% interval
+                b["gain"] = baselines_lib.gain_interval(
+                    n, Path(results[n]["model_dir"]).parent, Path(b["random_init"]["model_dir"]).parent,
+                    task_data_dir(n, glue_dir, squad_dir), cfg.max_eval_examples, cfg.data_seed).to_dict()
+            add_baselines_to_cards(results, base)
         summary = summarize(results, failed, label, out, base, checkpoint)
         run.log_metrics({f"{n}/score": r["score"] for n, r in results.items()}
                         | ({"glue/score": summary["glue_score"]} if summary["glue_score"] is not None else {})
@@ -202,12 +211,19 @@ def evaluate(
 def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any]) -> None:
     """Each fine-tuned model's card with its task's random-init and majority baselines beside its
     results (the export, and so the registry, carries that card)."""
+    from electra_pipeline import baselines
     from electra_pipeline.finetune.runner import write_model_card
+    from electra_pipeline.metrics import task_score
+    from electra_pipeline.stats import Interval
 
     for n, b in base.items():
         if n in results:
-            write_model_card(Path(results[n]["model_dir"]).parent,
-                             {"random_init": b["random_init"]["metrics"], "majority": b["majority"]})
+            model_dir = Path(results[n]["model_dir"])
+            write_model_card(model_dir.parent, {"random_init": b["random_init"]["metrics"], "majority": b["majority"]})
+            ev = baselines.evidence(n, results[n]["score"], task_score(n, b["majority"]), b["random_init"]["score"],
+                                    Interval(**b["gain"]), b.get("bow"))
+            atomic.write_text(model_dir / baselines.EVIDENCE_FILE, json.dumps(ev, indent=2) + "\n")
+            results[n]["evidence"] = ev
 
 
 def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: Path,
@@ -222,7 +238,10 @@ def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: 
         random_init = {n: b["random_init"] for n, b in base.items()}
         majority = {n: b["majority"] for n, b in base.items()}
         comparison = {"random_init": random_init, "majority": majority,
-                      "comparison": baselines.compare(results, random_init, majority)}
+                      "bow": {n: b.get("bow") for n, b in base.items()},
+                      "comparison": baselines.compare(results, random_init, majority,
+                                                      bow={n: b.get("bow") for n, b in base.items()},
+                                                      gains={n: b["gain"] for n, b in base.items() if "gain" in b})}
     draft = {"label": label, "tasks": results, "failed": failed, "glue_score": results_file.glue_score(results),
              **({"baselines": comparison} if comparison else {})}
     summary = results_file.write(out, results, task_table({label: draft}), label=label, checkpoint=checkpoint,

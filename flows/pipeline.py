@@ -1,7 +1,8 @@
 """`electra_pipeline`: the product's main job, as one Prefect flow that reads like the pipeline.
 
     corpus ingestion -> WordPiece -> example building -> pre-training (ELECTRA and/or the MLM
-    baseline) -> GLUE/SQuAD fine-tuning -> ONNX export + MLflow Model Registry
+    baseline) -> held-out detection + frozen-encoder probes -> fine-tuning of the served task
+    -> ONNX export + MLflow Model Registry (the champion alias only for a model that earned it)
 
 Each stage is its own flow (a subflow here) with its own nested MLflow run under the
 pipeline's parent run. Every parameter is checked and every config resolved before the first
@@ -37,6 +38,7 @@ from flows.intrinsic import intrinsic
 from flows.params import (
     DEMO_FINETUNE,
     SAMPLE_GLUE_TASKS,
+    SERVED_TASKS,
     Concurrency,
     CorpusOverrides,
     Device,
@@ -54,7 +56,8 @@ from flows.params import (
     validated,
 )
 from flows.pretrain import pretrain
-from flows.report import glue_chart, loss_chart, task_table, text_table
+from flows.probe import probe
+from flows.report import glue_chart, loss_chart, task_table
 from flows.tokenizer import checkpoint_tokenizer, train_tokenizer
 from flows.tracking import experiment_id, is_server, run_url, sweep_hook, ui_hint
 
@@ -70,6 +73,7 @@ class Plan:
     pretrain: dict[str, Any]  # objective -> PretrainConfig
     finetune: Any  # FinetuneConfig
     tasks: list[str]
+    probe_tasks: list[str]
 
     def to_params(self) -> dict[str, Any]:
         """The full resolved configs, as the parent MLflow run's params."""
@@ -77,6 +81,7 @@ class Plan:
 
         p = self.params
         return {"pipeline": {"preset": p.preset, "corpus": p.corpus, "eval_tasks": self.tasks,
+                             "probe_tasks": self.probe_tasks,
                              "objectives": p.objectives, "init_from": p.init_from, "glue_dir": p.glue_dir, "squad_dir": p.squad_dir,
                              "output_dir": p.output_dir, "register_as": p.register_as, "alias": p.alias,
                              "export": p.export, "quantize": p.quantize},
@@ -121,7 +126,10 @@ def plan(params: PipelineParams) -> Plan:
     tok = tokenizer_stage.tokenizer_config(params.tokenizer_config, vocab_size=first.model.vocab_size)
     ex = examples_stage.examples_config(params.examples_config, seq_len=first.train.seq_len)
     tasks = evaluate_stage.task_names(params.eval_tasks)
-    glue = [t for t in tasks if t not in SQUAD_TASKS]
+    probes = evaluate_stage.task_names(params.probe_tasks) if params.probe_tasks else []
+    if any(t in SQUAD_TASKS for t in probes):
+        raise ConfigError("probe_tasks: probes cover GLUE sentence (pair) tasks, not SQuAD")
+    glue = list(dict.fromkeys([t for t in tasks if t not in SQUAD_TASKS] + probes))
     if glue and not params.glue_dir.startswith("hf:"):
         present = set(glue_tasks_present(data_path(params.glue_dir, "glue")))
         missing = [t for t in glue if t not in present]
@@ -138,7 +146,8 @@ def plan(params: PipelineParams) -> Plan:
     corpus_mod.expand_sources([data_path(s, "corpus") for s in params.corpus])  # missing files fail now
     return Plan(params=params.model_copy(update={"objectives": objectives}),
                 corpus=ingest_stage.corpus_config(params.corpus_config), tokenizer=tok, examples=ex, pretrain=pre,
-                finetune=evaluate_stage.finetune_config(params.finetune_config), tasks=tasks)
+                finetune=evaluate_stage.finetune_config(params.finetune_config), tasks=tasks,
+                probe_tasks=probes)
 
 
 def parent_run_name(p: Plan) -> str:
@@ -169,6 +178,7 @@ class PipelineResult(BaseModel):
     stages: list[StageTiming] = Field(default_factory=list)
     summaries: dict[str, dict[str, Any]] = Field(default_factory=dict)  # objective -> evaluation summary
     intrinsic: dict[str, dict[str, Any]] = Field(default_factory=dict)  # objective -> intrinsic evaluation
+    probes: dict[str, dict[str, Any]] = Field(default_factory=dict)  # objective -> probe result
     exported: dict[str, Any] | None = None
     table: str = ""
 
@@ -199,6 +209,14 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
                 continue
             lines += [f"**{objective}** ({r['heldout']['rows']} rows, {r['heldout']['tokens']:,} tokens):", "",
                       r["table"], "", r["verdict"], ""]
+    if result.probes:
+        lines += ["## What the encoder's frozen features hold (linear probes)", "",
+                  "A linear model on the frozen encoder's mean-pooled or [CLS] states (layer and regularisation "
+                  "chosen on a split of the training data), scored on dev next to the same config at random "
+                  "initialisation, a bag-of-words model on the same examples and the majority class. Intervals: "
+                  "paired bootstrap over dev examples, 95%.", ""]
+        for objective, r in result.probes.items():
+            lines += [f"**{objective}**:", "", r["table"], "", *[f"- {v}" for v in r["verdict"]], ""]
     lines += ["## Fine-tuned dev scores", "", result.table, "",
               "## Stages", "", "| stage | status | seconds | output |", "|---|---|---|---|"]
     for s in result.stages:
@@ -243,6 +261,10 @@ def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: 
     for o, r in result.intrinsic.items():
         if "skipped" not in r:
             parent |= {f"{o}/{k}": v for k, v in intrinsic_lib.flat_metrics(r).items()}
+    from electra_pipeline import probe as probe_lib
+
+    for o, r in result.probes.items():
+        parent |= {f"{o}/{k}": v for k, v in probe_lib.flat_metrics(r).items()}
     run.log_metrics(parent)
     create_markdown_artifact(report, key="electra-pipeline-report", description=f"Results and MLflow run {run.run_id}")
 
@@ -252,7 +274,8 @@ def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: 
 def electra_pipeline(
     preset: Preset = "cpu",
     corpus: NonEmpty = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
-    eval_tasks: NonEmpty = SAMPLE_GLUE_TASKS,
+    eval_tasks: NonEmpty = SERVED_TASKS,
+    probe_tasks: list[str] = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,
     squad_dir: str = SAMPLE,
     objectives: Objectives = ["electra"],  # noqa: B006
@@ -281,7 +304,10 @@ def electra_pipeline(
     Args:
         preset: Model size and recipe: cpu (learns on a CPU budget, minutes), tiny (tests), small, base, large.
         corpus: Corpus files, folders, globs or hf: datasets; `sample` is the corpus shipped in the package.
-        eval_tasks: GLUE tasks (sst2, mrpc, cola, stsb, qnli, rte, ...) and/or squad_v1 / squad_v2.
+        eval_tasks: Tasks fine-tuned, each next to its random-init twin: GLUE (sst2, mrpc, cola, stsb, qnli, rte,
+            ...) and/or squad_v1 / squad_v2; the first is exported and served.
+        probe_tasks: GLUE tasks of the frozen-encoder probes (seconds, next to random init, bag-of-words and the
+            majority class); empty: no probes.
         glue_dir: GLUE root (<dir>/SST-2/train.tsv ...); `sample` is the shipped slices.
         squad_dir: SQuAD directory; `sample` is the shipped slices.
         objectives: Pre-training objectives; ["electra", "mlm"] compares ELECTRA with the BERT MLM baseline.
@@ -345,6 +371,7 @@ def electra_pipeline(
                    config=dataclasses.asdict(p.examples), **common)
         summaries: dict[str, dict[str, Any]] = {}
         intrinsic_results: dict[str, dict[str, Any]] = {}
+        probes: dict[str, dict[str, Any]] = {}
         pretrained: dict[str, StageOutput] = {}
         for objective in p.params.objectives:
             pretrained[objective] = timed(f"pretrain-{objective}", pretrain, examples=ex.path, tokenizer=tok.path,
@@ -354,8 +381,14 @@ def electra_pipeline(
             intrinsic_results[objective] = timed(f"intrinsic-{objective}", intrinsic,
                                                  run_dir=pretrained[objective].summary["output_dir"],
                                                  label=objective, tracking=t)
-            for line in (intrinsic_results[objective]["verdict"],):
-                log.info("%s: %s", objective, line)
+        for objective in p.params.objectives if p.probe_tasks else []:
+            # the first objective's table carries the MLM arm beside it when both were pre-trained
+            other = "mlm" if objective != "mlm" and "mlm" in pretrained else ""
+            probes[objective] = timed(f"probe-{objective}", probe, run_dir=pretrained[objective].summary["output_dir"],
+                                      glue_dir=glue_dir, tasks=p.probe_tasks, label=objective,
+                                      compare=pretrained[other].summary["output_dir"] if other else "",
+                                      compare_label=other or "mlm", tracking=t)
+        for objective in p.params.objectives:
             summaries[objective] = timed(f"evaluate-{objective}", evaluate, checkpoint=pretrained[objective].path,
                                          tokenizer=tok.path, tasks=p.tasks, glue_dir=glue_dir, squad_dir=squad_dir,
                                          output_dir=str(run_dir / "evaluate" / objective),
@@ -376,9 +409,9 @@ def electra_pipeline(
         result = PipelineResult(run_id=run.run_id, tracking_uri=uri,
                                 mlflow_url=run_url(uri, experiment_id(run), run.run_id), mlflow_ui=ui_hint(uri),
                                 run_dir=str(run_dir.resolve()), stages=stages, summaries=summaries,
-                                intrinsic=intrinsic_results, exported=exported, table=task_table(summaries))
+                                intrinsic=intrinsic_results, probes=probes, exported=exported,
+                                table=task_table(summaries))
         _publish(result, p.params, run, run_dir, pretrained)
-        log.info("results:\n%s", text_table(summaries))
         failed = {f"{o}/{n}": m for o, s in summaries.items() for n, m in s.get("failed", {}).items()}
         if failed:
             from electra_pipeline.errors import PipelineError

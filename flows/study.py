@@ -92,7 +92,7 @@ def efficiency_study(
     experiment: Name = "efficiency-study",
     eval_concurrency: Concurrency = 2,
     pretrain_config: PretrainOverrides = PretrainOverrides(),
-    finetune_config: FinetuneOverrides = FinetuneOverrides(**DEMO_FINETUNE),
+    finetune_config: FinetuneOverrides = FinetuneOverrides(**DEMO_FINETUNE, max_train_examples=2000),
     refresh_cache: bool = False,
 ) -> StudyResult:
     """Pre-train every objective at the same FLOPs, fine-tune each at fractions of the budget, compare.

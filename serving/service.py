@@ -384,6 +384,9 @@ class ElectraService:
             "task": m.get("task"), "kind": self.kind, "labels": m.get("labels", []),
             "max_seq_length": self.predictor.max_seq_length, "endpoint": endpoint,
             "answerability": m.get("answerability", False), "metrics": m.get("metrics", {}),
+            # what the dev score means: its baselines, the gain over random init with its 95% interval,
+            # and whether the model earned the champion alias (registry.earned); null without baselines
+            "evaluation": m.get("evaluation"),
             # names, not the server's paths: a registry URI as given, a local model by its directory name
             "model_file": Path(self.predictor.model_file).name, "providers": self.predictor.session.get_providers(),
             "source": self.source if "://" in self.source or self.source.startswith("models:/")

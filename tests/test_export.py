@@ -311,7 +311,9 @@ def test_mlflow_register_and_download(classifier_export, tmp_path: Path, monkeyp
     try:
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri()))
         res = registry.log_to_mlflow(classifier_export[0], "electra-sst2-test")
-        assert res["model_uri"] == "models:/electra-sst2-test@champion"
+        # no baselines recorded with this export: registered, but not crowned
+        assert res["model_uri"] == "models:/electra-sst2-test@challenger" and not res["alias_moved"]
+        assert res["alias_reason"].startswith("no baselines recorded")
         local = registry.download_model(res["model_uri"], tmp_path / "dl")
         assert (local / "model.onnx").is_file() and (local / "tokenizer.json").is_file()
         texts = ["a fine film", "a dull film"]
@@ -366,19 +368,24 @@ def test_a_tokenizer_of_another_size_is_refused(root: Path, classifier: Path) ->
 
 def test_champion_moves_only_on_a_better_dev_score(classifier_export, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every version gets @challenger; @champion moves on a strictly better score (or when forced);
-    each version carries its description and score."""
+    """Every version gets @challenger; @champion moves only to a version that earned it (above the
+    majority class and its random-init twin, the gain's interval above 0) and beats the holder's
+    score (or when forced); each version carries its description, score, baselines and why."""
     import shutil
 
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
-    def export_with(score: float | None, name: str) -> Path:
+    def export_with(score: float | None, name: str, random_init: float = 60.0, low: float = 1.0) -> Path:
         d = tmp_path / name
         shutil.copytree(classifier_export[0], d)
         meta = json.loads((d / "metadata.json").read_text())
         meta["metrics"] = {} if score is None else {"accuracy": score}
+        gain = {"diff": (score or 0) - random_init, "low": low, "high": (score or 0) - random_init + 3,
+                "level": 0.95, "method": "paired bootstrap over dev examples", "n": 872}
+        meta["evaluation"] = {"task": "sst2", "score": score or 0.0, "majority": 50.9, "random_init": random_init,
+                              "gain": gain, "bow": 78.7}
         (d / "metadata.json").write_text(json.dumps(meta))
         return d
 
@@ -395,5 +402,16 @@ def test_champion_moves_only_on_a_better_dev_score(classifier_export, tmp_path: 
         assert str(champion.version) == "6" and champion.tags["score"] == "70"
         assert "Dev: accuracy 70" in champion.description
         assert client.get_model_version("electra-promo", "3").tags["dev.accuracy"] == "85"
+        assert client.get_model_version("electra-promo", "3").tags["baseline.random_init"] == "60"
+        # the gate, the other way: a higher score whose gain over random init is not resolved, and one at the
+        # majority class, stay @challenger whatever the holder's score, and say why
+        res = registry.log_to_mlflow(export_with(95.0, "v7", random_init=93.0, low=-1.5), "electra-promo")
+        assert not res["alias_moved"] and "gain over random init is not resolved" in res["alias_reason"]
+        assert "bag-of-words floor 78.7" in res["alias_reason"]
+        res = registry.log_to_mlflow(export_with(50.0, "v8", random_init=40.0), "electra-promo")
+        assert not res["alias_moved"] and "not above the majority class" in res["alias_reason"]
+        v8 = client.get_model_version("electra-promo", "8")
+        assert "@challenger only" in v8.description and "majority class 50.9" in v8.tags["alias_reason"]
+        assert str(client.get_model_version_by_alias("electra-promo", "champion").version) == "6"
     finally:
         mlflow.set_tracking_uri(None)

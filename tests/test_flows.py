@@ -26,7 +26,8 @@ TELEMETRY_OFF = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "fa
                  "MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
                  "BENTOML_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false",
                  "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
-STAGE_FLOWS = {"ingest-corpus", "train-tokenizer", "build-examples", "pretrain", "intrinsic", "evaluate", "export-onnx"}
+STAGE_FLOWS = {"ingest-corpus", "train-tokenizer", "build-examples", "pretrain", "intrinsic", "probe", "evaluate",
+               "export-onnx"}
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -75,6 +76,7 @@ def params(work: Path) -> dict[str, Any]:
         "examples_config": {"num_proc": 1},
         "finetune_config": {"seeds": [1], "epochs": 1, "max_train_examples": 64, "max_eval_examples": 64,
                             "batch_size": 16, "predict_test": False},
+        "probe_tasks": ["rte"],
     }
 
 
@@ -268,8 +270,9 @@ def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) 
     assert all(r.state.is_completed() for r in children), [(r.name, r.state.name) for r in children]
     assert all(t.state.is_completed() for r in children for t in _task_runs(r.id))
     assert [s.stage for s in result.stages] == ["corpus", "tokenizer", "examples", "pretrain-electra",
-                                               "intrinsic-electra", "evaluate-electra", "pretrain-mlm",
-                                               "intrinsic-mlm", "evaluate-mlm", "export"]
+                                               "intrinsic-electra", "pretrain-mlm", "intrinsic-mlm",
+                                               "probe-electra", "probe-mlm", "evaluate-electra", "evaluate-mlm",
+                                               "export"]
     assert not any(s.cached for s in result.stages)
     assert set(result.summaries) == {"electra", "mlm"} and "sst2" in result.summaries["mlm"]["tasks"]
     run_dir = Path(result.run_dir)
@@ -289,6 +292,15 @@ def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) 
     report_md = (run_dir / "report.md").read_text()
     assert "random init" in report_md and "majority class" in report_md and "What pre-training learned" in report_md
     assert set(result.intrinsic) == {"electra", "mlm"} and all("verdict" in r for r in result.intrinsic.values())
+    # the probe table opens the report: every baseline, the MLM arm beside ELECTRA, intervals, and a verdict per
+    # baseline that never says "better" without an interval above 0
+    assert report_md.index("linear probes") < report_md.index("Fine-tuned dev scores")
+    assert "bag-of-words" in report_md and "| rte |" in report_md and "vs random init (95% CI)" in report_md
+    assert set(result.probes["electra"]["mean"]["scores"]) == {"encoder", "random_init", "bow", "majority", "compare"}
+    for line in result.probes["electra"]["verdict"]:
+        assert "not resolved" in line or "CI [" in line
+    assert "bow" in base["comparison"]["tasks"]["sst2"] and "gain_ci" in base["comparison"]["tasks"]["sst2"]
+    assert (Path(results["summaries"]["electra"]["tasks"]["sst2"]["model_dir"]) / "evaluation.json").is_file()
     # The Prefect UI: the results table with the MLflow link, and pre-training progress.
     client = get_client(sync_client=True)
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -317,7 +329,8 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
     assert parent.data.params["tokenizer.vocab_size"] == "1000"
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
     assert set(children) == {"corpus", "tokenizer", "examples", "pretrain-electra", "pretrain-mlm",
-                             "intrinsic-electra", "intrinsic-mlm", "evaluate-electra", "evaluate-mlm", "export"}
+                             "intrinsic-electra", "intrinsic-mlm", "probe-electra", "probe-mlm", "evaluate-electra",
+                             "evaluate-mlm", "export"}
     assert all(r.info.status == "FINISHED" for r in runs)
     finetune = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["evaluate-electra"].info.run_id]
     assert sorted(r.info.run_name for r in finetune) == ["finetune-sst2", "finetune-sst2-random-init"]
@@ -332,8 +345,12 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
     assert {"report.md", "results.json", "glue_scores.png", "loss_curves.png"} <= artifacts
     assert "loss_curves.png" in {a.path for a in client.list_artifacts(children["pretrain-electra"].info.run_id)}
     assert client.list_artifacts(children["tokenizer"].info.run_id, "tokenizer")
-    version = client.get_model_version_by_alias("electra-sst2", "champion")
+    # five tiny steps earn nothing: the version stays @challenger, and the registry says why, with the baselines
+    version = client.get_model_version_by_alias("electra-sst2", "challenger")
     assert str(version.version) == result.exported["version"] and version.run_id == children["export"].info.run_id
+    assert not result.exported["alias_moved"] and "random init" in version.tags["alias_reason"]
+    assert "baseline.majority" in version.tags and "baseline.random_init" in version.tags
+    assert "@challenger only" in version.description
 
 
 @pytest.mark.slow
@@ -493,7 +510,7 @@ def test_failed_task_keeps_the_others_and_fails_the_run_with_the_library_message
     shutil.copytree(sample_path("glue") / "RTE", glue / "RTE")
     with (glue / "RTE" / "train.tsv").open("a") as f:
         f.write("9999\tonly two fields\n")
-    state = electra_pipeline(**{**params, "objectives": ["electra"], "eval_tasks": ["sst2", "rte"],
+    state = electra_pipeline(**{**params, "objectives": ["electra"], "eval_tasks": ["sst2", "rte"], "probe_tasks": [],
                                 "glue_dir": str(glue), "export": False}, return_state=True)
     assert state.is_failed()
     assert state.message.startswith("evaluation failed for electra/rte: ") and "train.tsv" in state.message

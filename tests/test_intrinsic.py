@@ -255,11 +255,12 @@ def test_majority_baseline_and_the_verdict():
 
     gain = baselines.compare({"sst2": res([80, 81, 82])}, {"sst2": res([70, 71, 72])}, {"sst2": {"accuracy": 50.9}})
     assert gain["measurable"] and gain["glue"]["gain"] == pytest.approx(10.0)
-    assert gain["tasks"]["sst2"]["majority"] == 50.9 and "measurable gain" in gain["verdict"]
+    assert gain["glue"]["gain_ci"]["low"] == pytest.approx(10.0)  # the same gain on every seed: no spread
+    assert gain["tasks"]["sst2"]["majority"] == 50.9 and "is better than random init by +10.0" in gain["verdict"]
     noise = baselines.compare({"sst2": res([70, 73, 71])}, {"sst2": res([71, 70, 72])}, {})
-    assert not noise["measurable"] and "no measurable gain over random initialisation" in noise["verdict"]
+    assert not noise["measurable"] and "not resolved (95% CI [" in noise["verdict"]
     one = baselines.compare({"sst2": res([90])}, {"sst2": res([70])}, {})
-    assert not one["measurable"] and "one fine-tuning seed" in one["verdict"]
+    assert not one["measurable"] and "one seed gives no interval" in one["verdict"]
 
 
 def test_random_init_checkpoint_is_the_same_config_made_once(budget_run, tmp_path):

@@ -98,7 +98,8 @@ def _register_in_mlflow(export_dir: Path, root: Path) -> dict[str, str]:
     try:
         exp = mlflow.create_experiment("serving-test", artifact_location=(root / "mlartifacts").as_uri())
         mlflow.set_experiment(experiment_id=exp)
-        res = registry.log_to_mlflow(export_dir, "electra-qa-test", alias="champion")
+        # a QA model has no random-init twin here: the alias is forced (the gate is tested in test_export)
+        res = registry.log_to_mlflow(export_dir, "electra-qa-test", alias="champion", force=True)
     finally:
         mlflow.set_tracking_uri(None)
     return {"ELECTRA_MODEL_URI": res["model_uri"], "MLFLOW_TRACKING_URI": uri}
@@ -110,6 +111,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tok = train_tokenizer(root / "tokenizer.json")
     cls_src, qa_src, disc_src = make_classifier(root, tok), make_qa(root, tok, answerability=True), \
         make_discriminator(root, tok)
+    # what the evaluate flow writes beside a fine-tuned model: its dev score against its baselines
+    from electra_pipeline import baselines, stats
+
+    ev = baselines.evidence("sst2", 50.0, 50.9, 51.5, stats.Interval(-1.5, -4.0, 1.0, n=872), bow=78.7)
+    (cls_src / baselines.EVIDENCE_FILE).write_text(json.dumps(ev))
     export.export_onnx(cls_src, root / "x_cls", optimize=True)  # as the export flow writes it: ORT's fused attention
     # no --host: the service's own default must be loopback
     servers = {"cls": Server({"ELECTRA_MODEL_DIR": str(root / "x_cls")}, root / "cls.log", host=None)}
@@ -146,6 +152,9 @@ def test_health_and_metadata(env: dict) -> None:
     assert meta["endpoint"] == "/classify" and meta["limits"]["max_items"] == 64
     assert meta["model_file"] == "model.onnx" and "CPUExecutionProvider" in meta["providers"]
     assert "/" not in meta["source"]  # the server's paths stay on the server
+    ev = meta["evaluation"]  # the dev score with its baselines and why it is no champion
+    assert ev["majority"] == 50.9 and ev["random_init"] == 51.5 and ev["bow"] == 78.7 and ev["earned"] is False
+    assert "not above the majority class" in ev["verdict"]
 
 
 def test_classify_equals_in_process_and_pytorch(env: dict) -> None:
@@ -392,6 +401,8 @@ def test_playground_shows_what_the_endpoint_answers(env: dict, tmp_path: Path, s
         assert page.count('class="tok"') == n, page
     else:
         assert expected in page, page
+    if server == "cls":  # the model's evidence: a warning naming the baselines when it earned nothing
+        assert 'id="evidence" class="warn"' in page and "Not a champion" in page and "random init 51.5" in page
     shot = tmp_path / f"playground-{server}.png"
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1000,700", url], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 5000

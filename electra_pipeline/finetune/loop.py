@@ -20,11 +20,26 @@ from electra_pipeline.finetuned import TaskModel
 from electra_pipeline.tasks import Feature, Task
 from electra_pipeline.tracking import Tracker
 
+BUCKET_BATCHES = 32  # batches per length bucket when training batches are grouped by length
 
-def batches(n: int, size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    """Index batches: shuffled with `rng`, in order without."""
+
+def batches(n: int, size: int, rng: np.random.Generator | None,
+            lengths: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Index batches: shuffled with `rng`, in order without. With `lengths`, grouped by length
+    as Hugging Face's `group_by_length` does: the shuffled order is cut into buckets of
+    BUCKET_BATCHES batches, each sorted by length before it is cut into batches, and the batches
+    are shuffled again. Padding to the batch's longest then costs little on short-sentence tasks,
+    and each batch is still a random draw of similar lengths."""
     order = rng.permutation(n) if rng is not None else np.arange(n)
-    return [order[i:i + size] for i in range(0, n, size)]
+    if lengths is None or rng is None:
+        return [order[i:i + size] for i in range(0, n, size)]
+    span = size * BUCKET_BATCHES
+    out: list[np.ndarray] = []
+    for start in range(0, n, span):
+        chunk = order[start:start + span]
+        chunk = chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
+        out += [chunk[i:i + size] for i in range(0, len(chunk), size)]
+    return [out[i] for i in rng.permutation(len(out))]
 
 
 def _forward(model: TaskModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -80,6 +95,7 @@ def train_seed(task: Task, model: TaskModel, train_feats: list[Feature], evals: 
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total))
     rng = np.random.default_rng(seed)
+    lengths = [len(f) for f in train_feats]
     step, best, kept = 0, -math.inf, None
     bar = None
     if progress:
@@ -90,7 +106,7 @@ def train_seed(task: Task, model: TaskModel, train_feats: list[Feature], evals: 
     try:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
-            for idx in batches(len(train_feats), cfg.batch_size, rng):
+            for idx in batches(len(train_feats), cfg.batch_size, rng, lengths):
                 batch = {k: v.to(device) for k, v in task.collate([train_feats[i] for i in idx], pad_id, True).items()}
                 with autocast(cfg.precision, device):
                     loss = task.loss(_forward(model, batch), batch)
