@@ -106,7 +106,7 @@ def wait(procs: list[tuple[subprocess.Popen, Path]]) -> None:
 
 
 def electra_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "electra_pipeline.cli", *args]
+    return [sys.executable, "-m", "electra_cli", *args]
 
 
 def prepare_data(args: argparse.Namespace, vocab_size: int, seq_len: int) -> tuple[Path, Path]:
