@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")  # 2-core machines
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download in the run log
     from flows.pipeline import electra_pipeline, plan
 
     plan(params)  # bad parameters fail here, before a server starts or a stage runs

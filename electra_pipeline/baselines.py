@@ -7,9 +7,14 @@
   regression the mean, which correlates with nothing). A fine-tuned model at this score has
   learned nothing from its task, pre-trained or not.
 
-`compare` puts the three side by side per task and says, in one sentence, whether the gain over
-random init is measurable: positive for every fine-tuning seed (both arms use the same seeds)
-and larger than one point on the GLUE score. With one seed it says it cannot tell.
+- **bag-of-words**: a linear model on the word counts of the same training examples
+  (`probe.bow_baseline`): the floor an encoder has to beat to be worth its compute.
+
+`compare` puts them side by side per task, with the gain over random init and its 95% interval
+(Student's t over the paired seeds, or a paired bootstrap over dev examples for one seed, from
+`gain_interval`), and says in one sentence "better" only when the interval excludes 0, else "not
+resolved". `evidence` is what a fine-tuned model carries into its export and the registry:
+`registry.earned` decides from it whether the model may be the champion.
 """
 
 from __future__ import annotations

@@ -133,9 +133,14 @@ def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_nam
     result: dict[str, Any] = {"run_id": run_id, "artifact_uri": f"runs:/{run_id}/onnx"}
     if registered_name:
         # models from code: MLflow runs mlflow_model.py at load time instead of unpickling
-        info = mlflow.pyfunc.log_model(name="onnx_model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
-                                       artifacts={"export": str(d)}, registered_model_name=registered_name,
-                                       pip_requirements=["onnxruntime", "tokenizers", "numpy"])
+        import warnings
+
+        with warnings.catch_warnings():  # its predict() is unannotated on purpose (mlflow_model.py says why)
+            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method", category=UserWarning)
+            info = mlflow.pyfunc.log_model(name="onnx_model",
+                                           python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                                           artifacts={"export": str(d)}, registered_model_name=registered_name,
+                                           pip_requirements=["onnxruntime", "tokenizers", "numpy"])
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         score = dev_score(meta)

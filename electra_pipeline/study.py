@@ -126,7 +126,7 @@ def learned_sentence(versus: dict[str, dict[str, Any]]) -> str:
     if won:
         return f"Measurably above random init ({rule}): {', '.join(won)}. Gains: {gains}."
     seeds = min(len(v.get("seed_gains") or {}) for v in versus.values())
-    why = (" One fine-tuning seed cannot separate a gain from seed noise (1-2 points a task): give 3 seeds."
+    why = (" One fine-tuning seed gives no interval: give 3 or more paired seeds."
            if seeds < 2 else "")
     return f"No arm is measurably above random init at this budget ({rule}). Gains: {gains}.{why}"
 

@@ -5,4 +5,8 @@
 #   export PREFECT_API_URL=http://127.0.0.1:4200/api
 set -euo pipefail
 export PREFECT_SERVER_ANALYTICS_ENABLED="${PREFECT_SERVER_ANALYTICS_ENABLED:-false}"
-exec prefect server start --host "${PREFECT_HOST:-127.0.0.1}" --port "${PREFECT_PORT:-4200}"
+host="${PREFECT_HOST:-127.0.0.1}" port="${PREFECT_PORT:-4200}"
+# the UI's browser code calls this API address: it must follow the port, or the UI shows
+# "Can't connect to Server API" on any port but 4200
+export PREFECT_UI_API_URL="${PREFECT_UI_API_URL:-http://${host}:${port}/api}"
+exec prefect server start --host "$host" --port "$port"

@@ -274,8 +274,11 @@ async def _metadata(_: Request) -> JSONResponse:
     Takes nothing. Returns JSON: `task`, `kind` (classification, regression, qa or discriminator),
     `labels`, `max_seq_length`, `endpoint` (the one this model serves), `answerability` (SQuAD
     2.0), dev `metrics`, `model_file`, ONNX Runtime `providers`, `source` (a registry URI, or an
-    export directory's name), `opset`, `max_abs_diff` (ONNX vs PyTorch at export) and `limits`
-    (max_items, max_text_chars, max_context_chars, max_qa_windows, max_body_bytes)."""
+    export directory's name), `opset`, `max_abs_diff` (ONNX vs PyTorch at export), `evaluation`
+    (the dev score next to the majority class, the random-init twin and bag-of-words, the gain's
+    95% interval, and whether the model earned the champion alias, with why; null when no
+    baselines were recorded) and `limits` (max_items, max_text_chars, max_context_chars,
+    max_qa_windows, max_body_bytes)."""
     return JSONResponse(bentoml.get_current_service().metadata())
 
 

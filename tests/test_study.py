@@ -63,11 +63,11 @@ def test_the_study_says_which_arms_beat_random_init():
                 "mlm": {"gain": -0.3, "seed_gains": {"1": -0.3}, "measurable": False}}
     text = study.learned_sentence(one_seed)
     assert text.startswith("No arm is measurably above random init") and "electra +1.5, mlm -0.3" in text
-    assert "give 3 seeds" in text
+    assert "give 3 or more paired seeds" in text
     three = {"electra": {"gain": 3.0, "seed_gains": {"1": 2.0, "2": 3.0, "3": 4.0}, "measurable": True},
              "mlm": {"gain": 2.0, "seed_gains": {"1": 3.0, "2": -1.0, "3": 4.0}, "measurable": False}}
     text = study.learned_sentence(three)
-    assert text.startswith("Measurably above random init") and ": electra." in text and "give 3 seeds" not in text
+    assert text.startswith("Measurably above random init") and ": electra." in text and "paired seeds" not in text
     assert "not measured" in study.learned_sentence({})
 
 
