@@ -20,7 +20,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                     "the training data only, and score it on dev next to the same config at random initialisation, "
                     "a bag-of-words model on the same examples, the majority class and, with --compare, a second "
                     "encoder. Every gain carries a paired bootstrap 95%% interval over dev examples. Writes "
-                    "probe.json and probe.md. Exit 2 with one line naming the path on bad input.")
+                    "probe.json, probe.md and probe.png. Exit 2 with one line naming the path on bad input.")
     p.add_argument("source", metavar="RUN_OR_MODEL_DIR",
                    help="a pre-training run directory (its discriminator/, or generator/ for an MLM run) or a "
                         "Hugging Face ELECTRA directory")
@@ -58,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
                        compare_label=args.compare_label, random_init_dir=out / "random-init",
                        progress=lambda m: print(m, flush=True))
     path = probe.save(result, out)
+    from flows.report import probe_chart
+
+    probe_chart(result, out / "probe.png")
     if result["skipped"]:
         print(f"skipped (no train/dev files in {data}): {', '.join(result['skipped'])}")
     print(probe.format_table(result))

@@ -400,7 +400,8 @@ def interval(d: dict[str, Any]) -> stats.Interval:
 _NAMES = {"encoder": "pre-trained", "random_init": "random init", "bow": "bag-of-words", "majority": "majority"}
 
 
-def _name(result: dict[str, Any], label: str) -> str:
+def model_name(result: dict[str, Any], label: str) -> str:
+    """How a model of the result is called in tables and plots."""
     return (result.get("compare_label") or label) if label == "compare" else _NAMES.get(label, label)
 
 
@@ -408,7 +409,7 @@ def format_table(result: dict[str, Any]) -> str:
     """Markdown: one row per task (and the mean), the encoder's probe score, each baseline's and
     the gain over random init and over bag-of-words with their 95% intervals."""
     labels = list(result["mean"]["scores"])
-    head = ["task", "train / dev", "layer, pooling"] + [_name(result, lb) for lb in labels] + \
+    head = ["task", "train / dev", "layer, pooling"] + [model_name(result, lb) for lb in labels] + \
         ["vs random init (95% CI)", "vs bag-of-words (95% CI)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -430,7 +431,7 @@ def verdict(result: dict[str, Any]) -> list[str]:
     """One sentence per baseline about the mean probe gain: better, worse or not resolved."""
     n = len(result["tasks"])
     what = f"frozen-feature probe, mean of {n} task{'s' * (n > 1)}"
-    return [f"{stats.claim(interval(iv), 'pre-trained', _name(result, lb))} ({what})."
+    return [f"{stats.claim(interval(iv), 'pre-trained', model_name(result, lb))} ({what})."
             for lb, iv in result["mean"]["vs"].items()]
 
 

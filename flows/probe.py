@@ -3,8 +3,9 @@ fine-tuning (`electra_pipeline.probe`).
 
 Each task's linear probe stands beside the random-init twin, bag-of-words and the majority
 class, with paired bootstrap 95% intervals of the gains. Written to `probe.json` / `probe.md`
-in the pre-training run directory, logged under `probe/` in its own MLflow run, and shown at
-the top of the pipeline report.
+in the pre-training run directory with `probe.png` (the scores as bars, each task's gain under
+its name), logged under `probe/` in its own MLflow run, and shown at the top of the pipeline
+report.
 """
 
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from prefect import flow
 
 from flows.base import SAMPLE, Tracking, data_path, user_errors
+from flows.report import probe_chart
 from flows.tracking import sweep_hook
 
 
@@ -54,11 +56,12 @@ def probe(
         result = lib.run(run_dir, data, cfg, compare=compare or None, compare_label=compare_label,
                          random_init_dir=Path(run_dir) / "probe" / "random-init", progress=log.info)
         path = lib.save(result, Path(run_dir) / "probe")
+        chart = probe_chart(result, path.with_suffix(".png"))
         result["table"] = lib.format_table(result)
         result["verdict"] = lib.verdict(result)
         run.log_metrics(lib.flat_metrics(result))
-        run.log_artifact(path)
-        run.log_artifact(path.with_suffix(".md"))
+        for f in (path, path.with_suffix(".md"), chart):
+            run.log_artifact(f)
         run.set_tags({"verdict": " ".join(result["verdict"])[:4000]})
     result["run_id"] = run.run_id
     return result

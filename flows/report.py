@@ -36,9 +36,21 @@ def _baselines(summaries: Summaries) -> dict[str, Any] | None:
     return next((s["baselines"] for s in summaries.values() if s.get("baselines")), None)
 
 
-def _baseline_scores(base: dict[str, Any], task: str) -> tuple[float | None, float | None]:
+def _baseline_scores(base: dict[str, Any], task: str) -> tuple[float | None, float | None, float | None]:
     row = base["comparison"]["tasks"].get(task, {})
-    return row.get("random_init"), row.get("majority")
+    return row.get("random_init"), row.get("majority"), row.get("bow")
+
+
+def _gain_cell(summary: dict[str, Any], task: str | None) -> str:
+    """`+1.2 [-0.8, +3.1]`: the gain over random init and its 95% interval (task, or GLUE for None)."""
+    from electra_pipeline.stats import Interval
+
+    comp = (summary.get("baselines") or {}).get("comparison") or {}
+    row = comp.get("glue") if task is None else comp.get("tasks", {}).get(task)
+    return Interval(**row["gain_ci"]).text() if row and row.get("gain_ci") else "-"
+
+
+BASELINE_COLUMNS = ["random init", "majority class", "bag-of-words"]
 
 
 def task_table(summaries: Summaries) -> str:
@@ -46,28 +58,27 @@ def task_table(summaries: Summaries) -> str:
     baselines when evaluated; the GLUE score row, the gain over random init, and the verdicts."""
     labels = list(summaries)
     base = _baselines(summaries)
-    extra = ["random init", "majority class"] if base else []
+    extra = BASELINE_COLUMNS + [f"{lb}: gain over random init (95% CI)" for lb in labels] if base else []
     lines = ["| task | " + " | ".join(labels + extra) + " |", "|---|" + "---|" * (len(labels) + len(extra))]
     for task in _task_order(summaries):
         cells = [_cell(summaries[lb], task) for lb in labels]
         if base:
             cells += [f"{v:.1f}" if v is not None else "-" for v in _baseline_scores(base, task)]
+            cells += [_gain_cell(summaries[lb], task) for lb in labels]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     if any(s.get("glue_score") is not None for s in summaries.values()):
         cells = [f"**{s['glue_score']:.1f}**" if s.get("glue_score") is not None else "-" for s in summaries.values()]
         glue = (base or {}).get("comparison", {}).get("glue")
         if base:
-            cells += [f"{glue['random_init']:.1f}" if glue else "-",
-                      f"{glue['majority']:.1f}" if glue and glue.get("majority") is not None else "-"]
+            cells += [f"{glue[k]:.1f}" if glue and glue.get(k) is not None else "-"
+                      for k in ("random_init", "majority", "bow")]
+            cells += [_gain_cell(summaries[lb], None) for lb in labels]
         lines.append("| **GLUE** (mean task score, WNLI excluded) | " + " | ".join(cells) + " |")
     sentences = []
     for lb, s in summaries.items():
         comp = (s.get("baselines") or {}).get("comparison") or {}
         if "glue" in comp:
-            gain = comp["glue"]["gain"]
             sentences.append(f"**{lb}**: {comp['verdict']}")
-            lines.append(f"| gain over random init ({lb}, same tasks) | "
-                         + " | ".join(f"**{gain:+.1f}**" if x == lb else "" for x in labels) + " |" * (len(extra) + 1))
     return "\n".join(lines) + ("\n\n" + "\n\n".join(sentences) if sentences else "")
 
 
@@ -75,7 +86,8 @@ def text_table(summaries: Summaries) -> str:
     """The same table for a terminal: plain aligned columns, then the verdicts."""
     labels = list(summaries)
     base = _baselines(summaries)
-    rows = [["task", *labels, *(["random init", "majority"] if base else [])]]
+    rows = [["task", *labels, *(["random init", "majority", "bag-of-words"] + [f"{lb} gain (95% CI)" for lb in labels]
+                                if base else [])]]
     for task in _task_order(summaries):
         row = [task]
         for lb in labels:
@@ -88,14 +100,15 @@ def text_table(summaries: Summaries) -> str:
                 row.append("-")
         if base:
             row += [f"{v:.1f}" if v is not None else "-" for v in _baseline_scores(base, task)]
+            row += [_gain_cell(summaries[lb], task) for lb in labels]
         rows.append(row)
     if any(s.get("glue_score") is not None for s in summaries.values()):
         row = ["GLUE", *[f"{s['glue_score']:.1f}" if s.get("glue_score") is not None else "-"
                          for s in summaries.values()]]
         if base:
             glue = base["comparison"].get("glue") or {}
-            row += [f"{glue['random_init']:.1f}" if glue else "-",
-                    f"{glue['majority']:.1f}" if glue.get("majority") is not None else "-"]
+            row += [f"{glue[k]:.1f}" if glue.get(k) is not None else "-" for k in ("random_init", "majority", "bow")]
+            row += [_gain_cell(summaries[lb], None) for lb in labels]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
@@ -118,10 +131,10 @@ def glue_chart(summaries: Summaries, out: Path) -> Path | None:
                                            for t in tasks] for lb in summaries}
     base = _baselines(summaries)
     if base:
-        pairs = [_baseline_scores(base, t) for t in tasks]
-        series["random init"] = [r if r is not None else float("nan") for r, _ in pairs]
-        series["majority class"] = [m if m is not None else float("nan") for _, m in pairs]
-    colors = {"random init": "#9e9e9e", "majority class": "#d9d9d9"}
+        rows = [_baseline_scores(base, t) for t in tasks]
+        for i, name in enumerate(BASELINE_COLUMNS):
+            series[name] = [r[i] if r[i] is not None else float("nan") for r in rows]
+    colors = {"random init": "#9e9e9e", "majority class": "#d9d9d9", "bag-of-words": "#f2c14e"}
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.7 * len(tasks) * len(series) + 2)), 4.0))
     for i, (lb, scores) in enumerate(series.items()):
@@ -133,12 +146,46 @@ def glue_chart(summaries: Summaries, out: Path) -> Path | None:
     low = min([0.0] + [v for scores in series.values() for v in scores if v == v])
     ax.set_ylim(low - 5 if low < 0 else 0, 100)  # CoLA's MCC and STS-B's correlations can be negative
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_title("Fine-tuned dev scores" + (": pre-trained vs random init vs majority class" if base else ""))
-    if len(series) > 1:
-        ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("Fine-tuned dev scores" + (" and their baselines" if base else ""))
+    if len(series) > 1:  # below the axes: inside, it covers the tallest bars' labels
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(len(series), 5), frameon=False)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def probe_chart(result: dict[str, Any], out: Path) -> Path:
+    """Grouped bars of the probe scores per task (the encoder, each baseline), with the encoder's
+    gain over random init and its 95% interval under each task's name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from electra_pipeline.probe import interval, model_name
+
+    tasks = list(result["tasks"])
+    labels = list(result["mean"]["scores"])
+    colors = {"encoder": "#1f77b4", "compare": "#ff7f0e", "random_init": "#9e9e9e", "majority": "#d9d9d9",
+              "bow": "#f2c14e"}
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.5 * len(tasks) * len(labels) + 2)), 4.0))
+    for i, lb in enumerate(labels):
+        xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(tasks))]
+        bars = ax.bar(xs, [result["tasks"][t]["scores"][lb]["score"] for t in tasks], width,
+                      label=model_name(result, lb), color=colors.get(lb), edgecolor="#555555", linewidth=0.5)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(tasks)), [f"{t}\n{interval(result['tasks'][t]['vs']['random_init']).text()}"
+                                      for t in tasks], fontsize=8)
+    ax.set_ylabel("dev score of a linear probe (%)")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_title("Frozen-encoder probes (under each task: gain over random init, 95% CI)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(labels), frameon=False)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return out
 

@@ -128,3 +128,13 @@ def test_probe_bad_input_is_one_line(encoder, tiny_data, tmp_path):
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "probe.json").exists()
+
+
+def test_probe_cli_writes_the_table_json_and_chart(encoder, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "electra_cli", "probe", str(encoder), "--tasks", "rte",
+                        "--max-train-examples", "60", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "| rte |" in r.stdout and "pre-trained vs random init" in r.stdout
+    assert {"probe.json", "probe.md", "probe.png"} <= {p.name for p in (tmp_path / "o").iterdir()}
+    assert json.loads((tmp_path / "o" / "probe.json").read_text())["tasks"]["rte"]["train_examples"] == 60
