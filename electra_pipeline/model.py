@@ -144,14 +144,17 @@ class ElectraModel(nn.Module):
         # pre-LN leaves the residual stream unnormalised: one LayerNorm after the last layer
         self.final_LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_layer_norm else None
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        # (B, T) ids -> (B, T, H) hidden states
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        # (B, T) ids -> (B, T, H) input of the first layer
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)
-        if self.embeddings_project is not None:
-            x = self.embeddings_project(x)
+        return self.embeddings_project(x) if self.embeddings_project is not None else x
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # (B, T) ids -> (B, T, H) hidden states
+        x = self.embed(input_ids, token_type_ids)
         mask = attention_bias(attention_mask)
         for layer in self.layers:
             x = layer(x, mask)
@@ -162,11 +165,7 @@ class ElectraModel(nn.Module):
         """The (B, T, H) states after the embeddings and after every layer (num_layers + 1), as
         probes read them; a pre-LN stack's states are normalised by its final LayerNorm, the
         last one as `forward` returns it."""
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)
-        if self.embeddings_project is not None:
-            x = self.embeddings_project(x)
+        x = self.embed(input_ids, token_type_ids)
         mask = attention_bias(attention_mask)
         norm = self.final_LayerNorm if self.final_LayerNorm is not None else (lambda h: h)
         states = [norm(x)]
