@@ -34,8 +34,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", metavar="DIR", default=None,
                    help="a second encoder probed the same way, e.g. the MLM arm's run directory")
     p.add_argument("--compare-label", default="mlm", help="its name in the table")
-    p.add_argument("--max-train-examples", type=int, default=None,
-                   help="a fixed random subset of each training set (default: all)")
+    p.add_argument("--max-train-examples", type=int, default=d.max_train_examples,
+                   help="a fixed random subset of each training set; 0: all of it")
     p.add_argument("--select-examples", type=int, default=d.select_examples,
                    help="training examples the layer, pooling and regularisation are chosen on")
     p.add_argument("--seed", type=int, default=d.seed, help="fixes subsets, the selection split and the resamples")
@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     from electra_pipeline import probe
     from electra_pipeline.finetune.cli import SAMPLE_DIR
 
-    cfg = probe.ProbeConfig(tasks=args.tasks, max_train_examples=args.max_train_examples,
+    cfg = probe.ProbeConfig(tasks=args.tasks, max_train_examples=args.max_train_examples or None,
                             select_examples=args.select_examples, seed=args.seed)
     out = Path(args.out) if args.out else Path(args.source) / "probe"
     if out.exists() and not out.is_dir():

@@ -138,3 +138,15 @@ def test_probe_cli_writes_the_table_json_and_chart(encoder, tmp_path):
     assert "| rte |" in r.stdout and "pre-trained vs random init" in r.stdout
     assert {"probe.json", "probe.md", "probe.png"} <= {p.name for p in (tmp_path / "o").iterdir()}
     assert json.loads((tmp_path / "o" / "probe.json").read_text())["tasks"]["rte"]["train_examples"] == 60
+
+
+def test_probe_covers_mnli_and_qnli_where_their_train_files_exist(encoder, tmp_path):
+    """MNLI (three classes, matched dev) and QNLI join the default set when their files exist:
+    here the hand-made files of tests/fixtures (the real train sets are not in ../shared)."""
+    small = REPO / "tests" / "fixtures" / "glue_small"
+    run, skipped = probe.tasks_to_probe(small, None)
+    assert run == ["qnli", "mnli"] and "sst2" in skipped
+    result = probe.run(encoder, small, probe.ProbeConfig(resamples=50), random_init_dir=tmp_path / "r")
+    mnli = result["tasks"]["mnli"]
+    assert mnli["split"] == "dev_matched" and mnli["train_examples"] == 6
+    assert 0 <= mnli["scores"]["encoder"]["score"] <= 100 and set(result["tasks"]) == {"qnli", "mnli"}
