@@ -51,8 +51,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = probe.ProbeConfig(tasks=args.tasks, max_train_examples=args.max_train_examples or None,
                             select_examples=args.select_examples, seed=args.seed)
     out = Path(args.out) if args.out else Path(args.source) / "probe"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} is not a directory")
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"out: {blocker} is a file, not a directory")
     data = SAMPLE_DIR / "glue" if args.glue_dir == "sample" else args.glue_dir
     result = probe.run(args.source, data, cfg, tokenizer=args.tokenizer, compare=args.compare,
                        compare_label=args.compare_label, random_init_dir=out / "random-init",

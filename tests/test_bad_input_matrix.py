@@ -72,6 +72,10 @@ def _cases(root: Path) -> list[tuple[str, list[str], str]]:
                                     str(root / "tok.json"), "--no-tracking", "--out", str(root / "out")], "tok.json"),
         ("intrinsic-no-checkpoint", ["intrinsic", str(root / "nowhere")], "nowhere"),
         ("intrinsic-foreign-model", ["intrinsic", str(bad_model), "--generator", str(bad_model)], "config.json"),
+        ("probe-no-encoder", ["probe", str(root / "examples"), "--out", str(root / "out")], "examples"),
+        ("probe-foreign-model", ["probe", str(bad_model), "--tokenizer", str(root / "tok.json"), "--out",
+                                 str(root / "out")], "tok.json"),
+        ("probe-out-under-file", ["probe", str(bad_model), "--out", str(f / "out")], "is a file"),
         ("export-foreign-model", ["export", str(bad_model), str(root / "out")], "model"),
         ("export-out-under-file", ["export", str(bad_model), str(f / "out")], "model"),
     ]
