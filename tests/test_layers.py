@@ -34,7 +34,8 @@ def test_library_parser_has_no_pipeline_and_the_console_command_does() -> None:
         return set(next(a for a in parser._actions if a.dest == "command").choices)
 
     assert "pipeline" not in commands(library_parser()) and "pretrain" in commands(library_parser())
-    assert commands(build_parser()) == commands(library_parser()) | {"pipeline"}
+    # the commands that live above the library: the flow runner and the probe (it draws with flows.report)
+    assert commands(build_parser()) == commands(library_parser()) | {"pipeline", "probe"}
 
 
 def test_every_library_and_flow_file_holds_one_concept() -> None:
