@@ -74,6 +74,14 @@ def default_tracking_uri() -> str:
     return resolve_tracking_uri(None)
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: `mlruns/` beside a local SQLite store (MLflow's
+    own default is `./mlruns` of whatever directory the process runs in); None for a server."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+
+
 class MLflowTracker:
     """One MLflow run. Uses the client API with explicit run ids, so nested runs and runs
     opened by other code (a Prefect flow's parent run) never fight over the active-run stack."""
@@ -93,7 +101,8 @@ class MLflowTracker:
         uri = resolve_tracking_uri(tracking_uri)
         client = mlflow.MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(
+            experiment, artifact_location=artifact_root(uri))
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
