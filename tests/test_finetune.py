@@ -97,7 +97,8 @@ class RecordingTracker:
 
 @pytest.mark.parametrize("field, value", [("lr", 0.0), ("layer_decay", 1.5), ("layer_decay_form", "bert"),
                                           ("warmup_fraction", 1.0), ("epochs", 0), ("seeds", []),
-                                          ("select", "median"), ("model_preset", "huge"), ("device", "tpu")])
+                                          ("select", "median"), ("model_preset", "huge"), ("device", "tpu"),
+                                          ("lr_grid", [1e-3, 0.0]), ("lr_select_fraction", 1.0)])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=rf"^finetune\.{field}:"):
         FinetuneConfig(**{field: value})
@@ -276,6 +277,23 @@ def test_random_init_baseline_and_select_best(assets, tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["checkpoint"] is None and saved["model"]["num_layers"] == 2 and saved["finetune"]["epochs"] == 2
     assert r.best_seed == 3 and "accuracy" in r.metrics
+
+
+def test_lr_grid_is_chosen_on_held_out_training_examples(assets, tmp_path):
+    """One first-seed run per rate on 80% of train, scored on the other 20%: dev never chooses."""
+    tok_file, ckpt = assets
+    cfg = FinetuneConfig(lr_grid=[1e-5, 3e-3], epochs=2, seeds=[1, 2], max_seq_length=32, max_train_examples=60,
+                         max_eval_examples=16, predict_test=False, device="cpu")
+    tracker = RecordingTracker()
+    finetune("sst2", ckpt, tok_file, SAMPLE, tmp_path, cfg, tracker=tracker, progress=False)
+    selection = json.loads((tmp_path / "metrics.json").read_text())["lr_selection"]
+    scores = selection["heldout_scores"]
+    assert set(scores) == {"1e-05", "0.003"} and selection["seed"] == 1
+    assert selection["lr"] == float(max(scores, key=scores.get))
+    assert json.loads((tmp_path / "config.json").read_text())["finetune"]["lr"] == selection["lr"]
+    trials = [c for c in tracker.children if c.name.endswith("-heldout")]
+    assert [c.params["heldout_examples"] for c in trials] == [12, 12]
+    assert [c.name for c in tracker.children if not c.name.endswith("-heldout")] == ["sst2-seed1", "sst2-seed2"]
 
 
 # --- CLI ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from electra_pipeline.errors import ConfigError
 from electra_pipeline.settings import field_docs
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
-_SPECIAL = {"seeds", "model_preset"}  # flags with their own definitions below
+_SPECIAL = {"seeds", "model_preset", "lr_grid"}  # flags with their own definitions below
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -43,6 +43,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML/JSON file of FinetuneConfig fields")
     p.add_argument("--seeds", type=int, nargs="+", metavar="N", default=None,
                    help="fine-tuning seeds; the median over them is reported (default: 1 2 3)")
+    p.add_argument("--lr-grid", type=float, nargs="+", metavar="LR", default=None,
+                   help="peak learning rates to choose from: one run of the first seed per rate on 80%% of the "
+                        "training data, scored on the other 20%% (never dev); the best rate trains every seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also off when not a terminal)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                                                         "sqlite:///mlflow.db)")
@@ -73,6 +76,8 @@ def build_config(args: argparse.Namespace) -> Any:
         data["seeds"] = args.seeds
     if args.model_preset is not None:
         data["model_preset"] = args.model_preset
+    if args.lr_grid is not None:
+        data["lr_grid"] = args.lr_grid
     if "seeds" in data:
         seeds = data["seeds"]
         if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):

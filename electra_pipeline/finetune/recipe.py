@@ -39,6 +39,10 @@ class FinetuneConfig:
 
     lr: float | None = None
     """peak learning rate; None: 1e-4 (small/base), 5e-5 (large)"""
+    lr_grid: list[float] = field(default_factory=list)
+    """peak learning rates to choose from on a split of the training data (never dev); [] keeps `lr`"""
+    lr_select_fraction: float = 0.2
+    """share of the training examples held out to choose from `lr_grid`"""
     layer_decay: float | None = None
     """layer-wise LR decay; None: 0.8 (0.9 large); 1.0 disables"""
     layer_decay_form: str = "code"
@@ -95,6 +99,10 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.lr is not None:
             _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in self.lr_grid),
+                 "lr_grid", f"must be positive numbers, got {self.lr_grid}")
+        _require(0 < self.lr_select_fraction < 1, "lr_select_fraction",
+                 f"must be in (0, 1), got {self.lr_select_fraction}")
         if self.layer_decay is not None:
             _require(0 < self.layer_decay <= 1, "layer_decay", f"must be in (0, 1], got {self.layer_decay}")
         _require(self.layer_decay_form in LR_DECAY_FORMS, "layer_decay_form",

@@ -19,6 +19,7 @@ import json
 import random
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,6 +181,12 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
         evals[split] = (ex, t.featurize(ex, tok, cfg.max_seq_length, training=False))
     tests = {s: t.read(data_dir, s) for s in t.test_splits if cfg.predict_test and _has_split(t, data_dir, s)}
     train_feats = t.featurize(train_ex, tok, cfg.max_seq_length, training=True)
+    lr_scores: dict[str, float] = {}
+    if cfg.lr_grid:
+        def new_model() -> torch.nn.Module:
+            return _initialised(t, cfg, model_cfg, encoder_state, checkpoint).to(device)
+
+        cfg, lr_scores = select_lr(t, train_ex, tok, cfg, new_model, pad_id, device, tracker)
 
     out = ensure_dir(Path(out_dir))
     run_info = {"task": t.name, "checkpoint": str(checkpoint) if checkpoint else None, "tokenizer": str(tok_file),
@@ -195,12 +202,7 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
         with tracker.child(f"{t.name}-seed{seed}") as st:
             st.log_params({"task": t.name, "seed": seed})
             torch.manual_seed(seed)
-            model = cpu_paths.apply(build_model(model_cfg, task_meta(t, cfg, {})))
-            if encoder_state is None:
-                init_weights(model, model_cfg.initializer_range)
-            else:
-                load_into(model, encoder_state, checkpoint)
-            model.to(device)
+            model = _initialised(t, cfg, model_cfg, encoder_state, checkpoint).to(device)
             scores, preds = train_seed(t, model, train_feats, evals, cfg, seed, pad_id, device, st, progress)
             st.log_metrics({f"final/{k}": v for k, v in scores.items()} | {"final/score": task_score(t, scores)},
                            step=cfg.epochs)
@@ -229,6 +231,9 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
             submission[stem] = path
     summary = {"task": t.name, "metrics": median, "score": task_score(t, median), "best_seed": best_seed,
                "seeds": {str(s): m for s, m in seed_metrics.items()}}
+    if lr_scores:
+        summary["lr_selection"] = {"lr": cfg.lr, "heldout_scores": lr_scores,
+                                   "heldout_fraction": cfg.lr_select_fraction, "seed": cfg.seeds[0]}
     if t.kind != "qa":  # what a constant prediction scores on the same dev examples: beside the results
         summary["baselines"] = {"majority": majority_baseline(t, train_ex, {s: ex for s, (ex, _) in evals.items()})}
     atomic.write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
@@ -239,6 +244,47 @@ def finetune(task: str, checkpoint: str | Path | None, tokenizer: str | Path, da
     tracker.log_artifact(model_dir, "model")  # what export and serving load
     return FinetuneResult(task=t.name, metrics=median, seed_metrics=seed_metrics, best_seed=best_seed,
                           model_dir=model_dir, predictions=predictions, submission=submission, out_dir=out)
+
+
+def _initialised(t: Task, cfg: FinetuneConfig, model_cfg: ModelConfig, encoder_state: dict | None,
+                 checkpoint: str | Path | None) -> torch.nn.Module:
+    """A task model with the pre-trained encoder loaded (or initialised at random: the baseline)."""
+    model = cpu_paths.apply(build_model(model_cfg, task_meta(t, cfg, {})))
+    if encoder_state is None:
+        init_weights(model, model_cfg.initializer_range)
+    else:
+        load_into(model, encoder_state, checkpoint)
+    return model
+
+
+def select_lr(t: Task, train_ex: list, tok: Tokenizer, cfg: FinetuneConfig, new_model: Callable[[], torch.nn.Module],
+              pad_id: int, device: torch.device, tracker: Tracker) -> tuple[FinetuneConfig, dict[str, float]]:
+    """Choose the peak lr from `cfg.lr_grid` as the paper's per-task grid does, but on a held-out
+    share of the training examples, so dev stays unseen: one run of the first seed per rate.
+    Returns the config with the chosen `lr` and each rate's held-out score."""
+    rng = random.Random(cfg.data_seed)
+    order = list(range(len(train_ex)))
+    rng.shuffle(order)
+    n_held = max(1, round(cfg.lr_select_fraction * len(train_ex)))
+    if len(train_ex) - n_held < 1:
+        raise DataError(f"{t.name}: {len(train_ex)} training examples are too few to hold out a share for lr_grid")
+    held = [train_ex[i] for i in sorted(order[:n_held])]
+    fit = [train_ex[i] for i in sorted(order[n_held:])]
+    fit_feats = t.featurize(fit, tok, cfg.max_seq_length, training=True)
+    # scored under the first eval split's metric names; the examples are the held-out training share
+    evals = {next(iter(t.eval_splits)): (held, t.featurize(held, tok, cfg.max_seq_length, training=False))}
+    seed, scores = cfg.seeds[0], {}
+    for lr in cfg.lr_grid:
+        trial = dataclasses.replace(cfg, lr=float(lr), select="last")
+        with tracker.child(f"{t.name}-lr{lr:g}-heldout") as st:
+            st.log_params({"task": t.name, "seed": seed, "lr": lr, "heldout_examples": len(held)})
+            torch.manual_seed(seed)
+            split_scores, _ = train_seed(t, new_model(), fit_feats, evals, trial, seed, pad_id, device, st, False)
+            scores[f"{lr:g}"] = task_score(t, split_scores)
+            st.log_metrics({"heldout/score": scores[f"{lr:g}"]}, step=0)
+    best = max(cfg.lr_grid, key=lambda lr: scores[f"{lr:g}"])  # ties: the first (smallest when sorted)
+    tracker.log_params({"lr_selected": best})
+    return dataclasses.replace(cfg, lr=float(best)), scores
 
 
 def majority_baseline(t: Task, train: list, evals: dict[str, list]) -> dict[str, float]:
