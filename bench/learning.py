@@ -18,7 +18,8 @@ Steps (each cached in --work, so a rerun with the same inputs skips what is done
    sets, or `--probe-train-examples`) next to random init, bag-of-words and the majority class,
    with paired bootstrap 95% intervals.
 4. Fine-tuning SST-2, MRPC and STS-B (up to `--max-train-examples` each, default 4,000, 3 epochs,
-   lr 5e-4 without layer-wise decay, `--pooling` for every arm, `--seeds`; median over seeds) from
+   lr 5e-4 without layer-wise decay, or `--lr-grid` chosen on 20% of each training set, `--epochs`,
+   `--layer-decay`, `--pooling` for every arm, `--seeds`; median over seeds) from
    the ELECTRA discriminator, the MLM model, and the same config at random initialisation: one
    process per arm and task, two at a time. GLUE-3 = mean of SST-2 accuracy, MRPC (F1 +
    accuracy)/2, STS-B (Pearson + Spearman)/2. The gain's 95% interval is Student's t over the
@@ -72,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-lr", type=float, default=5e-4,
                    help="fine-tuning peak lr for every arm (the reference 1e-4 leaves 2-layer models under-fitted)")
     p.add_argument("--layer-decay", type=float, default=1.0, help="fine-tuning layer-wise lr decay for every arm")
+    p.add_argument("--lr-grid", type=float, nargs="+", default=None, metavar="LR",
+                   help="choose each arm's and task's peak lr from these on 20%% of its training examples "
+                        "(never dev) instead of --finetune-lr")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="fine-tuning epochs of every task; 0: each task's own (the paper's: 3, STS-B and RTE 10)")
     p.add_argument("--pooling", choices=("cls", "mean"), default="cls",
                    help="fine-tuning head input for every arm: the [CLS] row or the mean of all tokens")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with corpus/ and glue/")
@@ -165,8 +171,10 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
     seeds = [str(s) for s in args.seeds]
     pending, outs = [], {}
     for arm, ckpt in encoders.items():
-        recipe = (f"{args.max_train_examples}-lr{args.finetune_lr:g}-ld{args.layer_decay:g}"
-                  f"{'-' + args.pooling if args.pooling != 'cls' else ''}-{'_'.join(seeds)}")
+        lr = "grid" + "_".join(f"{x:g}" for x in args.lr_grid) if args.lr_grid else f"{args.finetune_lr:g}"
+        recipe = (f"{args.max_train_examples}-lr{lr}-ld{args.layer_decay:g}"
+                  f"{'-' + args.pooling if args.pooling != 'cls' else ''}"
+                  f"{'-ep' + str(args.epochs) if args.epochs != 3 else ''}-{'_'.join(seeds)}")
         out = args.work / "finetune" / f"{arm}-{ckpt.parent.name}-{recipe}"
         if arm == "random_init":
             out = args.work / "finetune" / f"random_init-{ckpt.name}-{recipe}"
@@ -177,7 +185,10 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
             if not (out / task / "results.json").is_file():
                 cmd = electra_cmd("evaluate", task, "--checkpoint", str(ckpt), "--tokenizer", str(tokenizer),
                                   "--data-dir", str(glue), "--seeds", *seeds, "--max-train-examples",
-                                  str(args.max_train_examples), "--epochs", "3", "--lr", str(args.finetune_lr),
+                                  str(args.max_train_examples),
+                                  *(["--epochs", str(args.epochs)] if args.epochs else []),
+                                  *(["--lr-grid", *map(str, args.lr_grid)] if args.lr_grid else
+                                    ["--lr", str(args.finetune_lr)]),
                                   "--layer-decay", str(args.layer_decay), "--pooling", args.pooling,
                                   "--predict-test", "false",
                                   "--out", str(out / task), "--no-tracking", "--no-progress")
@@ -283,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         ru = r["unigram"]
         print(f"  {o:8s} {ru['pretrained']['auc']:.3f}  random init {ru['random_init']['auc']:.3f}  "
               f"context-free {ru['context_free']['auc']:.3f}  masked-token acc {100 * r['mlm']['pretrained']['accuracy']:.1f}%")
+    lr = f"lr chosen from {args.lr_grid} on 20% of train" if args.lr_grid else f"lr {args.finetune_lr:g}"
     print(f"\nfine-tuned dev scores (median of seeds {' '.join(map(str, args.seeds))}, "
-          f"{args.max_train_examples} train examples, 3 epochs, lr {args.finetune_lr:g}, layer decay {args.layer_decay:g}, "
+          f"{args.max_train_examples} train examples, {args.epochs or 'task'} epochs, {lr}, layer decay {args.layer_decay:g}, "
           f"{args.pooling} pooling):")
     print("  arm          " + "  ".join(f"{t:>6}" for t in TASKS) + "  GLUE-3")
     for arm, r in results.items():
