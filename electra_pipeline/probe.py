@@ -42,6 +42,8 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)  # logistic regression's inverse regularisation
 ALPHA_GRID = (1.0, 10.0, 100.0, 1000.0)  # ridge's regularisation
 BASELINES = ("random_init", "bow", "majority", "compare")
 
+PREDICTIONS_FILE = "predictions.npz"
+
 
 @dataclass(kw_only=True)
 class ProbeConfig:
@@ -373,7 +375,9 @@ def run(source: str | Path, data_dir: str | Path, cfg: ProbeConfig | None = None
               "compare": str(others[0].path) if others else None, "compare_label": compare_label if others else None,
               "config": dataclasses.asdict(cfg), "skipped": skipped,
               "tasks": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in tasks.items()},
-              "mean": mean_scores(tasks, cfg)}
+              "mean": mean_scores(tasks, cfg),
+              # every dev prediction, for save() (predictions.npz) and resampling: not part of probe.json
+              "_predictions": {n: {"gold": r["_gold"], **r["_predictions"]} for n, r in tasks.items()}}
     return result
 
 
@@ -452,11 +456,27 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 def save(result: dict[str, Any], out_dir: str | Path) -> Path:
-    """probe.json and probe.md in `out_dir`, written atomically."""
+    """probe.json, probe.md and every dev prediction (predictions.npz: what curves and later
+    comparisons resample) in `out_dir`, written atomically."""
     out = Path(out_dir)
-    atomic.write_text(out / "probe.json", json.dumps(result, indent=2) + "\n")
+    save_predictions(result, out)
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    atomic.write_text(out / "probe.json", json.dumps(public, indent=2) + "\n")
     atomic.write_text(out / "probe.md", format_table(result) + "\n\n" + "\n".join(verdict(result)) + "\n")
     return out / "probe.json"
+
+
+def save_predictions(result: dict[str, Any], out_dir: str | Path) -> Path:
+    """Every task's dev gold labels and each model's dev predictions (`<task>/gold`,
+    `<task>/<model>`), beside probe.json."""
+    arrays = {f"{task}/{label}": np.asarray(values, np.float64)
+              for task, preds in result["_predictions"].items() for label, values in preds.items()}
+    path = Path(out_dir) / PREDICTIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path
 
 
 def bow_baseline(task: Any, train: Sequence[Any], dev: Sequence[Any], seed: int = 0,

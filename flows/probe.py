@@ -57,6 +57,7 @@ def probe(
         result = lib.run(run_dir, data, cfg, compare=compare or None, compare_label=compare_label,
                          random_init_dir=Path(run_dir) / "probe" / "random-init", progress=log.info)
         path = lib.save(result, Path(run_dir) / "probe")
+        result.pop("_predictions")  # arrays, saved beside probe.json; the flow returns JSON-able data
         chart = probe_chart(result, path.with_suffix(".png"))
         result["table"] = lib.format_table(result)
         result["verdict"] = lib.verdict(result)

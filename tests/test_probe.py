@@ -79,7 +79,12 @@ def test_probe_is_deterministic_and_reports_every_baseline(encoder, tmp_path):
     cfg = probe.ProbeConfig(tasks=["sst2", "stsb"], max_train_examples=120, resamples=200)
     first = probe.run(encoder, SAMPLE_GLUE, cfg, random_init_dir=tmp_path / "r")
     second = probe.run(encoder, SAMPLE_GLUE, cfg, random_init_dir=tmp_path / "r")
+    arrays = first.pop("_predictions"), second.pop("_predictions")
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    for task, preds in arrays[0].items():
+        assert all(np.array_equal(v, arrays[1][task][k]) for k, v in preds.items())
+    assert set(arrays[0]["sst2"]) == {"gold", "encoder", "random_init", "bow", "majority"}
+    first["_predictions"] = arrays[0]
     sst2 = first["tasks"]["sst2"]
     assert set(sst2["scores"]) == {"encoder", "random_init", "bow", "majority"}
     assert sst2["train_examples"] == 120 and sst2["scores"]["encoder"]["pooling"] in probe.POOLINGS
@@ -95,6 +100,9 @@ def test_probe_is_deterministic_and_reports_every_baseline(encoder, tmp_path):
     assert "probe/mean/gain_random_init_low" in probe.flat_metrics(first)
     probe.save(first, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "probe.json").read_text())["tasks"]["sst2"]["dev_examples"] > 0
+    with np.load(tmp_path / "out" / "predictions.npz") as saved:
+        assert np.array_equal(saved["sst2/encoder"], arrays[0]["sst2"]["encoder"])
+        assert len(saved["stsb/gold"]) == first["tasks"]["stsb"]["dev_examples"]
 
 
 def test_bag_of_words_learns_sentiment_from_word_counts():
@@ -136,7 +144,7 @@ def test_probe_cli_writes_the_table_json_and_chart(encoder, tmp_path):
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "| rte |" in r.stdout and "pre-trained vs random init" in r.stdout
-    assert {"probe.json", "probe.md", "probe.png"} <= {p.name for p in (tmp_path / "o").iterdir()}
+    assert {"probe.json", "probe.md", "probe.png", "predictions.npz"} <= {p.name for p in (tmp_path / "o").iterdir()}
     assert json.loads((tmp_path / "o" / "probe.json").read_text())["tasks"]["rte"]["train_examples"] == 60
 
 
