@@ -3,6 +3,12 @@
 The ecosystem's interchange format: users publish our discriminators and start from Google's
 checkpoints. Our only naming difference is the fused QKV projection, split/joined here.
 Only safetensors are read: nothing untrusted is unpickled.
+
+A model with the paper's architecture (post-LN, absolute positions) is saved as transformers'
+ELECTRA (`model_type` electra). One that transformers' ELECTRA cannot compute (pre-LayerNorm,
+relative attention) is saved as the Hub saves custom architectures: `model_type`
+electra_pipeline, `auto_map`, and the configuration and modeling code of `remote_code/` beside
+config.json, so `AutoModel*.from_pretrained(dir, trust_remote_code=True)` computes exactly our model.
 """
 
 from __future__ import annotations
@@ -36,12 +42,30 @@ _HEAD_MAP = {
                   "head.LayerNorm": "generator_predictions.LayerNorm"},
 }
 ARCHITECTURES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+# the custom architecture: model_type, classes per kind, and the code the directory carries (remote_code/)
+CUSTOM_MODEL_TYPE = "electra_pipeline"
+CUSTOM_ARCHITECTURES = {"discriminator": "ElectraPipelineForPreTraining", "generator": "ElectraPipelineForMaskedLM"}
+REMOTE_CODE = Path(__file__).parent / "remote_code"
+REMOTE_CODE_FILES = ("configuration_electra_pipeline.py", "modeling_electra_pipeline.py")
+AUTO_MAP = {
+    "AutoConfig": "configuration_electra_pipeline.ElectraPipelineConfig",
+    "AutoModel": "modeling_electra_pipeline.ElectraPipelineModel",
+    "AutoModelForPreTraining": "modeling_electra_pipeline.ElectraPipelineForPreTraining",
+    "AutoModelForMaskedLM": "modeling_electra_pipeline.ElectraPipelineForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_electra_pipeline.ElectraPipelineForSequenceClassification",
+}
+
+
+def custom_architecture(cfg: ModelConfig) -> bool:
+    """Whether transformers' ELECTRA (post-LN, absolute positions only) would compute another function."""
+    return cfg.pre_layer_norm or cfg.relative_attention > 0
 
 
 def to_hf_config(cfg: ModelConfig, kind: str) -> dict:
+    custom = custom_architecture(cfg)
     return {
-        "architectures": [ARCHITECTURES[kind]],
-        "model_type": "electra",
+        "architectures": [(CUSTOM_ARCHITECTURES if custom else ARCHITECTURES)[kind]],
+        "model_type": CUSTOM_MODEL_TYPE if custom else "electra",
         "vocab_size": cfg.vocab_size,
         "embedding_size": cfg.embedding_size,
         "hidden_size": cfg.hidden_size,
@@ -56,18 +80,14 @@ def to_hf_config(cfg: ModelConfig, kind: str) -> dict:
         "initializer_range": cfg.initializer_range,
         "layer_norm_eps": cfg.layer_norm_eps,
         "pad_token_id": cfg.pad_token_id,
-        "position_embedding_type": "absolute",
-        "summary_type": "first",
         "tie_word_embeddings": True,
-        # Not transformers fields: its ELECTRA is post-LN with absolute positions and ignores them, so
-        # such a checkpoint is for this project's loaders (fine-tuning, export, serving) only.
-        **({"pre_layer_norm": True} if cfg.pre_layer_norm else {}),
-        **({"relative_attention": cfg.relative_attention} if cfg.relative_attention else {}),
+        **({"pre_layer_norm": cfg.pre_layer_norm, "relative_attention": cfg.relative_attention} if custom else
+           {"position_embedding_type": "absolute", "summary_type": "first"}),
     }
 
 
 def from_hf_config(d: dict, source: str = "config.json") -> ModelConfig:
-    if d.get("model_type") not in (None, "electra"):
+    if d.get("model_type") not in (None, "electra", CUSTOM_MODEL_TYPE):
         raise DataError(f"{source}: model_type is {d.get('model_type')!r}, not an ELECTRA checkpoint")
     if d.get("hidden_act", "gelu") != "gelu":
         raise DataError(f"{source}: hidden_act {d['hidden_act']!r} is not supported (only gelu)")
@@ -151,9 +171,16 @@ def to_hf_state_dict(module: Discriminator | Generator, kind: str) -> dict[str, 
 def save_hf(module: Discriminator | Generator, out_dir: str | Path, kind: str,
             tokenizer: str | Path | None = None) -> Path:
     """Write config.json + model.safetensors atomically (temp dir, then rename), plus the
-    tokenizer files when given, so `from_pretrained(out_dir)` works for model and tokenizer."""
+    tokenizer files when given, so `from_pretrained(out_dir)` works for model and tokenizer; a
+    custom architecture also gets its code and `auto_map` (module docstring)."""
+    cfg = module.electra.config
     with staged_dir(Path(out_dir), "config.json") as tmp:
-        (tmp / "config.json").write_text(json.dumps(to_hf_config(module.electra.config, kind), indent=2) + "\n")
+        hf_cfg = to_hf_config(cfg, kind)
+        if custom_architecture(cfg):
+            hf_cfg["auto_map"] = AUTO_MAP
+            for name in REMOTE_CODE_FILES:
+                atomic.copy_file(REMOTE_CODE / name, tmp / name)
+        (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
         # Tied weight is implied by tie_word_embeddings; HF drops it on save too.
         save_file(to_hf_state_dict(module, kind), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer:
@@ -183,20 +210,23 @@ def model_card(kind: str, cfg: dict, summary: dict) -> str:
                          "the BERT-style masked-LM model (the MLM baseline); the encoder to fine-tune"}[kind]
     init = summary.get("init")
     custom = m.get("pre_layer_norm") or m.get("relative_attention")  # transformers' ELECTRA has neither
+    auto_class = {"discriminator": "AutoModelForPreTraining", "generator": "AutoModelForMaskedLM"}[kind]
     corpus = modelcard.pretraining_corpus(cfg["data"]) if cfg.get("data") else None
     metadata = {
         "license": cfg.get("license", modelcard.LICENSE),
         "language": cfg.get("language", modelcard.LANGUAGE),
-        "library_name": "electra-pipeline" if custom else "transformers",
+        "library_name": "transformers",
         "pipeline_tag": PIPELINE_TAGS[kind],
         "tags": modelcard.unique(["electra", t["objective"], cfg["preset"], "pretraining", ROLE_TAGS[kind],
-                                  "electra-pipeline"]),
+                                  "electra-pipeline", *(["custom_code"] if custom else [])]),
         **({"datasets": corpus.datasets} if corpus else {}),
     }
     hours = c.get("device_hours")
     lines = [
         f"# ELECTRA {kind} ({cfg['preset']} preset)", "",
-        f"This directory holds {role}, in the Hugging Face ELECTRA format.", "",
+        f"This directory holds {role}, in the Hugging Face ELECTRA format"
+        + (" with its own modeling code (pre-LayerNorm or relative attention, which transformers' ELECTRA lacks)."
+           if custom else "."), "",
         f"- sizes: {m['num_layers']} layers x {m['hidden_size']} hidden, {m['num_heads']} heads, "
         f"{m['vocab_size']:,}-token vocabulary"
         + (", pre-LayerNorm" if m.get("pre_layer_norm") else "")
@@ -231,8 +261,9 @@ def model_card(kind: str, cfg: dict, summary: dict) -> str:
         "",
         "Whether it learned context: `electra intrinsic <run directory>` (held-out replaced-token detection next to "
         "random initialisation and a context-free detector)."
-        + (" Transformers' ELECTRA has no pre-LayerNorm or relative attention: load this checkpoint with "
-           "`electra_pipeline.hf`, `electra finetune` or `electra export`." if custom else ""),
+        + (f" In transformers: `{auto_class}.from_pretrained(dir, trust_remote_code=True)` (the code is "
+           "`modeling_electra_pipeline.py` here); `ElectraModel` and its heads would drop the relative bias and "
+           "the final LayerNorm and compute another function." if custom else ""),
         "",
         "## Intended use and limits",
         "",

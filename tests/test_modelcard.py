@@ -126,3 +126,17 @@ def test_onnx_card_is_the_source_card_for_onnx(pretrained: Path) -> None:
                                                          "source": "/x"}))
     assert meta["library_name"] == "onnx" and meta["pipeline_tag"] == "token-classification"
     assert "model-index" not in meta and "no model card" in body
+
+
+def test_custom_architecture_card_says_how_transformers_loads_it() -> None:
+    """The cpu preset's card: custom_code tag and the Auto class with trust_remote_code, per kind."""
+    cfg = config_mod.to_dict(presets.cpu())
+    cfg["data"] = ""
+    summary = {"steps": 20, "compute": {"tokens": 20 * 16 * 128, "train_flops": 1e12, "devices": 1, "device": "cpu",
+                                        "precision": "fp32", "train_minutes": 0.5}}
+    for kind, auto_class in (("discriminator", "AutoModelForPreTraining"), ("generator", "AutoModelForMaskedLM")):
+        meta, body = front_matter(hf.model_card(kind, cfg, summary))
+        assert meta["library_name"] == "transformers" and "custom_code" in meta["tags"]
+        assert f"`{auto_class}.from_pretrained(dir, trust_remote_code=True)`" in body
+    meta, body = front_matter(hf.model_card("discriminator", config_mod.to_dict(presets.tiny()) | {"data": ""}, summary))
+    assert "custom_code" not in meta["tags"] and "trust_remote_code" not in body
