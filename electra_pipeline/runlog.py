@@ -148,7 +148,14 @@ def save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
     fig, axes = plt.subplots(rows_n, 2, figsize=(10, 3.2 * rows_n), squeeze=False)
     for ax, k in zip(axes.flat, keys):
         rows = [h for h in history if k in h]  # a run resumed across versions may lack a metric early on
-        ax.plot([h["step"] for h in rows], [h[k] for h in rows], linewidth=1.2)
+        sparse = k.startswith("heldout/")  # scored every eval_every steps, from step 0: points, not a trace
+        ax.plot([h["step"] for h in rows], [h[k] for h in rows], linewidth=1.2, marker="o" if sparse else None,
+                markersize=3)
+        if k == "disc/accuracy" and any("disc/replaced_fraction" in h for h in rows):
+            base = [h for h in rows if "disc/replaced_fraction" in h]
+            ax.plot([h["step"] for h in base], [1 - h["disc/replaced_fraction"] for h in base], color="tab:red",
+                    linestyle="--", linewidth=1, label="always 'original' (1 - replaced share)")
+            ax.legend(loc="lower right", fontsize=9)
         if k == "disc/loss_over_prior":
             ax.axhline(1.0, color="tab:red", linestyle="--", linewidth=1, label="prior: learned nothing")
             ax.legend(loc="lower right", fontsize=9)

@@ -157,7 +157,8 @@ def table(curves: dict[str, list[Point]], tasks: Sequence[str], random_init: dic
     return "\n".join(rows)
 
 
-def plot(curves: dict[str, list[Point]], out: Path, random_init: float | None = None, title: str = "") -> Path:
+def plot(curves: dict[str, list[Point]], out: Path, random_init: float | None = None, title: str = "",
+         seeds: int = 1) -> Path:
     """GLUE score against pre-training FLOPs, one line per objective (log x); beside it, when the
     RTD arms were scored at their checkpoints, held-out detection AUC against the same FLOPs."""
     import matplotlib
@@ -176,7 +177,7 @@ def plot(curves: dict[str, list[Point]], out: Path, random_init: float | None = 
                     linewidth=2.5 if objective in ("electra", "mlm") else 1.5, label=objective)
     if random_init is not None:
         ax.axhline(random_init, color="grey", linestyle="--", linewidth=1, label="random init")
-    ax.set_ylabel("GLUE score (dev, median over seeds)")
+    ax.set_ylabel(f"GLUE score (dev, median of {seeds} seeds)" if seeds > 1 else "GLUE score (dev, one seed)")
     ax.set_title(title or "Quality against pre-training compute")
     if with_auc:
         right = axes[0][1]

@@ -277,12 +277,13 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     scored_bucket = state.step // t.eval_every if t.eval_every else 0
     # only a head trained to say "replaced" has a held-out AUC worth reading
     detector = model.discriminator if t.objective in config_mod.RTD_OBJECTIVES else None
+    window = runlog.Window(batch_size=t.batch_size, seq_len=t.seq_len, step_flops=run.step_flops, peak_tflops=peak)
+    metrics_file = (out / "metrics.jsonl").open("a") if world.is_main else None
     if probe is not None and state.step == 0:  # where the curve starts: the run at initialisation
         start = probe.score(detector, model.generator)
         watch.start_auc = start.get("heldout/unigram_auc")
         tracker.log_metrics(start, step=0)
-    window = runlog.Window(batch_size=t.batch_size, seq_len=t.seq_len, step_flops=run.step_flops, peak_tflops=peak)
-    metrics_file = (out / "metrics.jsonl").open("a") if world.is_main else None
+        metrics_file.write(json.dumps(start | {"step": 0}) + "\n")
     bar = _progress_bar(run) if progress and world.is_main else None
     model.train()
     try:

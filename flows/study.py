@@ -215,7 +215,8 @@ def efficiency_study(
             from electra_pipeline.errors import PipelineError
 
             raise PipelineError("every arm failed: " + "; ".join(f"{o}: {m}" for o, m in failed.items()))
-        result = _write(study_dir, curves, tasks, random_init, auc, versus, failed, budget, steps, corpus_tokens)
+        result = _write(study_dir, curves, tasks, random_init, auc, versus, failed, budget, steps, corpus_tokens,
+                        seeds=len(finetune["seeds"]))
         run.log_metrics({f"{o}/glue": study.final(cv).glue_score for o, cv in curves.items()
                          if study.final(cv).glue_score is not None}
                         | {f"{o}/auc": a for o, a in auc.items() if a is not None}
@@ -250,12 +251,12 @@ def _snapshot_auc(run_dir: Path, fraction: str, objective: str, tracking: Tracki
 
 def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_init: dict[str, float],
            auc: dict[str, float | None], versus: dict[str, dict[str, Any]], failed: dict[str, str],
-           budget: float | None, steps: dict[str, int], corpus_tokens: int | None) -> dict[str, Any]:
+           budget: float | None, steps: dict[str, int], corpus_tokens: int | None, seeds: int = 1) -> dict[str, Any]:
     """study.json, study.md and study_curves.png."""
     from electra_pipeline import study
 
     ri = sum(random_init.values()) / len(random_init) if random_init else None
-    plot = study.plot(curves, study_dir / "study_curves.png", random_init=ri,
+    plot = study.plot(curves, study_dir / "study_curves.png", random_init=ri, seeds=seeds,
                       title=f"GLUE ({', '.join(tasks)}) against pre-training FLOPs"
                             + (f", {corpus_tokens:,} tokens" if corpus_tokens else ""))
     table = study.table(curves, tasks, random_init, auc, versus)

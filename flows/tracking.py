@@ -169,6 +169,7 @@ class PrefectProgress(_Forwarding):
         self._last = 0.0
         self._t0 = time.monotonic()
         self._heldout: dict[str, float] = {}  # the latest held-out scores (every train.eval_every steps)
+        self._heldout_step = 0  # the step they were scored at
 
     def start(self, step: int = 0) -> None:
         from prefect.artifacts import create_progress_artifact
@@ -181,7 +182,9 @@ class PrefectProgress(_Forwarding):
         self.inner.log_metrics(metrics, step)
         if step is None:
             return
-        self._heldout |= {k: v for k, v in metrics.items() if k.startswith("heldout/")}
+        heldout = {k: v for k, v in metrics.items() if k.startswith("heldout/")}
+        if heldout:
+            self._heldout, self._heldout_step = self._heldout | heldout, step
         now = time.monotonic()
         if now - self._last < self.every_s and step < self.total_steps:
             return
@@ -197,7 +200,8 @@ class PrefectProgress(_Forwarding):
         shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("loss/gen", "loss/disc", "disc/accuracy", "gen/accuracy",
                                                            "throughput/tokens_per_s", "train/loss") if k in metrics)
         if "heldout/unigram_auc" in self._heldout:
-            shown += f"{', ' if shown else ''}held-out ROC-AUC {self._heldout['heldout/unigram_auc']:.3f}"
+            shown += (f"{', ' if shown else ''}held-out ROC-AUC {self._heldout['heldout/unigram_auc']:.3f} "
+                      f"(at step {self._heldout_step})")
         elapsed = time.monotonic() - self._t0
         eta = f", ETA {_duration(elapsed * (1 - done) / done)}" if 0 < done < 1 else ""
         desc = f"{self.label}: step {step} ({100 * done:.0f}%{eta})" + (f": {shown}" if shown else "")
