@@ -115,7 +115,7 @@ class _Source:
 def load_source(model_dir: str | Path, tokenizer: str | Path | None = None) -> _Source:
     """A fine-tuned directory (task.json) or an HF ELECTRA discriminator (config.json whose
     architecture is ElectraForPreTraining; its tokenizer.json beside it or `tokenizer`)."""
-    from electra_pipeline import finetuned, hf
+    from electra_pipeline import finetuned, hf, integrity
 
     d = Path(model_dir)
     if not d.is_dir():
@@ -134,6 +134,7 @@ def load_source(model_dir: str | Path, tokenizer: str | Path | None = None) -> _
     if "ElectraForPreTraining" not in arch:
         raise DataError(f"{d}: neither a fine-tuned model directory (task.json) nor an HF ELECTRA "
                         "discriminator (config.json with architectures [ElectraForPreTraining])")
+    integrity.verify_dir(d)
     model = hf.load_discriminator(d).eval()
     tok = Path(tokenizer) if tokenizer else d / "tokenizer.json"
     if not tok.is_file():

@@ -29,6 +29,7 @@ from electra_pipeline import (
     distributed,
     flops,
     hf,
+    integrity,
     intrinsic,
     optim,
     preflight,
@@ -146,6 +147,8 @@ class _Run:
             dirs["discriminator"] = str(hf.save_hf(self.model.discriminator, where / "discriminator", "discriminator",
                                                    tokenizer=tokenizer))
         dirs["generator"] = str(hf.save_hf(self.model.generator, where / "generator", "generator", tokenizer=tokenizer))
+        for d in dirs.values():
+            integrity.write_sums(d)
         self.record_snapshot(fraction, dirs)
 
     def record_snapshot(self, fraction: float, dirs: dict[str, str]) -> None:
@@ -397,6 +400,7 @@ def _finish(run: _Run, result: PretrainResult, session: dict[str, Any], tracker:
     for kind in ("discriminator", "generator"):
         if (out / kind).is_dir():
             atomic.write_text(out / kind / "README.md", hf.model_card(kind, config_mod.to_dict(cfg), summary))
+            integrity.write_sums(out / kind)  # after every file the loaders read is in place
     for p in (out / "config.json", out / "summary.json", plot):
         if p is not None:
             tracker.log_artifact(p)

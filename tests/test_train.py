@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline import optim, presets, runlog, runtime, train
+from electra_pipeline import integrity, optim, presets, runlog, runtime, train
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.tracking import NullTracker
 
@@ -288,11 +288,12 @@ def test_damaged_checkpoint_state_is_one_line_naming_the_file(tiny_data, tmp_pat
         state["param_groups"] = state["param_groups"][:1]
     elif damage == "step":
         state["step"] = "two"
-    (ckpt / "state.json").write_text(json.dumps(state))
-    if damage == "rng":
+    if damage == "rng":  # a well-formed file without the generator state, listed with its new sum
         tensors = load_file(str(ckpt / "optimizer.safetensors"))
         del tensors["rng.mask"]
         save_file(tensors, str(ckpt / "optimizer.safetensors"))
+        state["files"]["optimizer.safetensors"] = integrity.sha256_file(ckpt / "optimizer.safetensors")
+    (ckpt / "state.json").write_text(json.dumps(state))
     longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4))
     with pytest.raises(DataError, match="state.json|optimizer.safetensors") as e:
         train.pretrain(longer, resume=tmp_path / "run", progress=False, allow_changes=True)
