@@ -188,6 +188,10 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> tupl
     missing = set(model.state_dict()) - set(sd)
     if missing:
         raise DataError(f"{weights}: lacks {len(missing)} tensors (first: {sorted(missing)[0]})")
+    for k, v in model.state_dict().items():
+        if sd[k].shape != v.shape:
+            raise DataError(f"{weights}: tensor {k} has shape {tuple(sd[k].shape)}, but {cfg_file} gives "
+                            f"{tuple(v.shape)}; the weights and the config do not belong together")
     model.load_state_dict({k: sd[k] for k in model.state_dict()})
     if not (p / "tokenizer.json").is_file():
         raise DataError(f"{p / 'tokenizer.json'}: missing")
