@@ -27,8 +27,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="write attention as ONNX Runtime's fused Attention op (QAttention in int8): faster on "
                         "ORT, which then is the only runtime that can load the file")
     p.add_argument("--quantize", action="store_true", help="also write model.int8.onnx (dynamic int8 weights)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset: torchscript %d-%d, dynamo %d-%d (dynamo writes >= 18)"
-                   % (*OPSETS["torchscript"], *OPSETS["dynamo"]))
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset: {}-{} for torchscript, {}-{} for dynamo (which writes >= 18)".format(
+                       *OPSETS["torchscript"], *OPSETS["dynamo"]))
     p.add_argument("--exporter", choices=EXPORTERS, default="torchscript", help="torch.onnx exporter")
     p.add_argument("--attention", choices=ATTENTIONS, default="explicit",
                    help="export attention as explicit maths (faster in ONNX Runtime) or as traced SDPA")
