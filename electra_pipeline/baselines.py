@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from electra_pipeline import hf, metrics, stats
+from electra_pipeline import hf, integrity, metrics, stats
 from electra_pipeline.errors import DataError, read_json_object
 from electra_pipeline.model import Discriminator, init_weights
 
@@ -57,6 +57,7 @@ def random_init_checkpoint(checkpoint: str | Path, cache_dir: str | Path, seed: 
             model = Discriminator(cfg)
             init_weights(model, cfg.initializer_range)
         hf.save_hf(model, out, "discriminator")
+        integrity.write_sums(out)
     return out
 
 

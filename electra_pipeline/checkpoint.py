@@ -3,15 +3,20 @@
     <run>/checkpoints/step-00001000/
         model.safetensors      the whole pre-trainer (shared embeddings stored once)
         optimizer.safetensors  every optimizer state tensor, keyed state.<param index>.<name>
-        state.json             step, examples seen, param groups, scheduler, RNG keys, config
+        state.json             step, examples seen, param groups, scheduler, RNG keys, config, and
+                               "files": the sha256 of both weights files
 
 Each is written to a hidden temporary directory and renamed into place, so a crash never
 leaves a half-written checkpoint; older ones beyond `keep` are deleted after the rename.
+state.json is written last and is the checkpoint's manifest: loading checks both files against
+its sums first, so a damaged byte anywhere stops the resume with the file's name. A checkpoint
+from before the sums ("files" absent) loads with one warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +26,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from electra_pipeline import integrity
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError, read_json_object
 
 FORMAT = "electra-checkpoint/1"
+WEIGHT_FILES = ("model.safetensors", "optimizer.safetensors")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,7 +66,8 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         meta = {"format": FORMAT, "step": state.step, "examples_seen": state.examples_seen,
                 "train_seconds": state.train_seconds,
-                "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(), "config": config}
+                "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(), "config": config,
+                "files": integrity.file_sums(tmp, list(WEIGHT_FILES))}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=list))
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -90,6 +100,18 @@ def read_state(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
+def verify_checkpoint(ckpt: Path, meta: dict[str, Any], names: tuple[str, ...] = WEIGHT_FILES) -> None:
+    """`names` against the sums in state.json; a checkpoint without them loads with a warning."""
+    sums = meta.get("files")
+    manifest = Path(ckpt) / "state.json"
+    if sums is None:
+        log.warning("%s: no checksums (a checkpoint from before them); its weights are loaded unverified", manifest)
+        return
+    if not isinstance(sums, dict) or not all(isinstance(sums.get(n), str) for n in names):
+        raise DataError(f"{manifest}: \"files\" must map {', '.join(names)} to their sha256")
+    integrity.verify(ckpt, {n: sums[n] for n in names}, manifest)
+
+
 def _optimizer_file(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
     """(every tensor of optimizer.safetensors, the AdamW state by parameter index)."""
     try:
@@ -108,6 +130,7 @@ def load_optimizer_moments(ckpt: Path, optimizer: torch.optim.Optimizer) -> None
     """The AdamW moments of checkpoint `ckpt` into `optimizer`, keeping its own param groups (and so
     its learning rates): how a continued run carries its source run's optimizer state."""
     ckpt = Path(ckpt)
+    verify_checkpoint(ckpt, read_state(ckpt), ("optimizer.safetensors",))
     tensors, opt_state = _optimizer_file(ckpt)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for idx, s in opt_state.items():
@@ -122,6 +145,7 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.O
     """Restore everything in place; errors name the file and what does not match."""
     ckpt = Path(ckpt)
     meta = read_state(ckpt)
+    verify_checkpoint(ckpt, meta)
     try:
         missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=False)
     except (SafetensorError, OSError) as e:

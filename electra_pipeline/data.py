@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +53,34 @@ def derive_segments(ids: np.ndarray, sep_id: int, pad_id: int) -> tuple[np.ndarr
     return (after_first & mask).astype(np.int64), mask.astype(np.int64)
 
 
+SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")
+
+
+def check_meta(meta: dict[str, Any], meta_file: Path) -> None:
+    """The fields the readers use, with their types, or a DataError naming the first one wrong."""
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    def plain_name(v: Any) -> bool:
+        return isinstance(v, str) and v == Path(v).name and v not in ("", ".", "..")
+
+    for key in ("seq_len", "vocab_size"):
+        if not positive_int(meta.get(key)):
+            raise DataError(f"{meta_file}: {key!r} missing or not a positive integer (got {meta.get(key)!r})")
+    special = meta.get("special_ids")
+    if not isinstance(special, dict) or not all(
+            isinstance(special.get(k), int) and 0 <= special[k] < meta["vocab_size"] for k in SPECIAL_NAMES):
+        raise DataError(f"{meta_file}: 'special_ids' missing or incomplete (needs the ids of {', '.join(SPECIAL_NAMES)})")
+    shards = meta.get("shards")
+    if not isinstance(shards, list) or not all(
+            isinstance(s, dict) and plain_name(s.get("file")) and isinstance(s.get("num_examples"), int)
+            for s in shards):
+        raise DataError(f"{meta_file}: 'shards' missing or not a list of {{\"file\": NAME, \"num_examples\": N}}")
+    holdout = meta.get("holdout")
+    if holdout is not None and not (isinstance(holdout, dict) and plain_name(holdout.get("file", "holdout.npy"))):
+        raise DataError(f"{meta_file}: 'holdout' must be an object with a plain file name")
+
+
 class ExampleShards:
     """Random access to every packed example across shards, without loading them."""
 
@@ -70,6 +99,7 @@ class ExampleShards:
             raise DataError(f"{meta_file}: expected a JSON object, got {type(self.meta).__name__}")
         if self.meta.get("format") != FORMAT:
             raise DataError(f"{meta_file}: format {self.meta.get('format')!r}, expected {FORMAT!r}")
+        check_meta(self.meta, meta_file)
         self.seq_len = int(self.meta["seq_len"])
         self.vocab_size = int(self.meta["vocab_size"])
         self.special_ids: dict[str, int] = {k: int(v) for k, v in self.meta["special_ids"].items()}

@@ -21,7 +21,9 @@ def read_json_object(path, missing: str = "missing") -> dict:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: {missing}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}), so not valid JSON") from None
+    except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")

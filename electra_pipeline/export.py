@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
 import warnings
@@ -41,7 +42,7 @@ from typing import Any
 
 from electra_pipeline import atomic
 from electra_pipeline.atomic import staged_dir
-from electra_pipeline.errors import DataError, PipelineError, read_json_object
+from electra_pipeline.errors import ConfigError, DataError, PipelineError, read_json_object
 from electra_pipeline.modelcard import onnx_card
 from electra_pipeline.ort_graph import explicit_attention_twin
 
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 EXPORTERS = ("torchscript", "dynamo")
 ATTENTIONS = ("explicit", "sdpa")  # see ort_graph.explicit_attention_twin
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17; dynamo needs >= 18 and uses that
+# opsets an export may ask for: from 13 (a discriminator exports and matches PyTorch down to opset 9)
+# to the newest each torch.onnx exporter writes (torch 2.x: 20 for torchscript, 23 for dynamo)
+OPSETS = {"torchscript": (13, 20), "dynamo": (13, 23)}
 ATOL = 1e-4
 
 # Real text for the agreement check: short, long (truncated at any max length), pairs.
@@ -115,7 +119,7 @@ class _Source:
 def load_source(model_dir: str | Path, tokenizer: str | Path | None = None) -> _Source:
     """A fine-tuned directory (task.json) or an HF ELECTRA discriminator (config.json whose
     architecture is ElectraForPreTraining; its tokenizer.json beside it or `tokenizer`)."""
-    from electra_pipeline import finetuned, hf
+    from electra_pipeline import finetuned, hf, integrity
 
     d = Path(model_dir)
     if not d.is_dir():
@@ -134,6 +138,7 @@ def load_source(model_dir: str | Path, tokenizer: str | Path | None = None) -> _
     if "ElectraForPreTraining" not in arch:
         raise DataError(f"{d}: neither a fine-tuned model directory (task.json) nor an HF ELECTRA "
                         "discriminator (config.json with architectures [ElectraForPreTraining])")
+    integrity.verify_dir(d)
     model = hf.load_discriminator(d).eval()
     tok = Path(tokenizer) if tokenizer else d / "tokenizer.json"
     if not tok.is_file():
@@ -323,13 +328,21 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, optimize: bool = 
         raise DataError(f"exporter: must be one of {EXPORTERS}, got {exporter!r}")
     if attention not in ATTENTIONS:
         raise DataError(f"attention: must be one of {ATTENTIONS}, got {attention!r}")
+    low, high = OPSETS[exporter]
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise ConfigError(f"opset: {opset!r} is outside the range the {exporter} exporter supports ({low}-{high})")
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not 0 <= atol < math.inf:
+        raise ConfigError(f"atol: the accepted ONNX-vs-PyTorch difference must be a finite number >= 0, got {atol!r}")
     if optimize and (exporter, attention) != ("torchscript", "explicit"):
         raise DataError("optimize: the fused Attention op is written by the torchscript exporter with explicit "
                         f"attention, got exporter={exporter!r} attention={attention!r}")
     t0 = time.perf_counter()
     src = load_source(model_dir, tokenizer)
     meta, names = src.meta, _output_names(src.meta)
-    tok = Tokenizer.from_file(str(src.tokenizer_file))
+    try:
+        tok = Tokenizer.from_file(str(src.tokenizer_file))
+    except Exception as e:  # tokenizers raises a plain Exception on a missing or malformed file
+        raise DataError(f"{src.tokenizer_file}: not a tokenizers JSON file ({str(e).splitlines()[0][:200]})") from None
     if tok.get_vocab_size() != src.cfg.vocab_size:  # a smaller one would run, and score other words
         raise DataError(f"{src.tokenizer_file}: vocabulary of {tok.get_vocab_size()} tokens, the model's has "
                         f"{src.cfg.vocab_size}; wrong tokenizer?")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from electra_pipeline.export import ATOL, ATTENTIONS, DEFAULT_OPSET, EXPORTERS, export_onnx
+from electra_pipeline.export import ATOL, ATTENTIONS, DEFAULT_OPSET, EXPORTERS, OPSETS, export_onnx
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -27,12 +27,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="write attention as ONNX Runtime's fused Attention op (QAttention in int8): faster on "
                         "ORT, which then is the only runtime that can load the file")
     p.add_argument("--quantize", action="store_true", help="also write model.int8.onnx (dynamic int8 weights)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (dynamo uses >= 18)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset: {}-{} for torchscript, {}-{} for dynamo (which writes >= 18)".format(
+                       *OPSETS["torchscript"], *OPSETS["dynamo"]))
     p.add_argument("--exporter", choices=EXPORTERS, default="torchscript", help="torch.onnx exporter")
     p.add_argument("--attention", choices=ATTENTIONS, default="explicit",
                    help="export attention as explicit maths (faster in ONNX Runtime) or as traced SDPA")
     p.add_argument("--tokenizer", metavar="FILE", help="tokenizer.json (default: MODEL_DIR/tokenizer.json)")
-    p.add_argument("--atol", type=float, default=ATOL, help="max abs diff ONNX vs PyTorch accepted")
+    p.add_argument("--atol", type=float, default=ATOL, help="max abs diff ONNX vs PyTorch accepted (finite, >= 0)")
     p.add_argument("--mlflow", action="store_true", help="log OUT_DIR as artifacts of an MLflow run")
     p.add_argument("--register", metavar="NAME", help="register in the MLflow model registry (implies --mlflow)")
     p.add_argument("--alias", default="champion",

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from electra_pipeline import hf, modelcard
+from electra_pipeline import hf, integrity, modelcard
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.errors import DataError, read_json_object
 from electra_pipeline.model import POOLINGS, ElectraForQuestionAnswering, ElectraForSequenceClassification
@@ -70,6 +70,7 @@ def save_finetuned(model: TaskModel, meta: TaskMeta, tokenizer_file: str | Path,
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "task.json").write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
         shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+        integrity.write_sums(tmp)
     return Path(out_dir)
 
 
@@ -174,6 +175,7 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> tupl
     """(model in eval mode, meta). The tokenizer is `<path>/tokenizer.json`."""
     p = Path(path)
     meta = read_meta(p)
+    integrity.verify_dir(p)
     cfg_file = p / "config.json"
     cfg_dict = read_json_object(cfg_file)
     cfg = hf.from_hf_config(cfg_dict, str(cfg_file))
@@ -186,6 +188,10 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> tupl
     missing = set(model.state_dict()) - set(sd)
     if missing:
         raise DataError(f"{weights}: lacks {len(missing)} tensors (first: {sorted(missing)[0]})")
+    for k, v in model.state_dict().items():
+        if sd[k].shape != v.shape:
+            raise DataError(f"{weights}: tensor {k} has shape {tuple(sd[k].shape)}, but {cfg_file} gives "
+                            f"{tuple(v.shape)}; the weights and the config do not belong together")
     model.load_state_dict({k: sd[k] for k in model.state_dict()})
     if not (p / "tokenizer.json").is_file():
         raise DataError(f"{p / 'tokenizer.json'}: missing")

@@ -27,18 +27,23 @@ class Models:
 def load_models(checkpoint: str | Path, generator: str | Path | None = None) -> Models:
     """A run directory of ours (discriminator/ + generator/, or generator/ alone for an MLM run) or
     a Hugging Face ELECTRA discriminator directory with its generator passed as `generator`."""
-    from electra_pipeline import hf
+    from electra_pipeline import hf, integrity
+
+    def load(kind: str, d: Path) -> Any:
+        if d.is_dir():
+            integrity.verify_dir(d)
+        return hf.load_discriminator(d) if kind == "discriminator" else hf.load_generator(d)
 
     path = Path(checkpoint)
     if not path.is_dir():
         raise DataError(f"{path}: checkpoint directory not found")
     if (path / "generator").is_dir():
-        disc = hf.load_discriminator(path / "discriminator") if (path / "discriminator").is_dir() else None
-        return Models(disc, hf.load_generator(Path(generator) if generator else path / "generator"))
+        disc = load("discriminator", path / "discriminator") if (path / "discriminator").is_dir() else None
+        return Models(disc, load("generator", Path(generator) if generator else path / "generator"))
     if generator is None:
         raise ConfigError(f"generator: {path} holds no generator/; pass --generator DIR (a Hugging Face "
                           "ElectraForMaskedLM directory with the same vocabulary)")
-    return Models(hf.load_discriminator(path), hf.load_generator(generator))
+    return Models(load("discriminator", path), load("generator", Path(generator)))
 
 
 def examples_rows(examples_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:

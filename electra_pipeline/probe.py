@@ -135,9 +135,10 @@ def find_encoder(source: str | Path, tokenizer: str | Path | None = None, label:
 
 def load_encoder_module(path: Path) -> torch.nn.Module:
     """Our `ElectraModel` with the weights of an HF ELECTRA directory, in eval mode."""
-    from electra_pipeline import hf
+    from electra_pipeline import hf, integrity
     from electra_pipeline.model import ElectraModel
 
+    integrity.verify_dir(path)
     cfg, state = hf.load_encoder(path)
     model = ElectraModel(cfg)
     model.load_state_dict(state)

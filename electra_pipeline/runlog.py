@@ -126,6 +126,27 @@ def trim_metrics(metrics_file: Path, upto_step: int) -> float:
     return float(json.loads(kept[-1]).get("throughput/device_hours", 0.0)) if kept else 0.0
 
 
+def missing_rows(metrics_file: Path, step: int, log_every: int) -> str | None:
+    """A warning when metrics.jsonl ends before the last row a checkpoint at `step` should have
+    (rows lost from the file's tail, e.g. on a machine that crashed before writing them out); a
+    resume does not recompute them, so the file keeps a gap. None when nothing is missing."""
+    expected = step - step % log_every
+    if expected <= 0:
+        return None
+    last = 0
+    if metrics_file.is_file():
+        for line in metrics_file.read_text(errors="replace").splitlines():
+            try:
+                last = max(last, int(json.loads(line)["step"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+    if last >= expected:
+        return None
+    lost = f"step {expected}" if last + 1 == expected else f"steps {last + 1}-{expected}"
+    return (f"{metrics_file}: rows end at step {last}, but the checkpoint is at step {step}; the rows of {lost} "
+            f"are missing and stay missing (the resume continues from step {step})")
+
+
 PLOT_TITLES = {"loss/gen": "generator MLM loss", "loss/disc": "discriminator RTD loss",
                "disc/loss_over_prior": "RTD loss / prior (1 = learned nothing)",
                "gen/accuracy": "generator accuracy (hidden positions)", "disc/accuracy": "discriminator accuracy",

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from electra_pipeline import (
     distributed,
     flops,
     hf,
+    integrity,
     intrinsic,
     optim,
     preflight,
@@ -111,6 +113,7 @@ class _Run:
     step_flops: float  # the global batch, all ranks together
     changes: dict[str, list[Any]]  # preflight.RESUME_FIXED fields changed at this resume
     resumed_at: int | None
+    resumed_log_every: int | None  # the checkpoint's train.log_every: which metrics rows it should have
     init: dict[str, Any]  # what the weights started from (init_from), for the summary
     special: torch.Tensor
     mask_id: int
@@ -146,6 +149,8 @@ class _Run:
             dirs["discriminator"] = str(hf.save_hf(self.model.discriminator, where / "discriminator", "discriminator",
                                                    tokenizer=tokenizer))
         dirs["generator"] = str(hf.save_hf(self.model.generator, where / "generator", "generator", tokenizer=tokenizer))
+        for d in dirs.values():
+            integrity.write_sums(d)
         self.record_snapshot(fraction, dirs)
 
     def record_snapshot(self, fraction: float, dirs: dict[str, str]) -> None:
@@ -230,6 +235,7 @@ def _setup(cfg: PretrainConfig, resume: str | Path | None, allow_changes: bool, 
     return _Run(cfg=cfg, world=world, device=device, data=data, model=model, runner=runner, optimizer=optimizer,
                 scheduler=scheduler, schedule=schedule, mask_rng=mask_rng, state=state, amp=amp, fsdp=fsdp,
                 step_flops=step_flops, changes=changes, resumed_at=saved.get("step"),
+                resumed_log_every=((saved.get("config") or {}).get("train") or {}).get("log_every", t.log_every),
                 init=(init or lineage) if source is not None else {},
                 special=torch.tensor(sorted(set(data.special_ids.values())), device=device),
                 mask_id=data.special_ids["mask"])
@@ -266,10 +272,15 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     fractions = [2.0 ** -k for k in range(t.snapshots, 0, -1)] if world.is_main and not run.fsdp else []
     fractions = [f for f in fractions if schedule.progress(state.step) < f]
     peak = runtime.peak_tflops(run.device, t.peak_tflops)
+    warnings: list[str] = []
     earlier_hours = runlog.trim_metrics(out / "metrics.jsonl", state.step) if world.is_main else 0.0
+    if world.is_main and run.resumed_at:
+        gap = runlog.missing_rows(out / "metrics.jsonl", state.step, run.resumed_log_every)
+        if gap is not None:
+            warnings.append(gap)
+            log.warning(gap)
     session_steps = 0
     history: list[dict[str, float]] = []
-    warnings: list[str] = []
     watch = runlog.CollapseWatch(after_step=2 * schedule.warmup_steps)
     # scored on rank 0 between steps; under FSDP the weights are sharded, so the intrinsic stage scores at the end
     probe = intrinsic.Probe.of_examples(cfg.data, cfg.model.vocab_size) if t.eval_every and world.is_main \
@@ -330,9 +341,11 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                         bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in ("loss/total", "disc/accuracy", "gen/accuracy") if k in row})
                 window.reset()
             if state.step % t.save_every == 0 or last:
+                _sync(metrics_file)
                 run.save()
     except KeyboardInterrupt:
         if world.is_main and state.step > 0 and not run.fsdp:  # gathering shards needs every rank
+            _sync(metrics_file)
             run.save()
         raise
     finally:
@@ -352,6 +365,14 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     distributed.barrier(world)
     distributed.shutdown(world)
     return result
+
+
+def _sync(metrics_file: Any) -> None:
+    """The metrics rows up to this step on disk before the checkpoint that vouches for them: a
+    resume keeps the rows up to its step and recomputes none of them."""
+    if metrics_file is not None:
+        metrics_file.flush()
+        os.fsync(metrics_file.fileno())
 
 
 def _finish(run: _Run, result: PretrainResult, session: dict[str, Any], tracker: Tracker) -> None:
@@ -398,6 +419,7 @@ def _finish(run: _Run, result: PretrainResult, session: dict[str, Any], tracker:
     for kind in ("discriminator", "generator"):
         if (out / kind).is_dir():
             atomic.write_text(out / kind / "README.md", hf.model_card(kind, config_mod.to_dict(cfg), summary))
+            integrity.write_sums(out / kind)  # after every file the loaders read is in place
     for p in (out / "config.json", out / "summary.json", plot):
         if p is not None:
             tracker.log_artifact(p)

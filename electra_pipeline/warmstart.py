@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from electra_pipeline import hf
+from electra_pipeline import hf, integrity
 from electra_pipeline.config import ModelConfig, PretrainConfig
 from electra_pipeline.errors import ConfigError, DataError, read_json_object
 from electra_pipeline.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE
@@ -264,6 +264,7 @@ def load_weights(model: torch.nn.Module, source: Source, extension: dict[str, An
         if path is None:
             done[role] = "random init (the checkpoint has none; embeddings shared with the discriminator)"
             continue
+        integrity.verify_dir(path)
         sd = hf._load(path, kind).state_dict()
         _permute(sd, emb, perm)
         _permute(sd, "head.bias", perm)

@@ -30,6 +30,36 @@ def _model_dir(root: Path, config: bytes | None, weights: bytes | None, extra: d
     return d
 
 
+def _tokenizer(root: Path) -> Path:
+    """A real WordPiece tokenizer.json, trained in-process on a few lines."""
+    from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
+
+    lines = ["the quick brown fox jumps over the lazy dog", "a corpus shard that is not parquet"] * 20
+    f = root / "tokenizer.json"
+    fit_wordpiece(lines, TokenizerConfig(vocab_size=64, min_frequency=1)).save(str(f))
+    return f
+
+
+def _finetuned(root: Path, tok: Path, name: str, config_ffn: int | None = None) -> Path:
+    """A fine-tuned model directory; with `config_ffn`, its config.json gives that FFN width, not
+    its weights' (checksums rewritten to match, as a directory assembled by hand would have them)."""
+    import json
+
+    from electra_pipeline import finetuned, integrity
+    from electra_pipeline.config import ModelConfig
+
+    cfg = ModelConfig(vocab_size=64, embedding_size=16, hidden_size=16, num_layers=1, num_heads=2,
+                      intermediate_size=32, max_position_embeddings=32)
+    meta = finetuned.TaskMeta(task="sst2", kind="classification", labels=["0", "1"])
+    d = finetuned.save_finetuned(finetuned.build_model(cfg, meta), meta, tok, root / name)
+    if config_ffn is not None:
+        config = json.loads((d / "config.json").read_text())
+        config["intermediate_size"] = config_ffn
+        (d / "config.json").write_text(json.dumps(config))
+        integrity.write_sums(d)
+    return d
+
+
 def _cases(root: Path) -> list[tuple[str, list[str], str]]:
     """(id, argv, text the error line must contain)."""
     f = root / "f"
@@ -48,6 +78,21 @@ def _cases(root: Path) -> list[tuple[str, list[str], str]]:
     (run / "checkpoints" / "step-00000001").mkdir(parents=True)
     (run / "checkpoints" / "step-00000001" / "state.json").write_bytes(NOISE)
     bad_model = _model_dir(root, b'{"model_type": "bert"}', NOISE)
+    tok = _tokenizer(root)
+    listed = root / "corpus-listed"  # a corpus manifest that is a JSON list
+    listed.mkdir()
+    (listed / "manifest.json").write_text("[1, 2]")
+    binary = root / "corpus-binary"  # ... or not UTF-8
+    binary.mkdir()
+    (binary / "manifest.json").write_bytes(b"\xff\xfe" + NOISE)
+    noisy = root / "corpus-noisy"  # a shard that is not Parquet
+    noisy.mkdir()
+    (noisy / "shard-00000.parquet").write_bytes(NOISE)
+    keyless = root / "examples-keyless"  # an examples meta.json without its keys
+    keyless.mkdir()
+    (keyless / "meta.json").write_text('{"format": "electra-examples/1", "seq_len": 64}')
+    finetuned = _finetuned(root, tok, "finetuned")
+    foreign_config = _finetuned(root, tok, "finetuned-foreign-config", config_ffn=48)
     return [
         ("corpus-random-txt", ["corpus", str(root / "noise.txt"), "-o", str(root / "out")], "noise.txt"),
         ("corpus-random-jsonl", ["corpus", str(root / "noise.jsonl"), "-o", str(root / "out")], "noise.jsonl"),
@@ -78,6 +123,24 @@ def _cases(root: Path) -> list[tuple[str, list[str], str]]:
         ("probe-out-under-file", ["probe", str(bad_model), "--out", str(f / "out")], "is a file"),
         ("export-foreign-model", ["export", str(bad_model), str(root / "out")], "model"),
         ("export-out-under-file", ["export", str(bad_model), str(f / "out")], "model"),
+        ("tokenizer-listed-manifest", ["tokenizer", str(listed), "-o", str(root / "out")], "manifest.json"),
+        ("tokenizer-binary-manifest", ["tokenizer", str(binary), "-o", str(root / "out")], "manifest.json"),
+        ("tokenizer-noise-shard", ["tokenizer", str(noisy), "-o", str(root / "out")], "shard-00000.parquet"),
+        ("examples-listed-manifest", ["examples", "--corpus", str(listed), "--tokenizer", str(tok), "-o",
+                                      str(root / "out")], "manifest.json"),
+        ("examples-binary-manifest", ["examples", "--corpus", str(binary), "--tokenizer", str(tok), "-o",
+                                      str(root / "out")], "manifest.json"),
+        ("examples-noise-shard", ["examples", "--corpus", str(noisy), "--tokenizer", str(tok), "-o",
+                                  str(root / "out")], "shard-00000.parquet"),
+        ("pretrain-meta-without-keys", ["pretrain", "--preset", "tiny", "--data", str(keyless), "--output-dir",
+                                        str(root / "out")], "meta.json"),
+        ("export-config-weights-mismatch", ["export", str(foreign_config), str(root / "out")], "config.json"),
+        ("export-garbage-tokenizer", ["export", str(finetuned), str(root / "out"),
+                                      "--tokenizer", str(root / "tok.json")], "tok.json"),
+        ("export-opset-5", ["export", str(bad_model), str(root / "out"), "--opset", "5"], "opset"),
+        ("export-opset-99", ["export", str(bad_model), str(root / "out"), "--opset", "99"], "opset"),
+        ("export-negative-atol", ["export", str(bad_model), str(root / "out"), "--atol", "-1"], "atol"),
+        ("export-nan-atol", ["export", str(bad_model), str(root / "out"), "--atol", "nan"], "atol"),
     ]
 
 

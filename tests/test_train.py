@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from electra_pipeline import config as c
-from electra_pipeline import optim, presets, runlog, runtime, train
+from electra_pipeline import integrity, optim, presets, runlog, runtime, train
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.tracking import NullTracker
 
@@ -288,11 +289,12 @@ def test_damaged_checkpoint_state_is_one_line_naming_the_file(tiny_data, tmp_pat
         state["param_groups"] = state["param_groups"][:1]
     elif damage == "step":
         state["step"] = "two"
-    (ckpt / "state.json").write_text(json.dumps(state))
-    if damage == "rng":
+    if damage == "rng":  # a well-formed file without the generator state, listed with its new sum
         tensors = load_file(str(ckpt / "optimizer.safetensors"))
         del tensors["rng.mask"]
         save_file(tensors, str(ckpt / "optimizer.safetensors"))
+        state["files"]["optimizer.safetensors"] = integrity.sha256_file(ckpt / "optimizer.safetensors")
+    (ckpt / "state.json").write_text(json.dumps(state))
     longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=4))
     with pytest.raises(DataError, match="state.json|optimizer.safetensors") as e:
         train.pretrain(longer, resume=tmp_path / "run", progress=False, allow_changes=True)
@@ -417,3 +419,45 @@ def test_corpus_tokens_caps_the_rows_and_repeats_them(tiny_data):
     assert len({tuple(tuple(r.tolist()) for r in s) for s in seen}) > 1  # a new order each epoch
     with pytest.raises(ConfigError, match="train.corpus_tokens"):
         c.merge(presets.tiny(), {"train": {"corpus_tokens": 5}})
+
+
+def test_metrics_reach_the_disk_before_each_checkpoint_and_a_lost_tail_is_named(tiny_data, tmp_path, monkeypatch,
+                                                                                caplog):
+    """metrics.jsonl is fsynced before every checkpoint; a file that still ends before the
+    checkpoint's step (its tail lost) gets a warning at resume naming the missing steps."""
+    import logging
+    import os
+
+    from electra_pipeline import checkpoint
+
+    run = tmp_path / "run"
+    events: list[str] = []
+    real_fsync, real_save = os.fsync, checkpoint.save_checkpoint
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}") == str(run / "metrics.jsonl"):
+            events.append(f"fsync {len((run / 'metrics.jsonl').read_text().splitlines())} rows")
+        return real_fsync(fd)
+
+    def save_checkpoint(*args, **kwargs):
+        events.append(f"checkpoint {args[4].step}")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_checkpoint)
+    cfg = tiny_cfg(tiny_data, run, max_steps=4, log_every=1, save_every=2)
+    train.pretrain(cfg, progress=False)
+    assert events == ["fsync 2 rows", "checkpoint 2", "fsync 4 rows", "checkpoint 4"]
+    monkeypatch.undo()
+
+    shutil.rmtree(run / "checkpoints" / "step-00000004")
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # rows 2-4 lost, the checkpoint at 2 kept
+    with caplog.at_level(logging.WARNING):
+        result = train.pretrain(cfg, resume=run, progress=False)
+    gap = f"{metrics}: rows end at step 1, but the checkpoint is at step 2; the rows of step 2 are missing"
+    assert [w for w in result.warnings if "rows end" in w] == [gap + " and stay missing (the resume continues "
+                                                               "from step 2)"]
+    assert any(r.getMessage().startswith(gap) for r in caplog.records)
+    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [1, 3, 4]
+    assert runlog.missing_rows(metrics, 4, 1) is None and runlog.missing_rows(metrics, 5, 2) is None

@@ -18,7 +18,7 @@ from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus.clean import Deduplicator
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.readers import check_source, expand_sources, source_documents
-from electra_pipeline.errors import DataError
+from electra_pipeline.errors import DataError, read_json_object
 
 MANIFEST_FORMAT = "electra-corpus/1"
 MANIFEST_FILE = "manifest.json"
@@ -51,13 +51,21 @@ class Manifest:
         path = Path(corpus_dir) / MANIFEST_FILE
         if not path.is_file():
             raise DataError(f"{path}: missing; {corpus_dir} is not a corpus directory (run `electra corpus`)")
+        data = read_json_object(path)  # not UTF-8, not JSON, or a list: one line naming the file
+        if data.get("format") != MANIFEST_FORMAT:
+            raise DataError(f"{path}: format {data.get('format')!r}, expected {MANIFEST_FORMAT!r}")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != MANIFEST_FORMAT:
-                raise DataError(f"{path}: format {data.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-            return cls(**data)
-        except (json.JSONDecodeError, TypeError) as e:
+            manifest = cls(**data)
+        except TypeError as e:
             raise DataError(f"{path}: not a valid corpus manifest ({e})") from None
+        if not isinstance(manifest.sources, list) or not all(isinstance(s, dict) for s in manifest.sources):
+            raise DataError(f"{path}: \"sources\" must be a list of objects")
+        shards = manifest.shards
+        if not isinstance(shards, list) or not all(
+                isinstance(s, dict) and isinstance(s.get("file"), str) and s["file"] == Path(s["file"]).name
+                and s["file"] not in ("", ".", "..") for s in shards):
+            raise DataError(f"{path}: \"shards\" must be a list of {{\"file\": NAME, ...}} with plain file names")
+        return manifest
 
 
 def _sha256(path: Path) -> str:

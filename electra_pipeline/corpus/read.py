@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.ingest import MANIFEST_FILE, Manifest
@@ -32,22 +33,36 @@ def corpus_shards(corpus: Path) -> list[Path]:
 def corpus_row_groups(corpus: Path) -> list[tuple[Path, int]]:
     """(shard, row group) pairs: fixed by the corpus alone, so work split this way is the same
     whatever the number of workers."""
-    import pyarrow.parquet as pq
-
     units = []
     for shard in corpus_shards(corpus):
-        pf = pq.ParquetFile(shard)
+        pf = _open_shard(shard)
         if "text" not in pf.schema_arrow.names:
             raise DataError(f"{shard}: no 'text' column; not a corpus shard")
         units += [(shard, i) for i in range(pf.num_row_groups)]
     return units
 
 
-def read_row_group(shard: Path, index: int) -> list[str]:
-    """The documents of one row group."""
+def _open_shard(shard: Path) -> Any:
+    """A pyarrow ParquetFile, or a DataError naming a shard that is missing or not Parquet."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(shard).read_row_group(index, columns=["text"]).column(0).to_pylist()
+    try:
+        return pq.ParquetFile(shard)
+    except FileNotFoundError:
+        raise DataError(f"{shard}: missing; the corpus lists it (rebuild the corpus with `electra corpus`)") from None
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{shard}: not a Parquet corpus shard ({str(e).splitlines()[0]})") from None
+
+
+def read_row_group(shard: Path, index: int) -> list[str]:
+    """The documents of one row group."""
+    import pyarrow as pa
+
+    try:
+        return _open_shard(shard).read_row_group(index, columns=["text"]).column(0).to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{shard}: row group {index} unreadable ({str(e).splitlines()[0]})") from None
 
 
 def _is_corpus(path: Path) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from electra_pipeline import atomic, cpu_paths, hf, metrics, presets
+from electra_pipeline import atomic, cpu_paths, hf, integrity, metrics, presets
 from electra_pipeline import results as results_file
 from electra_pipeline.atomic import ensure_dir
 from electra_pipeline.baselines import majority_metrics
@@ -84,6 +84,7 @@ def load_encoder_config(checkpoint: str | Path | None, cfg: FinetuneConfig,
     if checkpoint is None:
         model_cfg = presets.preset(cfg.model_preset).model
         return dataclasses.replace(model_cfg, vocab_size=vocab_size, max_position_embeddings=512), None
+    integrity.verify_dir(checkpoint)
     model_cfg, state = hf.load_encoder(checkpoint)
     if model_cfg.vocab_size != vocab_size:
         raise DataError(f"{Path(checkpoint) / 'config.json'}: vocab_size {model_cfg.vocab_size} does not match the "
