@@ -1,0 +1,112 @@
+"""The seed's figures at equal compute, run by `python bench/study.py --figures`.
+
+Figure (a), score against pre-training FLOPs: `electra` and `mlm` (the same `cpu` preset; the MLM
+model is the discriminator's size) are each trained once to `--figures-budget` FLOPs on one core,
+side by side, exporting snapshots at 1/2, 1/4, ... 1/2^k of the run. Every snapshot and the final
+encoder is probed with `electra probe` (frozen features, linear models chosen on training data,
+SST-2/CoLA/MRPC/STS-B/RTE), and `electra_pipeline.curves` turns the dev predictions into curves with
+95% bootstrap bands and "x times cheaper" with its interval at every ELECTRA budget.
+
+Everything is cached in `--work`: pre-training resumes from its last checkpoint (`--resume auto`),
+and a probed point is not probed again, so a run cut off at any time continues where it stopped.
+Figures (b) (generator size) and (c) (joint against two-stage training) are listed as missing in
+the output until they are built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PROBE_TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")
+
+
+def _run(cmd: list[str], log: Path, threads: int = 1) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print("$ " + " ".join(cmd), flush=True)
+    return subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env)
+
+
+def _wait(procs: list[tuple[subprocess.Popen, Path]]) -> None:
+    for proc, log in procs:
+        if proc.wait() != 0:
+            sys.exit(f"failed (exit {proc.returncode}); see {log}:\n" + log.read_text()[-2000:])
+
+
+def electra(*args: str) -> list[str]:
+    return [sys.executable, "-m", "electra_cli", *args]
+
+
+def pretrain(work: Path, examples: Path, tokenizer: Path, budget: float, snapshots: int, preset: str) -> dict[str, Path]:
+    """{objective: run dir}, both arms side by side, resumed where a checkpoint exists."""
+    runs, procs = {}, []
+    for objective in ("electra", "mlm"):
+        out = work / "runs" / f"{objective}-{preset}-{budget:.3g}"
+        runs[objective] = out
+        if (out / "summary.json").is_file():
+            continue
+        cmd = electra("pretrain", "--preset", preset, "--data", str(examples), "--tokenizer", str(tokenizer),
+                      "--output-dir", str(out), "--train.objective", objective, "--train.budget_flops", str(budget),
+                      "--train.snapshots", str(snapshots), "--tracking.enabled", "false", "--no-progress",
+                      "--resume", "auto")
+        log = out.parent / f"{out.name}.log"
+        procs.append((_run(cmd, log), log))
+    _wait(procs)
+    return runs
+
+
+def points(run: Path, objective: str) -> list[tuple[float, Path]]:
+    """(training FLOPs, encoder dir) of every snapshot and the final export; the MLM arm's encoder
+    is its generator (the only model it trains), ELECTRA's the discriminator."""
+    which = "generator" if objective == "mlm" else "discriminator"
+    index = json.loads((run / "snapshots" / "index.json").read_text())
+    return [(row["train_flops"], Path(row[which])) for row in index]
+
+
+def probe(encoder: Path, tokenizer: Path, glue: Path, train_examples: int) -> Path:
+    out = encoder.parent / f"probe-{encoder.name}-{train_examples}"
+    if not (out / "predictions.npz").is_file():
+        cmd = electra("probe", str(encoder), "--tokenizer", str(tokenizer), "--glue-dir", str(glue),
+                      "--tasks", *PROBE_TASKS, "--max-train-examples", str(train_examples), "--out", str(out))
+        log = out.parent / f"{out.name}.log"
+        _wait([(_run(cmd, log, threads=2), log)])
+    return out
+
+
+def figure_a(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
+    from electra_pipeline import curves
+
+    work = args.work / "figures"
+    runs = pretrain(work, examples, tokenizer, args.figures_budget, args.figures_snapshots, args.preset)
+    arms = {o: [curves.CurvePoint(o, f, probe(enc, tokenizer, args.data / "glue", args.probe_train_examples))
+                for f, enc in points(run, o)] for o, run in runs.items()}
+    result = curves.compare(arms, PROBE_TASKS)
+    final = json.loads((arms["electra"][-1].probe_dir / "probe.json").read_text())["mean"]["scores"]
+    refs = {"random init": final["random_init"], "bag-of-words": final["bow"], "majority": final["majority"]}
+    result["baselines"] = refs
+    curves.write(result, work, refs)
+    return result
+
+
+def main(args: Any, examples: Path, tokenizer: Path) -> dict[str, str]:
+    """Runs what exists of the three figures; returns the fields of the bench's last line."""
+    from electra_pipeline import curves
+
+    a = figure_a(args, examples, tokenizer)
+    print("\nfigure (a): mean probe score against pre-training FLOPs (dev; 95% bootstrap intervals)")
+    print(curves.format_table(a))
+    print(f"-> {args.work / 'figures' / 'study_curves.png'}")
+    print("\nstill missing: figure (b) generator size, figure (c) joint against two-stage training")
+    last = a["x_cheaper"][-1]
+    low_end, high_end = last["measured_range"]
+    times = {"above": f">{high_end:.2f}", "below": f"<{low_end:.2f}"}.get(last["censored"], f"{last['times']:.2f}")
+    electra_final, mlm_final = a["curves"]["electra"][-1], a["curves"]["mlm"][-1]
+    return {"electra_score": f"{electra_final['score']:.1f}", "mlm_score": f"{mlm_final['score']:.1f}",
+            "budget_flops": f"{electra_final['train_flops']:.3g}", "x_cheaper": times,
+            "x_ci_low": f"{last['low']:.2f}", "x_ci_high": f"{last['high']:.2f}",
+            "gen_best_fraction": "nan", "two_stage_gap": "nan"}
