@@ -3,6 +3,7 @@ from scratch on the new one, at the same training FLOPs, scored on the new domai
 
     python bench/adaptation.py                      # Wikipedia -> Gutenberg, the cpu preset
     python bench/adaptation.py --source-flops 6e13 --flops 2e13
+    python bench/adaptation.py --smoke --work /tmp/adapt   # two halves of the shipped sample, tiny: a script check
 
 Steps (each cached in --work):
 1. Two corpora from ../shared/data/corpus: Wikipedia (the source domain) and Gutenberg (the
@@ -37,7 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vocab-size", type=int, default=8192, help="WordPiece size, trained on the source domain")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with corpus/")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_adaptation", help="work and cache directory")
+    p.add_argument("--smoke", action="store_true",
+                   help="check the script, not the result: the shipped sample's documents dealt into a source and "
+                        "a target half (written into --work), tiny preset, a 1,000-token WordPiece, a few steps")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.preset, args.vocab_size, args.source_flops, args.flops = "tiny", 1000, 4e9, 2e9
     for name in ("source_flops", "flops"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')}: must be > 0")
@@ -51,6 +57,8 @@ def step(work: Path, done: Path, cmd: list[str], threads: int = 1) -> None:
 
 
 def pretrain_cmd(args: argparse.Namespace, examples: Path, tok: Path, out: Path, flops: float, *extra: str) -> list[str]:
+    if args.smoke:  # the sample's vocabulary and rows: the tiny preset's own 8,192 x 128 do not fit them
+        extra = ("--model.vocab_size", str(args.vocab_size), "--train.batch_size", "4", "--train.seq_len", "64", *extra)
     return electra_cmd("pretrain", "--preset", args.preset, "--data", str(examples), "--tokenizer", str(tok),
                        "--output-dir", str(out), "--train.budget_flops", str(flops), "--tracking.enabled", "false",
                        "--no-progress", "--resume", "auto", *extra)
@@ -60,17 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     w = args.work
     corpus = args.data / "corpus"
+    source_text, target_text = corpus / "wikipedia_en_2015_sample.txt.gz", corpus / "gutenberg_en.txt.gz"
+    if args.smoke:
+        from smoke import corpus_slice
+
+        source_text, target_text = corpus_slice(w / "smoke-input", parts=2)
     wiki, gut, tok = w / "wikipedia", w / "gutenberg", w / f"tokenizer-wikipedia-{args.vocab_size}"
-    step(w, wiki / "manifest.json", ["corpus", str(corpus / "wikipedia_en_2015_sample.txt.gz"), "-o", str(wiki),
-                                     "--no-progress"], threads=2)
-    step(w, gut / "manifest.json", ["corpus", str(corpus / "gutenberg_en.txt.gz"), "-o", str(gut), "--no-progress"],
-         threads=2)
+    step(w, wiki / "manifest.json", ["corpus", str(source_text), "-o", str(wiki), "--no-progress"], threads=2)
+    step(w, gut / "manifest.json", ["corpus", str(target_text), "-o", str(gut), "--no-progress"], threads=2)
     step(w, tok / "tokenizer.json", ["tokenizer", str(wiki), "-o", str(tok), "--vocab-size", str(args.vocab_size),
                                      "--no-progress"], threads=2)
     ex_wiki, ex_gut = w / "examples-wikipedia", w / "examples-gutenberg"
     for c, ex in ((wiki, ex_wiki), (gut, ex_gut)):
         step(w, ex / "meta.json", ["examples", "--corpus", str(c), "--tokenizer", str(tok), "-o", str(ex),
-                                   "--no-progress"], threads=2)
+                                   "--no-progress", *(["--seq-len", "64", "--holdout-fraction", "0.1"] if args.smoke else [])],
+             threads=2)
 
     source = w / "runs" / f"source-wikipedia-{args.source_flops:.3g}"
     if not (source / "summary.json").is_file():

@@ -1,6 +1,7 @@
 """Data-stage throughput: raw text files -> packed example shards, and WordPiece training time.
 
     python bench/data_throughput.py [--data ../shared/data/corpus] [--num-proc 2] [--naive-mb 20]
+    python bench/data_throughput.py --smoke --work /tmp/dt   # a slice of the shipped sample: seconds
 
 Ours (end to end) = `ingest` (read, clean, dedup, Parquet) + `build_examples` (tokenise, pack,
 shuffle, .npy) over every *.txt / *.txt.gz file in --data; MB/s counts uncompressed input bytes
@@ -98,7 +99,7 @@ def naive_reference(files: list[Path], tokenizer_file: Path, budget_bytes: int, 
     return used, time.perf_counter() - start
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "corpus",
                         help="folder of *.txt/*.txt.gz corpus files (default: ../shared/data/corpus)")
@@ -107,13 +108,22 @@ def main() -> int:
     parser.add_argument("--vocab-size", type=int, default=30522, help="WordPiece vocabulary size")
     parser.add_argument("--naive-mb", type=float, default=20, help="MB of raw text for the naive reference")
     parser.add_argument("--work", type=Path, default=None, help="keep outputs here (default: a temp dir, removed)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="check the script in seconds: a slice of the shipped sample corpus (written into the "
+                             "work dir), vocab 1,000, seq 64, one process, a 0.05 MB naive slice")
+    args = parser.parse_args(argv)
 
+    work = args.work or (Path(tempfile.mkdtemp(prefix="data_throughput-")) if args.smoke else None)
+    if args.smoke:
+        from smoke import corpus_slice
+
+        args.data = corpus_slice(work / "input", chars_per_doc=400)[0].parent
+        args.vocab_size, args.seq_len, args.num_proc, args.naive_mb = 1000, 64, 1, 0.05
     files = sorted(p for p in args.data.glob("*") if p.name.endswith((".txt", ".txt.gz")))
     if not files:
         print(f"no *.txt / *.txt.gz files in {args.data}", file=sys.stderr)
         return 2
-    work = args.work or Path(tempfile.mkdtemp(prefix="data_throughput-"))
+    work = work or Path(tempfile.mkdtemp(prefix="data_throughput-"))
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     try:

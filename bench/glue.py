@@ -11,11 +11,14 @@ a checkpoint needs the tokenizer it was pre-trained with).
     python bench/glue.py --quick                       # CPU smoke run, < 15 min on 2 cores
     python bench/glue.py --checkpoint runs/pretrain/discriminator --tokenizer runs/tokenizer/tokenizer.json
     python bench/glue.py --device cuda --checkpoint DIR --tokenizer FILE --seeds 1 2 3 4 5
+    python bench/glue.py --smoke --out /tmp/glue       # the shipped GLUE/SQuAD sample, tiny: seconds
 
 `--quick`: 384 train / 200 dev examples per task, one epoch, one seed, seq 64 (SQuAD: 192
 train / 100 dev questions, seq 192, stride 64). Numbers from it are a smoke signal, not a
-reproduction; full runs (default on CUDA) use the full sets and the reference recipe. The
-last line is machine-readable:
+reproduction; full runs (default on CUDA) use the full sets and the reference recipe.
+`--smoke` checks the script: the GLUE and SQuAD samples shipped in electra_pipeline/sample, a
+random-init `tiny` model, 16 train / 16 dev examples per task, seq 32, a 1,000-token WordPiece.
+The last line is machine-readable:
 
     glue tasks=<n> score_pretrained=<x> score_random=<y>
 """
@@ -51,13 +54,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root with glue/<Task>/ and squad/")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_glue", help="output directory")
     p.add_argument("--quick", action="store_true", help="small slices, one epoch, one seed, short sequences")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: the shipped samples, tiny model, 16 examples per task (implies --quick's one seed)")
     p.add_argument("--no-squad", action="store_true", help="GLUE only")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 1 (quick) or 1 2 3")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (on a busy shared CPU, 1 can be several times faster than 2)")
     p.add_argument("--vocab-size", type=int, default=None, help="fallback WordPiece size (default 8192 quick, 30522)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.quick, args.data = True, REPO / "electra_pipeline" / "sample"
+        args.vocab_size = args.vocab_size or 1000
+    return args
 
 
 def train_fallback_tokenizer(data: Path, tasks: list[str], out: Path, vocab_size: int) -> Path:
@@ -148,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
                                   predict_test=False)
         squad_cfg = dataclasses.replace(cfg, max_seq_length=192, doc_stride=64, max_train_examples=192,
                                         max_eval_examples=100)
-    print(f"mode: {'quick' if quick else 'full'} on {device} ({torch.get_num_threads()} threads); seeds {seeds}")
+    if args.smoke:
+        cfg = dataclasses.replace(cfg, max_seq_length=32, max_train_examples=16, max_eval_examples=16,
+                                  batch_size=8, model_preset="tiny")
+        squad_cfg = dataclasses.replace(cfg, max_seq_length=64, doc_stride=32, max_query_length=16)
+    print(f"mode: {'smoke' if args.smoke else 'quick' if quick else 'full'} on {device} ({torch.get_num_threads()} threads); seeds {seeds}")
 
     if args.tokenizer is None:
         if args.checkpoint is not None:
@@ -162,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tokenizer = args.tokenizer
     if args.checkpoint is None:
-        print("no --checkpoint given: running only (a), the randomly initialised small baseline")
+        print(f"no --checkpoint given: running only (a), the randomly initialised {cfg.model_preset} baseline")
 
     random_res, random_squad = run("random", tasks, None, tokenizer, args, cfg, squad_cfg)
     pre_res = pre_squad = None
@@ -173,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     from electra_pipeline.tasks import get_task
 
     print()
-    print("| task | metrics | random-init small | pretrained | paper ELECTRA-Small (OWT) |")
+    print(f"| task | metrics | random-init {cfg.model_preset} | pretrained | paper ELECTRA-Small (OWT) |")
     print("|---|---|---|---|---|")
     for t in [x for x in tasks if not x.startswith("squad")]:
         r = random_res.results[t]

@@ -2,7 +2,8 @@
 machines cannot, and writes one JSON and one Markdown summary.
 
     python bench/gpu_check.py --out gpu_check          # on a CUDA machine (~8 min)
-    python bench/gpu_check.py --dry-run --out /tmp/gc  # on the CPU, seconds: the same steps, tiny
+    python bench/gpu_check.py --dry-run --out /tmp/gc  # on the CPU, a minute: the same steps, tiny
+    python bench/gpu_check.py --smoke --out /tmp/gc    # --dry-run on a slice of the sample, a few steps
 
 Steps, each with its own time limit (a step that fails or runs out is recorded, the rest go on):
 1. tests: `tests/test_cuda.py` (bf16 + SDPA + compile training step, sampling, attention paths).
@@ -13,7 +14,12 @@ Steps, each with its own time limit (a step that fails or runs out is recorded, 
    `electra intrinsic` -> SST-2, MRPC and STS-B fine-tuning of the discriminator and of its
    random-init twin (one seed).
 `--dry-run` runs the same steps on the CPU with the `tiny` preset, the shipped sample and a few
-steps, to check the script itself (the test suite runs it).
+steps, to check the script itself (the test suite runs it); `--smoke` is the same, smaller: a
+slice of the sample, a 1,000-token WordPiece, 4 steps of 4 x 64, 16 fine-tuning examples. The
+last line is machine-readable (nan where a step failed):
+
+    gpu_check device=<name> steps_ok=<k>/<n> tokens_per_s=<ours> ratio=<ours/hf> auc=<a> auc_random=<r>
+        glue3=<g> glue3_random=<gr>
 """
 
 from __future__ import annotations
@@ -40,8 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=None, help="scratch directory (default: OUT/work)")
     p.add_argument("--minutes", type=float, default=4.0, help="pre-training budget (wall clock)")
     p.add_argument("--data", type=Path, default=SHARED, help="data root with corpus/ and glue/")
-    p.add_argument("--dry-run", action="store_true", help="CPU, tiny preset, shipped sample, seconds")
-    return p.parse_args(argv)
+    p.add_argument("--dry-run", action="store_true", help="CPU, tiny preset, shipped sample, about a minute")
+    p.add_argument("--smoke", action="store_true", help="--dry-run on a slice of the sample with fewer steps: seconds")
+    args = p.parse_args(argv)
+    args.dry_run = args.dry_run or args.smoke
+    return args
 
 
 class Check:
@@ -79,7 +88,7 @@ class Check:
         self.write()
 
     def electra(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "electra_pipeline.cli", *args]
+        return [sys.executable, "-m", "electra_cli", *args]
 
     # --- the steps ----------------------------------------------------------------------------
 
@@ -92,9 +101,10 @@ class Check:
     def throughput(self) -> dict[str, Any]:
         out = {}
         device = "cpu" if self.args.dry_run else "cuda"
+        seq = 64 if self.args.smoke else 128
         for preset, batch in (("tiny", 4),) if self.args.dry_run else (("small", 128), ("base", 64)):
             cmd = [sys.executable, "bench/pretrain_throughput.py", "--device", device, "--preset", preset,
-                   "--batch", str(batch), "--seq", "128", "--steps", "3" if self.args.dry_run else "20"]
+                   "--batch", str(batch), "--seq", str(seq), "--steps", "3" if self.args.dry_run else "20"]
             if not self.args.dry_run:
                 cmd.append("--compile")
             text = self.run(f"throughput-{preset}", cmd, timeout=240)
@@ -102,7 +112,7 @@ class Check:
             figures = dict(kv.split("=") for kv in line.split()[1:])
             mfu = re.findall(r"^ours .* ([0-9.]+)%$", text, flags=re.M)  # the last column of our row
             out[preset] = {"batch": batch, **{k: float(v) for k, v in figures.items()},
-                           "seq_per_s": float(figures["tokens_per_s"]) / 128, "mfu_percent": float(mfu[0]) if mfu else None}
+                           "seq_per_s": float(figures["tokens_per_s"]) / seq, "mfu_percent": float(mfu[0]) if mfu else None}
         return out
 
     def learning(self) -> dict[str, Any]:
@@ -110,20 +120,30 @@ class Check:
         w = self.work
         corpus_src = str(REPO / "electra_pipeline" / "sample" / "corpus" / "sample.txt.gz") if dry else str(
             self.args.data / "corpus")
+        if self.args.smoke:
+            from smoke import corpus_slice
+
+            corpus_src = str(corpus_slice(w / "smoke-input")[0])
         glue = str(REPO / "electra_pipeline" / "sample" / "glue") if dry else str(self.args.data / "glue")
         preset = "tiny" if dry else "small"
-        vocab = "4096" if dry else "30522"
+        vocab = "1000" if self.args.smoke else "4096" if dry else "30522"
+        shape = ["--seq-len", "64"] if self.args.smoke else []
         if not (w / "examples" / "meta.json").is_file():
             self.run("corpus", self.electra("corpus", corpus_src, "-o", str(w / "corpus"), "--no-progress"), 120)
             self.run("tokenizer", self.electra("tokenizer", str(w / "corpus"), "-o", str(w / "tokenizer"),
                                                "--vocab-size", vocab, "--no-progress"), 180)
             self.run("examples", self.electra("examples", "--corpus", str(w / "corpus"), "--tokenizer",
-                                              str(w / "tokenizer"), "-o", str(w / "examples"), "--no-progress"), 180)
+                                              str(w / "tokenizer"), "-o", str(w / "examples"), "--no-progress", *shape),
+                     180)
         run = w / "pretrain"
         vocab = str(json.loads((w / "examples" / "meta.json").read_text())["vocab_size"])
-        budget = ["--train.max_steps", "20"] if dry else ["--train.budget_minutes", str(self.args.minutes),
-                                                          "--train.batch_size", "128", "--train.warmup_fraction",
-                                                          "0.06", "--train.compile", "true"]
+        if self.args.smoke:
+            budget = ["--train.max_steps", "4", "--train.batch_size", "4", "--train.seq_len", "64"]
+        elif dry:
+            budget = ["--train.max_steps", "20"]
+        else:
+            budget = ["--train.budget_minutes", str(self.args.minutes), "--train.batch_size", "128",
+                      "--train.warmup_fraction", "0.06", "--train.compile", "true"]
         self.run("pretrain", self.electra("pretrain", "--preset", preset, "--data", str(w / "examples"), "--tokenizer",
                                           str(w / "tokenizer"), "--output-dir", str(run), "--model.vocab_size", vocab,
                                           "--tracking.enabled", "false", "--no-progress", "--resume", "auto", *budget),
@@ -136,7 +156,8 @@ class Check:
 
         random_init = baselines.random_init_checkpoint(run / "discriminator", w / "baselines")
         scores = {}
-        fine = ["--max-train-examples", "64", "--max-eval-examples", "64", "--epochs", "1"] if dry else [
+        examples = "16" if self.args.smoke else "64"
+        fine = ["--max-train-examples", examples, "--max-eval-examples", examples, "--epochs", "1"] if dry else [
             "--max-train-examples", "20000", "--epochs", "3"]
         for arm, ckpt in (("pretrained", run / "discriminator"), ("random_init", random_init)):
             out = w / "finetune" / arm
@@ -194,6 +215,22 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def last_line(results: dict[str, Any]) -> str:
+    """One `key=value` line of the headline figures: the first preset's throughput, the learning step's."""
+    steps = results["steps"]
+    nan = float("nan")
+    t = steps.get("throughput", {})
+    first = next((f for f in t.values() if isinstance(f, dict)), {}) if t.get("ok") else {}
+    learn = steps.get("learning", {}) if steps.get("learning", {}).get("ok") else {}
+    ft = learn.get("finetune", {})
+    figures = {"tokens_per_s": first.get("tokens_per_s", nan), "ratio": first.get("ratio", nan),
+               "auc": learn.get("auc", nan), "auc_random": learn.get("auc_random", nan),
+               "glue3": ft.get("pretrained", {}).get("glue3", nan), "glue3_random": ft.get("random_init", {}).get("glue3", nan)}
+    ok = sum(1 for s in steps.values() if s["ok"])
+    return (f"gpu_check device={results.get('device', '?').replace(' ', '_')} steps_ok={ok}/{len(steps)} "
+            + " ".join(f"{k}={v:.3f}" for k, v in figures.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check = Check(args)
@@ -212,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     check.step("throughput", check.throughput)
     check.step("learning", check.learning)
     print((args.out / "gpu_check.md").read_text())
+    print(last_line(check.results))
     return 0 if all(s["ok"] for s in check.results["steps"].values()) else 1
 
 

@@ -4,6 +4,7 @@ baseline, at the same minutes, on held-out text and on SST-2, MRPC and STS-B.
     python bench/learning.py --minutes 60               # the target run: ~60 min + fine-tuning
     python bench/learning.py --quick                    # the preset's own (main job's) budget, one seed
     python bench/learning.py --minutes 60 --objective mlm
+    python bench/learning.py --smoke --work /tmp/learning  # the shipped sample, tiny, SST-2 only: a script check
 
 Steps (each cached in --work, so a rerun with the same inputs skips what is done):
 1. ../shared/data/corpus -> corpus -> WordPiece (the preset's vocabulary) -> examples with a
@@ -84,7 +85,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_learning", help="work and cache directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="pre-training config override for both arms, e.g. train.lr=1e-3 (repeatable)")
+    p.add_argument("--smoke", action="store_true",
+                   help="check the script, not the recipe: a slice of the shipped sample corpus and GLUE sample "
+                        "(written into --work), tiny preset for 4 steps, no MLM arm, SST-2 only, 32 examples")
     args = p.parse_args(argv)
+    args.tasks = TASKS
+    if args.smoke:
+        args.data = args.work / "smoke-data"
+        args.preset, args.quick, args.mlm, args.tasks = "tiny", True, False, ("sst2",)
+        args.probe_train_examples, args.max_train_examples, args.max_eval_examples = 32, 32, 64
+        args.overrides = [*args.overrides, "train.max_steps=4", "train.batch_size=4", "train.seq_len=64",
+                          "model.vocab_size=1000"]
+    else:
+        args.max_eval_examples = None
     if args.seeds is None:
         args.seeds = [1] if args.quick else [1, 2, 3, 4, 5]
     if args.minutes <= 0:
@@ -181,7 +194,7 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
         outs[arm] = out
         if (out / "results.json").is_file():
             continue
-        for task in TASKS:
+        for task in args.tasks:
             if not (out / task / "results.json").is_file():
                 cmd = electra_cmd("evaluate", task, "--checkpoint", str(ckpt), "--tokenizer", str(tokenizer),
                                   "--data-dir", str(glue), "--seeds", *seeds, "--max-train-examples",
@@ -191,6 +204,7 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
                                     ["--lr", str(args.finetune_lr)]),
                                   "--layer-decay", str(args.layer_decay), "--pooling", args.pooling,
                                   "--predict-test", "false",
+                                  *(["--max-eval-examples", str(args.max_eval_examples)] if args.max_eval_examples else []),
                                   "--out", str(out / task), "--no-tracking", "--no-progress")
                 pending.append((cmd, out / task))
     running: list[tuple[subprocess.Popen, Path]] = []
@@ -206,8 +220,8 @@ def finetune_arms(args: argparse.Namespace, encoders: dict[str, Path], tokenizer
     results = {}
     for arm, out in outs.items():
         if not (out / "results.json").is_file():
-            parts = [json.loads((out / t / "results.json").read_text()) for t in TASKS]
-            tasks = {t: p["tasks"][t] for t, p in zip(TASKS, parts)}
+            parts = [json.loads((out / t / "results.json").read_text()) for t in args.tasks]
+            tasks = {t: p["tasks"][t] for t, p in zip(args.tasks, parts)}
             merged = {**parts[0], "tasks": tasks, "glue_score": sum(r["score"] for r in tasks.values()) / len(tasks)}
             (out / "results.json").write_text(json.dumps(merged, indent=2) + "\n")
         results[arm] = json.loads((out / "results.json").read_text())
@@ -221,7 +235,8 @@ def probe(args: argparse.Namespace, runs: dict[str, Path], tokenizer: Path) -> d
     out = main / tag
     if not (out / "probe.json").is_file():
         cmd = electra_cmd("probe", str(main), "--glue-dir", str(args.data / "glue"), "--tokenizer", str(tokenizer),
-                          "--tasks", "sst2", "cola", "mrpc", "stsb", "rte", "--out", str(out),
+                          "--tasks", *(("sst2",) if args.smoke else ("sst2", "cola", "mrpc", "stsb", "rte")),
+                          "--out", str(out),
                           *(["--max-train-examples", str(args.probe_train_examples)] if args.probe_train_examples else []),
                           *(["--compare", str(runs["mlm"]), "--compare-label", "mlm"]
                             if "mlm" in runs and args.objective != "mlm" else []))
@@ -241,7 +256,7 @@ def sst2_floor(args: argparse.Namespace) -> float:
 
 
 def glue3(results: dict[str, Any]) -> float:
-    return sum(results["tasks"][t]["score"] for t in TASKS) / len(TASKS)
+    return sum(r["score"] for r in results["tasks"].values()) / len(results["tasks"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = presets.preset(args.preset)
     started = time.perf_counter()
-    examples, tokenizer = prepare_data(args, cfg.model.vocab_size, cfg.train.seq_len)
+    if args.smoke:
+        from smoke import data_root
+
+        data_root(args.data)
+    examples, tokenizer = prepare_data(args, *((1000, 64) if args.smoke else (cfg.model.vocab_size, cfg.train.seq_len)))
     runs = pretrain_arms(args, examples, tokenizer)
     scores = {o: intrinsic(r) for o, r in runs.items()}
     main_run = runs[args.objective]
@@ -265,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
 
     gain = stats.seed_interval([
         sum(metrics.task_score(t, results[args.objective]["tasks"][t]["seeds"][s])
-            - metrics.task_score(t, results["random_init"]["tasks"][t]["seeds"][s]) for t in TASKS) / len(TASKS)
+            - metrics.task_score(t, results["random_init"]["tasks"][t]["seeds"][s]) for t in args.tasks)
+        / len(args.tasks)
         for s in map(str, args.seeds)])
     floor = sst2_floor(args)
     mean, vs = probes["mean"]["scores"], probes["mean"]["vs"]["random_init"]
@@ -298,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfine-tuned dev scores (median of seeds {' '.join(map(str, args.seeds))}, "
           f"{args.max_train_examples} train examples, {args.epochs or 'task'} epochs, {lr}, layer decay {args.layer_decay:g}, "
           f"{args.pooling} pooling):")
-    print("  arm          " + "  ".join(f"{t:>6}" for t in TASKS) + "  GLUE-3")
+    print("  arm          " + "  ".join(f"{t:>6}" for t in args.tasks) + "  GLUE-3")
     for arm, r in results.items():
-        print(f"  {arm:12s} " + "  ".join(f"{r['tasks'][t]['score']:6.1f}" for t in TASKS) + f"  {glue3(r):6.1f}")
+        print(f"  {arm:12s} " + "  ".join(f"{r['tasks'][t]['score']:6.1f}" for t in args.tasks) + f"  {glue3(r):6.1f}")
     print(f"  GLUE-3 gain over random init: {gain.text()} (95% CI, {gain.method}, n={gain.n}); SST-2 "
           f"bag-of-words on the same {args.max_train_examples} examples: {floor:.1f}")
     from electra_pipeline.probe import format_table, verdict

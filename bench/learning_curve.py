@@ -6,6 +6,7 @@ replacements (electra_pipeline.intrinsic). Minutes on one core: the fast signal 
     python bench/learning_curve.py --examples runs/examples --preset cpu --steps 1000
     python bench/learning_curve.py --examples runs/examples --preset tiny --steps 1000 \\
         --set model.relative_attention=0 --set train.objective=mlm
+    python bench/learning_curve.py --smoke --work /tmp/lc    # examples from the shipped sample, tiny: seconds
 
 On the held-out rows of `--examples`, the most-frequent-token guess scores ~4% masked-token
 accuracy: a model at that level has learned unigram frequencies and no context. Last line:
@@ -26,14 +27,26 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--examples", type=Path, required=True, help="examples directory with a held-out slice")
+    p.add_argument("--examples", type=Path, help="examples directory with a held-out slice (required without --smoke)")
     p.add_argument("--preset", default="cpu", help="pre-training preset")
     p.add_argument("--steps", type=int, default=1000, help="optimiser steps (warm-up and decay over them)")
     p.add_argument("--every", type=int, default=None, help="steps between held-out scores (default steps/5)")
     p.add_argument("--rows", type=int, default=256, help="held-out rows scored")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="config override, e.g. train.lr=5e-4 (repeatable)")
-    return p.parse_args(argv)
+    p.add_argument("--smoke", action="store_true",
+                   help="check the script in seconds: examples built from the shipped sample into --work, tiny "
+                        "preset, 4 steps of 4 x 64, scored every 2 steps on 16 rows")
+    p.add_argument("--work", type=Path, default=None, help="where --smoke builds its examples (required with it)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        if args.work is None:
+            p.error("--smoke: give --work DIR for the examples it builds")
+        args.preset, args.steps, args.every, args.rows = "tiny", 4, 2, 16
+        args.overrides = [*args.overrides, "train.batch_size=4"]
+    elif args.examples is None:
+        p.error("--examples is required (or --smoke)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from electra_pipeline import cpu_paths, heldout, intrinsic, optim, presets, runlog, runtime, train
     from electra_pipeline.data import Batch, ExampleShards, micro_batches
     from electra_pipeline.pretrainer import ElectraPretrainer
+
+    if args.smoke:
+        from smoke import examples
+
+        args.examples = examples(args.work)
 
     overrides: dict = {}
     for item in args.overrides:

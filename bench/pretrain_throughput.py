@@ -18,6 +18,7 @@ of medians too). The last line is machine-readable:
     python bench/pretrain_throughput.py                        # small, 16 x 128, CPU
     python bench/pretrain_throughput.py --cpu-time             # one thread, CPU seconds: for busy machines
     python bench/pretrain_throughput.py --device cuda --batch 128 --compile
+    python bench/pretrain_throughput.py --smoke                # tiny, 2 x 32, 2 steps: seconds
 """
 
 from __future__ import annotations
@@ -186,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-time", action="store_true",
                    help="CPU: one thread, timed in CPU seconds of that thread, not wall-clock; other processes "
                         "on the machine then barely move the figures (they still share caches and memory)")
+    p.add_argument("--smoke", action="store_true",
+                   help="check the script in seconds: tiny preset, batch 2 x seq 32, 2 timed steps after 1 warmup")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.preset, args.batch, args.seq, args.steps, args.warmup = "tiny", 2, 32, 2, 1
     if args.cpu_time and (args.device != "cpu" or (args.threads or 1) != 1):
         p.error("--cpu-time measures one CPU thread: use it with --device cpu and without --threads")
     if args.cpu_time:

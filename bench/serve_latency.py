@@ -20,6 +20,7 @@ what a properly fine-tuned model keeps. The last line is machine-readable:
     python bench/serve_latency.py                        # random-init small + linear probe
     python bench/serve_latency.py --finetune-steps 800 --threads 1
     python bench/serve_latency.py --model-dir runs/finetune/sst2/model
+    python bench/serve_latency.py --smoke --work-dir /tmp/sl    # tiny model, shipped SST-2 sample: seconds
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # imports below on purpose
 
 import argparse
 import contextlib
+import dataclasses
 import signal
 import socket
 import statistics
@@ -49,6 +51,7 @@ import numpy as np
 import torch
 
 from electra_pipeline import export, inference, presets
+from electra_pipeline.config import ModelConfig
 from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
 from electra_pipeline.model import ElectraForSequenceClassification
 from electra_pipeline.runtime import has_bf16_matrix_units
@@ -60,8 +63,8 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # --- data and model ----------------------------------------------------------------------
 
-def read_sst2(split: str) -> list[tuple[str, int]] | None:
-    for d in SST2_DIRS:
+def read_sst2(split: str, dirs: tuple[Path, ...] = SST2_DIRS) -> list[tuple[str, int]] | None:
+    for d in dirs:
         f = d / f"{split}.tsv"
         if f.is_file():
             rows = [ln.split("\t") for ln in f.read_text(encoding="utf-8").splitlines()[1:]]
@@ -80,6 +83,17 @@ def train_tokenizer(texts: list[str], vocab_size: int, out: Path) -> Path:
     return out
 
 
+def model_and_tokenizer(preset: str, texts: list[str], work: Path) -> tuple[ModelConfig, Path]:
+    """The preset's encoder config with the vocabulary the WordPiece really reached: SST-2's
+    sentences hold fewer distinct pieces than the preset's 30,522, and the export refuses a
+    tokenizer whose size differs from the model's embedding table."""
+    from tokenizers import Tokenizer
+
+    cfg = presets.preset(preset).model
+    tok_file = train_tokenizer(texts, cfg.vocab_size, work / "tokenizer.json")
+    return dataclasses.replace(cfg, vocab_size=Tokenizer.from_file(str(tok_file)).get_vocab_size()), tok_file
+
+
 def cls_features(model: ElectraForSequenceClassification, tok: Any, texts: list[str], seq: int) -> np.ndarray:
     """Frozen [CLS] states (N, H), batched by length."""
     enc = inference.encode_texts(tok, texts, seq)
@@ -94,12 +108,11 @@ def cls_features(model: ElectraForSequenceClassification, tok: Any, texts: list[
     return feats
 
 
-def probe_classifier(work: Path, train: list[tuple[str, int]], n_train: int, seq: int) -> Path:
+def probe_classifier(work: Path, train: list[tuple[str, int]], n_train: int, seq: int, preset: str = "small") -> Path:
     """Random-init ELECTRA-Small + a ridge linear probe on [CLS] written into its head."""
     from tokenizers import Tokenizer
 
-    cfg = presets.preset("small").model
-    tok_file = train_tokenizer([t for t, _ in train], cfg.vocab_size, work / "tokenizer.json")
+    cfg, tok_file = model_and_tokenizer(preset, [t for t, _ in train], work)
     tok = Tokenizer.from_file(str(tok_file))
     torch.manual_seed(0)
     model = ElectraForSequenceClassification(cfg, num_labels=2).eval()
@@ -121,14 +134,13 @@ def probe_classifier(work: Path, train: list[tuple[str, int]], n_train: int, seq
 
 
 def finetune_small(work: Path, train: list[tuple[str, int]], steps: int, seq: int, lr: float,
-                   batch: int = 32, seed: int = 0) -> Path:
+                   batch: int = 32, seed: int = 0, preset: str = "small") -> Path:
     """ELECTRA-Small fine-tuned on SST-2 from random initialisation (no pre-trained checkpoint
     ships with the repo): AdamW, 10% warmup then linear decay, grad clip 1. A few hundred steps
     give a weak but real classifier in minutes on one core."""
     from tokenizers import Tokenizer
 
-    cfg = presets.preset("small").model
-    tok_file = train_tokenizer([t for t, _ in train], cfg.vocab_size, work / "tokenizer.json")
+    cfg, tok_file = model_and_tokenizer(preset, [t for t, _ in train], work)
     tok = Tokenizer.from_file(str(tok_file))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -288,21 +300,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and ORT intra-op threads (all variants)")
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--work-dir", help="keep models and exports here (default: a temp dir)")
+    ap.add_argument("--preset", default="small", help="encoder size of the probe or fine-tuned model")
+    ap.add_argument("--smoke", action="store_true",
+                    help="check the script in seconds: tiny model, seq 32, the SST-2 sample shipped in "
+                         "electra_pipeline/sample (64 probe sentences, 64 dev), 2 + 1 timed iterations, 8 HTTP requests")
     args = ap.parse_args(argv)
+    dirs = SST2_DIRS
+    if args.smoke:
+        from smoke import SAMPLE_GLUE
+
+        dirs, args.preset, args.seq, args.probe_train = (SAMPLE_GLUE / "SST-2",), "tiny", 32, 64
+        args.iters1, args.iters16, args.http_requests = 2, 1, 8
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="serve_latency_"))
     work.mkdir(parents=True, exist_ok=True)
-    train, dev = read_sst2("train"), read_sst2("dev")
+    train, dev = read_sst2("train", dirs), read_sst2("dev", dirs)
+    if args.smoke and dev is not None:
+        dev = dev[:64]
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
     if args.model_dir:
         model_dir, how = Path(args.model_dir), f"fine-tuned model {args.model_dir}"
     elif train is not None and args.finetune_steps:
-        model_dir = finetune_small(work, train, args.finetune_steps, args.seq, args.lr)
-        how = f"ELECTRA-Small fine-tuned from scratch on SST-2 for {args.finetune_steps} steps of 32"
+        model_dir = finetune_small(work, train, args.finetune_steps, args.seq, args.lr, preset=args.preset)
+        how = f"ELECTRA-{args.preset} fine-tuned from scratch on SST-2 for {args.finetune_steps} steps of 32"
     elif train is not None:
-        model_dir = probe_classifier(work, train, args.probe_train, args.seq)
-        how = f"random-init ELECTRA-Small + linear probe on {min(args.probe_train, len(train))} SST-2 train sentences"
+        model_dir = probe_classifier(work, train, args.probe_train, args.seq, preset=args.preset)
+        how = f"random-init ELECTRA-{args.preset} + linear probe on {min(args.probe_train, len(train))} SST-2 train sentences"
     else:
         sys.exit("no --model-dir and no GLUE SST-2 under ../shared/data: nothing to build a classifier from")
     print(f"model: {how} ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -4,6 +4,7 @@ at fractions of the budget, on ../shared/data (the `efficiency-study` Prefect fl
     python bench/study.py --budget 4e13            # the README's study table (shared corpus and GLUE)
     python bench/study.py --budget 60m             # minutes per arm on this machine instead of FLOPs
     python bench/study.py --quick                  # every objective on the shipped sample, < 15 min on 2 cores
+    python bench/study.py --smoke --work /tmp/st   # electra and mlm, tiny, a few steps: a script check
 
 Last line:
     study objectives=<n> best=<objective> electra_score=<x> mlm_score=<y> mlm_flops_to_match=<f or never> budget_flops=<b>
@@ -44,8 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--examples", type=Path, default=None, help="packed examples to reuse (with --tokenizer)")
     p.add_argument("--tokenizer", type=Path, default=None, help="the tokenizer.json of --examples")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "bench_study", help="outputs, caches and mlflow.db")
+    p.add_argument("--smoke", action="store_true",
+                   help="check the script, not the study: electra and mlm on a slice of the shipped sample (written "
+                        "into --work), tiny preset at 2e10 FLOPs, one snapshot, SST-2 with 32 examples, one epoch")
     args = p.parse_args(argv)
-    if args.quick:
+    if args.smoke:
+        args.budget, args.objectives, args.preset, args.snapshots = "2e10", ["electra", "mlm"], "tiny", 1
+        args.tasks, args.max_train_examples, args.epochs = ["sst2"], 32, 1
+    elif args.quick:
         args.budget = args.budget or "3e12"
         args.snapshots, args.tasks, args.max_train_examples = 1, ["sst2"], 500
     return args
@@ -74,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     train = {"budget_minutes": spend["budget_minutes"], "budget_flops": None} if "budget_minutes" in spend else {}
     data = {"corpus": ["sample"], "glue_dir": "sample"} if args.quick else {
         "corpus": [str(args.data / "corpus")], "glue_dir": str(args.data / "glue")}
+    if args.smoke:
+        from smoke import corpus_slice
+
+        data = {"corpus": [str(f) for f in corpus_slice(args.work / "smoke-input")], "glue_dir": "sample"}
     if args.examples:
         data |= {"examples": str(args.examples), "tokenizer": str(args.tokenizer)}
     args.work.mkdir(parents=True, exist_ok=True)
