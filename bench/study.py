@@ -5,9 +5,11 @@ at fractions of the budget, on ../shared/data (the `efficiency-study` Prefect fl
     python bench/study.py --budget 60m             # minutes per arm on this machine instead of FLOPs
     python bench/study.py --quick                  # every objective on the shipped sample, < 15 min on 2 cores
     python bench/study.py --smoke --work /tmp/st   # electra and mlm, tiny, a few steps: a script check
+    python bench/study.py --figures                # the seed's figures on the probes (bench/study_figures.py)
 
 Last line:
     study objectives=<n> best=<objective> electra_score=<x> mlm_score=<y> mlm_flops_to_match=<f or never> budget_flops=<b>
+        x_cheaper=<r> x_ci_low= x_ci_high= gen_best_fraction= two_stage_gap=   (the last five: --figures; nan otherwise)
 """
 
 from __future__ import annotations
@@ -48,7 +50,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="check the script, not the study: electra and mlm on a slice of the shipped sample (written "
                         "into --work), tiny preset at 2e10 FLOPs, one snapshot, SST-2 with 32 examples, one epoch")
+    p.add_argument("--figures", action="store_true",
+                   help="the seed's figures measured with frozen-encoder probes and bootstrap intervals, cached in "
+                        "--work/figures (bench/study_figures.py); a cut-off run continues where it stopped")
+    p.add_argument("--figures-budget", type=float, default=2e14,
+                   help="--figures: training FLOPs of each arm's longest run (default 2e14)")
+    p.add_argument("--figures-snapshots", type=int, default=4,
+                   help="--figures: probed points below the budget, at 1/2 ... 1/2^k of it (default 4: 5 points, 1.2 "
+                        "decades)")
+    p.add_argument("--probe-train-examples", type=int, default=4000,
+                   help="--figures: probe training examples per task (default 4000)")
     args = p.parse_args(argv)
+    if args.figures and not (args.figures_budget > 0 and 1 <= args.figures_snapshots <= 10):
+        p.error("--figures-budget must be > 0 and --figures-snapshots in [1, 10]")
     if args.smoke:
         args.budget, args.objectives, args.preset, args.snapshots = "2e10", ["electra", "mlm"], "tiny", 1
         args.tasks, args.max_train_examples, args.epochs = ["sst2"], 32, 1
@@ -74,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.figures:
+        return figures(args)
     from electra_cli.pipeline import prefect_api
     from flows.study import efficiency_study
 
@@ -111,6 +127,26 @@ def main(argv: list[str] | None = None) -> int:
     if result.failed:
         print("failed arms: " + json.dumps(result.failed))
     print(result.line)
+    return 0
+
+
+def figures(args: argparse.Namespace) -> int:
+    import study_figures
+    from learning import prepare_data
+
+    from electra_pipeline import presets
+
+    cfg = presets.preset(args.preset)
+    examples, tokenizer = (args.examples, args.tokenizer) if args.examples else \
+        prepare_data(args, cfg.model.vocab_size, cfg.train.seq_len)
+    fields = study_figures.main(args, examples, tokenizer)
+    e, m = float(fields["electra_score"]), float(fields["mlm_score"])
+    times = fields["x_cheaper"]
+    match = f"{float(times) * float(fields['budget_flops']):.3g}" if times[0].isdigit() else times
+    line = {"objectives": 2, "best": "electra" if e >= m else "mlm", "electra_score": fields["electra_score"],
+            "mlm_score": fields["mlm_score"], "mlm_flops_to_match": match, **{k: v for k, v in fields.items()
+                                                                            if k not in ("electra_score", "mlm_score")}}
+    print("study " + " ".join(f"{k}={v}" for k, v in line.items()))
     return 0
 
 
