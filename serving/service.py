@@ -300,6 +300,9 @@ _extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])
 
 
 DOWNLOADS: list[str] = []  # temporary directories holding registry downloads of this process
+CHECKED_DOWNLOAD = "ELECTRA_CHECKED_DOWNLOAD"  # set by `check_model` for the workers: {"uri", "dir", "version"}
+# under BentoML's logger: `bentoml serve` configures that one (INFO), and leaves the root at WARNING
+log = logging.getLogger("bentoml.electra")
 
 
 def remove_downloads() -> None:
@@ -307,20 +310,34 @@ def remove_downloads() -> None:
         shutil.rmtree(DOWNLOADS.pop(), ignore_errors=True)
 
 
-def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
-    """(local export directory, where it came from): ELECTRA_MODEL_DIR, else ELECTRA_MODEL_URI,
-    else an export baked into the Bento at serving/model (see bentofile.yaml)."""
-    from electra_pipeline.registry import download_model
+def download(uri: str) -> tuple[Path, str | None]:
+    """A registry model as a local export directory, and the registry version it resolved to
+    (None for a `runs:/` URI). The version is pinned before the download, so the files are that
+    version's even if the alias moves meanwhile. The directory is removed when this process
+    stops (`remove_downloads`: atexit, and the workers' shutdown hook)."""
+    from electra_pipeline.registry import check_model_uri, download_model
 
+    version = check_model_uri(uri)  # a wrong name or alias: one DataError line
+    dst = tempfile.mkdtemp(prefix="electra-model-")
+    DOWNLOADS.append(dst)
+    atexit.register(remove_downloads)
+    return download_model(version["uri"] if version else uri, dst), version and version["version"]
+
+
+def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str, str | None]:
+    """(local export directory, where it came from, registry version or None): ELECTRA_MODEL_DIR,
+    else ELECTRA_MODEL_URI (the download `check_model` made and checked, or a new one), else an
+    export baked into the Bento at serving/model (see bentofile.yaml)."""
     if env.get("ELECTRA_MODEL_DIR"):
-        return Path(env["ELECTRA_MODEL_DIR"]), env["ELECTRA_MODEL_DIR"]
-    if env.get("ELECTRA_MODEL_URI"):
-        dst = tempfile.mkdtemp(prefix="electra-model-")
-        DOWNLOADS.append(dst)  # the download lives as long as the worker: see `remove_downloads`
-        atexit.register(remove_downloads)
-        return download_model(env["ELECTRA_MODEL_URI"], dst), env["ELECTRA_MODEL_URI"]
+        return Path(env["ELECTRA_MODEL_DIR"]), env["ELECTRA_MODEL_DIR"], None
+    if uri := env.get("ELECTRA_MODEL_URI"):
+        checked = json.loads(env.get(CHECKED_DOWNLOAD) or "{}")
+        if checked.get("uri") == uri and Path(checked["dir"]).is_dir():
+            return Path(checked["dir"]), uri, checked["version"]
+        model_dir, version = download(uri)  # the service runs without `bentoml serve`'s deployment hook
+        return model_dir, uri, version
     if (BAKED_MODEL_DIR / "metadata.json").is_file():
-        return BAKED_MODEL_DIR, str(BAKED_MODEL_DIR)
+        return BAKED_MODEL_DIR, str(BAKED_MODEL_DIR), None
     raise DataError("set ELECTRA_MODEL_DIR (an `electra export` directory) or ELECTRA_MODEL_URI "
                     "(models:/<name>@<alias>) before starting the service")
 
@@ -347,7 +364,7 @@ class ElectraService:
     def __init__(self) -> None:
         from electra_pipeline.inference import Predictor
 
-        model_dir, self.source = resolve_model_dir(os.environ)
+        model_dir, self.source, self.registry_version = resolve_model_dir(os.environ)
         threads = int(os.environ.get("ELECTRA_THREADS", "0")) or None
         self.predictor = Predictor.load(model_dir, quantized=os.environ.get("ELECTRA_QUANTIZED") == "1",
                                         threads=threads, spin=os.environ.get("ELECTRA_ORT_SPIN") == "1")
@@ -356,20 +373,29 @@ class ElectraService:
 
     @bentoml.on_deployment
     def check_model() -> None:
-        """Once, before any worker starts: a missing or wrong model directory stops `bentoml
-        serve` with one clear error instead of workers failing and restarting forever."""
-        from electra_pipeline.inference import read_metadata
+        """Once, in the `bentoml serve` process before any worker starts: load the model as a
+        worker will (registry download, file names, sha256 of every file against metadata.json,
+        the ONNX Runtime session, the tokenizer). A missing, damaged or wrong model stops the
+        server with one line naming the file and a non-zero exit, instead of workers failing and
+        restarting forever. A registry model is downloaded here, once, and handed to the
+        workers (CHECKED_DOWNLOAD), and the log names the version its alias resolved to."""
+        from electra_pipeline.errors import PipelineError
+        from electra_pipeline.inference import Predictor
 
-        if os.environ.get("ELECTRA_MODEL_URI") and not os.environ.get("ELECTRA_MODEL_DIR"):
-            from electra_pipeline.registry import check_model_uri
-
-            check_model_uri(os.environ["ELECTRA_MODEL_URI"])  # a wrong name or alias stops here, not in workers
-            return  # downloaded per worker
-        model_dir, _ = resolve_model_dir(os.environ)
-        meta = read_metadata(model_dir)
-        if os.environ.get("ELECTRA_QUANTIZED") == "1" and "int8" not in meta.get("files", {}):
-            raise DataError(f"{model_dir}: ELECTRA_QUANTIZED=1 but the export has no int8 model "
-                            "(export with --quantize)")
+        try:
+            uri = os.environ.get("ELECTRA_MODEL_URI") if not os.environ.get("ELECTRA_MODEL_DIR") else None
+            if uri:
+                model_dir, version = download(uri)
+                os.environ[CHECKED_DOWNLOAD] = json.dumps({"uri": uri, "dir": str(model_dir), "version": version})
+            model_dir, source, version = resolve_model_dir(os.environ)
+            quantized = os.environ.get("ELECTRA_QUANTIZED") == "1"
+            # CPU only: the check must not hold a GPU context in this process for the server's lifetime
+            p = Predictor.load(model_dir, quantized=quantized, providers=["CPUExecutionProvider"])
+        except PipelineError as e:
+            raise BentoMLException(str(e)) from None
+        verified = "sha256 verified" if p.meta.get("sha256") else "no sha256 in metadata.json: files not verified"
+        log.info("Serving %s%s: %s (%s) from %s, %s", source, f" = registry version {version}" if version else "",
+                 p.meta.get("task"), p.kind, p.model_file, verified)
 
     @bentoml.on_shutdown
     def remove_downloads(self) -> None:
@@ -385,6 +411,7 @@ class ElectraService:
         endpoint = next(f"/{name}" for name, kinds in self.ENDPOINT_KINDS.items() if self.kind in kinds)
         return {
             "task": m.get("task"), "kind": self.kind, "labels": m.get("labels", []),
+            "registry_version": self.registry_version,
             "max_seq_length": self.predictor.max_seq_length, "endpoint": endpoint,
             "answerability": m.get("answerability", False), "metrics": m.get("metrics", {}),
             # what the dev score means: its baselines, the gain over random init with its 95% interval,

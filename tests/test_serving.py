@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,6 +153,10 @@ def test_health_and_metadata(env: dict) -> None:
     assert meta["endpoint"] == "/classify" and meta["limits"]["max_items"] == 64
     assert meta["model_file"] == "model.onnx" and "CPUExecutionProvider" in meta["providers"]
     assert "/" not in meta["source"]  # the server's paths stay on the server
+    x_cls = env["root"] / "x_cls"  # the export records its files' checksums, which the server verified
+    assert json.loads((x_cls / "metadata.json").read_text())["sha256"] == {
+        n: inference.file_sha256(x_cls / n) for n in ("model.onnx", "tokenizer.json")}
+    assert "Serving " in s.log.read_text() and "sha256 verified" in s.log.read_text()
     ev = meta["evaluation"]  # the dev score with its baselines and why it is no champion
     assert ev["majority"] == 50.9 and ev["random_init"] == 51.5 and ev["bow"] == 78.7 and ev["earned"] is False
     assert "not above the majority class" in ev["verdict"]
@@ -188,7 +193,11 @@ def test_concurrent_classify_requests_are_batched_correctly(env: dict) -> None:
 
 def test_answer_from_registry_model_equals_in_process(env: dict) -> None:
     s = env["servers"]["qa"]
-    assert httpx.get(f"{s.url}/metadata").json()["source"] == "models:/electra-qa-test@champion"
+    meta = httpx.get(f"{s.url}/metadata").json()
+    assert meta["source"] == "models:/electra-qa-test@champion" and meta["registry_version"] == "1"
+    # the start-up log says which version the alias resolved to, and that its files were verified
+    assert "Serving models:/electra-qa-test@champion = registry version 1: squad" in s.log.read_text()
+    assert "sha256 verified" in s.log.read_text()
     context = "The harbour closed in the winter of 1962 . " * 10 + "Her father repaired boats for forty years ."
     for question in ("How long did her father repair boats?", "when " * 30 + "?"):
         r = s.post("/answer", json={"question": question, "context": context})
@@ -337,7 +346,7 @@ def test_unknown_registry_alias_stops_serve_at_once(env: dict, tmp_path: Path) -
         assert s.proc.wait(timeout=60) != 0
     finally:
         s.stop()
-    assert "models:/electra-qa-test@nope: not in the MLflow registry" in (tmp_path / "alias.log").read_text()
+    assert "models:/electra-qa-test@nope: not in the MLflow registry" in one_line_error(tmp_path / "alias.log")
     assert list(tmp.glob("electra-model-*")) == []
 
 
@@ -362,7 +371,35 @@ def test_missing_model_stops_serve_with_clear_error(tmp_path: Path) -> None:
         assert s.proc.wait(timeout=60) != 0
     finally:
         s.stop()
-    assert "metadata.json: missing" in (tmp_path / "fail.log").read_text()
+    assert "metadata.json: missing" in one_line_error(tmp_path / "fail.log")
+
+
+def one_line_error(log: Path) -> str:
+    """The log of a server that refused to start: one line, no traceback."""
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in log.read_text(), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("checksums", [True, False])
+def test_damaged_model_stops_serve_at_once_naming_the_file(env: dict, tmp_path: Path, checksums: bool) -> None:
+    """A truncated model.onnx stops `bentoml serve` before any worker starts: a non-zero exit
+    within 30 s and one line naming the file (by its checksum, or, for an export that records
+    none, because ONNX Runtime cannot load it), instead of workers restarting forever."""
+    bad = tmp_path / "x_cls"
+    shutil.copytree(env["root"] / "x_cls", bad)
+    with open(bad / "model.onnx", "r+b") as f:
+        f.truncate(1000)
+    if not checksums:
+        meta = json.loads((bad / "metadata.json").read_text())
+        (bad / "metadata.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "sha256"}))
+    s = Server({"ELECTRA_MODEL_DIR": str(bad)}, tmp_path / "damaged.log")
+    try:
+        assert s.proc.wait(timeout=30) != 0
+    finally:
+        s.stop()
+    line = one_line_error(tmp_path / "damaged.log")
+    assert f"{bad / 'model.onnx'}: " + ("sha256" if checksums else "ONNX Runtime cannot load it") in line, line
 
 
 def _chromium() -> str | None:
