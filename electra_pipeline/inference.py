@@ -15,6 +15,7 @@ An exported model directory holds `model.onnx` (and `model.int8.onnx`), `tokeniz
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ OUTPUT_NAMES = {  # metadata kind -> ONNX output names, in the order the graph r
     "discriminator": ("logits",),
 }
 N_BEST = 20  # span candidates per side, as fine-tuning's SquadTask default
+# a text is read up to this many characters per token the model can take (see `cut_text`);
+# English WordPiece runs at 4-6 characters a token, so the cut never reaches a kept token there
+MAX_CHARS_PER_TOKEN = 16
 MAX_TOKENS_PER_RUN = 64 * 128  # padded tokens per ONNX Runtime call: bounds memory, keeps batches dense
 
 Item = str | tuple[str, str]  # one text or a (text_a, text_b) pair
@@ -78,6 +82,22 @@ def text_row(a: Sequence[int], b: Sequence[int] | None, max_length: int, cls: in
     return ids, types, la, lb
 
 
+def cut_text(text: str, max_chars: int) -> tuple[str, bool]:
+    """The text's first max_chars characters, without a word cut in half (it is dropped whole),
+    and whether anything but whitespace was dropped. Tokenizing costs time in proportion to the
+    text, while only a window's worth of tokens is kept: cutting first bounds the cost of a
+    request. The tokens of what is kept are the tokens the whole text starts with."""
+    if len(text) <= max_chars:
+        return text, False
+    head = text[:max_chars]
+    if not text[max_chars].isspace() and (m := _LAST_SPACE.search(head)) and m.start() > 0:
+        head = head[:m.start()]  # (a text without a space before the cut is one word: cut in it)
+    return head, not text[len(head):].isspace()
+
+
+_LAST_SPACE = re.compile(r"\s\S*$")
+
+
 @dataclass
 class Batch:
     """Padded int64 model inputs (B, T), padded to this batch's longest row."""
@@ -119,13 +139,15 @@ class EncodedTexts:
 
 
 def encode_texts(tok: Tokenizer, items: Sequence[Item], max_length: int) -> EncodedTexts:
-    """[CLS] a [SEP] (b [SEP]) per item, longest-first truncation to max_length, padded."""
+    """[CLS] a [SEP] (b [SEP]) per item, longest-first truncation to max_length, padded. Each
+    text is first cut to MAX_CHARS_PER_TOKEN * max_length characters (`cut_text`); `truncated`
+    says tokens were cut, or text was."""
     cls, sep, pad = special_ids(tok)
-    texts_a = [it if isinstance(it, str) else it[0] for it in items]
-    pairs = [None if isinstance(it, str) else it[1] for it in items]
-    enc_a = tok.encode_batch(texts_a, add_special_tokens=False)
-    b_idx = [i for i, b in enumerate(pairs) if b is not None]
-    enc_b = dict(zip(b_idx, tok.encode_batch([pairs[i] for i in b_idx], add_special_tokens=False))) if b_idx else {}
+    max_chars = MAX_CHARS_PER_TOKEN * max_length
+    cut_a = [cut_text(it if isinstance(it, str) else it[0], max_chars) for it in items]
+    cut_b = {i: cut_text(it[1], max_chars) for i, it in enumerate(items) if not isinstance(it, str)}
+    enc_a = tok.encode_batch([t for t, _ in cut_a], add_special_tokens=False)
+    enc_b = dict(zip(cut_b, tok.encode_batch([t for t, _ in cut_b.values()], add_special_tokens=False)))
     ids, types, truncated, offsets, tokens = [], [], [], [], []
     for i, ea in enumerate(enc_a):
         eb = enc_b.get(i)
@@ -133,7 +155,7 @@ def encode_texts(tok: Tokenizer, items: Sequence[Item], max_length: int) -> Enco
         row, tt, la, lb = text_row(a, b, max_length, cls, sep)
         ids.append(row)
         types.append(tt)
-        truncated.append(la < len(a) or lb < len(b or ()))
+        truncated.append(la < len(a) or lb < len(b or ()) or cut_a[i][1] or (i in cut_b and cut_b[i][1]))
         off = np.full((len(row), 2), -1, np.int64)
         if la:
             off[1:1 + la] = np.asarray(ea.offsets[:la], np.int64)
@@ -219,12 +241,19 @@ class QAWindows:
 
 def qa_windows(tok: Tokenizer, question: str, context: str, *, max_seq_length: int, doc_stride: int,
                max_query_length: int, max_windows: int | None = None) -> QAWindows:
-    """`question_windows` for one question, padded into one batch."""
+    """`question_windows` for one question, padded into one batch. The question is first cut to
+    MAX_CHARS_PER_TOKEN * max_query_length characters and, with max_windows, the context to as
+    many characters per token the windows can cover (`cut_text`)."""
     cls, sep, pad = special_ids(tok)
+    question, q_cut = cut_text(question, MAX_CHARS_PER_TOKEN * max_query_length)
+    c_cut = False
+    if max_windows is not None:
+        context, c_cut = cut_text(context, MAX_CHARS_PER_TOKEN * ((max_windows - 1) * doc_stride + max_seq_length))
     q_enc, c_enc = tok.encode_batch([question, context], add_special_tokens=False)
     wins, truncated = question_windows(q_enc, c_enc, cls=cls, sep=sep, max_seq_length=max_seq_length,
                                        doc_stride=doc_stride, max_query_length=max_query_length,
                                        max_windows=max_windows)
+    truncated = truncated or q_cut or c_cut
     batch = pad_rows([w.input_ids for w in wins], [w.token_type_ids for w in wins], pad)
     return QAWindows(batch, [w.offsets for w in wins], [w.max_context for w in wins], truncated)
 

@@ -79,7 +79,8 @@ class ClassifyResult(BaseModel):
     label: str | None = Field(description="predicted class; null for regression")
     score: float = Field(description="probability of `label`; the predicted value for regression")
     scores: dict[str, float] = Field(description="probability of every label (empty for regression)")
-    truncated: bool = Field(description="the input was cut to the model's max_seq_length tokens")
+    truncated: bool = Field(description="the input was cut to the model's max_seq_length tokens (or, before "
+                                        "tokenizing, to 16 characters per token)")
 
 
 class AnswerResult(BaseModel):

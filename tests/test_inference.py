@@ -117,3 +117,78 @@ def test_metadata_that_is_not_an_object_is_one_error(tmp_path: Path, tok_file: P
     (d / "metadata.json").write_text("[1, 2]")
     with pytest.raises(DataError, match=r"metadata\.json: expected a JSON object"):
         inference.read_metadata(d)
+
+
+# --- texts are cut to a bounded number of characters before tokenizing --------------------
+
+def test_cut_text_keeps_whole_words_and_says_what_it_dropped() -> None:
+    assert inference.cut_text("short text", 20) == ("short text", False)
+    assert inference.cut_text("one two three four", 10) == ("one two", True)  # "thr" is not kept
+    assert inference.cut_text("one two   ", 8) == ("one two ", False)  # only whitespace dropped
+    assert inference.cut_text("a" * 30, 10) == ("a" * 10, True)  # one long word: cut inside it
+    assert inference.cut_text(" " + "a" * 30, 10) == (" " + "a" * 9, True)
+
+
+class CountingTokenizer:
+    """A tokenizer that records how many characters it was given."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.chars = tok, []
+
+    def encode_batch(self, texts, **kw):
+        self.chars += [len(t) for t in texts]
+        return self.tok.encode_batch(texts, **kw)
+
+    def token_to_id(self, t):
+        return self.tok.token_to_id(t)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tok_file: Path):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tok_file))
+
+
+def test_long_texts_are_cut_before_tokenizing_with_the_same_tokens(tokenizer) -> None:
+    words = "the film is a gripping , beautifully acted story of a family in trouble".split()
+    long = " ".join(words[i % len(words)] for i in range(4000))  # ~20,000 characters
+    tok = CountingTokenizer(tokenizer)
+    got = inference.encode_texts(tok, [long, (long, "a short second text")], 32)
+    assert max(tok.chars) <= inference.MAX_CHARS_PER_TOKEN * 32 < len(long)
+    assert got.truncated == [True, True]
+    # the same rows as tokenizing the whole texts, then truncating
+    cls, sep, _ = inference.special_ids(tokenizer)
+    full_a, full_b = tokenizer.encode_batch([long, "a short second text"], add_special_tokens=False)
+    want = [inference.text_row(full_a.ids, None, 32, cls, sep)[0],
+            inference.text_row(full_a.ids, full_b.ids, 32, cls, sep)[0]]
+    assert [row[:len(w)].tolist() for row, w in zip(got.batch.input_ids, want)] == want
+
+
+def test_text_dropped_by_the_cut_is_flagged_even_when_the_tokens_fit(tokenizer) -> None:
+    spaced = "good" + " " * 2000 + "bad"  # two tokens, but "bad" lies past the cut
+    only_space = "good" + " " * 2000
+    got = inference.encode_texts(tokenizer, [spaced, only_space, "good bad"], 32)
+    assert got.truncated == [True, False, False]
+    assert got.tokens[0] == got.tokens[1] == ["[CLS]", "good", "[SEP]"]
+
+
+def test_qa_question_and_context_are_cut_and_flagged(tokenizer) -> None:
+    ctx = "her father repaired boats for forty years . " * 2000  # ~88,000 characters
+    tok = CountingTokenizer(tokenizer)
+    win = inference.qa_windows(tok, "who repaired boats ?", ctx, max_seq_length=64, doc_stride=24,
+                               max_query_length=16, max_windows=4)
+    assert win.truncated and len(win.batch) == 4
+    assert tok.chars[1] <= inference.MAX_CHARS_PER_TOKEN * (3 * 24 + 64) < len(ctx)
+    short = inference.qa_windows(tokenizer, "who repaired boats ?", "her father repaired boats .",
+                                 max_seq_length=64, doc_stride=24, max_query_length=16, max_windows=4)
+    assert not short.truncated
+    long_q = inference.qa_windows(tokenizer, "who " * 100 + "?", "her father repaired boats .", max_seq_length=64,
+                                  doc_stride=24, max_query_length=16, max_windows=4)
+    assert long_q.truncated
+
+
+def test_the_served_flag_reaches_the_answer(tmp_path: Path, tok_file: Path) -> None:
+    pred = inference.Predictor.load(write_export(tmp_path / "x", tok_file))
+    out = pred.classify(["good" + " " * 2000 + "bad", "good" + " " * 2000, "good bad"])
+    assert [r["truncated"] for r in out] == [True, False, False]
