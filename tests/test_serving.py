@@ -311,6 +311,61 @@ def test_client_errors_log_one_line_without_traceback(env: dict) -> None:
         assert "Traceback" not in server.log.read_text(), name
 
 
+# --- overload and slow clients: a one-line JSON 503 with Retry-After, never a traceback ----
+
+@pytest.fixture(scope="module")
+def strained(env: dict) -> Iterator[Server]:
+    """A classifier server with small limits, so that a test's load exceeds them: 4 requests in
+    flight, a 300 ms batching budget, a 2 s body deadline."""
+    s = Server({"ELECTRA_MODEL_DIR": str(env["root"] / "x_cls"), "ELECTRA_MAX_IN_FLIGHT": "4",
+                "ELECTRA_MAX_LATENCY_MS": "300", "ELECTRA_BODY_TIMEOUT_S": "2"}, env["root"] / "strained.log")
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_overload_is_a_json_503_with_retry_after_and_no_traceback(strained: Server) -> None:
+    """12 clients each send two of the largest requests allowed (64 texts, just under 1 MiB):
+    what the server cannot take is shed by its in-flight cap or by adaptive batching, each as a
+    one-line JSON 503 with Retry-After and one log line; it answers again once the load is gone."""
+    limits = httpx.get(f"{strained.url}/metadata").json()["limits"]
+    assert limits["max_in_flight"] == 4 and limits["body_timeout_s"] == 2 and limits["max_latency_ms"] == 300
+    words = "the film is a gripping , beautifully acted story of a family in trouble".split()
+    text = " ".join(words[i % len(words)] for i in range(3000))[:16_000]
+    body = json.dumps({"texts": [text] * 64}).encode()
+    assert len(body) <= limits["max_body_bytes"]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: strained.post("/classify", content=body,
+                                                         headers={"content-type": "application/json"}), range(24)))
+    statuses = [r.status_code for r in answers]
+    assert set(statuses) <= {200, 503} and 503 in statuses, statuses
+    for r in answers:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "2" and "\n" not in r.text, r.text
+            assert r.json()["error"].endswith("retry after 2 s"), r.text
+    assert strained.post("/classify", json={"texts": ["still fine"]}).status_code == 200
+    log = strained.log.read_text()
+    assert "Traceback" not in log and "[ERROR]" not in log, log[-3000:]
+    assert log.count("503 Service Unavailable on /classify [POST]") == statuses.count(503)
+
+
+def test_a_half_sent_body_gets_408_and_its_connection_closed(strained: Server) -> None:
+    """A client that announces 1,000 bytes and sends 11 holds its connection only until the body
+    deadline: then a JSON 408 and the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", strained.port), timeout=30) as sock:
+        sock.sendall(b"POST /classify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"texts\": [")
+        answer = b""
+        while chunk := sock.recv(4096):  # until the server closes the connection (or the 30 s timeout)
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower(), answer
+    assert json.loads(body) == {"error": "request body not received within 2 s"}
+    assert strained.post("/classify", json={"texts": ["still fine"]}).status_code == 200
+
+
 # --- the OpenAPI document (/docs.json, the Swagger UI at /) --------------------------------
 
 @pytest.mark.parametrize("server,served", [("cls", "/classify"), ("qa", "/answer"), ("disc", "/detect")])
