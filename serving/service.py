@@ -14,7 +14,7 @@ per QA context, and the body limits, read deadline and load shedding of `guard.p
 (endpoint not served by the loaded model's kind), 408 or 413 (body late or too large), always
 with a JSON body {"error": "..."} and one log line, no traceback; texts longer than the model's
 window are truncated and flagged `truncated: true`. Binds 127.0.0.1 by default; pass `--host 0.0.0.0` to
-listen on all interfaces. The OpenAPI document (/docs.json, Swagger UI at /) is `openapi.py`'s.
+listen on all interfaces. The OpenAPI document (/docs.json, Swagger UI at / and /docs) is `openapi.py`'s.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from bentoml.exceptions import BentoMLException, InvalidArgument
 from pydantic import AfterValidator, BaseModel, Field, PlainValidator, StringConstraints
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from electra_pipeline.errors import DataError
@@ -150,8 +150,17 @@ async def _playground(_: Request) -> HTMLResponse:
     return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
 
 
+async def _docs(_: Request) -> RedirectResponse:
+    """The API documentation: redirects to the Swagger UI.
+
+    BentoML serves the Swagger UI at `/` (with its own assets, so it works offline) over the
+    OpenAPI document at `/docs.json`; `/docs` is where most web frameworks put it."""
+    return RedirectResponse("./")  # relative: right behind a proxy that serves the app under a prefix
+
+
 _extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"]),
-                                  Route("/playground", _playground, methods=["GET"])])
+                                  Route("/playground", _playground, methods=["GET"]),
+                                  Route("/docs", _docs, methods=["GET"])])
 
 
 DOWNLOADS: list[str] = []  # temporary directories holding registry downloads of this process

@@ -366,7 +366,7 @@ def test_a_half_sent_body_gets_408_and_its_connection_closed(strained: Server) -
     assert strained.post("/classify", json={"texts": ["still fine"]}).status_code == 200
 
 
-# --- the OpenAPI document (/docs.json, the Swagger UI at /) --------------------------------
+# --- the OpenAPI document (/docs.json, the Swagger UI at / and /docs) --------------------------------
 
 @pytest.mark.parametrize("server,served", [("cls", "/classify"), ("qa", "/answer"), ("disc", "/detect")])
 def test_openapi_describes_the_service_and_its_model(env: dict, server: str, served: str) -> None:
@@ -388,6 +388,14 @@ def test_openapi_describes_the_service_and_its_model(env: dict, server: str, ser
         # the endpoints this model does not serve say so, in the summary too
         assert ("this endpoint answers 404" in op["description"]) is (path != served), path
         assert ("404 here" in op["summary"]) is (path != served), path
+
+
+def test_docs_leads_to_the_swagger_ui(env: dict) -> None:
+    s = env["servers"]["cls"]
+    assert httpx.get(f"{s.url}/docs").status_code == 307
+    page = httpx.get(f"{s.url}/docs", follow_redirects=True)
+    assert page.status_code == 200 and str(page.url) == f"{s.url}/" and "swagger" in page.text.lower()
+    assert "307" in httpx.get(f"{s.url}/docs.json").json()["paths"]["/docs"]["get"]["responses"]
 
 
 def test_unknown_registry_alias_stops_serve_at_once(env: dict, tmp_path: Path) -> None:
