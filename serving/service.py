@@ -259,6 +259,8 @@ class ElectraService:
         try:
             uri = os.environ.get("ELECTRA_MODEL_URI") if not os.environ.get("ELECTRA_MODEL_DIR") else None
             if uri:  # checked in a download of its own, removed at once; the workers download the pinned version
+                # a server log is no terminal: no progress bar per download (the workers inherit this)
+                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
                 pinned = pin(uri)
                 os.environ[PINNED] = json.dumps(pinned)
                 with tempfile.TemporaryDirectory(prefix="electra-check-") as tmp:

@@ -197,7 +197,7 @@ def test_answer_from_registry_model_equals_in_process(env: dict) -> None:
     assert meta["source"] == "models:/electra-qa-test@champion" and meta["registry_version"] == "1"
     # the start-up log says which version the alias resolved to, and that its files were verified
     assert "Serving models:/electra-qa-test@champion = registry version 1: squad" in s.log.read_text()
-    assert "sha256 verified" in s.log.read_text()
+    assert "sha256 verified" in s.log.read_text() and "Downloading artifacts" not in s.log.read_text()
     context = "The harbour closed in the winter of 1962 . " * 10 + "Her father repaired boats for forty years ."
     for question in ("How long did her father repair boats?", "when " * 30 + "?"):
         r = s.post("/answer", json={"question": question, "context": context})
