@@ -8,7 +8,8 @@ within `atol`; otherwise it raises and leaves no output directory (temp dir, the
     <out>/model.int8.onnx  with quantize=True: dynamic int8 weights (ORT quantize_dynamic)
     <out>/tokenizer.json   the model's tokenizer
     <out>/metadata.json    task, kind, labels, max_seq_length, QA settings, metrics, opset,
-                           exporter, max_abs_diff, files: what `inference.Predictor` reads
+                           exporter, max_abs_diff, files and their sha256: what `inference.Predictor`
+                           reads and verifies
     <out>/README.md        the source's model card for the ONNX model (`modelcard.onnx_card`)
 
 Exporter: the TorchScript exporter (`dynamo=False`) is the default. Both handle the model's
@@ -396,6 +397,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, optimize: bool = 
 
 def _write_metadata(d: Path, src: _Source, report: ExportReport, names: tuple[str, ...],
                     fused: dict[str, int]) -> dict[str, Any]:
+    from electra_pipeline.inference import file_sha256
+
     cfg = src.cfg
     meta = {
         "format_version": 1,
@@ -416,6 +419,8 @@ def _write_metadata(d: Path, src: _Source, report: ExportReport, names: tuple[st
         "dev_metrics": report.dev_metrics,
         "checked_shapes": report.checked_shapes,
         "files": report.files,
+        # what `inference.Predictor.load` (and so the server at start-up) verifies before it loads a file
+        "sha256": {name: file_sha256(d / name) for name in report.files.values() if name != "metadata.json"},
         "source": str(src.model_dir.resolve()),
         "versions": _versions(),
     }

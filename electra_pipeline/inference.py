@@ -14,7 +14,8 @@ An exported model directory holds `model.onnx` (and `model.int8.onnx`), `tokeniz
 
 from __future__ import annotations
 
-import json
+import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.errors import ConfigError, DataError, read_json_object
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = {  # metadata kind -> ONNX output names, in the order the graph returns them
@@ -34,6 +35,9 @@ OUTPUT_NAMES = {  # metadata kind -> ONNX output names, in the order the graph r
     "discriminator": ("logits",),
 }
 N_BEST = 20  # span candidates per side, as fine-tuning's SquadTask default
+# a text is read up to this many characters per token the model can take (see `cut_text`);
+# English WordPiece runs at 4-6 characters a token, so the cut never reaches a kept token there
+MAX_CHARS_PER_TOKEN = 16
 MAX_TOKENS_PER_RUN = 64 * 128  # padded tokens per ONNX Runtime call: bounds memory, keeps batches dense
 
 Item = str | tuple[str, str]  # one text or a (text_a, text_b) pair
@@ -78,6 +82,22 @@ def text_row(a: Sequence[int], b: Sequence[int] | None, max_length: int, cls: in
     return ids, types, la, lb
 
 
+def cut_text(text: str, max_chars: int) -> tuple[str, bool]:
+    """The text's first max_chars characters, without a word cut in half (it is dropped whole),
+    and whether anything but whitespace was dropped. Tokenizing costs time in proportion to the
+    text, while only a window's worth of tokens is kept: cutting first bounds the cost of a
+    request. The tokens of what is kept are the tokens the whole text starts with."""
+    if len(text) <= max_chars:
+        return text, False
+    head = text[:max_chars]
+    if not text[max_chars].isspace() and (m := _LAST_SPACE.search(head)) and m.start() > 0:
+        head = head[:m.start()]  # (a text without a space before the cut is one word: cut in it)
+    return head, not text[len(head):].isspace()
+
+
+_LAST_SPACE = re.compile(r"\s\S*$")
+
+
 @dataclass
 class Batch:
     """Padded int64 model inputs (B, T), padded to this batch's longest row."""
@@ -119,13 +139,15 @@ class EncodedTexts:
 
 
 def encode_texts(tok: Tokenizer, items: Sequence[Item], max_length: int) -> EncodedTexts:
-    """[CLS] a [SEP] (b [SEP]) per item, longest-first truncation to max_length, padded."""
+    """[CLS] a [SEP] (b [SEP]) per item, longest-first truncation to max_length, padded. Each
+    text is first cut to MAX_CHARS_PER_TOKEN * max_length characters (`cut_text`); `truncated`
+    says tokens were cut, or text was."""
     cls, sep, pad = special_ids(tok)
-    texts_a = [it if isinstance(it, str) else it[0] for it in items]
-    pairs = [None if isinstance(it, str) else it[1] for it in items]
-    enc_a = tok.encode_batch(texts_a, add_special_tokens=False)
-    b_idx = [i for i, b in enumerate(pairs) if b is not None]
-    enc_b = dict(zip(b_idx, tok.encode_batch([pairs[i] for i in b_idx], add_special_tokens=False))) if b_idx else {}
+    max_chars = MAX_CHARS_PER_TOKEN * max_length
+    cut_a = [cut_text(it if isinstance(it, str) else it[0], max_chars) for it in items]
+    cut_b = {i: cut_text(it[1], max_chars) for i, it in enumerate(items) if not isinstance(it, str)}
+    enc_a = tok.encode_batch([t for t, _ in cut_a], add_special_tokens=False)
+    enc_b = dict(zip(cut_b, tok.encode_batch([t for t, _ in cut_b.values()], add_special_tokens=False)))
     ids, types, truncated, offsets, tokens = [], [], [], [], []
     for i, ea in enumerate(enc_a):
         eb = enc_b.get(i)
@@ -133,7 +155,7 @@ def encode_texts(tok: Tokenizer, items: Sequence[Item], max_length: int) -> Enco
         row, tt, la, lb = text_row(a, b, max_length, cls, sep)
         ids.append(row)
         types.append(tt)
-        truncated.append(la < len(a) or lb < len(b or ()))
+        truncated.append(la < len(a) or lb < len(b or ()) or cut_a[i][1] or (i in cut_b and cut_b[i][1]))
         off = np.full((len(row), 2), -1, np.int64)
         if la:
             off[1:1 + la] = np.asarray(ea.offsets[:la], np.int64)
@@ -219,12 +241,19 @@ class QAWindows:
 
 def qa_windows(tok: Tokenizer, question: str, context: str, *, max_seq_length: int, doc_stride: int,
                max_query_length: int, max_windows: int | None = None) -> QAWindows:
-    """`question_windows` for one question, padded into one batch."""
+    """`question_windows` for one question, padded into one batch. The question is first cut to
+    MAX_CHARS_PER_TOKEN * max_query_length characters and, with max_windows, the context to as
+    many characters per token the windows can cover (`cut_text`)."""
     cls, sep, pad = special_ids(tok)
+    question, q_cut = cut_text(question, MAX_CHARS_PER_TOKEN * max_query_length)
+    c_cut = False
+    if max_windows is not None:
+        context, c_cut = cut_text(context, MAX_CHARS_PER_TOKEN * ((max_windows - 1) * doc_stride + max_seq_length))
     q_enc, c_enc = tok.encode_batch([question, context], add_special_tokens=False)
     wins, truncated = question_windows(q_enc, c_enc, cls=cls, sep=sep, max_seq_length=max_seq_length,
                                        doc_stride=doc_stride, max_query_length=max_query_length,
                                        max_windows=max_windows)
+    truncated = truncated or q_cut or c_cut
     batch = pad_rows([w.input_ids for w in wins], [w.token_type_ids for w in wins], pad)
     return QAWindows(batch, [w.offsets for w in wins], [w.max_context for w in wins], truncated)
 
@@ -287,21 +316,63 @@ def classification_results(logits: np.ndarray, kind: str, labels: Sequence[str],
 
 # --- the exported model -----------------------------------------------------------------
 
+KINDS = ("classification", "regression", "qa", "discriminator")
+
+
 def read_metadata(export_dir: str | Path) -> dict[str, Any]:
+    """An export's metadata.json, checked for what loading it relies on: a known `kind`, a
+    `max_seq_length`, and `files` whose names are plain file names inside the export directory
+    (a name with a path in it could make the server load another local file)."""
     f = Path(export_dir) / "metadata.json"
-    if not f.is_file():
-        raise DataError(f"{f}: missing; not an exported model directory (run `electra export` first)")
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{f}: invalid JSON ({e})") from None
+    meta = read_json_object(f, missing="missing; not an exported model directory (run `electra export` first)")
+    if meta.get("kind") not in KINDS:
+        raise DataError(f"{f}: kind must be one of {', '.join(KINDS)}, got {meta.get('kind')!r}")
+    if not isinstance(meta.get("max_seq_length"), int) or meta["max_seq_length"] < 3:
+        raise DataError(f"{f}: max_seq_length must be an integer >= 3, got {meta.get('max_seq_length')!r}")
+    files, sums = meta.get("files", {}), meta.get("sha256", {})
+    if not isinstance(files, dict) or not isinstance(sums, dict):
+        raise DataError(f"{f}: files and sha256 must be JSON objects")
+    for key, name in files.items():
+        if not _plain_file_name(name):
+            raise DataError(f"{f}: files.{key} must be a plain file name in the export directory, got {name!r}")
+    return meta
 
 
-def providers() -> list[str]:
+def _plain_file_name(name: Any) -> bool:
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and "\0" not in name)
+
+
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def export_file(export_dir: str | Path, meta: dict[str, Any], key: str, default: str | None = None) -> Path:
+    """The export's file `files[key]` (`read_metadata` checked the name), present and, where
+    metadata.json records its sha256, with exactly the bytes the export wrote."""
+    name = meta.get("files", {}).get(key, default)
+    if name is None:
+        raise DataError(f"{Path(export_dir) / 'metadata.json'}: files.{key} is missing")
+    path = Path(export_dir) / name
+    if not path.is_file():
+        raise DataError(f"{path}: missing")
+    want = meta.get("sha256", {}).get(name)
+    if want is not None and (got := file_sha256(path)) != want:
+        raise DataError(f"{path}: sha256 {got[:16]}... differs from {want[:16]}... in metadata.json; the file "
+                        "was damaged or changed after the export (export it again)")
+    return path
+
+
+def default_providers() -> list[str]:
     """CUDA when onnxruntime-gpu is installed (it falls back to CPU without a usable GPU)."""
     import onnxruntime as ort
 
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 class Predictor:
@@ -320,8 +391,10 @@ class Predictor:
 
     @classmethod
     def load(cls, export_dir: str | Path, *, quantized: bool = False, threads: int | None = None,
-             spin: bool = False) -> Predictor:
-        """threads: ORT intra-op threads (default: one per physical core). spin: let idle ORT
+             spin: bool = False, providers: Sequence[str] | None = None) -> Predictor:
+        """Every file is checked before use (see `read_metadata`, `export_file`); a fault is one
+        DataError naming the file. providers: ORT execution providers (default: CUDA when usable,
+        else CPU). threads: ORT intra-op threads (default: one per physical core). spin: let idle ORT
         threads busy-wait for work. Off by default: on a CPU shared with other processes (or
         other workers) spinning threads steal the cores the busy ones need; measured on this
         project's 2-core machine under load, int8 16x128 took 1.07 s with spinning, 0.46 s without."""
@@ -329,19 +402,31 @@ class Predictor:
 
         d = Path(export_dir)
         meta = read_metadata(d)
-        name = meta.get("files", {}).get("int8" if quantized else "model")
-        if not name or not (d / name).is_file():
-            what = "an int8 model (export with --quantize)" if quantized else "model.onnx"
-            raise DataError(f"{d}: has no {what}")
+        if quantized and "int8" not in meta.get("files", {}):
+            raise DataError(f"{d}: has no int8 model (export with --quantize)")
+        model_file = export_file(d, meta, "int8" if quantized else "model")
+        tok_file = export_file(d, meta, "tokenizer", default="tokenizer.json")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        session = ort.InferenceSession(str(d / name), opts, providers=providers())
-        tok_file = d / "tokenizer.json"
-        if not tok_file.is_file():
-            raise DataError(f"{tok_file}: missing")
-        return cls(session, Tokenizer.from_file(str(tok_file)), meta, name)
+        try:
+            session = ort.InferenceSession(str(model_file), opts, providers=list(providers or default_providers()))
+        except Exception as e:  # ORT raises its own types (InvalidProtobuf, Fail, ...) for a bad model
+            raise DataError(f"{model_file}: ONNX Runtime cannot load it ({_first_line(e)})") from None
+        inputs, outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+        if not set(INPUT_NAMES) <= set(inputs) or outputs != meta.get("outputs", outputs):
+            raise DataError(f"{model_file}: inputs {inputs} and outputs {outputs} are not the exported model's "
+                            f"({list(INPUT_NAMES)} and {meta.get('outputs')} in metadata.json)")
+        try:
+            tokenizer = Tokenizer.from_file(str(tok_file))
+        except Exception as e:  # tokenizers raises a bare Exception for an unreadable file
+            raise DataError(f"{tok_file}: not a tokenizers JSON file ({_first_line(e)})") from None
+        try:
+            special_ids(tokenizer)
+        except DataError as e:
+            raise DataError(f"{tok_file}: {str(e).removeprefix('tokenizer: ')}") from None
+        return cls(session, tokenizer, meta, model_file.name)
 
     def run(self, batch: Batch) -> dict[str, np.ndarray]:
         """Raw outputs for one padded batch, by output name."""

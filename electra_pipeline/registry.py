@@ -168,29 +168,37 @@ def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_nam
     return result
 
 
-def check_model_uri(uri: str) -> None:
-    """A `models:/<name>@<alias>` or `models:/<name>/<version>` URI names a version that exists in
-    the current registry; else one DataError line (what a server checks before it starts workers)."""
+def check_model_uri(uri: str) -> dict[str, str] | None:
+    """A `models:/<name>@<alias>` or `models:/<name>[/<version>]` URI names a version that exists
+    in the current registry; else one DataError line (what a server checks before it starts
+    workers). Returns that version as {"name", "version", "run_id", "uri"}, `uri` pinned to the
+    version (`models:/<name>/<version>`), so that what is checked is what is loaded even if the
+    alias moves meanwhile; None for other URIs (`runs:/...`)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     if not uri.startswith("models:/"):
-        return
+        return None
     rest = uri[len("models:/"):]
     client = mlflow.MlflowClient()
     try:
         if "@" in rest:
             name, alias = rest.split("@", 1)
-            client.get_model_version_by_alias(name, alias)
+            mv = client.get_model_version_by_alias(name, alias)
         else:
             name, _, version = rest.partition("/")
             if version and version != "latest":
-                client.get_model_version(name, version)
+                mv = client.get_model_version(name, version)
             else:
                 client.get_registered_model(name)
+                mv = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version), default=None)
+                if mv is None:
+                    raise DataError(f"{uri}: registered model {name!r} has no versions")
     except MlflowException as e:
         raise DataError(f"{uri}: not in the MLflow registry at {mlflow.get_tracking_uri()} "
                         f"({str(e).splitlines()[0][:200]})") from None
+    return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id or "",
+            "uri": f"models:/{mv.name}/{mv.version}"}
 
 
 def download_model(uri: str, dst: str | Path | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""The service's OpenAPI document (GET /docs.json, the Swagger UI at /, a Bento's openapi.yaml).
+"""The service's OpenAPI document (GET /docs.json, the Swagger UI at / and /docs, a Bento's openapi.yaml).
 
 BentoML 1.4 has no option for the document's title or version: it takes the title from the
 service name, the version from a built Bento's tag ("None" under `bentoml serve`), the
@@ -13,6 +13,7 @@ every endpoint, and, on endpoints for other model kinds, that they answer 404 he
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any
 
 import attrs
@@ -107,7 +108,7 @@ class DescribedService(bentoml.Service):
             summary, description = split_doc(route.endpoint.__doc__)
             paths[path] = PathItem(get={"summary": summary, "description": description, "tags": app_tags,
                                         "operationId": f"{self.name}__{path.strip('/')}",
-                                        "responses": {200: {"description": "Successful Response"}}})
+                                        "responses": _responses(route.endpoint)})
         model = describe_model(meta) if meta else "The model is loaded when the server starts; GET /metadata says which."
         info = attrs.evolve(spec.info, title=TITLE, version=__version__, contact=None,
                             description=f"{inspect.cleandoc(self.inner.__doc__ or '')}\n\n{model}")
@@ -117,6 +118,16 @@ class DescribedService(bentoml.Service):
 def _with(op: Any, **fields: Any) -> Any:
     """An OpenAPI operation (BentoML builds some as dicts, some as attrs objects) with fields set."""
     return {**op, **fields} if isinstance(op, dict) else attrs.evolve(op, **fields)
+
+
+def _responses(endpoint: Any) -> dict[int, dict[str, str]]:
+    """A mounted route's responses: a redirect (its return annotation says so) or a 200."""
+    from starlette.responses import RedirectResponse
+
+    returns = typing.get_type_hints(endpoint).get("return")
+    if isinstance(returns, type) and issubclass(returns, RedirectResponse):
+        return {307: {"description": "Temporary Redirect"}}
+    return {200: {"description": "Successful Response"}}
 
 
 def _mounted_routes(svc: bentoml.Service) -> list[tuple[str, Any]]:

@@ -9,12 +9,12 @@ All pre/post-processing is `electra_pipeline.inference`, the same code the expor
 with; this file only adds HTTP: typed request validation, limits, and error mapping.
 
 Limits: at most MAX_ITEMS texts per /classify request, MAX_TEXT_CHARS per text, MAX_CONTEXT_CHARS
-per QA context and MAX_BODY_BYTES per request body. Bad requests answer 400 (validation), 404
-(endpoint not served by the loaded model's kind) or 413 (body too large; the body is read first, up
-to MAX_DRAIN_BYTES, so that clients which send it whole see the 413), always with a JSON body
-{"error": "..."} and one log line, no traceback; texts longer than the model's window are
-truncated and flagged `truncated: true`. Binds 127.0.0.1 by default; pass `--host 0.0.0.0` to
-listen on all interfaces. The OpenAPI document (/docs.json, Swagger UI at /) is `openapi.py`'s.
+per QA context, and the body limits, read deadline and load shedding of `guard.py` (1 MiB, 30 s,
+16 requests in flight, then 503 with Retry-After). Bad requests answer 400 (validation), 404
+(endpoint not served by the loaded model's kind), 408 or 413 (body late or too large), always
+with a JSON body {"error": "..."} and one log line, no traceback; texts longer than the model's
+window are truncated and flagged `truncated: true`. Binds 127.0.0.1 by default; pass `--host 0.0.0.0` to
+listen on all interfaces. The OpenAPI document (/docs.json, Swagger UI at / and /docs) is `openapi.py`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -33,21 +32,23 @@ from typing import Annotated, Any, ClassVar
 
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument
-from pydantic import AfterValidator, BaseModel, Field, PlainValidator, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, PlainValidator, StringConstraints
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from electra_pipeline.errors import DataError
+from serving.guard import HttpGuard, limits_from_env, log, log_expected_errors_in_one_line
 from serving.openapi import DescribedService
 
 MAX_ITEMS = 64  # texts per /classify request (also the adaptive batch cap)
 MAX_TEXT_CHARS = 20_000  # per text; far beyond any model window, so truncation is the normal path
 MAX_CONTEXT_CHARS = 100_000  # per QA context
 MAX_QA_WINDOWS = 32  # doc-stride windows per question; beyond, the context is cut and flagged
-MAX_BODY_BYTES = 1 << 20  # request body cap (1 MiB), enforced before parsing
-MAX_DRAIN_BYTES = 16 << 20  # an over-cap body up to this size is read and dropped before the 413
+# how long a /classify request may wait for its batch before adaptive batching sheds it (503); read
+# at import because BentoML takes it in the decorator
+MAX_LATENCY_MS = int(os.environ.get("ELECTRA_MAX_LATENCY_MS") or 10_000)
 BAKED_MODEL_DIR = Path(__file__).resolve().parent / "model"  # optional export shipped inside a Bento
 
 
@@ -79,7 +80,8 @@ class ClassifyResult(BaseModel):
     label: str | None = Field(description="predicted class; null for regression")
     score: float = Field(description="probability of `label`; the predicted value for regression")
     scores: dict[str, float] = Field(description="probability of every label (empty for regression)")
-    truncated: bool = Field(description="the input was cut to the model's max_seq_length tokens")
+    truncated: bool = Field(description="the input was cut to the model's max_seq_length tokens (or, before "
+                                        "tokenizing, to 16 characters per token)")
 
 
 class AnswerResult(BaseModel):
@@ -110,153 +112,6 @@ class WrongModelKind(InvalidArgument):
     error_code = HTTPStatus.NOT_FOUND
 
 
-class HttpGuard:
-    """ASGI middleware: caps the request body (Content-Length or streamed) and gives every 4xx
-    the same JSON shape {"error": ...} (BentoML wraps errors raised in endpoints in a list).
-
-    The body is read here, whole, before the app sees it. One over the cap is still read (and
-    dropped) up to `max_drain_bytes` before the 413: a client that sends its whole body before
-    reading the answer (Python's urllib, most simple clients) would otherwise get a broken pipe
-    or a connection reset instead of the 413. A larger one, or one announced with
-    `Expect: 100-continue`, is answered at once and the server closes the connection."""
-
-    def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES, max_drain_bytes: int = MAX_DRAIN_BYTES) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.max_drain_bytes = max_drain_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        too_large = f"request body over {self.max_body_bytes} bytes"
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            if length.isdigit() and int(length) <= self.max_drain_bytes and \
-                    headers.get(b"expect", b"").lower() != b"100-continue":
-                await self._drain(receive)
-            return await self._reply(send, 413, too_large)
-        try:
-            body = await self._read_body(receive)
-        except _ClientGone:
-            return
-        if body is None:  # over the cap: read and dropped
-            return await self._reply(send, 413, too_large)
-        replayed = False
-
-        async def replay_receive() -> dict:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # http.disconnect, for whoever listens for it
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        start: dict | None = None
-        body_out = b""
-
-        async def reshaping_send(msg: dict) -> None:
-            nonlocal start, body_out
-            if msg["type"] == "http.response.start" and 400 <= msg["status"] < 500:
-                start = msg
-                return
-            if start is None:
-                return await send(msg)
-            body_out += msg.get("body", b"")
-            if msg.get("more_body"):
-                return
-            phrase = _phrase(start["status"])
-            try:
-                data = json.loads(body_out)
-            except ValueError:  # Starlette's plain-text 404/405
-                data = {"error": body_out.decode("utf-8", "replace").strip() or phrase}
-            if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
-                data = data[0]
-            if not (isinstance(data, dict) and "error" in data):
-                data = {"error": phrase, "detail": data}
-            out = json.dumps(data).encode()
-            headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
-            await send({**start, "headers": [*headers, (b"content-type", b"application/json"),
-                                             (b"content-length", str(len(out)).encode())]})
-            await send({"type": "http.response.body", "body": out})
-
-        await self.app(scope, replay_receive, reshaping_send)
-
-    async def _read_body(self, receive: Any) -> bytes | None:
-        """The whole request body, or None when it is over the cap (the rest is then drained)."""
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                raise _ClientGone
-            chunks.append(msg.get("body", b""))
-            seen += len(chunks[-1])
-            if seen > self.max_body_bytes:
-                if msg.get("more_body"):
-                    await self._drain(receive, seen)
-                return None
-            if not msg.get("more_body"):
-                return b"".join(chunks)
-
-    async def _drain(self, receive: Any, seen: int = 0) -> None:
-        """Read and drop the rest of the body, up to max_drain_bytes in all."""
-        while seen <= self.max_drain_bytes:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                return
-            seen += len(msg.get("body", b""))
-            if not msg.get("more_body"):
-                return
-
-    @staticmethod
-    async def _reply(send: Any, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class _ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
-
-
-class ClientErrorsInOneLine(logging.Filter):
-    """BentoML logs every error an endpoint raises with its traceback, a client's bad request
-    included; that traceback says nothing about the server and buries real failures. A 4xx
-    (pydantic validation, or a BentoML error with a 4xx code) becomes one INFO line with the
-    status and the reason; everything else (5xx) keeps its traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, ValidationError):
-            status, reason = 400, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                                            for e in exc.errors(include_url=False)[:3])
-        elif isinstance(exc, BentoMLException) and 400 <= exc.error_code.value < 500:
-            status, reason = exc.error_code.value, str(exc)
-        else:
-            return True
-        where = record.getMessage().removeprefix("Exception on ")
-        record.msg, record.args = f"{status} {_phrase(status)} on {where}: {' '.join(reason.split())[:300]}", None
-        record.exc_info, record.exc_text = None, None
-        record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-def log_client_errors_in_one_line() -> None:
-    """Put ClientErrorsInOneLine first on the handlers of BentoML's logger (a handler filter also
-    sees records from its child loggers, where BentoML logs endpoint errors); idempotent."""
-    for handler in logging.getLogger("bentoml").handlers:
-        if not any(isinstance(f, ClientErrorsInOneLine) for f in handler.filters):
-            handler.filters.insert(0, ClientErrorsInOneLine())
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP {status}"
-
-
 @contextlib.contextmanager
 def _as_bad_request() -> Iterator[None]:
     """The library's user-facing errors (PipelineError) are the client's problem: 400, not 500."""
@@ -278,7 +133,7 @@ async def _metadata(_: Request) -> JSONResponse:
     (the dev score next to the majority class, the random-init twin and bag-of-words, the gain's
     95% interval, and whether the model earned the champion alias, with why; null when no
     baselines were recorded) and `limits` (max_items, max_text_chars, max_context_chars,
-    max_qa_windows, max_body_bytes)."""
+    max_qa_windows, max_latency_ms, body_timeout_s, max_in_flight, max_body_bytes)."""
     return JSONResponse(bentoml.get_current_service().metadata())
 
 
@@ -295,11 +150,21 @@ async def _playground(_: Request) -> HTMLResponse:
     return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
 
 
+async def _docs(_: Request) -> RedirectResponse:
+    """The API documentation: redirects to the Swagger UI.
+
+    BentoML serves the Swagger UI at `/` (with its own assets, so it works offline) over the
+    OpenAPI document at `/docs.json`; `/docs` is where most web frameworks put it."""
+    return RedirectResponse("./")  # relative: right behind a proxy that serves the app under a prefix
+
+
 _extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"]),
-                                  Route("/playground", _playground, methods=["GET"])])
+                                  Route("/playground", _playground, methods=["GET"]),
+                                  Route("/docs", _docs, methods=["GET"])])
 
 
 DOWNLOADS: list[str] = []  # temporary directories holding registry downloads of this process
+PINNED = "ELECTRA_PINNED_VERSION"  # set by `check_model` for the workers: {"uri", "pinned", "version"}
 
 
 def remove_downloads() -> None:
@@ -307,20 +172,42 @@ def remove_downloads() -> None:
         shutil.rmtree(DOWNLOADS.pop(), ignore_errors=True)
 
 
-def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str]:
-    """(local export directory, where it came from): ELECTRA_MODEL_DIR, else ELECTRA_MODEL_URI,
-    else an export baked into the Bento at serving/model (see bentofile.yaml)."""
+def pin(uri: str) -> dict[str, Any]:
+    """{"uri", "pinned", "version"}: the registry version `uri`'s alias names now, and the URI of
+    exactly that version (`models:/<name>/<version>`), so that what was checked is what the
+    workers load even if the alias moves meanwhile; a wrong name or alias is one DataError."""
+    from electra_pipeline.registry import check_model_uri
+
+    version = check_model_uri(uri)
+    return {"uri": uri, "pinned": version["uri"] if version else uri, "version": version and version["version"]}
+
+
+def download(uri: str, env: dict[str, str] | os._Environ) -> tuple[Path, str | None]:
+    """A registry model as a local export directory of this worker, and its registry version
+    (None for a `runs:/` URI): the version `check_model` pinned, else the one the alias names
+    now. The directory lives as long as the worker (see `remove_downloads`)."""
     from electra_pipeline.registry import download_model
 
+    pinned = json.loads(env.get(PINNED) or "{}")
+    if pinned.get("uri") != uri:  # the service runs without `bentoml serve`'s deployment hook
+        pinned = pin(uri)
+    dst = tempfile.mkdtemp(prefix="electra-model-")
+    DOWNLOADS.append(dst)
+    atexit.register(remove_downloads)
+    return download_model(pinned["pinned"], dst), pinned["version"]
+
+
+def resolve_model_dir(env: dict[str, str] | os._Environ) -> tuple[Path, str, str | None]:
+    """(local export directory, where it came from, registry version or None): ELECTRA_MODEL_DIR,
+    else ELECTRA_MODEL_URI (downloaded), else an export baked into the Bento at serving/model
+    (see bentofile.yaml)."""
     if env.get("ELECTRA_MODEL_DIR"):
-        return Path(env["ELECTRA_MODEL_DIR"]), env["ELECTRA_MODEL_DIR"]
-    if env.get("ELECTRA_MODEL_URI"):
-        dst = tempfile.mkdtemp(prefix="electra-model-")
-        DOWNLOADS.append(dst)  # the download lives as long as the worker: see `remove_downloads`
-        atexit.register(remove_downloads)
-        return download_model(env["ELECTRA_MODEL_URI"], dst), env["ELECTRA_MODEL_URI"]
+        return Path(env["ELECTRA_MODEL_DIR"]), env["ELECTRA_MODEL_DIR"], None
+    if uri := env.get("ELECTRA_MODEL_URI"):
+        model_dir, version = download(uri, env)
+        return model_dir, uri, version
     if (BAKED_MODEL_DIR / "metadata.json").is_file():
-        return BAKED_MODEL_DIR, str(BAKED_MODEL_DIR)
+        return BAKED_MODEL_DIR, str(BAKED_MODEL_DIR), None
     raise DataError("set ELECTRA_MODEL_DIR (an `electra export` directory) or ELECTRA_MODEL_URI "
                     "(models:/<name>@<alias>) before starting the service")
 
@@ -337,8 +224,9 @@ class ElectraService:
     ONNX and run by ONNX Runtime; which endpoint answers depends on the model's kind:
     `POST /classify` (classification, regression), `POST /answer` (extractive QA, SQuAD 1.1/2.0),
     `POST /detect` (replaced-token detection). Every error is JSON `{"error": ...}`: 400 for bad
-    input, 404 for an endpoint of another model kind, 413 for a body over 1 MiB; inputs longer
-    than the model's window are cut and flagged `truncated: true`."""
+    input, 404 for an endpoint of another model kind, 408 for a body not sent within its
+    deadline, 413 for a body over 1 MiB, 503 with `Retry-After` when the server is overloaded;
+    inputs longer than the model's window are cut and flagged `truncated: true`."""
 
     # api name -> the model kinds it serves (a server loaded with another kind answers it 404)
     ENDPOINT_KINDS: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -347,29 +235,46 @@ class ElectraService:
     def __init__(self) -> None:
         from electra_pipeline.inference import Predictor
 
-        model_dir, self.source = resolve_model_dir(os.environ)
+        model_dir, self.source, self.registry_version = resolve_model_dir(os.environ)
         threads = int(os.environ.get("ELECTRA_THREADS", "0")) or None
         self.predictor = Predictor.load(model_dir, quantized=os.environ.get("ELECTRA_QUANTIZED") == "1",
                                         threads=threads, spin=os.environ.get("ELECTRA_ORT_SPIN") == "1")
         self.kind = self.predictor.kind
-        log_client_errors_in_one_line()  # here, not at import: the worker has configured its logging by now
+        log_expected_errors_in_one_line()  # here, not at import: the worker has configured its logging by now
 
     @bentoml.on_deployment
     def check_model() -> None:
-        """Once, before any worker starts: a missing or wrong model directory stops `bentoml
-        serve` with one clear error instead of workers failing and restarting forever."""
-        from electra_pipeline.inference import read_metadata
+        """Once, in the `bentoml serve` process before any worker starts: load the model as a
+        worker will (registry download, file names, sha256 of every file against metadata.json,
+        the ONNX Runtime session, the tokenizer; on the CPU, so that this process holds no GPU
+        context). A missing, damaged or wrong model stops the server with one line naming the
+        file and a non-zero exit, instead of workers failing and restarting forever. A registry
+        alias is pinned to the version it names now (PINNED, which the workers download), and the
+        log says which."""
+        from electra_pipeline.errors import PipelineError
+        from electra_pipeline.inference import Predictor
+        from electra_pipeline.registry import download_model
 
-        if os.environ.get("ELECTRA_MODEL_URI") and not os.environ.get("ELECTRA_MODEL_DIR"):
-            from electra_pipeline.registry import check_model_uri
-
-            check_model_uri(os.environ["ELECTRA_MODEL_URI"])  # a wrong name or alias stops here, not in workers
-            return  # downloaded per worker
-        model_dir, _ = resolve_model_dir(os.environ)
-        meta = read_metadata(model_dir)
-        if os.environ.get("ELECTRA_QUANTIZED") == "1" and "int8" not in meta.get("files", {}):
-            raise DataError(f"{model_dir}: ELECTRA_QUANTIZED=1 but the export has no int8 model "
-                            "(export with --quantize)")
+        quantized = os.environ.get("ELECTRA_QUANTIZED") == "1"
+        try:
+            uri = os.environ.get("ELECTRA_MODEL_URI") if not os.environ.get("ELECTRA_MODEL_DIR") else None
+            if uri:  # checked in a download of its own, removed at once; the workers download the pinned version
+                # a server log is no terminal: no progress bar per download (the workers inherit this)
+                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+                pinned = pin(uri)
+                os.environ[PINNED] = json.dumps(pinned)
+                with tempfile.TemporaryDirectory(prefix="electra-check-") as tmp:
+                    model_dir = download_model(pinned["pinned"], tmp)
+                    p = Predictor.load(model_dir, quantized=quantized, providers=["CPUExecutionProvider"])
+                source, version = uri, pinned["version"]
+            else:
+                model_dir, source, version = resolve_model_dir(os.environ)
+                p = Predictor.load(model_dir, quantized=quantized, providers=["CPUExecutionProvider"])
+        except PipelineError as e:
+            raise BentoMLException(str(e)) from None
+        verified = "sha256 verified" if p.meta.get("sha256") else "no sha256 in metadata.json: files not verified"
+        log.info("Serving %s%s: %s (%s) from %s, %s", source, f" = registry version {version}" if version else "",
+                 p.meta.get("task"), p.kind, p.model_file, verified)
 
     @bentoml.on_shutdown
     def remove_downloads(self) -> None:
@@ -385,6 +290,7 @@ class ElectraService:
         endpoint = next(f"/{name}" for name, kinds in self.ENDPOINT_KINDS.items() if self.kind in kinds)
         return {
             "task": m.get("task"), "kind": self.kind, "labels": m.get("labels", []),
+            "registry_version": self.registry_version,
             "max_seq_length": self.predictor.max_seq_length, "endpoint": endpoint,
             "answerability": m.get("answerability", False), "metrics": m.get("metrics", {}),
             # what the dev score means: its baselines, the gain over random init with its 95% interval,
@@ -396,7 +302,7 @@ class ElectraService:
             else Path(self.source).name, "opset": m.get("opset"), "max_abs_diff": m.get("max_abs_diff"),
             "limits": {"max_items": MAX_ITEMS, "max_text_chars": MAX_TEXT_CHARS,
                        "max_context_chars": MAX_CONTEXT_CHARS, "max_qa_windows": MAX_QA_WINDOWS,
-                       "max_body_bytes": MAX_BODY_BYTES},
+                       "max_latency_ms": MAX_LATENCY_MS, **limits_from_env()},
         }
 
     def _require(self, endpoint: str) -> None:
@@ -406,7 +312,7 @@ class ElectraService:
                                  f"{self.predictor.meta.get('task')!r} ({self.kind}); use "
                                  f"{self.metadata()['endpoint']}")
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_ITEMS, max_latency_ms=10_000)
+    @bentoml.api(batchable=True, max_batch_size=MAX_ITEMS, max_latency_ms=MAX_LATENCY_MS)
     def classify(self, texts: Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]) -> list[ClassifyResult]:
         """Classify texts or text pairs: a label and every label's probability for each.
 
@@ -446,4 +352,4 @@ class ElectraService:
             return DetectResult(**self.predictor.detect(text))
 
 
-ElectraService.add_asgi_middleware(HttpGuard, max_body_bytes=MAX_BODY_BYTES)
+ElectraService.add_asgi_middleware(HttpGuard)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,6 +153,10 @@ def test_health_and_metadata(env: dict) -> None:
     assert meta["endpoint"] == "/classify" and meta["limits"]["max_items"] == 64
     assert meta["model_file"] == "model.onnx" and "CPUExecutionProvider" in meta["providers"]
     assert "/" not in meta["source"]  # the server's paths stay on the server
+    x_cls = env["root"] / "x_cls"  # the export records its files' checksums, which the server verified
+    assert json.loads((x_cls / "metadata.json").read_text())["sha256"] == {
+        n: inference.file_sha256(x_cls / n) for n in ("model.onnx", "tokenizer.json")}
+    assert "Serving " in s.log.read_text() and "sha256 verified" in s.log.read_text()
     ev = meta["evaluation"]  # the dev score with its baselines and why it is no champion
     assert ev["majority"] == 50.9 and ev["random_init"] == 51.5 and ev["bow"] == 78.7 and ev["earned"] is False
     assert "not above the majority class" in ev["verdict"]
@@ -188,7 +193,11 @@ def test_concurrent_classify_requests_are_batched_correctly(env: dict) -> None:
 
 def test_answer_from_registry_model_equals_in_process(env: dict) -> None:
     s = env["servers"]["qa"]
-    assert httpx.get(f"{s.url}/metadata").json()["source"] == "models:/electra-qa-test@champion"
+    meta = httpx.get(f"{s.url}/metadata").json()
+    assert meta["source"] == "models:/electra-qa-test@champion" and meta["registry_version"] == "1"
+    # the start-up log says which version the alias resolved to, and that its files were verified
+    assert "Serving models:/electra-qa-test@champion = registry version 1: squad" in s.log.read_text()
+    assert "sha256 verified" in s.log.read_text() and "Downloading artifacts" not in s.log.read_text()
     context = "The harbour closed in the winter of 1962 . " * 10 + "Her father repaired boats for forty years ."
     for question in ("How long did her father repair boats?", "when " * 30 + "?"):
         r = s.post("/answer", json={"question": question, "context": context})
@@ -302,7 +311,62 @@ def test_client_errors_log_one_line_without_traceback(env: dict) -> None:
         assert "Traceback" not in server.log.read_text(), name
 
 
-# --- the OpenAPI document (/docs.json, the Swagger UI at /) --------------------------------
+# --- overload and slow clients: a one-line JSON 503 with Retry-After, never a traceback ----
+
+@pytest.fixture(scope="module")
+def strained(env: dict) -> Iterator[Server]:
+    """A classifier server with small limits, so that a test's load exceeds them: 4 requests in
+    flight, a 300 ms batching budget, a 2 s body deadline."""
+    s = Server({"ELECTRA_MODEL_DIR": str(env["root"] / "x_cls"), "ELECTRA_MAX_IN_FLIGHT": "4",
+                "ELECTRA_MAX_LATENCY_MS": "300", "ELECTRA_BODY_TIMEOUT_S": "2"}, env["root"] / "strained.log")
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_overload_is_a_json_503_with_retry_after_and_no_traceback(strained: Server) -> None:
+    """12 clients each send two of the largest requests allowed (64 texts, just under 1 MiB):
+    what the server cannot take is shed by its in-flight cap or by adaptive batching, each as a
+    one-line JSON 503 with Retry-After and one log line; it answers again once the load is gone."""
+    limits = httpx.get(f"{strained.url}/metadata").json()["limits"]
+    assert limits["max_in_flight"] == 4 and limits["body_timeout_s"] == 2 and limits["max_latency_ms"] == 300
+    words = "the film is a gripping , beautifully acted story of a family in trouble".split()
+    text = " ".join(words[i % len(words)] for i in range(3000))[:16_000]
+    body = json.dumps({"texts": [text] * 64}).encode()
+    assert len(body) <= limits["max_body_bytes"]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: strained.post("/classify", content=body,
+                                                         headers={"content-type": "application/json"}), range(24)))
+    statuses = [r.status_code for r in answers]
+    assert set(statuses) <= {200, 503} and 503 in statuses, statuses
+    for r in answers:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "2" and "\n" not in r.text, r.text
+            assert r.json()["error"].endswith("retry after 2 s"), r.text
+    assert strained.post("/classify", json={"texts": ["still fine"]}).status_code == 200
+    log = strained.log.read_text()
+    assert "Traceback" not in log and "[ERROR]" not in log, log[-3000:]
+    assert log.count("503 Service Unavailable on /classify [POST]") == statuses.count(503)
+
+
+def test_a_half_sent_body_gets_408_and_its_connection_closed(strained: Server) -> None:
+    """A client that announces 1,000 bytes and sends 11 holds its connection only until the body
+    deadline: then a JSON 408 and the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", strained.port), timeout=30) as sock:
+        sock.sendall(b"POST /classify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"texts\": [")
+        answer = b""
+        while chunk := sock.recv(4096):  # until the server closes the connection (or the 30 s timeout)
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower(), answer
+    assert json.loads(body) == {"error": "request body not received within 2 s"}
+    assert strained.post("/classify", json={"texts": ["still fine"]}).status_code == 200
+
+
+# --- the OpenAPI document (/docs.json, the Swagger UI at / and /docs) --------------------------------
 
 @pytest.mark.parametrize("server,served", [("cls", "/classify"), ("qa", "/answer"), ("disc", "/detect")])
 def test_openapi_describes_the_service_and_its_model(env: dict, server: str, served: str) -> None:
@@ -326,6 +390,14 @@ def test_openapi_describes_the_service_and_its_model(env: dict, server: str, ser
         assert ("404 here" in op["summary"]) is (path != served), path
 
 
+def test_docs_leads_to_the_swagger_ui(env: dict) -> None:
+    s = env["servers"]["cls"]
+    assert httpx.get(f"{s.url}/docs").status_code == 307
+    page = httpx.get(f"{s.url}/docs", follow_redirects=True)
+    assert page.status_code == 200 and str(page.url) == f"{s.url}/" and "swagger" in page.text.lower()
+    assert "307" in httpx.get(f"{s.url}/docs.json").json()["paths"]["/docs"]["get"]["responses"]
+
+
 def test_unknown_registry_alias_stops_serve_at_once(env: dict, tmp_path: Path) -> None:
     """A wrong alias exits `bentoml serve` before any worker starts (no restart loop), leaving
     no download directory behind."""
@@ -337,7 +409,7 @@ def test_unknown_registry_alias_stops_serve_at_once(env: dict, tmp_path: Path) -
         assert s.proc.wait(timeout=60) != 0
     finally:
         s.stop()
-    assert "models:/electra-qa-test@nope: not in the MLflow registry" in (tmp_path / "alias.log").read_text()
+    assert "models:/electra-qa-test@nope: not in the MLflow registry" in one_line_error(tmp_path / "alias.log")
     assert list(tmp.glob("electra-model-*")) == []
 
 
@@ -362,7 +434,35 @@ def test_missing_model_stops_serve_with_clear_error(tmp_path: Path) -> None:
         assert s.proc.wait(timeout=60) != 0
     finally:
         s.stop()
-    assert "metadata.json: missing" in (tmp_path / "fail.log").read_text()
+    assert "metadata.json: missing" in one_line_error(tmp_path / "fail.log")
+
+
+def one_line_error(log: Path) -> str:
+    """The log of a server that refused to start: one line, no traceback."""
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in log.read_text(), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("checksums", [True, False])
+def test_damaged_model_stops_serve_at_once_naming_the_file(env: dict, tmp_path: Path, checksums: bool) -> None:
+    """A truncated model.onnx stops `bentoml serve` before any worker starts: a non-zero exit
+    within 30 s and one line naming the file (by its checksum, or, for an export that records
+    none, because ONNX Runtime cannot load it), instead of workers restarting forever."""
+    bad = tmp_path / "x_cls"
+    shutil.copytree(env["root"] / "x_cls", bad)
+    with open(bad / "model.onnx", "r+b") as f:
+        f.truncate(1000)
+    if not checksums:
+        meta = json.loads((bad / "metadata.json").read_text())
+        (bad / "metadata.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "sha256"}))
+    s = Server({"ELECTRA_MODEL_DIR": str(bad)}, tmp_path / "damaged.log")
+    try:
+        assert s.proc.wait(timeout=30) != 0
+    finally:
+        s.stop()
+    line = one_line_error(tmp_path / "damaged.log")
+    assert f"{bad / 'model.onnx'}: " + ("sha256" if checksums else "ONNX Runtime cannot load it") in line, line
 
 
 def _chromium() -> str | None:
