@@ -233,17 +233,17 @@ def last_line(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    check = Check(args)
     try:
         import torch
 
         cuda = torch.cuda.is_available()
-        check.results["device"] = torch.cuda.get_device_name(0) if cuda else "cpu"
     except ImportError:
         cuda = False
     if not cuda and not args.dry_run:
-        print("error: no CUDA device; use --dry-run to check the script on the CPU", file=sys.stderr)
+        print("error: no CUDA device; use --dry-run or --smoke to check the script on the CPU", file=sys.stderr)
         return 2
+    check = Check(args)
+    check.results["device"] = torch.cuda.get_device_name(0) if cuda else "cpu"
     if not args.dry_run:
         check.step("tests", check.tests)
     check.step("throughput", check.throughput)
