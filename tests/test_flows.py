@@ -684,12 +684,23 @@ def test_prefect_yaml_deploys_to_work_pools(prefect_api: str, work: Path) -> Non
     assert client.read_deployment_by_name("efficiency-study/cpu").work_pool_name == "electra-cpu"
 
 
-def test_mlflow_links_open_the_training_view() -> None:
+def test_mlflow_links_open_the_training_view(tmp_path: Path) -> None:
+    """MLflow 3 opens an experiment in its GenAI view unless told: every link asks for the training
+    view, and an experiment the project creates (or adopts) is tagged as one of training runs."""
+    import mlflow
+
+    from electra_pipeline.tracking import MLflowTracker
     from flows.tracking import run_url
 
     for uri in ("sqlite:///x/mlflow.db", "http://mlflow.internal:5000/"):
         url = run_url(uri, "3", "abc")
         assert url.endswith("/#/experiments/3/runs/abc?workflowType=machine_learning"), url
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    client.create_experiment("made-elsewhere", artifact_location=(tmp_path / "art").as_uri())
+    for name in ("new", "made-elsewhere"):
+        MLflowTracker.start(tracking_uri=uri, experiment=name, run_name="r").end()
+        assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_a_budgeted_preset_keeps_its_budget_through_the_pipeline() -> None:
