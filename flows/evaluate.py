@@ -193,9 +193,7 @@ def evaluate(
                     task_data_dir(n, glue_dir, squad_dir), cfg.max_eval_examples, cfg.data_seed).to_dict()
             add_baselines_to_cards(results, base)
         summary = summarize(results, failed, label, out, base, checkpoint)
-        run.log_metrics({f"{n}/score": r["score"] for n, r in results.items()}
-                        | ({"glue/score": summary["glue_score"]} if summary["glue_score"] is not None else {})
-                        | baseline_metrics(summary))
+        run.log_metrics(evaluation_metrics(summary))
         run.set_tags({"failed_tasks": ",".join(failed) or "none"})
         for name in ("results.json", "results.md", "glue_scores.png"):
             if (out / name).is_file():
@@ -251,17 +249,25 @@ def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: 
     return summary
 
 
+def evaluation_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """An evaluation's MLflow metrics: <task>/score and glue/score, and their baselines."""
+    out = {f"{n}/score": float(r["score"]) for n, r in summary.get("tasks", {}).items()}
+    if summary.get("glue_score") is not None:
+        out["glue/score"] = float(summary["glue_score"])
+    return out | baseline_metrics(summary)
+
+
 def baseline_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """MLflow keys for the baselines: <task>/score_random, <task>/score_majority, glue/score_random, glue/gain."""
+    """MLflow keys for the baselines: <task>/score_random, <task>/score_majority, <task>/gain with its
+    95% interval <task>/gain_low and <task>/gain_high, and the same under glue/."""
     comp = (summary.get("baselines") or {}).get("comparison") or {}
     out: dict[str, float] = {}
-    for n, row in comp.get("tasks", {}).items():
+    rows = {**comp.get("tasks", {}), **({"glue": comp["glue"]} if "glue" in comp else {})}
+    for n, row in rows.items():
         for k, suffix in (("random_init", "score_random"), ("majority", "score_majority"), ("gain", "gain")):
-            if k in row:
+            if row.get(k) is not None:
                 out[f"{n}/{suffix}"] = float(row[k])
-    if "glue" in comp:
-        out["glue/score_random"] = float(comp["glue"]["random_init"])
-        out["glue/gain"] = float(comp["glue"]["gain"])
-        if comp["glue"].get("majority") is not None:
-            out["glue/score_majority"] = float(comp["glue"]["majority"])
+        if row.get("gain_ci"):
+            out[f"{n}/gain_low"] = float(row["gain_ci"]["low"])
+            out[f"{n}/gain_high"] = float(row["gain_ci"]["high"])
     return out

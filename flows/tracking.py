@@ -9,6 +9,7 @@ killed process could not end, so no run is left RUNNING.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -38,11 +39,44 @@ def ui_hint(uri: str, url: str | None = None) -> str:
     return f"mlflow ui --backend-store-uri {uri}" + (f"   # then {url}" if url else "")
 
 
+TRAINING_VIEW = "workflowType=machine_learning"  # MLflow 3's UI opens the GenAI view (traces) without it
+COMPARISON_VIEW = "headline"  # the saved runs-list view the pipeline keeps on its experiment
+
+
+def _ui_base(uri: str) -> str:
+    return uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else MLFLOW_UI
+
+
+def run_path(experiment_id: str, run_id: str) -> str:
+    """The UI route of a run, training view: prefix the UI's address, or use as a link inside a
+    Markdown description the UI renders (a run note, a model version's description)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+
+
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
-    """A link to the run: the server itself, or where `mlflow ui` serves a local store. MLflow 3
-    opens experiments in its GenAI view (traces) unless the link asks for the training view."""
-    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else MLFLOW_UI
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    """A link to the run: the server itself, or where `mlflow ui` serves a local store."""
+    return f"{_ui_base(uri)}/{run_path(experiment_id, run_id)}"
+
+
+def runs_url(uri: str, experiment_id: str, view: str | None = COMPARISON_VIEW) -> str:
+    """A link to the experiment's runs list, opened in a saved view (see `save_runs_view`)."""
+    shared = f"&viewStateShareKey={view}" if view else ""
+    return f"{_ui_base(uri)}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}{shared}"
+
+
+def save_runs_view(uri: str, experiment_id: str, columns: list[str], name: str = "Headline comparison",
+                   key: str = COMPARISON_VIEW) -> None:
+    """Store a runs-list view on the experiment with MLflow's saved-view mechanism (the experiment
+    tag `mlflow.sharedViewState.<key>` behind the UI's Share button and its `viewStateShareKey`
+    link): these metric columns shown, newest runs first. The default list shows no metric column."""
+    import mlflow
+
+    now = int(time.time() * 1000)
+    state = {"selectedColumns": ["attributes.`Models`", *(f"metrics.`{c}`" for c in columns)],
+             "orderByKey": "attributes.start_time", "orderByAsc": False, "runsHiddenMode": "SHOW_ALL"}
+    view = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    mlflow.MlflowClient(tracking_uri=uri).set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{key}",
+                                                            json.dumps(view))
 
 
 def experiment_id(tracker: MLflowTracker) -> str:

@@ -338,6 +338,26 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
     assert children["evaluate-mlm"].data.params["pretrain.objective"] == "mlm"  # comparable by what was evaluated
     assert children["evaluate-electra"].data.params["pretrain.steps"] == "5"
     assert "electra/glue/gain" in parent.data.metrics
+    # the parent carries the headline figures under the stage runs' names, and the report's verdicts
+    evaluation, probe_run = children["evaluate-electra"].data.metrics, children["probe-electra"].data.metrics
+    for key in ("sst2/score", "sst2/score_random", "sst2/score_majority", "sst2/gain", "sst2/gain_low",
+                "sst2/gain_high"):
+        assert parent.data.metrics[f"electra/{key}"] == evaluation[key], key
+    assert evaluation["sst2/gain_low"] <= evaluation["sst2/gain"] <= evaluation["sst2/gain_high"]
+    for key in ("probe/mean/encoder", "probe/mean/random_init", "probe/mean/bow", "probe/mean/majority"):
+        assert parent.data.metrics[f"electra/{key}"] == probe_run[key], key
+    assert parent.data.metrics["electra/intrinsic/unigram/auc"] == result.intrinsic["electra"]["unigram"]["pretrained"]["auc"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert result.intrinsic["electra"]["verdict"] in note and result.probes["electra"]["verdict"][0] in note
+    assert result.exported["model_uri"] in note
+    # the runs list opens on a saved view with those columns (MLflow's Share-button mechanism)
+    exp = client.get_experiment(parent.info.experiment_id)
+    view = json.loads(exp.tags["mlflow.sharedViewState.headline"])
+    columns = json.loads(view["state"])["selectedColumns"]
+    assert "metrics.`electra/sst2/gain_low`" in columns and "metrics.`mlm/probe/mean/encoder`" in columns
+    assert all(c[len("metrics.`"):-1] in parent.data.metrics for c in columns if c.startswith("metrics."))
+    assert result.mlflow_runs_url.endswith(f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+                                           "&viewStateShareKey=headline")
     assert "dev/accuracy" in finetune[0].data.metrics
     history = client.get_metric_history(children["pretrain-electra"].info.run_id, "loss/disc")
     assert [m.step for m in history][-1] == 5
