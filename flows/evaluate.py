@@ -49,20 +49,23 @@ def task_data_dir(name: str, glue_dir: str, squad_dir: str) -> str:
 @task(name="finetune", task_run_name="finetune-{name}")
 @user_errors
 def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out_dir: str, config: dict[str, Any],
-                  parent_run_id: str, tracking_uri: str, experiment: str, run_name: str = "",
-                  label: str = "electra") -> dict[str, Any]:
-    """Fine-tune and score one task; its MLflow run (and the library's per-seed runs) nest
-    under the evaluation run. Progress (seed, step, share of all seeds, ETA, loss) goes into a
-    Prefect progress artifact and, every 30 s, the run log."""
+                  parent_run_id: str, tracking_uri: str, experiment: str, label: str = "electra",
+                  arm: str = "") -> dict[str, Any]:
+    """Fine-tune and score one task; its MLflow run `finetune-<arm>-<task>` (and the library's
+    per-seed runs, `<arm>-<task>-seed<n>`) nest under the evaluation run, so every run of a pipeline
+    has its own name. Progress (seed, step, share of all seeds, ETA, loss) goes into a Prefect
+    progress artifact and, every 30 s, the run log."""
     from electra_pipeline import config as config_mod
     from electra_pipeline.finetune import FinetuneConfig, finetune
     from electra_pipeline.finetune.loop import task_score
     from electra_pipeline.tasks import get_task
 
-    with mlflow_run(tracking_uri=tracking_uri, experiment=experiment, name=run_name or f"finetune-{name}",
-                    parent_run_id=parent_run_id, tags={"stage": "finetune", "task": name}) as run:
+    arm = arm or label
+    with mlflow_run(tracking_uri=tracking_uri, experiment=experiment, name=f"finetune-{arm}-{name}",
+                    parent_run_id=parent_run_id, tags={"stage": "finetune", "task": name, "arm": arm}) as run:
         cfg = config_mod.from_dict(FinetuneConfig, config)
-        progress = SeedProgress(run, seeds=len(cfg.seeds), key=f"finetune-progress-{label}-{name}", label=f"fine-tuning {name} ({label})")
+        progress = SeedProgress(run, seeds=len(cfg.seeds), key=f"finetune-progress-{label}-{name}",
+                                label=f"fine-tuning {name} ({label})", prefix=arm)
         result = finetune(name, checkpoint, tokenizer, data_dir, out_dir, cfg, tracker=progress, progress=False)
     return {"task": name, "metrics": {k: float(v) for k, v in result.metrics.items()},
             "score": float(task_score(get_task(name), result.metrics)),
@@ -88,9 +91,9 @@ def pretraining_params(checkpoint: str) -> dict[str, Any]:
 @task(name="baseline", task_run_name="baseline-{name}")
 @user_errors
 def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cache_dir: str, config: dict[str, Any],
-                  parent_run_id: str, tracking_uri: str, experiment: str) -> dict[str, Any]:
-    """The random-init twin of `checkpoint` fine-tuned on one task (cached on shape, task, recipe
-    and data: a sweep pays once), and the task's majority-class metrics."""
+                  parent_run_id: str, tracking_uri: str, experiment: str, label: str = "electra") -> dict[str, Any]:
+    """The random-init twin of `checkpoint` (the `label` model) fine-tuned on one task (cached on
+    shape, task, recipe and data: a sweep pays once), and the task's majority-class metrics."""
     from electra_pipeline import baselines
     from electra_pipeline import config as config_mod
     from electra_pipeline.finetune import FinetuneConfig
@@ -113,8 +116,8 @@ def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cac
                 "cached": True}
     random_ckpt = baselines.random_init_checkpoint(checkpoint, Path(cache_dir) / "checkpoints")
     result = finetune_task.fn(name, str(random_ckpt), tokenizer, data_dir, str(Path(cache_dir) / "runs" / f"{name}-{key}"),
-                              config, parent_run_id, tracking_uri, experiment, run_name=f"finetune-{name}-random-init",
-                              label="random init")
+                              config, parent_run_id, tracking_uri, experiment, label="random init",
+                              arm=f"{label}-random-init")
     atomic.write_text(cached, json.dumps(result, indent=2) + "\n")
     return {"task": name, "majority": majority, "bow": bow, "random_init": result, "cached": False}
 
@@ -176,7 +179,7 @@ def evaluate(
             base_futures = {n: runner.submit(baseline_task, parameters=dict(
                 name=n, checkpoint=checkpoint, tokenizer=tokenizer, data_dir=task_data_dir(n, glue_dir, squad_dir),
                 cache_dir=cache, config=dataclasses.asdict(cfg), parent_run_id=run.run_id, tracking_uri=uri,
-                experiment=tracking.experiment)) for n in glue_names}
+                experiment=tracking.experiment, label=label)) for n in glue_names}
             wait(list(futures.values()) + list(base_futures.values()))
             results: dict[str, Any] = {}
             failed: dict[str, str] = {}

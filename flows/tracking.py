@@ -251,9 +251,10 @@ class SeedProgress(PrefectProgress):
     every seed's steps report into one progress artifact and log line, as a share of all seeds."""
 
     def __init__(self, inner: Tracker, *, seeds: int, key: str, label: str, every_s: float = 3.0,
-                 log_every_s: float = 30.0):
+                 log_every_s: float = 30.0, prefix: str = ""):
         super().__init__(inner, total_steps=1, key=key, label=label, every_s=every_s, log_every_s=log_every_s)
         self.seeds = max(1, seeds)
+        self.prefix = prefix  # before each seed run's name: `electra-sst2-seed1`, not both arms' `sst2-seed1`
         self.base_label = label
         self._done_seeds = 0
 
@@ -265,7 +266,7 @@ class SeedProgress(PrefectProgress):
 
     @contextlib.contextmanager
     def child(self, name: str) -> Iterator[Tracker]:
-        with self.inner.child(name) as seed_tracker:
+        with self.inner.child(f"{self.prefix}-{name}" if self.prefix else name) as seed_tracker:
             self.label = f"{self.base_label}, seed {self._done_seeds + 1}/{self.seeds}"
             yield _SeedTracker(seed_tracker, self)
         self._done_seeds += 1

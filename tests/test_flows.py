@@ -333,7 +333,11 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
                              "evaluate-mlm", "export"}
     assert all(r.info.status == "FINISHED" for r in runs)
     finetune = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["evaluate-electra"].info.run_id]
-    assert sorted(r.info.run_name for r in finetune) == ["finetune-sst2", "finetune-sst2-random-init"]
+    assert sorted(r.info.run_name for r in finetune) == ["finetune-electra-random-init-sst2", "finetune-electra-sst2"]
+    # every run of the pipeline has its own name: arm, task and seed in the seed runs
+    names = [r.info.run_name for r in runs]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    assert {"electra-sst2-seed1", "electra-random-init-sst2-seed1", "mlm-sst2-seed1"} <= set(names)
     assert "sst2/score_random" in children["evaluate-electra"].data.metrics
     assert children["evaluate-mlm"].data.params["pretrain.objective"] == "mlm"  # comparable by what was evaluated
     assert children["evaluate-electra"].data.params["pretrain.steps"] == "5"
@@ -540,8 +544,8 @@ def test_failed_task_keeps_the_others_and_fails_the_run_with_the_library_message
     by_name = {}
     for r in sorted(runs, key=lambda r: r.info.start_time):
         by_name[r.info.run_name] = r
-    assert by_name["finetune-rte"].info.status == "FAILED"
-    assert by_name["finetune-sst2"].info.status == "FINISHED"
+    assert by_name["finetune-electra-rte"].info.status == "FAILED"
+    assert by_name["finetune-electra-sst2"].info.status == "FINISHED"
     evaluate = [r for r in _child_flow_runs(state.state_details.flow_run_id) if _flow_name(r) == "evaluate"][0]
     assert evaluate.state.is_completed()  # it finished and kept sst2's result
     tasks = {t.name: t.state for t in _task_runs(evaluate.id)}
@@ -788,7 +792,7 @@ def test_fine_tuning_progress_counts_every_seed(monkeypatch):
     monkeypatch.setattr(prefect.artifacts, "update_progress_artifact",
                         lambda artifact_id, progress, description: lines.append(f"{progress:.0f} {description}"))
     progress = SeedProgress(NullTracker(), seeds=2, key="k", label="fine-tuning sst2 (electra)", every_s=0.0,
-                            log_every_s=1e9)
+                            log_every_s=1e9, prefix="electra")
     with progress.child("sst2-seed1") as seed:
         seed.log_metrics({"train/loss": 0.61, "progress": 0.5}, step=10)
         assert lines[-1].startswith("25 fine-tuning sst2 (electra), seed 1/2: step 10 (25%, ETA")
