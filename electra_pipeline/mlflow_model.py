@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mlflow.models
 import mlflow.pyfunc
+from mlflow.types.type_hints import TypeFromExample
 
 
 class ElectraOnnxModel(mlflow.pyfunc.PythonModel):
@@ -20,8 +21,9 @@ class ElectraOnnxModel(mlflow.pyfunc.PythonModel):
 
         self.predictor = Predictor.load(context.artifacts["export"])
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        # unannotated on purpose: MLflow turns hints into a schema it cannot express here
+    def predict(self, context, model_input: TypeFromExample, params=None):  # type: ignore[no-untyped-def]
+        # TypeFromExample: the logged input example (texts, or pairs) is the schema, and MLflow hands
+        # predict() a list like it
         rows = model_input.iloc[:, 0].tolist() if hasattr(model_input, "iloc") else list(model_input)
         p = self.predictor
         if p.kind == "qa":

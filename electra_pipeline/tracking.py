@@ -78,6 +78,13 @@ def default_tracking_uri() -> str:
 # model training runs; links add `?workflowType=machine_learning` for the UIs that read the link.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def run_path(experiment_id: str, run_id: str) -> str:
+    """The UI route of a run, training view: prefix the UI's address, or use as a link inside a
+    Markdown description the UI renders (a run note, a model version's description)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
 
 
 def artifact_root(uri: str) -> str | None:

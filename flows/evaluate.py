@@ -194,7 +194,7 @@ def evaluate(
                 b["gain"] = baselines_lib.gain_interval(
                     n, Path(results[n]["model_dir"]).parent, Path(b["random_init"]["model_dir"]).parent,
                     task_data_dir(n, glue_dir, squad_dir), cfg.max_eval_examples, cfg.data_seed).to_dict()
-            add_baselines_to_cards(results, base)
+            add_baselines_to_cards(results, base, run.run_id)
         summary = summarize(results, failed, label, out, base, checkpoint)
         run.log_metrics(evaluation_metrics(summary))
         run.set_tags({"failed_tasks": ",".join(failed) or "none"})
@@ -209,9 +209,10 @@ def evaluate(
     return summary
 
 
-def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any]) -> None:
+def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any], run_id: str | None = None) -> None:
     """Each fine-tuned model's card with its task's random-init and majority baselines beside its
-    results (the export, and so the registry, carries that card)."""
+    results, and its evidence with the evaluation's MLflow run (the export, and so the registered
+    version, carries both)."""
     from electra_pipeline import baselines
     from electra_pipeline.finetune.runner import write_model_card
     from electra_pipeline.metrics import task_score
@@ -222,7 +223,7 @@ def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any]) -> Non
             model_dir = Path(results[n]["model_dir"])
             write_model_card(model_dir.parent, {"random_init": b["random_init"]["metrics"], "majority": b["majority"]})
             ev = baselines.evidence(n, results[n]["score"], task_score(n, b["majority"]), b["random_init"]["score"],
-                                    Interval(**b["gain"]), b.get("bow"))
+                                    Interval(**b["gain"]), b.get("bow")) | ({"run_id": run_id} if run_id else {})
             atomic.write_text(model_dir / baselines.EVIDENCE_FILE, json.dumps(ev, indent=2) + "\n")
             results[n]["evidence"] = ev
 

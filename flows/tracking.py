@@ -18,9 +18,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from electra_pipeline.tracking import (
+    TRAINING_VIEW,
     MLflowTracker,
     Tracker,
     resolve_tracking_uri,  # noqa: F401 (the flows' name for it)
+    run_path,
 )
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
@@ -39,18 +41,11 @@ def ui_hint(uri: str, url: str | None = None) -> str:
     return f"mlflow ui --backend-store-uri {uri}" + (f"   # then {url}" if url else "")
 
 
-TRAINING_VIEW = "workflowType=machine_learning"  # MLflow 3's UI opens the GenAI view (traces) without it
 COMPARISON_VIEW = "headline"  # the saved runs-list view the pipeline keeps on its experiment
 
 
 def _ui_base(uri: str) -> str:
     return uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else MLFLOW_UI
-
-
-def run_path(experiment_id: str, run_id: str) -> str:
-    """The UI route of a run, training view: prefix the UI's address, or use as a link inside a
-    Markdown description the UI renders (a run note, a model version's description)."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:

@@ -375,6 +375,11 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
     assert not result.exported["alias_moved"] and "random init" in version.tags["alias_reason"]
     assert "baseline.majority" in version.tags and "baseline.random_init" in version.tags
     assert "@challenger only" in version.description
+    # the version's evidence: the evaluation run that scored it against its baselines, tagged and linked
+    evaluation_run = children["evaluate-electra"]
+    assert version.tags["evaluation_run_id"] == evaluation_run.info.run_id
+    assert (f"(#/experiments/{evaluation_run.info.experiment_id}/runs/{evaluation_run.info.run_id}"
+            "?workflowType=machine_learning)") in version.description
 
 
 @pytest.mark.slow
