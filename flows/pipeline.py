@@ -77,7 +77,7 @@ class Plan:
 
     def to_params(self) -> dict[str, Any]:
         """The full resolved configs, as the parent MLflow run's params."""
-        from electra_pipeline import config as config_mod
+        from electra_pipeline.train import tracked_params
 
         p = self.params
         return {"pipeline": {"preset": p.preset, "corpus": p.corpus, "eval_tasks": self.tasks,
@@ -87,7 +87,7 @@ class Plan:
                              "export": p.export, "quantize": p.quantize},
                 "corpus": dataclasses.asdict(self.corpus), "tokenizer": dataclasses.asdict(self.tokenizer),
                 "examples": dataclasses.asdict(self.examples),
-                "pretrain": config_mod.to_dict(self.pretrain[p.objectives[0]]),
+                "pretrain": tracked_params(self.pretrain[p.objectives[0]]),
                 "finetune": dataclasses.asdict(self.finetune)}
 
 

@@ -327,6 +327,7 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
     assert parent.info.status == "FINISHED" and "mlflow.parentRunId" not in parent.data.tags
     assert parent.data.params["pretrain.model.hidden_size"] == "128"  # the full resolved config
     assert parent.data.params["tokenizer.vocab_size"] == "1000"
+    assert parent.data.params["pretrain.train.max_steps"] == "5"  # the steps trained, resolved
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
     assert set(children) == {"corpus", "tokenizer", "examples", "pretrain-electra", "pretrain-mlm",
                              "intrinsic-electra", "intrinsic-mlm", "probe-electra", "probe-mlm", "evaluate-electra",
@@ -730,6 +731,24 @@ def test_mlflow_links_open_the_training_view(tmp_path: Path) -> None:
     for name in ("new", "made-elsewhere"):
         MLflowTracker.start(tracking_uri=uri, experiment=name, run_name="r").end()
         assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_logged_params_are_the_step_counts_the_run_trains() -> None:
+    """A FLOPs budget trains the steps it buys, warmed up over its share of them: MLflow gets those,
+    not the preset's 1,000,000-step cap and 10,000 warm-up steps."""
+    from electra_pipeline import flops
+    from electra_pipeline.train import tracked_params
+    from flows.params import validated
+    from flows.pipeline import plan
+    from flows.pretrain import pretrain_config
+
+    cfg = pretrain_config("cpu", {}, objective="electra", max_steps=None, device="cpu")
+    assert (cfg.train.max_steps, cfg.train.warmup_steps) == (1_000_000, 10_000) and cfg.train.budget_flops
+    steps = int(cfg.train.budget_flops // flops.train_step_flops(cfg.model, cfg.train).total)
+    logged = tracked_params(cfg)["train"]
+    assert logged["max_steps"] == steps < 1_000_000
+    assert logged["warmup_steps"] == round(cfg.train.warmup_fraction * steps)
+    assert plan(validated({})).to_params()["pretrain"]["train"]["max_steps"] == steps  # the parent run's params
 
 
 def test_a_budgeted_preset_keeps_its_budget_through_the_pipeline() -> None:
