@@ -281,14 +281,14 @@ def parent_metrics(result: PipelineResult) -> dict[str, float]:
     return parent
 
 
-HEADLINE = ("intrinsic/unigram/auc", "intrinsic/unigram/auc_random", "probe/mean/encoder", "probe/mean/random_init",
-            "probe/mean/bow", "probe/mean/majority", "{task}/score", "{task}/score_random", "{task}/score_majority",
-            "{task}/gain", "{task}/gain_low", "{task}/gain_high")
+HEADLINE = ("{task}/score", "{task}/score_random", "{task}/score_majority", "{task}/gain", "{task}/gain_low",
+            "{task}/gain_high", "probe/mean/encoder", "probe/mean/random_init", "probe/mean/bow", "probe/mean/majority",
+            "intrinsic/unigram/auc", "intrinsic/unigram/auc_random")
 
 
 def headline_columns(metrics: dict[str, float], objectives: list[str], task: str) -> list[str]:
-    """The parent-run metrics the runs list shows side by side: per objective, held-out ROC-AUC, the
-    probe mean and its baselines, and the served task's score, baselines and gain with its CI."""
+    """The parent-run metrics the runs list shows side by side: per objective, the served task's
+    score, baselines and gain with its CI, the probe mean and its baselines, and held-out ROC-AUC."""
     keys = [f"{o}/{h.format(task=task)}" for o in objectives for h in HEADLINE]
     return [k for k in keys if k in metrics]
 

@@ -67,7 +67,9 @@ def save_runs_view(uri: str, experiment_id: str, columns: list[str], name: str =
     import mlflow
 
     now = int(time.time() * 1000)
-    state = {"selectedColumns": ["attributes.`Models`", *(f"metrics.`{c}`" for c in columns)],
+    keys = [f"metrics.`{c}`" for c in columns]
+    state = {"selectedColumns": keys, "columnOrder": keys,  # in this order, each wide enough for its name
+             "columnWidths": {k: 6 * len(c) + 30 for k, c in zip(keys, columns)},
              "orderByKey": "attributes.start_time", "orderByAsc": False, "runsHiddenMode": "SHOW_ALL"}
     view = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
     mlflow.MlflowClient(tracking_uri=uri).set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{key}",
