@@ -4,6 +4,7 @@ MLflow executes this file when loading the model; nothing is pickled, so loading
 version never deserialises arbitrary objects:
 
     mlflow.pyfunc.load_model("models:/electra-sst2@champion").predict(["a fine film"])
+    # pair tasks: a table with columns text_a, text_b; question answering: question, context
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ class ElectraOnnxModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: TypeFromExample, params=None):  # type: ignore[no-untyped-def]
         # TypeFromExample: the logged input example (texts, or pairs) is the schema, and MLflow hands
         # predict() a list like it
-        rows = model_input.iloc[:, 0].tolist() if hasattr(model_input, "iloc") else list(model_input)
+        if hasattr(model_input, "iloc"):  # a table: one text column, or a pair's two (question, context)
+            frame = model_input
+            rows = frame.iloc[:, 0].tolist() if frame.shape[1] == 1 else list(frame.itertuples(index=False, name=None))
+        else:
+            rows = list(model_input)
         p = self.predictor
         if p.kind == "qa":
             return [p.answer(q, c) for q, c in rows]

@@ -133,10 +133,13 @@ def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_nam
     result: dict[str, Any] = {"run_id": run_id, "artifact_uri": f"runs:/{run_id}/onnx"}
     if registered_name:
         # models from code: MLflow runs mlflow_model.py at load time instead of unpickling; the input
-        # example gives the signature (its predict() takes the example's type, TypeFromExample)
+        # example gives the signature's inputs (predict() takes the example's type, TypeFromExample)
+        from mlflow.models import infer_signature
+
+        example = input_example(meta)
         info = mlflow.pyfunc.log_model(name="onnx_model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
                                        artifacts={"export": str(d)}, registered_model_name=registered_name,
-                                       input_example=input_example(meta),
+                                       input_example=example, signature=infer_signature(example),
                                        pip_requirements=["onnxruntime", "tokenizers", "numpy"])
         score = dev_score(meta)
         dev = {f"dev/{k}": float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float))}
@@ -169,18 +172,21 @@ def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_nam
     return result
 
 
-def input_example(meta: dict[str, Any]) -> list[Any]:
-    """Two requests of the export's kind, as `predict` takes them: texts, text pairs, or
-    (question, context) pairs. MLflow stores it with the model and derives the signature from it."""
+def input_example(meta: dict[str, Any]) -> Any:
+    """Requests of the export's kind, as `predict` takes them: a list of texts, or a table of text
+    pairs (text_a, text_b) or of (question, context). MLflow stores it with the model and derives
+    the signature's inputs from it."""
+    import pandas as pd
+
     from electra_pipeline.tasks.glue import SPECS
 
     if meta.get("kind") == "qa":
-        return [["What does the discriminator predict?",
-                 "The discriminator predicts which tokens the generator replaced."]]
+        return pd.DataFrame({"question": ["What does the discriminator predict?"],
+                             "context": ["The discriminator predicts which tokens the generator replaced."]})
     spec = SPECS.get(str(meta.get("task")))
     if spec is not None and spec.text_b is not None:
-        return [["A man is playing a guitar.", "A person plays an instrument."],
-                ["The cat sat on the mat.", "The stock market fell sharply."]]
+        return pd.DataFrame({"text_a": ["A man is playing a guitar.", "The cat sat on the mat."],
+                             "text_b": ["A person plays an instrument.", "The stock market fell sharply."]})
     return ["a gripping, beautifully acted film", "a dull and lifeless script"]
 
 

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -305,7 +306,8 @@ def test_cli_export_help_and_run(root: Path, classifier: Path, capsys: pytest.Ca
     assert json.loads((root / "cli_out" / "metadata.json").read_text())["optimized"] is True
 
 
-def test_mlflow_register_and_download(classifier_export, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_register_and_download(classifier_export, root: Path, tok_file: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -333,6 +335,16 @@ def test_mlflow_register_and_download(classifier_export, tmp_path: Path, monkeyp
         on_model = {m.key: m.value for m in logged.metrics}
         assert {k: on_model.get(k) for k in [f"dev/{k}" for k in dev] + ["dev/score"]} == pytest.approx(
             {f"dev/{k}": v for k, v in dev.items()} | {"dev/score": registry.dev_score({"metrics": dev})})
+        # a question-answering model takes a table (question, context), its signature says so
+        export.export_onnx(make_qa(root, tok_file), root / "onnx_qa_registry")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            qa = registry.log_to_mlflow(root / "onnx_qa_registry", "electra-qa-test")
+            rows = {"question": ["What is it?"], "context": ["It is a test of the answer span."]}
+            got = mlflow.pyfunc.load_model(qa["model_uri"]).predict(pd.DataFrame(rows))
+        assert not [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        assert got == [inference.Predictor.load(root / "onnx_qa_registry").answer(*next(zip(*rows.values())))]
+        assert mlflow.models.get_model_info(qa["model_uri"]).signature.inputs.input_names() == ["question", "context"]
     finally:
         mlflow.set_tracking_uri(None)
 
