@@ -132,21 +132,25 @@ def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_nam
                                                                 "int8_agreement") if meta.get(k) is not None})
     result: dict[str, Any] = {"run_id": run_id, "artifact_uri": f"runs:/{run_id}/onnx"}
     if registered_name:
-        # models from code: MLflow runs mlflow_model.py at load time instead of unpickling
-        import warnings
+        # models from code: MLflow runs mlflow_model.py at load time instead of unpickling; the input
+        # example gives the signature's inputs (predict() takes the example's type, TypeFromExample)
+        from mlflow.models import infer_signature
 
-        with warnings.catch_warnings():  # its predict() is unannotated on purpose (mlflow_model.py says why)
-            warnings.filterwarnings("ignore", message=".*type hints to the `predict` method", category=UserWarning)
-            info = mlflow.pyfunc.log_model(name="onnx_model",
-                                           python_model=str(Path(__file__).with_name("mlflow_model.py")),
-                                           artifacts={"export": str(d)}, registered_model_name=registered_name,
-                                           pip_requirements=["onnxruntime", "tokenizers", "numpy"])
+        example = input_example(meta)
+        info = mlflow.pyfunc.log_model(name="onnx_model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                                       artifacts={"export": str(d)}, registered_model_name=registered_name,
+                                       input_example=example, signature=infer_signature(example),
+                                       pip_requirements=["onnxruntime", "tokenizers", "numpy"])
+        score = dev_score(meta)
+        dev = {f"dev/{k}": float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float))}
+        mlflow.log_metrics(dev | ({"dev/score": score} if score is not None else {}), model_id=info.model_id)
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
-        score = dev_score(meta)
-        client.update_model_version(registered_name, version, description=_description(meta, score))
         ev = meta.get("evaluation") or {}
+        description = _description(meta, score) + _evidence_link(client, ev.get("run_id"))
+        client.update_model_version(registered_name, version, description=description)
         tags = {"task": meta.get("task"), "kind": meta.get("kind"), "run_id": run_id,
+                **({"evaluation_run_id": ev["run_id"]} if ev.get("run_id") else {}),
                 **{f"baseline.{k}": f"{float(ev[k]):.6g}" for k in ("majority", "random_init", "bow")
                    if ev.get(k) is not None},
                 **({"gain_ci": "[{low:.4g}, {high:.4g}]".format(**ev["gain"])} if ev.get("gain") else {}),
@@ -160,12 +164,47 @@ def _log(mlflow: Any, d: Path, meta: dict[str, Any], run_id: str, registered_nam
                                                                     force, evidence)
         if why:
             client.set_model_version_tag(registered_name, version, "alias_reason", why[:4000])
-            client.update_model_version(registered_name, version, description=_description(meta, score)
+            client.update_model_version(registered_name, version, description=description
                                         + f" {'@' + alias if moved else '@' + CHALLENGER + ' only'}: {why}.")
         uri_alias = alias if moved else CHALLENGER
         result.update(model_uri=f"models:/{registered_name}@{uri_alias}", version=version, alias=alias,
                       alias_moved=moved, alias_reason=why, score=score)
     return result
+
+
+def input_example(meta: dict[str, Any]) -> Any:
+    """Requests of the export's kind, as `predict` takes them: a list of texts, or a table of text
+    pairs (text_a, text_b) or of (question, context). MLflow stores it with the model and derives
+    the signature's inputs from it."""
+    import pandas as pd
+
+    from electra_pipeline.tasks.glue import SPECS
+
+    if meta.get("kind") == "qa":
+        return pd.DataFrame({"question": ["What does the discriminator predict?"],
+                             "context": ["The discriminator predicts which tokens the generator replaced."]})
+    spec = SPECS.get(str(meta.get("task")))
+    if spec is not None and spec.text_b is not None:
+        return pd.DataFrame({"text_a": ["A man is playing a guitar.", "The cat sat on the mat."],
+                             "text_b": ["A person plays an instrument.", "The stock market fell sharply."]})
+    return ["a gripping, beautifully acted film", "a dull and lifeless script"]
+
+
+def _evidence_link(client: Any, run_id: str | None) -> str:
+    """` Evidence: <link to the evaluation run>` for a version's description, or '' when the run is
+    not in this store (a relative UI route: it works wherever the MLflow UI serves the store)."""
+    from mlflow.exceptions import MlflowException
+
+    from electra_pipeline.tracking import run_path
+
+    if not run_id:
+        return ""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return ""
+    return (f" Evidence: [evaluation run `{run.info.run_name}`]({run_path(run.info.experiment_id, run_id)}) "
+            "(scores, baselines and the gain's interval).")
 
 
 def check_model_uri(uri: str) -> dict[str, str] | None:

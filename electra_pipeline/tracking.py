@@ -74,6 +74,19 @@ def default_tracking_uri() -> str:
     return resolve_tracking_uri(None)
 
 
+# MLflow 3's UI opens an experiment in its GenAI (traces) view unless the experiment says it holds
+# model training runs; links add `?workflowType=machine_learning` for the UIs that read the link.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def run_path(experiment_id: str, run_id: str) -> str:
+    """The UI route of a run, training view: prefix the UI's address, or use as a link inside a
+    Markdown description the UI renders (a run note, a model version's description)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+
+
 def artifact_root(uri: str) -> str | None:
     """Where a new experiment keeps its artifacts: `mlruns/` beside a local SQLite store (MLflow's
     own default is `./mlruns` of whatever directory the process runs in); None for a server."""
@@ -101,8 +114,13 @@ class MLflowTracker:
         uri = resolve_tracking_uri(tracking_uri)
         client = mlflow.MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(
-            experiment, artifact_location=artifact_root(uri))
+        if exp is None:
+            exp_id = client.create_experiment(experiment, artifact_location=artifact_root(uri),
+                                              tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+        else:
+            exp_id = exp.experiment_id
+            if EXPERIMENT_KIND_TAG not in exp.tags:  # an experiment made by other code: the training view too
+                client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id

@@ -161,6 +161,18 @@ class _Run:
         atomic.write_text(index, json.dumps(sorted(rows, key=lambda r: r["fraction"]), indent=2) + "\n")
 
 
+def tracked_params(cfg: PretrainConfig) -> dict[str, Any]:
+    """The config as MLflow params, with the step counts the run trains: a FLOPs budget's steps
+    and its warm-up in place of the `max_steps` cap and the preset's `warmup_steps` (a wall-clock
+    budget keeps the cap: its step count is known only at the end, in the run's summary)."""
+    params = config_mod.to_dict(cfg)
+    schedule = optim.Schedule.of(cfg.train, flops.train_step_flops(cfg.model, cfg.train).total)
+    params["train"]["warmup_steps"] = schedule.warmup_steps
+    if schedule.budget_seconds is None:
+        params["train"]["max_steps"] = schedule.total_steps
+    return params
+
+
 def _setup(cfg: PretrainConfig, resume: str | Path | None, allow_changes: bool, tracker: Tracker) -> _Run:
     """Check the inputs, build (or resume) model, optimizer and schedule, and wrap the model for the run."""
     t = cfg.train
@@ -218,7 +230,7 @@ def _setup(cfg: PretrainConfig, resume: str | Path | None, allow_changes: bool, 
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, out / "config.json")
-        tracker.log_params(config_mod.to_dict(cfg))
+        tracker.log_params(tracked_params(cfg))
         # what `auto` resolved to on this machine, so runs compare honestly in MLflow
         tracker.set_tags({"preset": cfg.preset, "objective": t.objective, "precision": runtime.precision_name(amp)}
                          | ({"init_from": cfg.init_from, "init_from.sha256": lineage["sha256"]} if source else {}))

@@ -49,20 +49,23 @@ def task_data_dir(name: str, glue_dir: str, squad_dir: str) -> str:
 @task(name="finetune", task_run_name="finetune-{name}")
 @user_errors
 def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out_dir: str, config: dict[str, Any],
-                  parent_run_id: str, tracking_uri: str, experiment: str, run_name: str = "",
-                  label: str = "electra") -> dict[str, Any]:
-    """Fine-tune and score one task; its MLflow run (and the library's per-seed runs) nest
-    under the evaluation run. Progress (seed, step, share of all seeds, ETA, loss) goes into a
-    Prefect progress artifact and, every 30 s, the run log."""
+                  parent_run_id: str, tracking_uri: str, experiment: str, label: str = "electra",
+                  arm: str = "") -> dict[str, Any]:
+    """Fine-tune and score one task; its MLflow run `finetune-<arm>-<task>` (and the library's
+    per-seed runs, `<arm>-<task>-seed<n>`) nest under the evaluation run, so every run of a pipeline
+    has its own name. Progress (seed, step, share of all seeds, ETA, loss) goes into a Prefect
+    progress artifact and, every 30 s, the run log."""
     from electra_pipeline import config as config_mod
     from electra_pipeline.finetune import FinetuneConfig, finetune
     from electra_pipeline.finetune.loop import task_score
     from electra_pipeline.tasks import get_task
 
-    with mlflow_run(tracking_uri=tracking_uri, experiment=experiment, name=run_name or f"finetune-{name}",
-                    parent_run_id=parent_run_id, tags={"stage": "finetune", "task": name}) as run:
+    arm = arm or label
+    with mlflow_run(tracking_uri=tracking_uri, experiment=experiment, name=f"finetune-{arm}-{name}",
+                    parent_run_id=parent_run_id, tags={"stage": "finetune", "task": name, "arm": arm}) as run:
         cfg = config_mod.from_dict(FinetuneConfig, config)
-        progress = SeedProgress(run, seeds=len(cfg.seeds), key=f"finetune-progress-{label}-{name}", label=f"fine-tuning {name} ({label})")
+        progress = SeedProgress(run, seeds=len(cfg.seeds), key=f"finetune-progress-{label}-{name}",
+                                label=f"fine-tuning {name} ({label})", prefix=arm)
         result = finetune(name, checkpoint, tokenizer, data_dir, out_dir, cfg, tracker=progress, progress=False)
     return {"task": name, "metrics": {k: float(v) for k, v in result.metrics.items()},
             "score": float(task_score(get_task(name), result.metrics)),
@@ -88,9 +91,9 @@ def pretraining_params(checkpoint: str) -> dict[str, Any]:
 @task(name="baseline", task_run_name="baseline-{name}")
 @user_errors
 def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cache_dir: str, config: dict[str, Any],
-                  parent_run_id: str, tracking_uri: str, experiment: str) -> dict[str, Any]:
-    """The random-init twin of `checkpoint` fine-tuned on one task (cached on shape, task, recipe
-    and data: a sweep pays once), and the task's majority-class metrics."""
+                  parent_run_id: str, tracking_uri: str, experiment: str, label: str = "electra") -> dict[str, Any]:
+    """The random-init twin of `checkpoint` (the `label` model) fine-tuned on one task (cached on
+    shape, task, recipe and data: a sweep pays once), and the task's majority-class metrics."""
     from electra_pipeline import baselines
     from electra_pipeline import config as config_mod
     from electra_pipeline.finetune import FinetuneConfig
@@ -113,8 +116,8 @@ def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cac
                 "cached": True}
     random_ckpt = baselines.random_init_checkpoint(checkpoint, Path(cache_dir) / "checkpoints")
     result = finetune_task.fn(name, str(random_ckpt), tokenizer, data_dir, str(Path(cache_dir) / "runs" / f"{name}-{key}"),
-                              config, parent_run_id, tracking_uri, experiment, run_name=f"finetune-{name}-random-init",
-                              label="random init")
+                              config, parent_run_id, tracking_uri, experiment, label="random init",
+                              arm=f"{label}-random-init")
     atomic.write_text(cached, json.dumps(result, indent=2) + "\n")
     return {"task": name, "majority": majority, "bow": bow, "random_init": result, "cached": False}
 
@@ -176,7 +179,7 @@ def evaluate(
             base_futures = {n: runner.submit(baseline_task, parameters=dict(
                 name=n, checkpoint=checkpoint, tokenizer=tokenizer, data_dir=task_data_dir(n, glue_dir, squad_dir),
                 cache_dir=cache, config=dataclasses.asdict(cfg), parent_run_id=run.run_id, tracking_uri=uri,
-                experiment=tracking.experiment)) for n in glue_names}
+                experiment=tracking.experiment, label=label)) for n in glue_names}
             wait(list(futures.values()) + list(base_futures.values()))
             results: dict[str, Any] = {}
             failed: dict[str, str] = {}
@@ -191,11 +194,9 @@ def evaluate(
                 b["gain"] = baselines_lib.gain_interval(
                     n, Path(results[n]["model_dir"]).parent, Path(b["random_init"]["model_dir"]).parent,
                     task_data_dir(n, glue_dir, squad_dir), cfg.max_eval_examples, cfg.data_seed).to_dict()
-            add_baselines_to_cards(results, base)
+            add_baselines_to_cards(results, base, run.run_id)
         summary = summarize(results, failed, label, out, base, checkpoint)
-        run.log_metrics({f"{n}/score": r["score"] for n, r in results.items()}
-                        | ({"glue/score": summary["glue_score"]} if summary["glue_score"] is not None else {})
-                        | baseline_metrics(summary))
+        run.log_metrics(evaluation_metrics(summary))
         run.set_tags({"failed_tasks": ",".join(failed) or "none"})
         for name in ("results.json", "results.md", "glue_scores.png"):
             if (out / name).is_file():
@@ -208,9 +209,10 @@ def evaluate(
     return summary
 
 
-def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any]) -> None:
+def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any], run_id: str | None = None) -> None:
     """Each fine-tuned model's card with its task's random-init and majority baselines beside its
-    results (the export, and so the registry, carries that card)."""
+    results, and its evidence with the evaluation's MLflow run (the export, and so the registered
+    version, carries both)."""
     from electra_pipeline import baselines
     from electra_pipeline.finetune.runner import write_model_card
     from electra_pipeline.metrics import task_score
@@ -221,7 +223,7 @@ def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any]) -> Non
             model_dir = Path(results[n]["model_dir"])
             write_model_card(model_dir.parent, {"random_init": b["random_init"]["metrics"], "majority": b["majority"]})
             ev = baselines.evidence(n, results[n]["score"], task_score(n, b["majority"]), b["random_init"]["score"],
-                                    Interval(**b["gain"]), b.get("bow"))
+                                    Interval(**b["gain"]), b.get("bow")) | ({"run_id": run_id} if run_id else {})
             atomic.write_text(model_dir / baselines.EVIDENCE_FILE, json.dumps(ev, indent=2) + "\n")
             results[n]["evidence"] = ev
 
@@ -251,17 +253,25 @@ def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: 
     return summary
 
 
+def evaluation_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """An evaluation's MLflow metrics: <task>/score and glue/score, and their baselines."""
+    out = {f"{n}/score": float(r["score"]) for n, r in summary.get("tasks", {}).items()}
+    if summary.get("glue_score") is not None:
+        out["glue/score"] = float(summary["glue_score"])
+    return out | baseline_metrics(summary)
+
+
 def baseline_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """MLflow keys for the baselines: <task>/score_random, <task>/score_majority, glue/score_random, glue/gain."""
+    """MLflow keys for the baselines: <task>/score_random, <task>/score_majority, <task>/gain with its
+    95% interval <task>/gain_low and <task>/gain_high, and the same under glue/."""
     comp = (summary.get("baselines") or {}).get("comparison") or {}
     out: dict[str, float] = {}
-    for n, row in comp.get("tasks", {}).items():
+    rows = {**comp.get("tasks", {}), **({"glue": comp["glue"]} if "glue" in comp else {})}
+    for n, row in rows.items():
         for k, suffix in (("random_init", "score_random"), ("majority", "score_majority"), ("gain", "gain")):
-            if k in row:
+            if row.get(k) is not None:
                 out[f"{n}/{suffix}"] = float(row[k])
-    if "glue" in comp:
-        out["glue/score_random"] = float(comp["glue"]["random_init"])
-        out["glue/gain"] = float(comp["glue"]["gain"])
-        if comp["glue"].get("majority") is not None:
-            out["glue/score_majority"] = float(comp["glue"]["majority"])
+        if row.get("gain_ci"):
+            out[f"{n}/gain_low"] = float(row["gain_ci"]["low"])
+            out[f"{n}/gain_high"] = float(row["gain_ci"]["high"])
     return out

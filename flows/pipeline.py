@@ -59,7 +59,7 @@ from flows.pretrain import pretrain
 from flows.probe import probe
 from flows.report import glue_chart, loss_chart, task_table
 from flows.tokenizer import checkpoint_tokenizer, train_tokenizer
-from flows.tracking import experiment_id, is_server, run_url, sweep_hook, ui_hint
+from flows.tracking import experiment_id, is_server, run_url, runs_url, save_runs_view, sweep_hook, ui_hint
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Plan:
 
     def to_params(self) -> dict[str, Any]:
         """The full resolved configs, as the parent MLflow run's params."""
-        from electra_pipeline import config as config_mod
+        from electra_pipeline.train import tracked_params
 
         p = self.params
         return {"pipeline": {"preset": p.preset, "corpus": p.corpus, "eval_tasks": self.tasks,
@@ -87,7 +87,7 @@ class Plan:
                              "export": p.export, "quantize": p.quantize},
                 "corpus": dataclasses.asdict(self.corpus), "tokenizer": dataclasses.asdict(self.tokenizer),
                 "examples": dataclasses.asdict(self.examples),
-                "pretrain": config_mod.to_dict(self.pretrain[p.objectives[0]]),
+                "pretrain": tracked_params(self.pretrain[p.objectives[0]]),
                 "finetune": dataclasses.asdict(self.finetune)}
 
 
@@ -173,6 +173,7 @@ class PipelineResult(BaseModel):
     run_id: str
     tracking_uri: str
     mlflow_url: str
+    mlflow_runs_url: str = ""  # the experiment's runs list with the headline columns
     mlflow_ui: str  # the command (local store) or address (server) of the MLflow UI
     run_dir: str
     stages: list[StageTiming] = Field(default_factory=list)
@@ -194,7 +195,8 @@ def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
     """The Prefect artifact and report.md: results, stage times, the MLflow link, the model."""
     local = not is_server(result.tracking_uri)
     lines = [f"# ELECTRA pipeline ({p.preset} preset)", "",
-             f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}`"
+             f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}` "
+             f"([runs compared]({result.mlflow_runs_url}))"
              + (f"; open the UI with `{result.mlflow_ui}`." if local else "."), ""]
     if p.init_from:
         lines += [f"Pre-training continued from `{p.init_from}` (its sizes and vocabulary); the held-out figures "
@@ -252,21 +254,62 @@ def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: 
     for path in files:
         if path is not None:
             run.log_artifact(path)
+    parent = parent_metrics(result)
+    run.log_metrics(parent)
+    run.set_tags({"mlflow.note.content": run_note(params, result)})
+    served = next(iter(result.summaries[params.objectives[0]]["tasks"]), "")
+    save_runs_view(result.tracking_uri, experiment_id(run), headline_columns(parent, params.objectives, served))
+    create_markdown_artifact(report, key="electra-pipeline-report", description=f"Results and MLflow run {run.run_id}")
+
+
+def parent_metrics(result: PipelineResult) -> dict[str, float]:
+    """The parent run's metrics, each under its objective (`electra/...`): held-out detection, the
+    probes with their baselines, and every evaluated task's score, baselines and gain with its CI,
+    under the names the stage runs use."""
     from electra_pipeline import intrinsic as intrinsic_lib
-    from flows.evaluate import baseline_metrics
+    from electra_pipeline import probe as probe_lib
+    from flows.evaluate import evaluation_metrics
 
     parent = {f"{o}/glue_score": s["glue_score"] for o, s in result.summaries.items() if s.get("glue_score") is not None}
     for o, s in result.summaries.items():
-        parent |= {f"{o}/{k}": v for k, v in baseline_metrics(s).items() if k.startswith("glue/")}
+        parent |= {f"{o}/{k}": v for k, v in evaluation_metrics(s).items() if k != "glue/score"}
     for o, r in result.intrinsic.items():
         if "skipped" not in r:
             parent |= {f"{o}/{k}": v for k, v in intrinsic_lib.flat_metrics(r).items()}
-    from electra_pipeline import probe as probe_lib
-
     for o, r in result.probes.items():
         parent |= {f"{o}/{k}": v for k, v in probe_lib.flat_metrics(r).items()}
-    run.log_metrics(parent)
-    create_markdown_artifact(report, key="electra-pipeline-report", description=f"Results and MLflow run {run.run_id}")
+    return parent
+
+
+HEADLINE = ("{task}/score", "{task}/score_random", "{task}/score_majority", "{task}/gain", "{task}/gain_low",
+            "{task}/gain_high", "probe/mean/encoder", "probe/mean/random_init", "probe/mean/bow", "probe/mean/majority",
+            "intrinsic/unigram/auc", "intrinsic/unigram/auc_random")
+
+
+def headline_columns(metrics: dict[str, float], objectives: list[str], task: str) -> list[str]:
+    """The parent-run metrics the runs list shows side by side: per objective, the served task's
+    score, baselines and gain with its CI, the probe mean and its baselines, and held-out ROC-AUC."""
+    keys = [f"{o}/{h.format(task=task)}" for o in objectives for h in HEADLINE]
+    return [k for k in keys if k in metrics]
+
+
+def run_note(params: PipelineParams, result: PipelineResult) -> str:
+    """The parent run's description (`mlflow.note.content`, Markdown): the report's verdicts and
+    where the served model went."""
+    lines = [f"**ELECTRA pipeline**, {params.preset} preset, {' vs '.join(params.objectives)}.", ""]
+    for o, r in result.intrinsic.items():
+        lines.append(f"- **{o}**, held-out text: {r['verdict']}")
+    for o, r in result.probes.items():
+        lines += [f"- **{o}**, probes: {v}" for v in r["verdict"]]
+    for o, s in result.summaries.items():
+        comp = (s.get("baselines") or {}).get("comparison") or {}
+        if comp.get("verdict"):
+            lines.append(f"- **{o}**: {comp['verdict']}")
+    e = result.exported
+    if e and e.get("version"):
+        lines += ["", f"Registered `{e['registered_name']}` version {e['version']} "
+                      f"(`{e['model_uri']}`)" + (f": {e['alias_reason']}." if e.get("alias_reason") else ".")]
+    return "\n".join(lines)
 
 
 @flow(name="electra-pipeline", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
@@ -407,7 +450,8 @@ def electra_pipeline(
                              quantize=quantize, tracking=t)
 
         result = PipelineResult(run_id=run.run_id, tracking_uri=uri,
-                                mlflow_url=run_url(uri, experiment_id(run), run.run_id), mlflow_ui=ui_hint(uri),
+                                mlflow_url=run_url(uri, experiment_id(run), run.run_id),
+                                mlflow_runs_url=runs_url(uri, experiment_id(run)), mlflow_ui=ui_hint(uri),
                                 run_dir=str(run_dir.resolve()), stages=stages, summaries=summaries,
                                 intrinsic=intrinsic_results, probes=probes, exported=exported,
                                 table=task_table(summaries))

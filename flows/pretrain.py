@@ -126,6 +126,7 @@ def pretrain(
     """
     from electra_pipeline import config as config_mod
     from electra_pipeline.preflight import check_inputs
+    from electra_pipeline.train import tracked_params
 
     cfg = pretrain_config(preset, config, objective=objective, max_steps=max_steps, device=device)
     cfg, key, out = pretrain_plan(cfg, examples, tokenizer, output_dir)
@@ -137,7 +138,7 @@ def pretrain(
                                           run_id=run.run_id, tracking_uri=uri)
         run.set_tags({"cached": str(cached).lower()})
         if cached:  # the library logged nothing this time: give the run its config and results
-            run.log_params(config_mod.to_dict(cfg))
+            run.log_params(tracked_params(cfg))
             run.log_metrics(summary["metrics"], step=summary["steps"])
             for name in ("config.json", "summary.json", "loss_curves.png"):
                 if (out / name).is_file():

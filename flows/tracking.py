@@ -9,6 +9,7 @@ killed process could not end, so no run is left RUNNING.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -17,9 +18,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from electra_pipeline.tracking import (
+    TRAINING_VIEW,
     MLflowTracker,
     Tracker,
     resolve_tracking_uri,  # noqa: F401 (the flows' name for it)
+    run_path,
 )
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
@@ -38,11 +41,39 @@ def ui_hint(uri: str, url: str | None = None) -> str:
     return f"mlflow ui --backend-store-uri {uri}" + (f"   # then {url}" if url else "")
 
 
+COMPARISON_VIEW = "headline"  # the saved runs-list view the pipeline keeps on its experiment
+
+
+def _ui_base(uri: str) -> str:
+    return uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else MLFLOW_UI
+
+
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
-    """A link to the run: the server itself, or where `mlflow ui` serves a local store. MLflow 3
-    opens experiments in its GenAI view (traces) unless the link asks for the training view."""
-    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else MLFLOW_UI
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    """A link to the run: the server itself, or where `mlflow ui` serves a local store."""
+    return f"{_ui_base(uri)}/{run_path(experiment_id, run_id)}"
+
+
+def runs_url(uri: str, experiment_id: str, view: str | None = COMPARISON_VIEW) -> str:
+    """A link to the experiment's runs list, opened in a saved view (see `save_runs_view`)."""
+    shared = f"&viewStateShareKey={view}" if view else ""
+    return f"{_ui_base(uri)}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}{shared}"
+
+
+def save_runs_view(uri: str, experiment_id: str, columns: list[str], name: str = "Headline comparison",
+                   key: str = COMPARISON_VIEW) -> None:
+    """Store a runs-list view on the experiment with MLflow's saved-view mechanism (the experiment
+    tag `mlflow.sharedViewState.<key>` behind the UI's Share button and its `viewStateShareKey`
+    link): these metric columns shown, newest runs first. The default list shows no metric column."""
+    import mlflow
+
+    now = int(time.time() * 1000)
+    keys = [f"metrics.`{c}`" for c in columns]
+    state = {"selectedColumns": keys, "columnOrder": keys,  # in this order, each wide enough for its name
+             "columnWidths": {k: 6 * len(c) + 30 for k, c in zip(keys, columns)},
+             "orderByKey": "attributes.start_time", "orderByAsc": False, "runsHiddenMode": "SHOW_ALL"}
+    view = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    mlflow.MlflowClient(tracking_uri=uri).set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{key}",
+                                                            json.dumps(view))
 
 
 def experiment_id(tracker: MLflowTracker) -> str:
@@ -221,9 +252,10 @@ class SeedProgress(PrefectProgress):
     every seed's steps report into one progress artifact and log line, as a share of all seeds."""
 
     def __init__(self, inner: Tracker, *, seeds: int, key: str, label: str, every_s: float = 3.0,
-                 log_every_s: float = 30.0):
+                 log_every_s: float = 30.0, prefix: str = ""):
         super().__init__(inner, total_steps=1, key=key, label=label, every_s=every_s, log_every_s=log_every_s)
         self.seeds = max(1, seeds)
+        self.prefix = prefix  # before each seed run's name: `electra-sst2-seed1`, not both arms' `sst2-seed1`
         self.base_label = label
         self._done_seeds = 0
 
@@ -235,7 +267,7 @@ class SeedProgress(PrefectProgress):
 
     @contextlib.contextmanager
     def child(self, name: str) -> Iterator[Tracker]:
-        with self.inner.child(name) as seed_tracker:
+        with self.inner.child(f"{self.prefix}-{name}" if self.prefix else name) as seed_tracker:
             self.label = f"{self.base_label}, seed {self._done_seeds + 1}/{self.seeds}"
             yield _SeedTracker(seed_tracker, self)
         self._done_seeds += 1

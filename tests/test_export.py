@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -304,23 +306,45 @@ def test_cli_export_help_and_run(root: Path, classifier: Path, capsys: pytest.Ca
     assert json.loads((root / "cli_out" / "metadata.json").read_text())["optimized"] is True
 
 
-def test_mlflow_register_and_download(classifier_export, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_register_and_download(classifier_export, root: Path, tok_file: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri()))
-        res = registry.log_to_mlflow(classifier_export[0], "electra-sst2-test")
-        # no baselines recorded with this export: registered, but not crowned
-        assert res["model_uri"] == "models:/electra-sst2-test@challenger" and not res["alias_moved"]
-        assert res["alias_reason"].startswith("no baselines recorded")
-        local = registry.download_model(res["model_uri"], tmp_path / "dl")
-        assert (local / "model.onnx").is_file() and (local / "tokenizer.json").is_file()
-        texts = ["a fine film", "a dull film"]
-        expected = inference.Predictor.load(classifier_export[0]).classify(texts)
-        assert inference.Predictor.load(local).classify(texts) == expected
-        # the registered pyfunc is logged as code (nothing unpickled) and predicts the same
-        assert mlflow.pyfunc.load_model(res["model_uri"]).predict(texts) == expected
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = registry.log_to_mlflow(classifier_export[0], "electra-sst2-test")
+            # no baselines recorded with this export: registered, but not crowned
+            assert res["model_uri"] == "models:/electra-sst2-test@challenger" and not res["alias_moved"]
+            assert res["alias_reason"].startswith("no baselines recorded")
+            local = registry.download_model(res["model_uri"], tmp_path / "dl")
+            assert (local / "model.onnx").is_file() and (local / "tokenizer.json").is_file()
+            texts = ["a fine film", "a dull film"]
+            expected = inference.Predictor.load(classifier_export[0]).classify(texts)
+            assert inference.Predictor.load(local).classify(texts) == expected
+            # the registered pyfunc is logged as code (nothing unpickled) and predicts the same
+            assert mlflow.pyfunc.load_model(res["model_uri"]).predict(texts) == expected
+        assert not [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        # the logged model carries its signature, an input example and its dev metrics
+        info = mlflow.models.get_model_info(res["model_uri"])
+        assert info.signature is not None and info.saved_input_example_info is not None
+        logged = mlflow.MlflowClient().get_logged_model(info.model_id)
+        dev = json.loads((classifier_export[0] / "metadata.json").read_text())["metrics"]
+        on_model = {m.key: m.value for m in logged.metrics}
+        assert {k: on_model.get(k) for k in [f"dev/{k}" for k in dev] + ["dev/score"]} == pytest.approx(
+            {f"dev/{k}": v for k, v in dev.items()} | {"dev/score": registry.dev_score({"metrics": dev})})
+        # a question-answering model takes a table (question, context), its signature says so
+        export.export_onnx(make_qa(root, tok_file), root / "onnx_qa_registry")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            qa = registry.log_to_mlflow(root / "onnx_qa_registry", "electra-qa-test")
+            rows = {"question": ["What is it?"], "context": ["It is a test of the answer span."]}
+            got = mlflow.pyfunc.load_model(qa["model_uri"]).predict(pd.DataFrame(rows))
+        assert not [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        assert got == [inference.Predictor.load(root / "onnx_qa_registry").answer(*next(zip(*rows.values())))]
+        assert mlflow.models.get_model_info(qa["model_uri"]).signature.inputs.input_names() == ["question", "context"]
     finally:
         mlflow.set_tracking_uri(None)
 
@@ -377,7 +401,8 @@ def test_champion_moves_only_on_a_better_dev_score(classifier_export, tmp_path: 
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
-    def export_with(score: float | None, name: str, random_init: float = 60.0, low: float = 1.0) -> Path:
+    def export_with(score: float | None, name: str, random_init: float = 60.0, low: float = 1.0,
+                    run_id: str | None = None) -> Path:
         d = tmp_path / name
         shutil.copytree(classifier_export[0], d)
         meta = json.loads((d / "metadata.json").read_text())
@@ -385,7 +410,7 @@ def test_champion_moves_only_on_a_better_dev_score(classifier_export, tmp_path: 
         gain = {"diff": (score or 0) - random_init, "low": low, "high": (score or 0) - random_init + 3,
                 "level": 0.95, "method": "paired bootstrap over dev examples", "n": 872}
         meta["evaluation"] = {"task": "sst2", "score": score or 0.0, "majority": 50.9, "random_init": random_init,
-                              "gain": gain, "bow": 78.7}
+                              "gain": gain, "bow": 78.7, **({"run_id": run_id} if run_id else {})}
         (d / "metadata.json").write_text(json.dumps(meta))
         return d
 
@@ -413,5 +438,13 @@ def test_champion_moves_only_on_a_better_dev_score(classifier_export, tmp_path: 
         v8 = client.get_model_version("electra-promo", "8")
         assert "@challenger only" in v8.description and "majority class 50.9" in v8.tags["alias_reason"]
         assert str(client.get_model_version_by_alias("electra-promo", "champion").version) == "6"
+        # a version links to the evaluation run that justified it: a tag, and a link in its description
+        with mlflow.start_run(run_name="evaluate-electra") as evaluation:
+            pass
+        res = registry.log_to_mlflow(export_with(90.0, "v9", run_id=evaluation.info.run_id), "electra-promo")
+        v9 = client.get_model_version("electra-promo", res["version"])
+        assert v9.tags["evaluation_run_id"] == evaluation.info.run_id and v9.run_id != evaluation.info.run_id
+        link = f"(#/experiments/{evaluation.info.experiment_id}/runs/{evaluation.info.run_id}?workflowType=machine_learning)"
+        assert f"Evidence: [evaluation run `evaluate-electra`]{link}" in v9.description
     finally:
         mlflow.set_tracking_uri(None)

@@ -54,7 +54,7 @@ def prefect_api(work: Path) -> Any:
 
     home = work / "prefect-home"
     home.mkdir()
-    with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=90):
+    with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=None):
         yield PREFECT_API_URL.value()
 
 
@@ -327,17 +327,44 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
     assert parent.info.status == "FINISHED" and "mlflow.parentRunId" not in parent.data.tags
     assert parent.data.params["pretrain.model.hidden_size"] == "128"  # the full resolved config
     assert parent.data.params["tokenizer.vocab_size"] == "1000"
+    assert parent.data.params["pretrain.train.max_steps"] == "5"  # the steps trained, resolved
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
     assert set(children) == {"corpus", "tokenizer", "examples", "pretrain-electra", "pretrain-mlm",
                              "intrinsic-electra", "intrinsic-mlm", "probe-electra", "probe-mlm", "evaluate-electra",
                              "evaluate-mlm", "export"}
     assert all(r.info.status == "FINISHED" for r in runs)
     finetune = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["evaluate-electra"].info.run_id]
-    assert sorted(r.info.run_name for r in finetune) == ["finetune-sst2", "finetune-sst2-random-init"]
+    assert sorted(r.info.run_name for r in finetune) == ["finetune-electra-random-init-sst2", "finetune-electra-sst2"]
+    # every run of the pipeline has its own name: arm, task and seed in the seed runs
+    names = [r.info.run_name for r in runs]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    assert {"electra-sst2-seed1", "electra-random-init-sst2-seed1", "mlm-sst2-seed1"} <= set(names)
     assert "sst2/score_random" in children["evaluate-electra"].data.metrics
     assert children["evaluate-mlm"].data.params["pretrain.objective"] == "mlm"  # comparable by what was evaluated
     assert children["evaluate-electra"].data.params["pretrain.steps"] == "5"
     assert "electra/glue/gain" in parent.data.metrics
+    # the parent carries the headline figures under the stage runs' names, and the report's verdicts
+    evaluation, probe_run = children["evaluate-electra"].data.metrics, children["probe-electra"].data.metrics
+    for key in ("sst2/score", "sst2/score_random", "sst2/score_majority", "sst2/gain", "sst2/gain_low",
+                "sst2/gain_high"):
+        assert parent.data.metrics[f"electra/{key}"] == evaluation[key], key
+    assert evaluation["sst2/gain_low"] <= evaluation["sst2/gain"] <= evaluation["sst2/gain_high"]
+    for key in ("probe/mean/encoder", "probe/mean/random_init", "probe/mean/bow", "probe/mean/majority"):
+        assert parent.data.metrics[f"electra/{key}"] == probe_run[key], key
+    if "skipped" not in result.intrinsic["electra"]:  # five tiny steps leave too little held-out text to score
+        auc = result.intrinsic["electra"]["unigram"]["pretrained"]["auc"]
+        assert parent.data.metrics["electra/intrinsic/unigram/auc"] == auc
+    note = parent.data.tags["mlflow.note.content"]
+    assert result.intrinsic["electra"]["verdict"] in note and result.probes["electra"]["verdict"][0] in note
+    assert result.exported["model_uri"] in note
+    # the runs list opens on a saved view with those columns (MLflow's Share-button mechanism)
+    exp = client.get_experiment(parent.info.experiment_id)
+    view = json.loads(exp.tags["mlflow.sharedViewState.headline"])
+    columns = json.loads(view["state"])["selectedColumns"]
+    assert "metrics.`electra/sst2/gain_low`" in columns and "metrics.`mlm/probe/mean/encoder`" in columns
+    assert all(c[len("metrics.`"):-1] in parent.data.metrics for c in columns if c.startswith("metrics."))
+    assert result.mlflow_runs_url.endswith(f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+                                           "&viewStateShareKey=headline")
     assert "dev/accuracy" in finetune[0].data.metrics
     history = client.get_metric_history(children["pretrain-electra"].info.run_id, "loss/disc")
     assert [m.step for m in history][-1] == 5
@@ -351,6 +378,11 @@ def test_mlflow_holds_parent_nested_runs_metrics_artifacts_and_model(first_run: 
     assert not result.exported["alias_moved"] and "random init" in version.tags["alias_reason"]
     assert "baseline.majority" in version.tags and "baseline.random_init" in version.tags
     assert "@challenger only" in version.description
+    # the version's evidence: the evaluation run that scored it against its baselines, tagged and linked
+    evaluation_run = children["evaluate-electra"]
+    assert version.tags["evaluation_run_id"] == evaluation_run.info.run_id
+    assert (f"(#/experiments/{evaluation_run.info.experiment_id}/runs/{evaluation_run.info.run_id}"
+            "?workflowType=machine_learning)") in version.description
 
 
 @pytest.mark.slow
@@ -520,8 +552,8 @@ def test_failed_task_keeps_the_others_and_fails_the_run_with_the_library_message
     by_name = {}
     for r in sorted(runs, key=lambda r: r.info.start_time):
         by_name[r.info.run_name] = r
-    assert by_name["finetune-rte"].info.status == "FAILED"
-    assert by_name["finetune-sst2"].info.status == "FINISHED"
+    assert by_name["finetune-electra-rte"].info.status == "FAILED"
+    assert by_name["finetune-electra-sst2"].info.status == "FINISHED"
     evaluate = [r for r in _child_flow_runs(state.state_details.flow_run_id) if _flow_name(r) == "evaluate"][0]
     assert evaluate.state.is_completed()  # it finished and kept sst2's result
     tasks = {t.name: t.state for t in _task_runs(evaluate.id)}
@@ -684,12 +716,41 @@ def test_prefect_yaml_deploys_to_work_pools(prefect_api: str, work: Path) -> Non
     assert client.read_deployment_by_name("efficiency-study/cpu").work_pool_name == "electra-cpu"
 
 
-def test_mlflow_links_open_the_training_view() -> None:
+def test_mlflow_links_open_the_training_view(tmp_path: Path) -> None:
+    """MLflow 3 opens an experiment in its GenAI view unless told: every link asks for the training
+    view, and an experiment the project creates (or adopts) is tagged as one of training runs."""
+    import mlflow
+
+    from electra_pipeline.tracking import MLflowTracker
     from flows.tracking import run_url
 
     for uri in ("sqlite:///x/mlflow.db", "http://mlflow.internal:5000/"):
         url = run_url(uri, "3", "abc")
         assert url.endswith("/#/experiments/3/runs/abc?workflowType=machine_learning"), url
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    client.create_experiment("made-elsewhere", artifact_location=(tmp_path / "art").as_uri())
+    for name in ("new", "made-elsewhere"):
+        MLflowTracker.start(tracking_uri=uri, experiment=name, run_name="r").end()
+        assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_logged_params_are_the_step_counts_the_run_trains() -> None:
+    """A FLOPs budget trains the steps it buys, warmed up over its share of them: MLflow gets those,
+    not the preset's 1,000,000-step cap and 10,000 warm-up steps."""
+    from electra_pipeline import flops
+    from electra_pipeline.train import tracked_params
+    from flows.params import validated
+    from flows.pipeline import plan
+    from flows.pretrain import pretrain_config
+
+    cfg = pretrain_config("cpu", {}, objective="electra", max_steps=None, device="cpu")
+    assert (cfg.train.max_steps, cfg.train.warmup_steps) == (1_000_000, 10_000) and cfg.train.budget_flops
+    steps = int(cfg.train.budget_flops // flops.train_step_flops(cfg.model, cfg.train).total)
+    logged = tracked_params(cfg)["train"]
+    assert logged["max_steps"] == steps < 1_000_000
+    assert logged["warmup_steps"] == round(cfg.train.warmup_fraction * steps)
+    assert plan(validated({})).to_params()["pretrain"]["train"]["max_steps"] == steps  # the parent run's params
 
 
 def test_a_budgeted_preset_keeps_its_budget_through_the_pipeline() -> None:
@@ -757,7 +818,7 @@ def test_fine_tuning_progress_counts_every_seed(monkeypatch):
     monkeypatch.setattr(prefect.artifacts, "update_progress_artifact",
                         lambda artifact_id, progress, description: lines.append(f"{progress:.0f} {description}"))
     progress = SeedProgress(NullTracker(), seeds=2, key="k", label="fine-tuning sst2 (electra)", every_s=0.0,
-                            log_every_s=1e9)
+                            log_every_s=1e9, prefix="electra")
     with progress.child("sst2-seed1") as seed:
         seed.log_metrics({"train/loss": 0.61, "progress": 0.5}, step=10)
         assert lines[-1].startswith("25 fine-tuning sst2 (electra), seed 1/2: step 10 (25%, ETA")
