@@ -27,6 +27,7 @@ def _require(cond: bool, name: str, msg: str) -> None:
 
 
 EMBEDDING_SHARING = ("tied", "none", "gdes")
+POOLINGS = ("cls", "mean")  # a fine-tuning head's input: the [CLS] row or the mean of the token states
 
 
 @dataclass(kw_only=True)

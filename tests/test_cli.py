@@ -1,0 +1,35 @@
+"""The `electra` command answers `--help` and `--version` at once: its parsers are built from
+the config dataclasses and the flow's source text, never from the libraries that do the work."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Libraries that take seconds to import; only running a command may load them.
+HEAVY = ("torch", "mlflow", "prefect", "transformers", "datasets", "sklearn", "scipy", "pandas", "matplotlib",
+         "onnx", "onnxruntime", "onnxscript", "tokenizers", "pyarrow", "bentoml", "safetensors", "huggingface_hub")
+
+_EVERY_HELP = """
+import argparse, contextlib, io, sys
+from electra_cli import build_parser
+
+parser = build_parser()
+commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+for argv in (["--help"], ["--version"], *([name, "--help"] for name in commands)):
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+        parser.parse_args(argv)
+    assert out.getvalue().strip(), argv
+print(len(commands), " ".join(sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY))))
+"""
+
+
+def test_help_and_version_import_no_heavy_library() -> None:
+    """`electra --help`, `--version` and every subcommand's `--help`, in a fresh interpreter:
+    none of the heavy libraries is imported (each costs seconds before the first line prints)."""
+    code = f"HEAVY = {HEAVY!r}\n{_EVERY_HELP}"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    count, _, loaded = out.stdout.strip().partition(" ")
+    assert int(count) >= 10, out.stdout  # every subcommand was built, pipeline and probe included
+    assert loaded == "", f"building the parsers imported {loaded}"
