@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from electra_pipeline.errors import ConfigError
 
 # The generic conversions live in settings; config.from_dict(...), config.save(...) name them here.
-from electra_pipeline.settings import from_dict, leaf_fields, load_file, overrides_from_args, save, to_dict  # noqa: F401
+from electra_pipeline.settings import from_dict, leaf_fields, load_file, overrides_from_args, save, to_dict, unset  # noqa: F401
 
 T = TypeVar("T")
 
@@ -342,5 +342,6 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig
         flags = [f"--{name}"]
         if "." not in name and "_" in name:
             flags.append(f"--{name.replace('_', '-')}")
+        preset_value = "" if unset(default) else f"({defaults.preset} preset: {default})"
         group.add_argument(*flags, dest=f"cfg:{name}", metavar=metavar, default=None,
-                           help=f"{helptext} (small preset: {default})" if helptext else f"(small preset: {default})")
+                           help=" ".join(part for part in (helptext, preset_value) if part))

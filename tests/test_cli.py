@@ -1,6 +1,8 @@
 """The `electra` command answers `--help` and `--version` at once: its parsers are built from
 the config dataclasses and the flow's source text, never from the libraries that do the work."""
 
+import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +35,37 @@ def test_help_and_version_import_no_heavy_library() -> None:
     count, _, loaded = out.stdout.strip().partition(" ")
     assert int(count) >= 10, out.stdout  # every subcommand was built, pipeline and probe included
     assert loaded == "", f"building the parsers imported {loaded}"
+
+
+# What an empty or unset default printed as help looks like: "()", "(small preset: )",
+# "(default: None)", "(default: null)", '(default: "")', "(default: {})".
+EMPTY_FRAGMENT = re.compile(r"\(\s*\)|:\s*\)|\((?:default|\w+ preset): (?:None|null|\"\"|\{\}|\[\])\)")
+
+
+def every_help() -> dict[str, str]:
+    """{command: its --help text, whitespace collapsed} for `electra` and each subcommand."""
+    from electra_cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return {"electra": " ".join(parser.format_help().split()),
+            **{name: " ".join(p.format_help().split()) for name, p in commands.items()}}
+
+
+def test_help_text_has_no_empty_fragments() -> None:
+    helps = every_help()
+    assert {"pretrain", "finetune", "pipeline", "probe", "corpus"} <= set(helps)
+    bad = {name: EMPTY_FRAGMENT.findall(text) for name, text in helps.items() if EMPTY_FRAGMENT.search(text)}
+    assert not bad, f"empty fragments in --help: {bad}"
+    # the defaults that say something are still there
+    assert "--train.lr FLOAT peak learning rate (after warm-up) (" in helps["pretrain"]
+    assert "(default: 30522)" in helps["tokenizer"] and "(default: code)" in helps["finetune"]
+    assert '(default: ["sst2"])' in helps["pipeline"]
+
+
+def test_the_empty_fragment_pattern_finds_what_it_is_for() -> None:
+    for noise in ("x (small preset: ) (y)", "x (default: None)", "x (default: null)", 'x (default: "")',
+                  "x (default: {})", "x ()", "x (cpu preset: None)"):
+        assert EMPTY_FRAGMENT.search(noise), noise
+    for fine in ("x (default: 0)", "x (cpu preset: runs/pretrain)", '(default: {"lr": 0.0005})', "(default: false)"):
+        assert not EMPTY_FRAGMENT.search(fine), fine
