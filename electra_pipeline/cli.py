@@ -34,7 +34,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                     "discriminator/ and generator/ in Hugging Face ELECTRA format.",
         formatter_class=settings.HelpFormatter)
     p.add_argument("--preset", choices=sorted(presets.PRESETS), default=None,
-                   help="model size and recipe (default: the --config file's preset, else small)")
+                   help=f"model size and recipe (default: the --config file's preset, else {presets.DEFAULT})")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file; unknown keys are errors")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR|auto",
                    help="continue from the latest checkpoint of DIR (default: --output-dir) exactly where it "

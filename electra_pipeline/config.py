@@ -325,11 +325,12 @@ def merge(cfg: T, overrides: dict[str, Any]) -> T:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig) -> None:
-    """One `--a.b` flag per leaf field; values stay strings until `resolve` coerces them."""
-    from electra_pipeline.presets import small
+    """One `--a.b` flag per leaf field; values stay strings until `resolve` coerces them. The help
+    shows the default preset's value."""
+    from electra_pipeline.presets import DEFAULT, preset
 
     group = parser.add_argument_group("config fields (override the preset and --config file)")
-    defaults = small()
+    defaults = preset(DEFAULT)
     for name, tp, helptext in leaf_fields(cls):
         if name == "preset":
             continue

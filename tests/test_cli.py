@@ -2,10 +2,14 @@
 the config dataclasses and the flow's source text, never from the libraries that do the work."""
 
 import argparse
+import ast
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # Libraries that take seconds to import; only running a command may load them.
@@ -69,3 +73,30 @@ def test_the_empty_fragment_pattern_finds_what_it_is_for() -> None:
         assert EMPTY_FRAGMENT.search(noise), noise
     for fine in ("x (default: 0)", "x (cpu preset: runs/pretrain)", '(default: {"lr": 0.0005})', "(default: false)"):
         assert not EMPTY_FRAGMENT.search(fine), fine
+
+
+def _flow_default(path: Path, function: str, parameter: str) -> object:
+    """A flow parameter's default, read from the flow's source (importing flows/ imports Prefect)."""
+    fn = next(n for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+              if isinstance(n, ast.FunctionDef) and n.name == function)
+    names = [a.arg for a in fn.args.args][-len(fn.args.defaults):]
+    return ast.literal_eval(dict(zip(names, fn.args.defaults))[parameter])
+
+
+def test_one_default_preset_for_pretrain_the_pretrain_flow_and_the_pipeline(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from electra_cli import main
+    from electra_pipeline import presets
+    from flows.params import PipelineParams
+
+    assert presets.DEFAULT == "cpu"
+    assert main(["pretrain", "--print-config"]) == 0  # a bare `electra pretrain`
+    assert json.loads(capsys.readouterr().out)["preset"] == presets.DEFAULT
+    run = tmp_path / "run.yaml"  # a config file that names no preset
+    run.write_text("train:\n  lr: 0.002\n", encoding="utf-8")
+    assert main(["pretrain", "--config", str(run), "--print-config"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["preset"] == presets.DEFAULT and resolved["train"]["lr"] == 0.002
+    assert _flow_default(REPO / "flows" / "pretrain.py", "pretrain", "preset") == presets.DEFAULT
+    assert PipelineParams.model_fields["preset"].default == presets.DEFAULT
+    assert f"else {presets.DEFAULT})" in every_help()["pretrain"]
