@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from electra_pipeline.settings import unset
 from flows.params import PipelineParams, overrides, validated
 
 STAGES = ("corpus", "tokenizer", "examples", "pretrain", "finetune")
@@ -45,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         tp = field.annotation
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         default = overrides(field.default) if isinstance(field.default, BaseModel) else field.default
-        help_ = f"{field.description} (default: {json.dumps(default)})"
+        help_ = field.description + ("" if unset(default) else f" (default: {json.dumps(default)})")
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_}
         if tp is bool:
             p.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kw)

@@ -10,7 +10,7 @@ from electra_pipeline.errors import ConfigError
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `electra probe`."""
-    from electra_pipeline.probe import ProbeConfig
+    from electra_pipeline.probe_config import ProbeConfig
 
     d = ProbeConfig()
     p = subparsers.add_parser(

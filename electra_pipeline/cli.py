@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from electra_pipeline import config as config_mod
-from electra_pipeline import presets
+from electra_pipeline import presets, settings
 from electra_pipeline.errors import ConfigError, PipelineError
 
 # Stage modules that register their own subcommands with `add_cli(subparsers)`.
@@ -32,9 +32,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                     "FILE (YAML/JSON, nested like config.json), then --section.field flags. Outputs in "
                     "--output-dir: config.json, checkpoints/, metrics.jsonl, loss_curves.png, and the "
                     "discriminator/ and generator/ in Hugging Face ELECTRA format.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=settings.HelpFormatter)
     p.add_argument("--preset", choices=sorted(presets.PRESETS), default=None,
-                   help="model size and recipe (default: the --config file's preset, else small)")
+                   help=f"model size and recipe (default: the --config file's preset, else {presets.DEFAULT})")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file; unknown keys are errors")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR|auto",
                    help="continue from the latest checkpoint of DIR (default: --output-dir) exactly where it "

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from electra_pipeline.errors import ConfigError
 
 # The generic conversions live in settings; config.from_dict(...), config.save(...) name them here.
-from electra_pipeline.settings import from_dict, leaf_fields, load_file, overrides_from_args, save, to_dict  # noqa: F401
+from electra_pipeline.settings import from_dict, leaf_fields, load_file, overrides_from_args, save, to_dict, unset  # noqa: F401
 
 T = TypeVar("T")
 
@@ -27,6 +27,7 @@ def _require(cond: bool, name: str, msg: str) -> None:
 
 
 EMBEDDING_SHARING = ("tied", "none", "gdes")
+POOLINGS = ("cls", "mean")  # a fine-tuning head's input: the [CLS] row or the mean of the token states
 
 
 @dataclass(kw_only=True)
@@ -324,11 +325,12 @@ def merge(cfg: T, overrides: dict[str, Any]) -> T:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig) -> None:
-    """One `--a.b` flag per leaf field; values stay strings until `resolve` coerces them."""
-    from electra_pipeline.presets import small
+    """One `--a.b` flag per leaf field; values stay strings until `resolve` coerces them. The help
+    shows the default preset's value."""
+    from electra_pipeline.presets import DEFAULT, preset
 
     group = parser.add_argument_group("config fields (override the preset and --config file)")
-    defaults = small()
+    defaults = preset(DEFAULT)
     for name, tp, helptext in leaf_fields(cls):
         if name == "preset":
             continue
@@ -341,5 +343,6 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig
         flags = [f"--{name}"]
         if "." not in name and "_" in name:
             flags.append(f"--{name.replace('_', '-')}")
+        preset_value = "" if unset(default) else f"({defaults.preset} preset: {default})"
         group.add_argument(*flags, dest=f"cfg:{name}", metavar=metavar, default=None,
-                           help=f"{helptext} (small preset: {default})" if helptext else f"(small preset: {default})")
+                           help=" ".join(part for part in (helptext, preset_value) if part))

@@ -41,7 +41,7 @@ from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus import corpus_row_groups, read_row_group
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.packing import _Encoder, pack_documents
-from electra_pipeline.settings import add_field_flags, fields_from_args
+from electra_pipeline.settings import HelpFormatter, add_field_flags, fields_from_args
 from electra_pipeline.tokenizer import SPECIAL_IDS, TOKENIZER_FILE, file_sha256, load_tokenizer
 from electra_pipeline.tracking import Tracker
 
@@ -333,7 +333,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                     "build_pretraining_dataset.py does (never across documents). Writes shuffled shard-NNNNN.npy "
                     "files, meta.json, config.json and length_hist.png to --out. Same seed => same bytes, whatever "
                     "--num-proc.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--corpus", required=True, type=Path, help="corpus directory (Parquet shards + manifest.json)")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer directory or its tokenizer.json")
     p.add_argument("--out", "-o", required=True, type=Path, help="output examples directory (replaced atomically)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from electra_pipeline.export import ATOL, ATTENTIONS, DEFAULT_OPSET, EXPORTERS, OPSETS, export_onnx
+from electra_pipeline.settings import HelpFormatter
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                     "The export is kept only if ONNX Runtime matches PyTorch on real text (max abs diff "
                     "<= --atol). Serve it with `ELECTRA_MODEL_DIR=OUT_DIR bentoml serve "
                     "serving.service:ElectraService`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("model_dir", metavar="MODEL_DIR", help="fine-tuned model directory or HF discriminator")
     p.add_argument("out_dir", metavar="OUT_DIR", help="export directory to write (replaced if it exists)")
     p.add_argument("--optimize", action="store_true",

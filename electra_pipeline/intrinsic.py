@@ -26,7 +26,7 @@ in one pass at every position.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,30 +38,12 @@ from electra_pipeline import atomic, heldout
 from electra_pipeline.config import RTD_OBJECTIVES
 from electra_pipeline.errors import ConfigError, DataError
 from electra_pipeline.heldout import Models
+from electra_pipeline.intrinsic_config import IntrinsicConfig
 from electra_pipeline.model import Discriminator, Generator, init_weights
 from electra_pipeline.tokenizer import SPECIAL_IDS
 
 INTRINSIC_FILE = "intrinsic.json"
 MIN_SCORED_TOKENS = 500  # fewer held-out tokens than this give AUCs too noisy to report
-
-
-@dataclass(kw_only=True)
-class IntrinsicConfig:
-    """How the held-out text is corrupted and how much of it is scored."""
-
-    mask_prob: float = 0.15  # share of each row's real tokens corrupted
-    max_rows: int = 256  # held-out rows scored (the first ones: the same rows every time)
-    fit_rows: int = 512  # training rows the context-free detector is fitted on
-    unigram_tokens: int = 2_000_000  # training tokens counted for the unigram replacement table
-    batch_size: int = 32
-    seed: int = 0  # fixes positions and replacements: the same seed gives the same corrupted text
-
-    def __post_init__(self) -> None:
-        if not 0 < self.mask_prob < 1:
-            raise ConfigError(f"intrinsic.mask_prob: must be in (0, 1), got {self.mask_prob}")
-        for name in ("max_rows", "fit_rows", "unigram_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"intrinsic.{name}: must be >= 1, got {getattr(self, name)}")
 
 
 # --------------------------------------------------------------------------- corruption

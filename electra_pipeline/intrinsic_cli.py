@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from electra_pipeline.errors import ConfigError
-from electra_pipeline.intrinsic import IntrinsicConfig, format_table, run, save, verdict
+from electra_pipeline.intrinsic_config import IntrinsicConfig
 
 
 def add_cli(subparsers: Any) -> None:
@@ -39,6 +39,8 @@ def add_cli(subparsers: Any) -> None:
 
 
 def _run_cli(args: Any) -> int:
+    from electra_pipeline.intrinsic import format_table, run, save, verdict
+
     cfg = IntrinsicConfig(max_rows=args.max_rows, mask_prob=args.mask_prob, seed=args.seed)
     out = Path(args.out or args.checkpoint)
     if out.exists() and not out.is_dir():

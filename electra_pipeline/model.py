@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from electra_pipeline.config import ModelConfig
+from electra_pipeline.config import POOLINGS, ModelConfig
 
 
 class Embeddings(nn.Module):
@@ -284,8 +284,6 @@ def init_weights(module: nn.Module, std: float) -> None:
 
 
 # --- fine-tuning heads ---------------------------------------------------------------------
-
-POOLINGS = ("cls", "mean")
 
 
 class ClassificationHead(nn.Module):

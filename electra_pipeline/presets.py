@@ -73,6 +73,9 @@ def large() -> PretrainConfig:
 
 PRESETS: dict[str, Callable[[], PretrainConfig]] = {"tiny": tiny, "cpu": cpu, "small": small, "base": base,
                                                      "large": large}
+# The preset of `electra pretrain`, the pre-training flow and the pipeline when none is named: the
+# one that learns something on the machine a new user has.
+DEFAULT = "cpu"
 
 
 def preset(name: str) -> PretrainConfig:
@@ -103,9 +106,9 @@ def fit_steps(cfg: PretrainConfig, explicit: dict[str, Any]) -> PretrainConfig:
 
 def resolve(preset_name: str | None, config_file: str | None = None,
             overrides: dict[str, Any] | None = None) -> PretrainConfig:
-    """Preset (flag, else the file's `preset`, else small), then file, then flags."""
+    """Preset (flag, else the file's `preset`, else `DEFAULT`), then file, then flags."""
     file_data = load_file(config_file) if config_file else {}
-    name = preset_name or str(file_data.get("preset") or "small")
+    name = preset_name or str(file_data.get("preset") or DEFAULT)
     file_data.pop("preset", None)
     cfg = preset(name)
     if file_data:

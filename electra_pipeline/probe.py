@@ -34,55 +34,15 @@ import numpy as np
 import torch
 
 from electra_pipeline import atomic, stats
-from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.errors import DataError
+from electra_pipeline.probe_config import DEFAULT_TASKS, ProbeConfig
 
-DEFAULT_TASKS = ("sst2", "cola", "mrpc", "stsb", "rte", "qnli", "mnli")  # those with train + dev files run
 POOLINGS = ("mean", "cls")
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # logistic regression's inverse regularisation
 ALPHA_GRID = (1.0, 10.0, 100.0, 1000.0)  # ridge's regularisation
 BASELINES = ("random_init", "bow", "majority", "compare")
 
 PREDICTIONS_FILE = "predictions.npz"
-
-
-@dataclass(kw_only=True)
-class ProbeConfig:
-    """One probe run; fields are validated on construction."""
-
-    tasks: list[str] | None = None
-    """GLUE tasks to probe; None: sst2 cola mrpc stsb rte, and qnli mnli where their train files exist"""
-    max_train_examples: int | None = 20000
-    """a fixed random subset of each task's training set (the full SST-2 has 67k: a linear probe of
-    a few hundred features gains little beyond 20k, and the encoder's pass over them costs
-    minutes on a CPU); None: all of it"""
-    select_examples: int = 4000
-    """training examples the layer, pooling and regularisation are chosen on (80% fit, 20% scored)"""
-    max_seq_length: int = 128
-    """tokens per sentence (pair), as fine-tuning"""
-    batch_size: int = 128
-    """sentences per encoder forward pass (length-sorted, so padding stays small)"""
-    resamples: int = stats.RESAMPLES
-    """bootstrap resamples of the dev set for each interval"""
-    seed: int = 0
-    """fixes the subsets, the selection split and the bootstrap resamples"""
-
-    def __post_init__(self) -> None:
-        for name in ("select_examples", "max_seq_length", "batch_size", "resamples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"probe.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.max_train_examples is not None and self.max_train_examples < 10:
-            raise ConfigError(f"probe.max_train_examples: must be >= 10, got {self.max_train_examples}")
-        if self.max_seq_length < 8:
-            raise ConfigError(f"probe.max_seq_length: must be >= 8, got {self.max_seq_length}")
-        if self.tasks is not None:
-            from electra_pipeline.tasks import SQUAD_TASKS, canonical_name
-
-            self.tasks = list(dict.fromkeys(canonical_name(t) for t in self.tasks))
-            if not self.tasks:
-                raise ConfigError("probe.tasks: give at least one task, e.g. sst2")
-            bad = [t for t in self.tasks if t in SQUAD_TASKS]
-            if bad:
-                raise ConfigError(f"probe.tasks: {bad[0]} is a span task; probes cover GLUE sentence (pair) tasks")
 
 
 # --- what is probed ---------------------------------------------------------------------------

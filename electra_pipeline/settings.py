@@ -175,6 +175,22 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def unset(value: Any) -> bool:
+    """None or an empty string or collection: a default that `--help` does not print (the field's
+    docstring says what leaving it empty means)."""
+    return value is None or value is argparse.SUPPRESS or (isinstance(value, (str, list, tuple, dict)) and not value)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`(default: X)` after a flag's help only where X says something: not for an unset default,
+    not for an on/off switch, and not where the help already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if unset(action.default) or action.nargs == 0 or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_field_flags(parser: argparse.ArgumentParser, cls: type, names: list[str]) -> None:
     """`--field-name` flags for plain (int, float, str) fields of a config dataclass: type, default
     and help come from the dataclass, so no subcommand repeats them. Fields whose flag reads

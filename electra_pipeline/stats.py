@@ -23,8 +23,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from electra_pipeline.metrics import GLUE_SCORE_METRICS
-
 LEVEL = 0.95
 RESAMPLES = 1000
 
@@ -100,6 +98,8 @@ _METRICS = {"accuracy": _accuracy, "f1": _f1, "mcc": _mcc, "pearson": _pearson, 
 def task_scores(task: str, gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """The GLUE task score (percent) of each row of (..., n) gold and prediction arrays: the mean
     of the task's metrics on one dev split (MNLI's mismatched half is scored as its own split)."""
+    from electra_pipeline.metrics import GLUE_SCORE_METRICS  # scipy and scikit-learn: imported when scoring
+
     names = [m for m in GLUE_SCORE_METRICS.get(task, ("accuracy",)) if m in _METRICS]
     return np.mean([_METRICS[m](gold, pred) for m in names], axis=0)
 

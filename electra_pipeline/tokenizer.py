@@ -28,7 +28,7 @@ from typing import Any
 from electra_pipeline.atomic import staged_dir
 from electra_pipeline.corpus import iter_documents
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.settings import add_field_flags, fields_from_args
+from electra_pipeline.settings import HelpFormatter, add_field_flags, fields_from_args
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # id = position
 SPECIAL_IDS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
@@ -303,7 +303,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                     "[SEP]=3 [MASK]=4) on a corpus directory from `electra corpus` (or raw text files), and save "
                     "tokenizer.json, vocab.txt, tokenizer_config.json and special_tokens_map.json to --out, "
                     "loadable by transformers' AutoTokenizer/BertTokenizer.from_pretrained.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("corpus", nargs="*", type=Path, metavar="CORPUS",
                    help="corpus directory (Parquet shards) or raw text sources")
     p.add_argument("--from", dest="from_checkpoint", metavar="SRC", default=None,

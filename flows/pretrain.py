@@ -100,7 +100,7 @@ def pretrain_task(key: str, out_dir: str, config: dict[str, Any], run_id: str, t
 def pretrain(
     examples: str,
     tokenizer: str,
-    preset: Preset = "tiny",
+    preset: Preset = "cpu",
     objective: Objective = "electra",
     max_steps: Steps = None,
     device: Device = "auto",
@@ -114,7 +114,7 @@ def pretrain(
     Args:
         examples: Packed examples directory (build-examples flow).
         tokenizer: The tokenizer.json the examples were built with.
-        preset: Model size and recipe: tiny (CPU demo), small, base, large.
+        preset: Model size and recipe: cpu (learns on a CPU budget, minutes), tiny (tests), small, base, large.
         objective: electra (generator + discriminator) or mlm (the BERT baseline).
         max_steps: Optimiser steps; empty: the preset's.
         device: auto (CUDA when available), cpu or cuda.

@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,34 @@ for key, value in {
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLE_CORPUS = REPO / "electra_pipeline" / "sample" / "corpus" / "sample.txt.gz"
+CACHES = {"__pycache__", ".pytest_cache", ".ruff_cache"}  # what Python, pytest and ruff keep in a checkout
+
+
+def checkout_paths() -> set[str] | None:
+    """The untracked and ignored paths of the checkout as `git status` lists them (a new folder
+    as one entry), caches and *.egg-info left out; None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "-z"], cwd=REPO, capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    paths = (entry[3:] for entry in out.stdout.split("\0") if entry[:2] in ("??", "!!"))
+    return {p for p in paths if not any(part in CACHES or part.endswith(".egg-info") for part in Path(p).parts)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_unchanged():
+    """Tests write only under their temporary directories: a path that appears in the checkout
+    during the session (an `mlruns/`, `outputs/` or `mlflow.db` a flow left behind) fails the run
+    at its end, reported as an error in the last test's teardown."""
+    before = checkout_paths()
+    yield
+    after = checkout_paths()
+    if before is not None and after is not None:
+        new = sorted(after - before)
+        assert not new, f"the tests wrote into the checkout {REPO}: {', '.join(new)}"
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.ingest import ingest
-from electra_pipeline.settings import add_field_flags, fields_from_args
+from electra_pipeline.settings import HelpFormatter, add_field_flags, fields_from_args
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                     "duplicate documents and paragraphs, and write Parquet shards (one row per document) plus "
                     "manifest.json to --out. Plain text: one paragraph per line, a blank line between documents. "
                     "Re-running with unchanged inputs is a no-op.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="file, folder, quoted glob ('data/**/*.jsonl') or hf:NAME[:CONFIG][@SPLIT]")
     p.add_argument("--out", "-o", required=True, type=Path, help="output corpus directory (replaced atomically)")

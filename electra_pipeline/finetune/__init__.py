@@ -4,11 +4,28 @@
     loop.py     one seed's training loop and batched prediction
     runner.py   finetune() (one task, seeds, median, saved model) and evaluate() (results table)
     cli.py      `electra finetune` and `electra evaluate`
+
+The names below are imported on first use (PEP 562), so building the `electra` parser, which
+imports `cli`, does not import torch.
 """
 
-from electra_pipeline.finetune.cli import add_cli
-from electra_pipeline.finetune.recipe import FinetuneConfig, layer_depth, lr_lambda, param_groups
-from electra_pipeline.finetune.runner import EvaluationResult, FinetuneResult, evaluate, finetune, format_table
+from __future__ import annotations
 
-__all__ = ["EvaluationResult", "FinetuneConfig", "FinetuneResult", "add_cli", "evaluate", "finetune",
-           "format_table", "layer_depth", "lr_lambda", "param_groups"]
+import importlib
+from typing import Any
+
+_EXPORTS = {"add_cli": "cli", "FinetuneConfig": "recipe", "layer_depth": "recipe", "lr_lambda": "recipe",
+            "param_groups": "recipe", "EvaluationResult": "runner", "FinetuneResult": "runner",
+            "evaluate": "runner", "finetune": "runner", "format_table": "runner"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

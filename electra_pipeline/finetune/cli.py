@@ -19,7 +19,7 @@ from typing import Any
 from electra_pipeline import config as config_mod
 from electra_pipeline import presets
 from electra_pipeline.errors import ConfigError
-from electra_pipeline.settings import field_docs
+from electra_pipeline.settings import field_docs, unset
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
 _SPECIAL = {"seeds", "model_preset", "lr_grid"}  # flags with their own definitions below
@@ -61,7 +61,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         kinds = {hints[f.name], *typing.get_args(hints[f.name])}  # `int | None` -> {int, None}
         metavar = next((m for t, m in ((bool, "BOOL"), (int, "INT"), (float, "FLOAT")) if t in kinds), "STR")
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg:{f.name}", default=None, metavar=metavar,
-                           help=f"{helps.get(f.name, '')} (default: {default})")
+                           help=helps.get(f.name, "") + ("" if unset(default) else f" (default: {default})"))
 
 
 def build_config(args: argparse.Namespace) -> Any:

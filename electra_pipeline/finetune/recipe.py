@@ -10,17 +10,17 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from electra_pipeline import presets, runtime
-from electra_pipeline.config import ModelConfig
+from electra_pipeline import presets
+from electra_pipeline.config import POOLINGS, ModelConfig
 from electra_pipeline.errors import ConfigError
-from electra_pipeline.model import POOLINGS
-from electra_pipeline.runtime import autocast_dtype
-from electra_pipeline.tasks import Task
+
+if TYPE_CHECKING:  # torch is imported where it runs, so the config (and `electra --help`) loads without it
+    import torch
+    from torch import nn
+
+    from electra_pipeline.tasks import Task
 
 LR_DECAY_FORMS = ("code", "paper")
 SELECT = ("last", "best")
@@ -187,11 +187,17 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def resolve_device(name: str) -> torch.device:
+    from electra_pipeline import runtime
+
     return runtime.resolve_device(name, field="finetune.device")
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The pre-training rule (`runtime.autocast_dtype`): bf16 where the hardware has bf16 matrix
     units, unless `fp32` is asked for."""
+    import torch
+
+    from electra_pipeline.runtime import autocast_dtype
+
     amp = autocast_dtype(precision, device)
     return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
