@@ -126,7 +126,8 @@ def ratio_text(r: dict[str, Any], reference: str = "electra", baseline: str = "m
     if r["censored"] == "above":
         head = f"{baseline} does not reach {reference}'s score within {fmt(r['measured_range'][1])}x its FLOPs"
     elif r["censored"] == "below":
-        head = f"{baseline} is already at {reference}'s score at its first point ({fmt(r['measured_range'][0])}x)"
+        head = (f"{baseline} is already at {reference}'s score at its first point: {reference} is at most "
+                f"{fmt(r['measured_range'][0])}x cheaper")
     else:
         head = f"{reference} is {fmt(r['times'])}x cheaper"
     interval = f"95% CI [{fmt(r['low'])}, {fmt(r['high'])}]"
@@ -150,6 +151,7 @@ def plot(result: dict[str, Any], out: str | Path, baselines: dict[str, float] | 
     """Mean probe score against training FLOPs (log axis), one line and 95% band per arm, with
     horizontal reference lines (random init, bag-of-words, majority) where given."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -162,9 +164,13 @@ def plot(result: dict[str, Any], out: str | Path, baselines: dict[str, float] | 
     for (name, value), style in zip(sorted((baselines or {}).items()), (":", "--", "-.", (0, (1, 3)))):
         ax.axhline(value, color="gray", linestyle=style, linewidth=1, label=f"{name} ({value:.1f})")
     ax.set_xscale("log")
+    # ticks at the measured budgets only (the arms' steps differ, so their FLOPs agree to 3 digits)
+    budgets = sorted({float(f"{r['train_flops']:.3g}") for rows in result["curves"].values() for r in rows})
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(budgets, [f"{f:.3g}" for f in budgets], fontsize=8)
     ax.set_xlabel("pre-training FLOPs")
     ax.set_ylabel(f"mean probe score ({', '.join(result['tasks'])})")
-    ax.set_title("Frozen-encoder probe score against pre-training compute (95% bootstrap bands)")
+    ax.set_title("Frozen-encoder probes against pre-training compute\n(dev score, 95% bootstrap bands)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
