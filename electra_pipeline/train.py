@@ -50,6 +50,8 @@ from electra_pipeline.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 
+HELDOUT_START = "heldout_start.json"  # held-out scores before the first step (metrics.jsonl starts at step 1)
+
 
 @dataclass
 class PretrainResult:
@@ -306,7 +308,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         start = probe.score(detector, model.generator)
         watch.start_auc = start.get("heldout/unigram_auc")
         tracker.log_metrics(start, step=0)
-        metrics_file.write(json.dumps(start | {"step": 0}) + "\n")
+        atomic.write_text(out / HELDOUT_START, json.dumps(start | {"step": 0}) + "\n")  # the plot's first point
     bar = _progress_bar(run) if progress and world.is_main else None
     model.train()
     try:
@@ -406,7 +408,9 @@ def _finish(run: _Run, result: PretrainResult, session: dict[str, Any], tracker:
     full_history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     if not result.metrics and full_history:  # resumed at its last step: the final window is on file
         result.metrics = full_history[-1]
-    plot = runlog.save_plot(full_history, out / "loss_curves.png")
+    start = out / HELDOUT_START
+    plot = runlog.save_plot(([json.loads(start.read_text())] if start.is_file() else []) + full_history,
+                            out / "loss_curves.png")
     compute = {
         "flops_per_step": run.step_flops,  # analytic, see flops.py
         "train_flops": run.step_flops * state.step,  # all steps of the run, as the paper counts compute

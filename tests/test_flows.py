@@ -803,7 +803,7 @@ def test_progress_line_keeps_the_latest_held_out_score(monkeypatch: pytest.Monke
     progress.log_metrics({"loss/disc": 0.3, "progress": 0.2, "heldout/unigram_auc": 0.61234}, step=20)
     progress.log_metrics({"loss/disc": 0.25, "progress": 0.4}, step=40)
     assert "step 40 (40%, ETA" in lines[-1] and "loss/disc 0.25" in lines[-1]
-    assert lines[-1].endswith("held-out ROC-AUC 0.612")
+    assert lines[-1].endswith("held-out ROC-AUC 0.612 (at step 20)")  # scored then, not now
 
 
 def test_fine_tuning_progress_counts_every_seed(monkeypatch):
