@@ -136,3 +136,9 @@ def torch_threads(n: int) -> Iterator[None]:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def stage(flow: Any, name: str) -> Any:
+    """`flow` as a subflow whose run is named after its stage in the parent (`pretrain-electra`),
+    not Prefect's random adjective-animal name."""
+    return flow.with_options(flow_run_name=name)

@@ -10,7 +10,7 @@ report has one column per model, a two-colour GLUE chart and shared loss curves.
 
 from prefect import flow
 
-from flows.base import SAMPLE, user_errors
+from flows.base import SAMPLE, stage, user_errors
 from flows.params import (
     DEMO_FINETUNE,
     SAMPLE_GLUE_TASKS,
@@ -64,7 +64,7 @@ def electra_vs_mlm(
         finetune_config: FinetuneConfig fields to change for both models (empty ones keep the default).
         refresh_cache: Re-run cached stages.
     """
-    return electra_pipeline(preset=preset, corpus=corpus, eval_tasks=eval_tasks, glue_dir=glue_dir,
+    return stage(electra_pipeline, "pipeline")(preset=preset, corpus=corpus, eval_tasks=eval_tasks, glue_dir=glue_dir,
                             objectives=["electra", "mlm"], max_steps=max_steps, match_compute=match_compute,
                             device=device, output_dir=output_dir, tracking_uri=tracking_uri, experiment=experiment,
                             export=False, eval_concurrency=eval_concurrency, pretrain_config=pretrain_config,

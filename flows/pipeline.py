@@ -29,7 +29,7 @@ from flows import examples as examples_stage
 from flows import ingest as ingest_stage
 from flows import pretrain as pretrain_stage
 from flows import tokenizer as tokenizer_stage
-from flows.base import SAMPLE, StageOutput, Tracking, data_path, user_errors
+from flows.base import SAMPLE, StageOutput, Tracking, data_path, stage, user_errors
 from flows.evaluate import evaluate
 from flows.examples import build_examples
 from flows.export import export_model
@@ -389,13 +389,13 @@ def electra_pipeline(
     run_dir = _run_dir(output_dir)
     stages: list[StageTiming] = []
 
-    def timed(stage: str, fn: Any, **kwargs: Any) -> Any:
+    def timed(name: str, fn: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
-        out = fn(**kwargs)
+        out = stage(fn, name)(**kwargs)
         path = out.path if isinstance(out, StageOutput) else str(kwargs.get("output_dir", kwargs.get("run_dir", "")))
-        stages.append(StageTiming(stage=stage, seconds=time.perf_counter() - t0,
+        stages.append(StageTiming(stage=name, seconds=time.perf_counter() - t0,
                                   cached=isinstance(out, StageOutput) and out.cached, path=path))
-        log.info("%s: %s in %.1f s", stage, "cached" if stages[-1].cached else "done", stages[-1].seconds)
+        log.info("%s: %s in %.1f s", name, "cached" if stages[-1].cached else "done", stages[-1].seconds)
         return out
 
     top = Tracking(tracking_uri=uri, experiment=experiment)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from electra_pipeline import atomic
 from flows import evaluate as evaluate_stage
 from flows import pretrain as pretrain_stage
-from flows.base import SAMPLE, Tracking, user_errors
+from flows.base import SAMPLE, Tracking, stage, user_errors
 from flows.evaluate import evaluate
 from flows.examples import build_examples
 from flows.ingest import ingest_corpus
@@ -159,10 +159,11 @@ def efficiency_study(
         if examples:
             ex_path, tok_path = str(Path(examples).resolve()), str(Path(tokenizer).resolve())
         else:
-            c = ingest_corpus(sources=corpus, **common)
-            tok_path = train_tokenizer(corpus=c.path, config={"vocab_size": first.model.vocab_size}, **common).path
-            ex_path = build_examples(corpus=c.path, tokenizer=tok_path, config={"seq_len": first.train.seq_len},
-                                     **common).path
+            c = stage(ingest_corpus, "corpus")(sources=corpus, **common)
+            tok_path = stage(train_tokenizer, "tokenizer")(corpus=c.path, config={"vocab_size": first.model.vocab_size},
+                                                           **common).path
+            ex_path = stage(build_examples, "examples")(corpus=c.path, tokenizer=tok_path,
+                                                        config={"seq_len": first.train.seq_len}, **common).path
         curves: dict[str, list[study.Point]] = {}
         auc: dict[str, float | None] = {}
         failed: dict[str, str] = {}
@@ -170,11 +171,12 @@ def efficiency_study(
         versus: dict[str, dict[str, Any]] = {}  # objective -> GLUE gain over random init at the full budget
         for objective in objectives:
             try:
-                pre = pretrain(examples=ex_path, tokenizer=tok_path, preset=preset, objective=objective,
-                               device=device, config=dataclasses.asdict(configs[objective]), **common)
+                pre = stage(pretrain, f"pretrain-{objective}")(
+                    examples=ex_path, tokenizer=tok_path, preset=preset, objective=objective, device=device,
+                    config=dataclasses.asdict(configs[objective]), **common)
                 run_dir = Path(pre.summary["output_dir"])
                 if objective in RTD_OBJECTIVES:
-                    r = intrinsic(run_dir=str(run_dir), label=objective, tracking=t)
+                    r = stage(intrinsic, f"intrinsic-{objective}")(run_dir=str(run_dir), label=objective, tracking=t)
                     auc[objective] = _unigram_auc(r)
                 index = json.loads((run_dir / "snapshots" / "index.json").read_text())
                 curves[objective] = []
@@ -189,10 +191,11 @@ def efficiency_study(
                     if (out / "results.json").is_file() and not refresh_cache:
                         summary = json.loads((out / "results.json").read_text())
                     else:
-                        summary = evaluate(checkpoint=encoder, tokenizer=tok_path, tasks=tasks, glue_dir=glue_dir,
-                                           output_dir=str(out), config=finetune, concurrency=eval_concurrency,
-                                           label=f"{objective}@{frac:g}", baselines=frac == 1.0,
-                                           baseline_dir=str(Path(output_dir) / "baselines"), tracking=t)
+                        summary = stage(evaluate, f"evaluate-{objective}@{frac:g}")(
+                            checkpoint=encoder, tokenizer=tok_path, tasks=tasks, glue_dir=glue_dir,
+                            output_dir=str(out), config=finetune, concurrency=eval_concurrency,
+                            label=f"{objective}@{frac:g}", baselines=frac == 1.0,
+                            baseline_dir=str(Path(output_dir) / "baselines"), tracking=t)
                     curves[objective].append(study.Point(
                         fraction=frac, step=snap["step"], train_flops=snap["train_flops"],
                         glue_score=summary.get("glue_score"), auc=point_auc,
@@ -245,8 +248,8 @@ def _snapshot_auc(run_dir: Path, fraction: str, objective: str, tracking: Tracki
     saved = run_dir / "snapshots" / fraction / "intrinsic.json"
     if saved.is_file() and not refresh:
         return _unigram_auc(json.loads(saved.read_text()))
-    return _unigram_auc(intrinsic(run_dir=str(run_dir), snapshot=fraction, label=f"{objective}@{fraction}",
-                                  tracking=tracking))
+    return _unigram_auc(stage(intrinsic, f"intrinsic-{objective}@{fraction}")(
+        run_dir=str(run_dir), snapshot=fraction, label=f"{objective}@{fraction}", tracking=tracking))
 
 
 def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_init: dict[str, float],

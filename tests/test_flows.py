@@ -274,6 +274,7 @@ def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) 
                                                "probe-electra", "probe-mlm", "evaluate-electra", "evaluate-mlm",
                                                "export"]
     assert not any(s.cached for s in result.stages)
+    assert sorted(r.name for r in children) == sorted(s.stage for s in result.stages)  # runs named after stages
     assert set(result.summaries) == {"electra", "mlm"} and "sst2" in result.summaries["mlm"]["tasks"]
     run_dir = Path(result.run_dir)
     for name in ("report.md", "results.json", "glue_scores.png", "loss_curves.png"):
@@ -691,6 +692,19 @@ def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, pref
     assert f"Prefect UI:  {prefect_api.removesuffix('/api')}/runs/flow-run/" in done.stdout
     record = json.loads((_pretrain_dir(p["output_dir"], max_steps=40) / "stage.json").read_text())
     assert record["summary"]["steps"] == 40 and record["summary"]["resumed_from"]  # from the kept checkpoint
+
+
+def test_deployments_are_declared_once() -> None:
+    """infra/prefect.yaml is what infra/serve.py renders from the deployments it serves."""
+    sys.path.insert(0, str(REPO / "infra"))
+    try:
+        import serve
+    finally:
+        sys.path.remove(str(REPO / "infra"))
+    assert (REPO / "infra" / "prefect.yaml").read_text() == serve.prefect_yaml(), \
+        "infra/prefect.yaml is stale: python infra/serve.py --write-prefect-yaml"
+    served = {(d.name, d.entrypoint) for d in serve.deployments()}
+    assert served == {(d["name"], d["entrypoint"].replace(":", ".")) for d in serve.DEPLOYMENTS.values()}
 
 
 @pytest.mark.slow
