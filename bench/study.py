@@ -1,7 +1,7 @@
 """The efficiency study as a benchmark: every objective at the same pre-training FLOPs, fine-tuned
 at fractions of the budget, on ../shared/data (the `efficiency-study` Prefect flow, MLflow on SQLite).
 
-    python bench/study.py --budget 4e13            # the README's study table (shared corpus and GLUE)
+    python bench/study.py --budget 4e13            # the study row of docs/benchmarks.md (shared corpus and GLUE)
     python bench/study.py --budget 60m             # minutes per arm on this machine instead of FLOPs
     python bench/study.py --quick                  # every objective on the shipped sample, < 15 min on 2 cores
     python bench/study.py --smoke --work /tmp/st   # electra and mlm, tiny, a few steps: a script check
