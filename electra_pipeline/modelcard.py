@@ -11,8 +11,9 @@
     ---
     # ELECTRA ...
 
-The front matter is written with `yaml.safe_dump`, so any path or name parses back. The cards
-themselves are written beside what they describe: `hf.model_card` (pre-training),
+The front matter is `huggingface_hub`'s `ModelCardData` and the model-index its `EvalResult`s, so
+the Hub and `huggingface_hub.ModelCard` read the cards as they read their own, and any path or name
+parses back. The cards themselves are written beside what they describe: `hf.model_card` (pre-training),
 `finetuned.model_card` (fine-tuning) and `onnx_card` here (ONNX exports, and so the MLflow
 registry, which stores the export directory).
 """
@@ -33,23 +34,23 @@ LANGUAGE = "en"  # the shipped corpus, GLUE and SQuAD are English; a config `lan
 
 
 def render(metadata: dict[str, Any], body: str) -> str:
-    """The card: front matter (keys in the given order) and the body."""
-    front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return f"---\n{front}---\n\n{body.strip()}\n"
+    """The card: front matter (the Hub's fields first, then ours, then the model-index) and the body."""
+    from huggingface_hub import ModelCardData  # a second to import: only where a card is written
+
+    return f"---\n{ModelCardData(**metadata).to_yaml()}\n---\n\n{body.strip()}\n"
 
 
 def parse(text: str) -> tuple[dict[str, Any], str]:
     """(metadata, body). A card without front matter, or with front matter that is not a YAML
     mapping (a third-party card), is all body."""
-    if text.startswith("---\n"):
-        end = text.find("\n---\n", 3)
-        if end != -1:
-            try:
-                metadata = yaml.safe_load(text[4:end + 1])
-            except yaml.YAMLError:
-                metadata = None
-            if isinstance(metadata, dict):
-                return metadata, text[end + 5:].lstrip("\n")
+    if text.startswith("---\n") and text.find("\n---\n", 3) != -1:
+        from huggingface_hub import ModelCard
+
+        try:
+            card = ModelCard(text)
+        except (ValueError, yaml.YAMLError):  # not a mapping, or not YAML
+            return {}, text
+        return card.data.to_dict(), card.text.lstrip("\n")
     return {}, text
 
 
@@ -154,23 +155,24 @@ def model_index(name: str, task: str, kind: str, values: dict[str, float], split
 
     splits: our split -> the suffix of its metric keys (`Task.eval_splits`, e.g. {"dev": ""}).
     notes: metric key -> text appended to its pretty name (e.g. how the value relates to other seeds)."""
+    from huggingface_hub import EvalResult
+    from huggingface_hub.repocard_data import eval_results_to_model_index
+
     notes = notes or {}
     dataset, config, pretty = task_dataset(task)
     task_type, task_name = _TASK_TYPES.get(kind, _CLASSIFICATION)
     suffixed = sorted((s for s in splits.values() if s), key=len, reverse=True)
     results = []
     for split, suffix in splits.items():
-        mine = {k: v for k, v in values.items()
-                if (k.endswith(suffix) if suffix else not any(k.endswith(s) for s in suffixed))}
-        if not mine:
-            continue
-        ds = {"name": pretty, "type": dataset, **({"config": config} if config else {}),
-              "split": split.replace("dev", "validation", 1)}
-        metrics = [{"type": metric_id(k), "value": round(float(v), 4),
-                    "name": _METRICS.get(k.removesuffix(suffix) if suffix else k, (k, k))[1] + notes.get(k, "")}
-                   for k, v in mine.items()]
-        results.append({"task": {"type": task_type, "name": task_name}, "dataset": ds, "metrics": metrics})
-    return [{"name": name, "results": results}] if results else []
+        for k, v in values.items():
+            if not (k.endswith(suffix) if suffix else not any(k.endswith(s) for s in suffixed)):
+                continue
+            results.append(EvalResult(
+                task_type=task_type, task_name=task_name, dataset_type=dataset, dataset_name=pretty,
+                dataset_config=config, dataset_split=split.replace("dev", "validation", 1),
+                metric_type=metric_id(k), metric_value=round(float(v), 4),
+                metric_name=_METRICS.get(k.removesuffix(suffix) if suffix else k, (k, k))[1] + notes.get(k, "")))
+    return eval_results_to_model_index(name, results) if results else []
 
 
 # --- ONNX exports ----------------------------------------------------------------------------------
