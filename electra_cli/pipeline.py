@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from electra_pipeline.settings import unset
+from electra_cli.flags import unset
 from flows.params import PipelineParams, overrides, validated
 
 STAGES = ("corpus", "tokenizer", "examples", "pretrain", "finetune")

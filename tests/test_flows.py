@@ -853,8 +853,8 @@ def test_fine_tuning_progress_counts_every_seed(monkeypatch):
 def test_the_cli_and_the_flow_resolve_one_request_to_one_config(preset, flags, overrides, capsys) -> None:
     """`electra pretrain` and the pipeline's pre-training stage go through the library's one
     resolver: the same request (preset, step count, overrides) gives the same config."""
+    from electra_cli import main
     from electra_pipeline import config as config_mod
-    from electra_pipeline.cli import main
     from flows.pretrain import pretrain_config
 
     assert main(["pretrain", "--preset", preset, *flags, "--print-config"]) == 0

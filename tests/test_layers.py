@@ -16,7 +16,7 @@ def test_library_imports_nothing_above_it() -> None:
     (nor Prefect or BentoML) may appear in sys.modules."""
     modules = sorted(m.name for m in pkgutil.walk_packages(electra_pipeline.__path__, "electra_pipeline.")
                      if not m.name.endswith("__main__"))
-    assert "electra_pipeline.cli" in modules and "electra_pipeline.warmstart" in modules
+    assert "electra_pipeline.warmstart" in modules and "electra_pipeline.corpus.ingest" in modules
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {ABOVE!r})\n"
@@ -24,18 +24,6 @@ def test_library_imports_nothing_above_it() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "", f"the library imported {out.stdout.strip()}"
-
-
-def test_library_parser_has_no_pipeline_and_the_console_command_does() -> None:
-    from electra_cli import build_parser
-    from electra_pipeline.cli import build_parser as library_parser
-
-    def commands(parser):
-        return set(next(a for a in parser._actions if a.dest == "command").choices)
-
-    assert "pipeline" not in commands(library_parser()) and "pretrain" in commands(library_parser())
-    # the commands that live above the library: the flow runner and the probe (it draws with flows.report)
-    assert commands(build_parser()) == commands(library_parser()) | {"pipeline", "probe"}
 
 
 def test_every_library_and_flow_file_holds_one_concept() -> None:
