@@ -1,4 +1,4 @@
-"""`electra pipeline` / `python -m flows.pipeline`: run the `electra-pipeline` flow from a shell.
+"""`electra pipeline`: run the `electra-pipeline` flow (`flows.pipeline`) from a shell.
 
 This module sits above `flows/` (it imports the flow; nothing in `flows/` or the library imports it).
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from electra_pipeline.settings import unset
+from electra_cli.flags import unset
 from flows.params import PipelineParams, overrides, validated
 
 STAGES = ("corpus", "tokenizer", "examples", "pretrain", "finetune")
@@ -263,19 +263,3 @@ def run(args: argparse.Namespace) -> int:
     print(prefect_hint)
     print(f"MLflow UI:   {ui_hint(result.tracking_uri, result.mlflow_url)}")
     return 0
-
-
-def run_cli(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m flows.pipeline`: flags as for `electra pipeline`."""
-    from electra_pipeline.errors import PipelineError
-
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.pipeline",
-        description="Run the electra-pipeline Prefect flow (same flags as `electra pipeline`).")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2

@@ -45,8 +45,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from electra_cli.finetune import SAMPLE_DIR
     from electra_pipeline import probe
-    from electra_pipeline.finetune.cli import SAMPLE_DIR
 
     cfg = probe.ProbeConfig(tasks=args.tasks, max_train_examples=args.max_train_examples or None,
                             select_examples=args.select_examples, seed=args.seed)

@@ -7,16 +7,14 @@ naming the field, so a typo never silently trains the wrong model.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from electra_pipeline.errors import ConfigError
 
 # The generic conversions live in settings; config.from_dict(...), config.save(...) name them here.
-from electra_pipeline.settings import from_dict, leaf_fields, load_file, overrides_from_args, save, to_dict, unset  # noqa: F401
+from electra_pipeline.settings import from_dict, leaf_fields, load_file, save, to_dict  # noqa: F401
 
 T = TypeVar("T")
 
@@ -297,7 +295,7 @@ class PretrainConfig:
                  f"{self.model.embedding_sharing!r} needs a generator; train.objective=mlm has none")
 
 
-# --- dict / file / flag conversion --------------------------------------------------------
+# --- overrides --------------------------------------------------------
 
 def merge(cfg: T, overrides: dict[str, Any]) -> T:
     """Apply nested overrides (`{"model": {"hidden_size": 64}}`) and re-validate."""
@@ -322,27 +320,3 @@ def merge(cfg: T, overrides: dict[str, Any]) -> T:
                 train[other] = None
     deep(base_dict, overrides, "")
     return from_dict(type(cfg), base_dict)
-
-
-def add_config_flags(parser: argparse.ArgumentParser, cls: type = PretrainConfig) -> None:
-    """One `--a.b` flag per leaf field; values stay strings until `resolve` coerces them. The help
-    shows the default preset's value."""
-    from electra_pipeline.presets import DEFAULT, preset
-
-    group = parser.add_argument_group("config fields (override the preset and --config file)")
-    defaults = preset(DEFAULT)
-    for name, tp, helptext in leaf_fields(cls):
-        if name == "preset":
-            continue
-        default = defaults
-        for part in name.split("."):
-            default = getattr(default, part)
-        kinds = {tp, *typing.get_args(tp)}  # `float | None` -> {float, None}
-        metavar = next((m for t, m in ((bool, "BOOL"), (int, "INT"), (float, "FLOAT"), (str, "STR")) if t in kinds),
-                       "VALUE")
-        flags = [f"--{name}"]
-        if "." not in name and "_" in name:
-            flags.append(f"--{name.replace('_', '-')}")
-        preset_value = "" if unset(default) else f"({defaults.preset} preset: {default})"
-        group.add_argument(*flags, dest=f"cfg:{name}", metavar=metavar, default=None,
-                           help=" ".join(part for part in (helptext, preset_value) if part))

@@ -21,7 +21,7 @@ the exported graph is `ort_graph.explicit_attention_twin(model)` (why: see there
 against the original model like any export.
 
 Logging and registering an export in MLflow, and fetching it back, is `registry.py`; the
-`electra export` command is `export_cli.py`.
+`electra export` command is `electra_cli/export.py`.
 
 Heavy imports (torch, onnx, onnxruntime) happen inside functions: `electra --help`
 imports this module.

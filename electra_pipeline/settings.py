@@ -1,8 +1,8 @@
-"""Typed config dataclasses to and from dicts, files and flags, and their help text.
+"""Typed config dataclasses to and from dicts and files, and their field docstrings.
 
 The docstring under each dataclass field (the convention of torchtitan's and tyro's configs) is
-the one source for every flag's `--help`. Unknown keys and wrongly typed values raise
-`ConfigError` naming the field.
+the one source for every flag's `--help` (`electra_cli.flags` builds the flags). Unknown keys
+and wrongly typed values raise `ConfigError` naming the field.
 
     @dataclass
     class TrainConfig:
@@ -12,7 +12,6 @@ the one source for every flag's `--help`. Unknown keys and wrongly typed values 
 
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import functools
@@ -65,7 +64,7 @@ def undocumented(cls: type) -> list[str]:
     return missing
 
 
-# --- dict / file / flag conversion --------------------------------------------------------
+# --- dict / file conversion --------------------------------------------------------
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
@@ -160,51 +159,3 @@ def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
         else:
             out.append((f"{prefix}{f.name}", tp, docs.get(f.name, "")))
     return out
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in vars(args).items():
-        if not key.startswith("cfg:") or value is None:
-            continue
-        node = out
-        parts = key[4:].split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
-
-
-def unset(value: Any) -> bool:
-    """None or an empty string or collection: a default that `--help` does not print (the field's
-    docstring says what leaving it empty means)."""
-    return value is None or value is argparse.SUPPRESS or (isinstance(value, (str, list, tuple, dict)) and not value)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """`(default: X)` after a flag's help only where X says something: not for an unset default,
-    not for an on/off switch, and not where the help already states its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if unset(action.default) or action.nargs == 0 or "(default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def add_field_flags(parser: argparse.ArgumentParser, cls: type, names: list[str]) -> None:
-    """`--field-name` flags for plain (int, float, str) fields of a config dataclass: type, default
-    and help come from the dataclass, so no subcommand repeats them. Fields whose flag reads
-    differently (`--cased` for `lowercase`) stay written out at the subcommand."""
-    hints = typing.get_type_hints(cls)
-    defaults = cls()
-    docs = field_docs(cls)
-    for name in names:
-        kinds = {hints[name], *typing.get_args(hints[name])} - {type(None)}
-        kind = next(t for t in (int, float, str) if t in kinds)
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=getattr(defaults, name),
-                            help=docs.get(name, ""))
-
-
-def fields_from_args(args: argparse.Namespace, cls: type, names: list[str]) -> dict[str, Any]:
-    """The values of `add_field_flags` flags, as keyword arguments of `cls`."""
-    return {name: getattr(args, name) for name in names}

@@ -9,7 +9,7 @@
     pipeline.py   electra-pipeline   all of the above, one parent MLflow run
     compare.py    electra-vs-mlm     ELECTRA and the BERT MLM baseline on the same data and budget
     study.py      efficiency-study   every objective at equal FLOPs: table, curves, "x times cheaper"
-    cli.py        `electra pipeline` / `python -m flows.pipeline`
 
-Nothing runs at import time beyond the decorators.
+`electra pipeline` (`electra_cli/pipeline.py`) runs the pipeline flow from a shell. Nothing runs at
+import time beyond the decorators.
 """

@@ -9,12 +9,11 @@ pipeline's parent run. Every parameter is checked and every config resolved befo
 stage starts. The deterministic stages and pre-training are cached on their inputs, so a
 rerun (or a resumed failure) starts at the first stage whose inputs changed.
 
-Run it: `python -m flows.pipeline` or `electra pipeline` (see `--help`).
+Run it: `electra pipeline` (`electra_cli/pipeline.py`; see `--help`).
 """
 
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -462,9 +461,3 @@ def electra_pipeline(
 
             raise PipelineError("evaluation failed for " + "; ".join(f"{k}: {m}" for k, m in failed.items()))
     return result
-
-
-if __name__ == "__main__":  # `python -m flows.pipeline [flags]`: the same as `electra pipeline`
-    from electra_cli.pipeline import run_cli
-
-    sys.exit(run_cli())

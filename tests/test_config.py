@@ -73,11 +73,13 @@ def test_saved_config_round_trips(tmp_path):
 def test_cli_flags_cover_every_field():
     import argparse
 
+    from electra_cli import flags
+
     p = argparse.ArgumentParser()
-    c.add_config_flags(p)
+    flags.add_config_flags(p)
     args = p.parse_args(["--train.mask_prob", "0.2", "--model.num_layers", "4", "--output-dir", "x"])
-    assert c.overrides_from_args(args) == {"train": {"mask_prob": "0.2"}, "model": {"num_layers": "4"},
-                                           "output_dir": "x"}
+    assert flags.overrides_from_args(args) == {"train": {"mask_prob": "0.2"}, "model": {"num_layers": "4"},
+                                               "output_dir": "x"}
     dests = {a.dest for a in p._actions}
     assert "cfg:tracking.tracking_uri" in dests and "cfg:train.disc_weight" in dests
 
@@ -110,7 +112,7 @@ def test_generator_layers_sets_the_generator_depth_only():
 
 def test_every_config_field_has_a_docstring_that_is_its_help(capsys):
     """One source of help text: the docstring under each field; generated flags show it."""
-    from electra_pipeline.cli import main
+    from electra_cli import main
     from electra_pipeline.corpus.config import CorpusConfig
     from electra_pipeline.examples import ExamplesConfig
     from electra_pipeline.finetune.recipe import FinetuneConfig

@@ -227,10 +227,10 @@ def test_rerun_is_a_no_op_and_a_failed_build_leaves_the_output_untouched(tmp_pat
 def test_cli_registers_and_runs(tmp_path, docs, capsys):
     import argparse
 
-    from electra_pipeline import corpus
+    from electra_cli import corpus as corpus_cli
 
     parser = argparse.ArgumentParser(prog="electra")
-    corpus.add_cli(parser.add_subparsers())
+    corpus_cli.add_cli(parser.add_subparsers())
     src = write_text(tmp_path / "a.txt", docs[:4])
     args = parser.parse_args(["corpus", str(src), "--out", str(tmp_path / "c"), "--no-progress", "--min-line-chars", "5"])
     assert args.func(args) == 0

@@ -57,7 +57,7 @@ elif trap == "export":  # the discriminator export: config.json and weights writ
         return real_save_hf(module, out_dir, kind, **kwargs)
 
     hf.save_hf = save_hf
-from electra_pipeline.cli import main
+from electra_cli import main
 
 sys.exit(main(sys.argv[2:]))
 """

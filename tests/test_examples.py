@@ -323,7 +323,7 @@ def test_config_errors_name_the_field():
 def test_cli_pipeline_corpus_tokenizer_examples(tmp_path, capsys):
     import argparse
 
-    from electra_pipeline import corpus, examples, tokenizer
+    from electra_cli import corpus, examples, tokenizer
 
     parser = argparse.ArgumentParser(prog="electra")
     sub = parser.add_subparsers()

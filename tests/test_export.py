@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from electra_pipeline import export, export_cli, inference, registry
+from electra_cli import export as export_cli
+from electra_pipeline import export, inference, registry
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import DataError
 from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned

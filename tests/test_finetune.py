@@ -11,11 +11,11 @@ import torch
 import yaml
 from tokenizers import Tokenizer
 
+from electra_cli.finetune import add_cli, build_config
 from electra_pipeline import hf
 from electra_pipeline.config import ModelConfig
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.finetune import FinetuneConfig, add_cli, evaluate, finetune, layer_depth, lr_lambda, param_groups
-from electra_pipeline.finetune.cli import build_config
+from electra_pipeline.finetune import FinetuneConfig, evaluate, finetune, layer_depth, lr_lambda, param_groups
 from electra_pipeline.finetune.recipe import resolved
 from electra_pipeline.finetune.runner import write_model_card
 from electra_pipeline.finetuned import TaskMeta, build_model, load_finetuned

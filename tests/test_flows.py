@@ -210,7 +210,7 @@ def test_stage_configs_are_typed_forms_generated_from_the_dataclasses() -> None:
 
 
 def test_cli_help_lists_parameters() -> None:
-    out = subprocess.run([sys.executable, "-m", "flows.pipeline", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "electra_cli", "pipeline", "--help"], capture_output=True, text=True,
                          cwd=REPO, timeout=60)
     assert out.returncode == 0
     for flag in ("--preset", "--max-steps", "--eval-tasks", "--objectives", "--tracking-uri", "--set"):
@@ -233,10 +233,10 @@ def test_bad_parameters_are_rejected_before_any_work(argv: list[str], field: str
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """One line naming the field, exit 2, and nothing written: no outputs, no MLflow store."""
-    from electra_cli.pipeline import run_cli
+    from electra_cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert run_cli(argv) == 2
+    assert main(["pipeline", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and field in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
@@ -644,14 +644,15 @@ def test_deployment_served_and_triggered_through_the_api(first_run: Any, prefect
 @pytest.mark.slow
 def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, prefect_api: str,
                                                           params: dict[str, Any], work: Path) -> None:
-    """`python -m flows.pipeline`, Ctrl-C (SIGINT to its process group) during pre-training: exit 130,
+    """`python -m electra_cli pipeline`, Ctrl-C (SIGINT to its process group) during pre-training: exit 130,
     no MLflow run left RUNNING, a checkpoint kept; the same command then resumes and finishes."""
     import signal
 
     p = params
-    argv = [sys.executable, "-m", "flows.pipeline", "--preset", "tiny", "--corpus", *p["corpus"], "--eval-tasks", "sst2",
-            "--objectives", "electra", "--max-steps", "40", "--device", "cpu", "--output-dir", p["output_dir"],
-            "--tracking-uri", p["tracking_uri"], "--experiment", "flows-ctrl-c", "--no-export",
+    argv = [sys.executable, "-m", "electra_cli", "pipeline", "--preset", "tiny", "--corpus", *p["corpus"],
+            "--eval-tasks", "sst2", "--objectives", "electra", "--max-steps", "40", "--device", "cpu",
+            "--output-dir", p["output_dir"], "--tracking-uri", p["tracking_uri"], "--experiment", "flows-ctrl-c",
+            "--no-export",
             "--pretrain-config", json.dumps({**p["pretrain_config"], "train": {"log_every": 1}}),
             "--examples-config", json.dumps(p["examples_config"]),
             "--finetune-config", json.dumps(p["finetune_config"])]
@@ -853,8 +854,8 @@ def test_fine_tuning_progress_counts_every_seed(monkeypatch):
 def test_the_cli_and_the_flow_resolve_one_request_to_one_config(preset, flags, overrides, capsys) -> None:
     """`electra pretrain` and the pipeline's pre-training stage go through the library's one
     resolver: the same request (preset, step count, overrides) gives the same config."""
+    from electra_cli import main
     from electra_pipeline import config as config_mod
-    from electra_pipeline.cli import main
     from flows.pretrain import pretrain_config
 
     assert main(["pretrain", "--preset", preset, *flags, "--print-config"]) == 0

@@ -206,7 +206,7 @@ def test_intrinsic_scores_a_snapshot_with_its_runs_held_out_text_and_seed(budget
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "electra_pipeline.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "electra_cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
 
 

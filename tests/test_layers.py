@@ -1,5 +1,7 @@
-"""The layers stay visible: the library imports no orchestration, serving or CLI layer above it."""
+"""The layers stay visible: the library imports no orchestration, serving or CLI layer above it,
+and holds no command-line code."""
 
+import ast
 import pkgutil
 import subprocess
 import sys
@@ -16,7 +18,7 @@ def test_library_imports_nothing_above_it() -> None:
     (nor Prefect or BentoML) may appear in sys.modules."""
     modules = sorted(m.name for m in pkgutil.walk_packages(electra_pipeline.__path__, "electra_pipeline.")
                      if not m.name.endswith("__main__"))
-    assert "electra_pipeline.cli" in modules and "electra_pipeline.warmstart" in modules
+    assert "electra_pipeline.warmstart" in modules and "electra_pipeline.corpus.ingest" in modules
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {ABOVE!r})\n"
@@ -26,16 +28,37 @@ def test_library_imports_nothing_above_it() -> None:
     assert out.stdout.strip() == "", f"the library imported {out.stdout.strip()}"
 
 
-def test_library_parser_has_no_pipeline_and_the_console_command_does() -> None:
+def _imported_modules(path: Path) -> set[str]:
+    """Every module an `import` or `from ... import` statement of the file names, at any depth
+    (inside functions too), read with `ast`."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_commands_live_only_in_electra_cli() -> None:
+    """The library keeps functions, configs and dataclasses; every command and flag is in
+    `electra_cli/`: no module of `electra_pipeline/` imports argparse."""
+    with_argparse = sorted(str(p.relative_to(REPO)) for p in REPO.glob("electra_pipeline/**/*.py")
+                           if any(m.split(".")[0] == "argparse" for m in _imported_modules(p)))
+    assert not with_argparse, f"command-line code in the library: {with_argparse}"
+    # the check sees what it is for: the console command's modules do import argparse
+    assert "argparse" in _imported_modules(REPO / "electra_cli" / "__init__.py")
+    assert "argparse" in _imported_modules(REPO / "electra_cli" / "flags.py")
+
+
+def test_every_subcommand_is_a_module_of_electra_cli() -> None:
     from electra_cli import build_parser
-    from electra_pipeline.cli import build_parser as library_parser
 
-    def commands(parser):
-        return set(next(a for a in parser._actions if a.dest == "command").choices)
-
-    assert "pipeline" not in commands(library_parser()) and "pretrain" in commands(library_parser())
-    # the commands that live above the library: the flow runner and the probe (it draws with flows.report)
-    assert commands(build_parser()) == commands(library_parser()) | {"pipeline", "probe"}
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name, parser in commands.items():
+        module = {"evaluate": "finetune"}.get(name, name)  # finetune.py holds finetune and evaluate
+        assert (REPO / "electra_cli" / f"{module}.py").is_file(), name
+        assert parser.prog == f"electra {name}"
 
 
 def test_every_library_and_flow_file_holds_one_concept() -> None:

@@ -165,10 +165,10 @@ def test_config_errors_name_the_field():
 def test_cli_registers_and_runs(corpus, tmp_path, capsys):
     import argparse
 
-    from electra_pipeline import tokenizer
+    from electra_cli import tokenizer as tokenizer_cli
 
     parser = argparse.ArgumentParser(prog="electra")
-    tokenizer.add_cli(parser.add_subparsers())
+    tokenizer_cli.add_cli(parser.add_subparsers())
     args = parser.parse_args(["tokenizer", str(corpus), "--out", str(tmp_path / "t"), "--vocab-size", "700",
                               "--max-chars", "300000", "--no-progress"])
     assert args.func(args) == 0
@@ -182,7 +182,7 @@ def test_cli_registers_and_runs(corpus, tmp_path, capsys):
 
 def test_a_size_other_than_asked_is_reported_and_noise_refused(tmp_path, capsys):
     """The size note; binary input is refused before training (ingestion's text check)."""
-    from electra_pipeline.cli import main
+    from electra_cli import main
     from electra_pipeline.errors import DataError
     from electra_pipeline.tokenizer import TokenizerConfig, train_wordpiece
 

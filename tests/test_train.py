@@ -168,7 +168,7 @@ def test_resume_with_another_lr_or_seed_is_refused_unless_asked(tiny_data, tmp_p
 def test_cli_pretrain_logs_to_mlflow(tiny_data, tmp_path, capsys):
     import mlflow
 
-    from electra_pipeline.cli import main
+    from electra_cli import main
 
     tok_dir, ex_dir, vocab = tiny_data
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -189,7 +189,7 @@ def test_cli_pretrain_logs_to_mlflow(tiny_data, tmp_path, capsys):
 
 
 def test_cli_resume_auto_starts_then_continues(tiny_data, tmp_path):
-    from electra_pipeline.cli import main
+    from electra_cli import main
 
     tok_dir, ex_dir, vocab = tiny_data
     argv = ["pretrain", "--preset", "tiny", "--data", str(ex_dir), "--tokenizer", str(tok_dir),

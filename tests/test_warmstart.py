@@ -14,7 +14,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from electra_pipeline import cli, objectives, warmstart
+import electra_cli as cli
+from electra_pipeline import objectives, warmstart
 from electra_pipeline.config import TrainConfig
 from electra_pipeline.pretrainer import ElectraPretrainer
 from electra_pipeline.tokenizer import SPECIAL_TOKENS

@@ -17,11 +17,11 @@ the corpus is the set of 16-byte hashes used for exact deduplication.
     clean.py    paragraph cleaning (NFC, control characters, whitespace, short lines) and deduplication
     ingest.py   Parquet shard writer, manifest, atomic output directory, ingest()
     read.py     reading a finished corpus back: shards, row groups, documents
-    cli.py      `electra corpus`
+
+The `electra corpus` command is `electra_cli/corpus.py`.
 """
 
 from electra_pipeline.corpus.clean import clean_paragraph
-from electra_pipeline.corpus.cli import add_cli
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.ingest import MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ingest
 from electra_pipeline.corpus.read import corpus_row_groups, corpus_shards, iter_documents, read_row_group
@@ -29,5 +29,5 @@ from electra_pipeline.corpus.readers import expand_sources
 
 # `electra_pipeline.corpus.ingest` is the function (as before the split); the module is reached with
 # `from electra_pipeline.corpus.ingest import ...`, not `import electra_pipeline.corpus.ingest as m`.
-__all__ = ["MANIFEST_FILE", "MANIFEST_FORMAT", "CorpusConfig", "Manifest", "add_cli", "clean_paragraph",
+__all__ = ["MANIFEST_FILE", "MANIFEST_FORMAT", "CorpusConfig", "Manifest", "clean_paragraph",
            "corpus_row_groups", "corpus_shards", "expand_sources", "ingest", "iter_documents", "read_row_group"]

@@ -3,10 +3,10 @@
     recipe.py   FinetuneConfig, layer-wise LR decay, warmup/decay schedule, device/precision
     loop.py     one seed's training loop and batched prediction
     runner.py   finetune() (one task, seeds, median, saved model) and evaluate() (results table)
-    cli.py      `electra finetune` and `electra evaluate`
 
-The names below are imported on first use (PEP 562), so building the `electra` parser, which
-imports `cli`, does not import torch.
+The `electra finetune` and `electra evaluate` commands are `electra_cli/finetune.py`. The names
+below are imported on first use (PEP 562), so building the `electra` parser, which reads
+`FinetuneConfig`, does not import torch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"add_cli": "cli", "FinetuneConfig": "recipe", "layer_depth": "recipe", "lr_lambda": "recipe",
+_EXPORTS = {"FinetuneConfig": "recipe", "layer_depth": "recipe", "lr_lambda": "recipe",
             "param_groups": "recipe", "EvaluationResult": "runner", "FinetuneResult": "runner",
             "evaluate": "runner", "finetune": "runner", "format_table": "runner"}
 

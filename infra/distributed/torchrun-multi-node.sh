@@ -24,4 +24,4 @@ args=("$@")
 export TORCH_NCCL_ASYNC_ERROR_HANDLING="${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}"
 exec torchrun --nnodes="$NNODES" --nproc-per-node="$NPROC" --rdzv-backend=c10d \
   --rdzv-endpoint="$RDZV_ENDPOINT" --rdzv-id="${JOB_ID:-electra}" --max-restarts="${MAX_RESTARTS:-0}" \
-  -m electra_pipeline.cli pretrain "${args[@]}"
+  -m electra_cli pretrain "${args[@]}"

@@ -22,4 +22,4 @@ if [[ "$device" == cpu ]]; then
   export CUDA_VISIBLE_DEVICES=""  # gloo, even on a GPU machine
   set -- --train.device cpu "$@"
 fi
-exec torchrun --standalone --nproc-per-node="$NPROC" -m electra_pipeline.cli pretrain "$@"
+exec torchrun --standalone --nproc-per-node="$NPROC" -m electra_cli pretrain "$@"

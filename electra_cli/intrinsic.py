@@ -1,4 +1,4 @@
-"""`electra intrinsic`: the command line of the held-out evaluation in `intrinsic.py`."""
+"""`electra intrinsic`: the command line of the held-out evaluation in `electra_pipeline.intrinsic`."""
 
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ def add_cli(subparsers: Any) -> None:
                    help=f"share of held-out tokens replaced (default: {d.mask_prob})")
     p.add_argument("--seed", type=int, default=d.seed,
                    help=f"fixes the corrupted positions and replacements (default: {d.seed})")
-    p.set_defaults(func=_run_cli)
+    p.set_defaults(func=_run)
 
 
-def _run_cli(args: Any) -> int:
+def _run(args: Any) -> int:
     from electra_pipeline.intrinsic import format_table, run, save, verdict
 
     cfg = IntrinsicConfig(max_rows=args.max_rows, mask_prob=args.mask_prob, seed=args.seed)

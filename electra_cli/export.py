@@ -1,5 +1,5 @@
-"""`electra export`: the command line of `export.py` (ONNX export, then optionally MLflow logging
-and registration via `registry.py`).
+"""`electra export`: the command line of `electra_pipeline.export` (ONNX export, then optionally
+MLflow logging and registration via `electra_pipeline.registry`).
 
 Heavy imports (torch, onnx, onnxruntime, mlflow) happen inside functions: `electra --help`
 imports this module.
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from electra_cli.flags import HelpFormatter
 from electra_pipeline.export import ATOL, ATTENTIONS, DEFAULT_OPSET, EXPORTERS, OPSETS, export_onnx
-from electra_pipeline.settings import HelpFormatter
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -44,10 +44,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
                                                         "or sqlite:///mlflow.db)")
     p.add_argument("--experiment", default="electra", help="MLflow experiment")
-    p.set_defaults(func=_run_export)
+    p.set_defaults(func=_run)
 
 
-def _run_export(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     report = export_onnx(args.model_dir, args.out_dir, optimize=args.optimize, quantize=args.quantize,
                          opset=args.opset, exporter=args.exporter, attention=args.attention, tokenizer=args.tokenizer,
                          atol=args.atol)

@@ -1,13 +1,13 @@
-"""`electra corpus`: ingest raw sources from the command line."""
+"""`electra corpus`: ingest raw sources (`electra_pipeline.corpus`) from the command line."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from electra_cli.flags import HelpFormatter, add_field_flags, fields_from_args
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.corpus.ingest import ingest
-from electra_pipeline.settings import HelpFormatter, add_field_flags, fields_from_args
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -29,10 +29,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="fail on undecodable (non-UTF-8) bytes instead of dropping and counting them")
     add_field_flags(p, CorpusConfig, ["shard_mb", "row_group_mb"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
-    p.set_defaults(func=_run_cli)
+    p.set_defaults(func=_run)
 
 
-def _run_cli(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     cfg = CorpusConfig(**fields_from_args(args, CorpusConfig, ["text_field", "min_line_chars", "shard_mb", "row_group_mb"]),
                        dedup_documents=not args.no_dedup_documents, dedup_paragraphs=not args.no_dedup_paragraphs,
                        strict=args.strict)

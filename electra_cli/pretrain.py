@@ -1,38 +1,29 @@
-"""The library's commands: one subcommand per pipeline stage (`python -m electra_pipeline.cli`).
-The `electra` console command (`electra_cli`) adds `electra pipeline`, which runs the Prefect flow;
-this module imports nothing from `flows/`.
-
-User mistakes (`PipelineError`) print one line and exit 2; nothing else is caught, so real
-bugs keep their traceback.
-"""
+"""`electra pretrain`: pre-training (`electra_pipeline.train.pretrain`) from the command line."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
+from electra_cli.flags import HelpFormatter, add_config_flags, overrides_from_args
 from electra_pipeline import config as config_mod
-from electra_pipeline import presets, settings
-from electra_pipeline.errors import ConfigError, PipelineError
-
-# Stage modules that register their own subcommands with `add_cli(subparsers)`.
-_STAGE_MODULES = ("corpus", "tokenizer", "examples", "intrinsic_cli", "finetune", "export_cli")
+from electra_pipeline import presets
+from electra_pipeline.errors import ConfigError
 
 
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register `electra pretrain`."""
+    p = subparsers.add_parser(
         "pretrain", help="joint generator + discriminator pre-training",
         description="Pre-train an ELECTRA generator and discriminator (or the BERT MLM baseline with "
                     "--train.objective mlm) on packed examples. Config precedence: --preset, then --config "
                     "FILE (YAML/JSON, nested like config.json), then --section.field flags. Outputs in "
                     "--output-dir: config.json, checkpoints/, metrics.jsonl, loss_curves.png, and the "
                     "discriminator/ and generator/ in Hugging Face ELECTRA format.",
-        formatter_class=settings.HelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--preset", choices=sorted(presets.PRESETS), default=None,
                    help=f"model size and recipe (default: the --config file's preset, else {presets.DEFAULT})")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file; unknown keys are errors")
@@ -46,17 +37,17 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                         "in summary.json")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
-    config_mod.add_config_flags(p)
-    p.set_defaults(func=_run_pretrain)
+    add_config_flags(p)
+    p.set_defaults(func=_run)
 
 
-def _run_pretrain(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     from electra_pipeline.checkpoint import list_checkpoints
     from electra_pipeline.preflight import check_inputs
     from electra_pipeline.tracking import MLflowTracker, NullTracker, finished
     from electra_pipeline.train import pretrain
 
-    cfg = presets.resolve(args.preset, args.config, config_mod.overrides_from_args(args))
+    cfg = presets.resolve(args.preset, args.config, overrides_from_args(args))
     if args.print_config:
         print(json.dumps(config_mod.to_dict(cfg), indent=2))
         return 0
@@ -87,45 +78,3 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         print("  " + "  ".join(f"{k}={m[k]:.4g}" for k in ("loss/gen", "loss/disc", "gen/accuracy", "disc/accuracy",
                                                              "throughput/tokens_per_s") if k in m))
     return 0
-
-
-def build_parser(with_subparsers: bool = False) -> Any:
-    """The parser of every library command; with `with_subparsers`, (parser, subparsers) so a
-    caller above the library can add its own commands."""
-    parser = argparse.ArgumentParser(
-        prog="electra",
-        description="Pre-train ELECTRA encoders, fine-tune and evaluate them on GLUE/SQuAD, export to ONNX. "
-                    "Run `electra COMMAND --help` for each command's options.")
-    from electra_pipeline import __version__
-
-    parser.add_argument("--version", action="version", version=f"electra-pipeline {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _STAGE_MODULES:
-        importlib.import_module(f"electra_pipeline.{name}").add_cli(sub)
-    _add_pretrain(sub)
-    return (parser, sub) if with_subparsers else parser
-
-
-def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse and run one command; user mistakes print one line and return 2."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 1
-    try:
-        return int(args.func(args) or 0)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
-        return 130
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""`electra finetune` (one task) and `electra evaluate` (several tasks, GLUE score).
+"""`electra finetune` (one task) and `electra evaluate` (several tasks, GLUE score): the command
+line of `electra_pipeline.finetune`.
 
 Config precedence: FinetuneConfig defaults, then --config FILE (YAML/JSON with FinetuneConfig
 keys; unknown keys are errors), then flags. Handlers return exit codes; user mistakes raise
@@ -16,12 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import electra_pipeline
+from electra_cli.flags import unset
 from electra_pipeline import config as config_mod
 from electra_pipeline import presets
 from electra_pipeline.errors import ConfigError
-from electra_pipeline.settings import field_docs, unset
+from electra_pipeline.settings import field_docs
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
+SAMPLE_DIR = Path(electra_pipeline.__file__).resolve().parent / "sample"  # the GLUE/SQuAD slices shipped in the package
 _SPECIAL = {"seeds", "model_preset", "lr_grid"}  # flags with their own definitions below
 
 
