@@ -246,9 +246,9 @@ def probe(args: argparse.Namespace, runs: dict[str, Path], tokenizer: Path) -> d
 
 def sst2_floor(args: argparse.Namespace) -> float:
     """Bag-of-words on the same SST-2 training examples as the fine-tuning, scored on dev."""
-    from electra_pipeline.finetune.runner import subset
     from electra_pipeline.probe import bow_baseline
     from electra_pipeline.tasks import get_task
+    from electra_pipeline.tasks.base import subset
 
     t = get_task("sst2")
     glue = args.data / "glue"

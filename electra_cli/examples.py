@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from electra_cli.flags import HelpFormatter, add_field_flags, fields_from_args
-from electra_pipeline.examples import ExamplesConfig, build_examples
+from electra_pipeline.examples_config import ExamplesConfig
 
 _FLAG_FIELDS = ["seq_len", "seed", "examples_per_shard", "single_segment_prob", "short_seq_prob", "holdout_fraction"]
 
@@ -34,6 +34,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from electra_pipeline.examples import build_examples
+
     kwargs = {} if args.num_proc is None else {"num_proc": args.num_proc}
     cfg = ExamplesConfig(**fields_from_args(args, ExamplesConfig, _FLAG_FIELDS),
                          split_sentences=not args.no_sentence_split, **kwargs)

@@ -160,8 +160,8 @@ def gain_interval(task: str, pretrained_dir: str | Path, random_dir: str | Path,
     """The fine-tuned gain over random init with its 95% interval: Student's t over the paired
     per-seed gains when both arms ran two or more of the same seeds, else a paired bootstrap over
     the dev examples of the one shared seed's predictions."""
-    from electra_pipeline.finetune.runner import subset
     from electra_pipeline.tasks import get_task
+    from electra_pipeline.tasks.base import subset
 
     a = read_json_object(Path(pretrained_dir) / "metrics.json")
     b = read_json_object(Path(random_dir) / "metrics.json")

@@ -27,7 +27,7 @@ import numpy as np
 from electra_pipeline.tokenizer import SPECIAL_IDS, load_tokenizer
 
 if TYPE_CHECKING:
-    from electra_pipeline.examples import ExamplesConfig
+    from electra_pipeline.examples_config import ExamplesConfig
 
 _SENTENCE_END = (".", "!", "?")
 _CLOSERS = ('"', "'", ")", "]", "\u201d", "\u2019", "\u00bb")  # may follow the end mark

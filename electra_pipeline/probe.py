@@ -252,9 +252,9 @@ def probe_task(name: str, data_dir: str | Path, encoders: dict[str, tuple[torch.
     task, next to the bag-of-words and majority baselines, with paired bootstrap intervals of the
     first encoder's gain over each. The dev split is the task's first (MNLI: matched)."""
     from electra_pipeline.baselines import majority_metrics
-    from electra_pipeline.finetune.runner import subset
     from electra_pipeline.metrics import task_score as glue_task_score
     from electra_pipeline.tasks import get_task
+    from electra_pipeline.tasks.base import subset
 
     task = get_task(name)
     split = next(iter(task.eval_splits))

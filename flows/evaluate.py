@@ -97,7 +97,8 @@ def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cac
     from electra_pipeline import baselines
     from electra_pipeline import config as config_mod
     from electra_pipeline.finetune import FinetuneConfig
-    from electra_pipeline.finetune.runner import build_task, majority_baseline, subset
+    from electra_pipeline.finetune.runner import build_task, majority_baseline
+    from electra_pipeline.tasks.base import subset
 
     cfg = config_mod.from_dict(FinetuneConfig, config)
     t = build_task(name, cfg)

@@ -16,7 +16,7 @@ def examples_config(config: ExamplesOverrides | dict[str, Any], seq_len: int | N
     """The resolved `ExamplesConfig`; the pre-training sequence length is the default so the
     examples fit the model unless the user sets both."""
     from electra_pipeline import config as config_mod
-    from electra_pipeline.examples import ExamplesConfig
+    from electra_pipeline.examples_config import ExamplesConfig
 
     values = overrides(config)
     if seq_len is not None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from electra_pipeline.config import PretrainConfig
 from electra_pipeline.corpus.config import CorpusConfig
-from electra_pipeline.examples import ExamplesConfig
+from electra_pipeline.examples_config import ExamplesConfig
 from electra_pipeline.finetune.recipe import FinetuneConfig
 from electra_pipeline.settings import field_docs
 from electra_pipeline.tokenizer import TokenizerConfig

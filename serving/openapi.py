@@ -3,17 +3,17 @@
 BentoML 1.4 has no option for the document's title or version: it takes the title from the
 service name, the version from a built Bento's tag ("None" under `bentoml serve`), the
 description from the Bento's README (BentoML's own under `bentoml serve`), and each API's
-description from its method's docstring; mounted Starlette routes (/metadata, /playground) are
-left out. `DescribedService` (passed as `@bentoml.service(service_class=...)`) overrides the
-`openapi_spec` property BentoML builds the document from, and completes it: title, package
-version, what the loaded model is, a summary (a docstring's first line) and a description for
-every endpoint, and, on endpoints for other model kinds, that they answer 404 here.
+description from its method's docstring; it describes the routes of a mounted app only when the
+app is FastAPI's (`get_routes` builds /metadata, /playground and /docs so). `DescribedService`
+(passed as `@bentoml.service(service_class=...)`) overrides the `openapi_spec` property BentoML
+builds the document from, and completes it: title, package version, what the loaded model is, a
+summary (a docstring's first line) and a description for every endpoint, and, on endpoints for
+other model kinds, that they answer 404 here.
 """
 
 from __future__ import annotations
 
 import inspect
-import typing
 from typing import Any
 
 import attrs
@@ -78,7 +78,6 @@ class DescribedService(bentoml.Service):
 
     @property
     def openapi_spec(self) -> Any:
-        from bentoml._internal.service.openapi.specification import PathItem
 
         spec = super().openapi_spec
         instance = _loaded_service()
@@ -87,10 +86,8 @@ class DescribedService(bentoml.Service):
         too_large = {"description": "Payload Too Large: a request body over "
                      + (f"{meta['limits']['max_body_bytes']} bytes" if meta else "the cap (GET /metadata: limits)")}
         paths = dict(spec.paths)
-        app_tags = None
         for name, api in self.apis.items():
             op = paths[api.route].post
-            app_tags = op.get("tags")
             summary, description = split_doc(api.doc)
             responses = {**op["responses"], 413: too_large}
             if name in endpoint_kinds:
@@ -104,11 +101,6 @@ class DescribedService(bentoml.Service):
         for path, summary in INFRA_SUMMARIES.items():
             if path in paths and paths[path].get is not None:
                 paths[path] = attrs.evolve(paths[path], get=_with(paths[path].get, summary=summary))
-        for path, route in _mounted_routes(self):
-            summary, description = split_doc(route.endpoint.__doc__)
-            paths[path] = PathItem(get={"summary": summary, "description": description, "tags": app_tags,
-                                        "operationId": f"{self.name}__{path.strip('/')}",
-                                        "responses": _responses(route.endpoint)})
         model = describe_model(meta) if meta else "The model is loaded when the server starts; GET /metadata says which."
         info = attrs.evolve(spec.info, title=TITLE, version=__version__, contact=None,
                             description=f"{inspect.cleandoc(self.inner.__doc__ or '')}\n\n{model}")
@@ -120,20 +112,16 @@ def _with(op: Any, **fields: Any) -> Any:
     return {**op, **fields} if isinstance(op, dict) else attrs.evolve(op, **fields)
 
 
-def _responses(endpoint: Any) -> dict[int, dict[str, str]]:
-    """A mounted route's responses: a redirect (its return annotation says so) or a 200."""
+def get_routes(app: Any, routes: dict[str, tuple[Any, type]]) -> Any:
+    """`app` (FastAPI) with GET routes {path: (endpoint, response class)}, each summarised and
+    described by its endpoint's docstring, in the service's tag: BentoML merges a mounted FastAPI
+    app's paths into the service's document."""
+    from bentoml._internal.service.openapi import APP_TAG
     from starlette.responses import RedirectResponse
 
-    returns = typing.get_type_hints(endpoint).get("return")
-    if isinstance(returns, type) and issubclass(returns, RedirectResponse):
-        return {307: {"description": "Temporary Redirect"}}
-    return {200: {"description": "Successful Response"}}
-
-
-def _mounted_routes(svc: bentoml.Service) -> list[tuple[str, Any]]:
-    """(path, route) for the GET routes of the Starlette apps mounted on the service (BentoML
-    describes mounted FastAPI apps only)."""
-    from starlette.routing import Route
-
-    return [(mount.rstrip("/") + route.path, route) for app, mount, _ in svc.mount_apps
-            for route in getattr(app, "routes", []) if isinstance(route, Route) and "GET" in (route.methods or ())]
+    for path, (endpoint, response_class) in routes.items():
+        summary, description = split_doc(endpoint.__doc__)
+        app.add_api_route(path, endpoint, methods=["GET"], summary=summary, description=description,
+                          response_class=response_class, tags=[APP_TAG.name], include_in_schema=True,
+                          status_code=307 if issubclass(response_class, RedirectResponse) else 200)
+    return app

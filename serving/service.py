@@ -32,15 +32,14 @@ from typing import Annotated, Any, ClassVar
 
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument
+from fastapi import FastAPI
 from pydantic import AfterValidator, BaseModel, Field, PlainValidator, StringConstraints
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse
-from starlette.routing import Route
 
 from electra_pipeline.errors import DataError
 from serving.guard import HttpGuard, limits_from_env, log, log_expected_errors_in_one_line
-from serving.openapi import DescribedService
+from serving.openapi import DescribedService, get_routes
 
 MAX_ITEMS = 64  # texts per /classify request (also the adaptive batch cap)
 MAX_TEXT_CHARS = 20_000  # per text; far beyond any model window, so truncation is the normal path
@@ -158,9 +157,11 @@ async def _docs(_: Request) -> RedirectResponse:
     return RedirectResponse("./")  # relative: right behind a proxy that serves the app under a prefix
 
 
-_extra_routes = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"]),
-                                  Route("/playground", _playground, methods=["GET"]),
-                                  Route("/docs", _docs, methods=["GET"])])
+# A FastAPI app, so that BentoML puts its routes in the service's OpenAPI document; FastAPI's own
+# /docs and /openapi.json are off (the service's are BentoML's).
+_extra_routes = get_routes(FastAPI(openapi_url=None, docs_url=None, redoc_url=None),
+                           {"/metadata": (_metadata, JSONResponse), "/playground": (_playground, HTMLResponse),
+                            "/docs": (_docs, RedirectResponse)})
 
 
 DOWNLOADS: list[str] = []  # temporary directories holding registry downloads of this process

@@ -247,7 +247,7 @@ def test_evaluate_writes_table_submission_and_reloadable_models(assets, tmp_path
     card = (res.results["sst2"].model_dir / "README.md").read_text()
     assert "| random init | majority class |" in card and "| 12.5 |" in card
     task = get_task("sst2")
-    from electra_pipeline.finetune.runner import subset
+    from electra_pipeline.tasks.base import subset
     examples = subset(task.read(SAMPLE, "dev"), 40, 0)
     tok = Tokenizer.from_file(str(res.results["sst2"].model_dir / "tokenizer.json"))
     feats = task.featurize(examples, tok, 64, training=False)

@@ -51,6 +51,63 @@ def test_commands_live_only_in_electra_cli() -> None:
     assert "argparse" in _imported_modules(REPO / "electra_cli" / "flags.py")
 
 
+def _library_graph() -> dict[str, set[str]]:
+    """{module: the library modules it imports}, every import statement counted (inside functions
+    and `if TYPE_CHECKING:` too: a type-only import is still an arrow between two modules)."""
+    files = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in REPO.glob("electra_pipeline/**/*.py") if "remote_code" not in p.parts}
+    graph = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package, `level - 1` packages up
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                targets.add(base)
+                targets.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of the graph (depth-first search), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    return next((c for n in sorted(graph) if n not in state and (c := visit(n))), None)
+
+
+def test_the_library_has_no_import_circles() -> None:
+    graph = _library_graph()
+    assert "electra_pipeline.examples_config" in graph["electra_pipeline.packing"]  # the graph sees imports
+    assert _cycle(graph) is None, "import circle: " + " -> ".join(_cycle(graph))
+    assert _cycle({**graph, "electra_pipeline.examples_config": {"electra_pipeline.packing"}})  # and circles
+
+
+def test_importing_the_library_loads_only_its_root() -> None:
+    """`import electra_pipeline` costs nothing: counted in modules, not timed."""
+    code = "import sys; before = set(sys.modules); import electra_pipeline; print(len(set(sys.modules) - before))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and int(out.stdout) <= 1, out.stdout + out.stderr[-2000:]
+
+
 def test_every_subcommand_is_a_module_of_electra_cli() -> None:
     from electra_cli import build_parser
 

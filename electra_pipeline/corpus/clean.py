@@ -10,14 +10,26 @@ import hashlib
 import re
 import sys
 import unicodedata
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.errors import DataError
 
-if TYPE_CHECKING:
-    from electra_pipeline.corpus.readers import SourceStats
+
+@dataclass
+class SourceStats:
+    """Per-source counters that end up in the manifest (what was read, kept and dropped and why)."""
+
+    path: str
+    format: str
+    sha256: str | None = None
+    bytes: int = 0  # size on disk
+    text_bytes: int = 0  # uncompressed bytes read
+    records: int = 0  # documents found in the source
+    documents: int = 0  # documents kept
+    undecodable_bytes: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {"empty": 0, "too_short": 0})
 
 
 @lru_cache(maxsize=1)

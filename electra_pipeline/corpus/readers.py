@@ -12,11 +12,10 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from electra_pipeline.corpus.clean import Cleaner
+from electra_pipeline.corpus.clean import Cleaner, SourceStats
 from electra_pipeline.corpus.config import CorpusConfig
 from electra_pipeline.errors import DataError
 
@@ -24,21 +23,6 @@ from electra_pipeline.errors import DataError
 _FORMATS = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
             ".csv": "csv", ".parquet": "parquet"}
 _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
-
-
-@dataclass
-class SourceStats:
-    """Per-source counters that end up in the manifest."""
-
-    path: str
-    format: str
-    sha256: str | None = None
-    bytes: int = 0  # size on disk
-    text_bytes: int = 0  # uncompressed bytes read
-    records: int = 0  # documents found in the source
-    documents: int = 0  # documents kept
-    undecodable_bytes: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"empty": 0, "too_short": 0})
 
 
 def _source_format(path: Path) -> tuple[str, str | None]:

@@ -38,7 +38,7 @@ from electra_pipeline.finetuned import TaskMeta, build_model, read_meta, save_fi
 from electra_pipeline.finetuned import model_card as finetuned_card
 from electra_pipeline.model import init_weights
 from electra_pipeline.tasks import GLUE_TASKS, SquadTask, Task, canonical_name, get_task, glue_tasks_present
-from electra_pipeline.tasks.base import special_ids
+from electra_pipeline.tasks.base import special_ids, subset
 from electra_pipeline.tracking import NullTracker, Tracker
 
 
@@ -90,14 +90,6 @@ def load_encoder_config(checkpoint: str | Path | None, cfg: FinetuneConfig,
         raise DataError(f"{Path(checkpoint) / 'config.json'}: vocab_size {model_cfg.vocab_size} does not match the "
                         f"tokenizer's {vocab_size}; fine-tune with the tokenizer the checkpoint was pre-trained with")
     return model_cfg, state
-
-
-def subset(items: list, limit: int | None, seed: int) -> list:
-    """A fixed random subset in original order (first-N slices are often label-sorted)."""
-    if limit is None or len(items) <= limit:
-        return items
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in keep]
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], checkpoint: str | Path) -> None:

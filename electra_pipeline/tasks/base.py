@@ -8,6 +8,7 @@ training loop in `finetune.py` knows nothing task-specific beyond this interface
 from __future__ import annotations
 
 import json
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -120,3 +121,11 @@ class Task(ABC):
     def write_submission(self, examples: Sequence[Any], predictions: Predictions, path: Path) -> Path | None:
         """Leaderboard submission file; tasks without a leaderboard format return None."""
         return None
+
+
+def subset(items: list, limit: int | None, seed: int) -> list:
+    """A fixed random subset in original order (first-N slices are often label-sorted)."""
+    if limit is None or len(items) <= limit:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
