@@ -158,9 +158,11 @@ def table(curves: dict[str, list[Point]], tasks: Sequence[str], random_init: dic
 
 
 def plot(curves: dict[str, list[Point]], out: Path, random_init: float | None = None, title: str = "",
-         seeds: int = 1) -> Path:
-    """GLUE score against pre-training FLOPs, one line per objective (log x); beside it, when the
-    RTD arms were scored at their checkpoints, held-out detection AUC against the same FLOPs."""
+         seeds: int = 1, floors: dict[str, float | None] | None = None) -> Path:
+    """GLUE score against pre-training FLOPs, one line per objective (log x), with the random-init
+    line and the floors that need no pre-training (`floors`: majority class, bag-of-words); beside
+    it, when the RTD arms were scored at their checkpoints, held-out detection AUC against the same
+    FLOPs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,6 +179,11 @@ def plot(curves: dict[str, list[Point]], out: Path, random_init: float | None = 
                     linewidth=2.5 if objective in ("electra", "mlm") else 1.5, label=objective)
     if random_init is not None:
         ax.axhline(random_init, color="grey", linestyle="--", linewidth=1, label="random init")
+    styles = {"majority class": ("#9e9e9e", ":"), "bag-of-words": ("#d4a017", "-.")}
+    for name, value in (floors or {}).items():
+        if value is not None:
+            color, style = styles.get(name, ("black", ":"))
+            ax.axhline(value, color=color, linestyle=style, linewidth=1.2, label=name)
     ax.set_ylabel(f"GLUE score (dev, median of {seeds} seeds)" if seeds > 1 else "GLUE score (dev, one seed)")
     ax.set_title(title or "Quality against pre-training compute")
     if with_auc:

@@ -168,6 +168,7 @@ def efficiency_study(
         auc: dict[str, float | None] = {}
         failed: dict[str, str] = {}
         random_init: dict[str, float] = {}
+        floors: dict[str, float | None] = {}  # the GLUE score of the baselines without pre-training
         versus: dict[str, dict[str, Any]] = {}  # objective -> GLUE gain over random init at the full budget
         for objective in objectives:
             try:
@@ -204,6 +205,8 @@ def efficiency_study(
                     random_init |= {n: b["score"] for n, b in base.items() if "score" in b}
                     comparison = (summary.get("baselines") or {}).get("comparison") or {}
                     if frac == 1.0 and comparison.get("glue"):
+                        floors |= {"majority class": comparison["glue"].get("majority"),
+                                   "bag-of-words": comparison["glue"].get("bow")}
                         versus[objective] = {**{k: comparison["glue"][k] for k in ("gain", "seed_gains")},
                                              "measurable": bool(comparison.get("measurable"))}
                 log.info("%s: %s", objective, ", ".join(f"{p.fraction:g} -> {p.glue_score}" for p in curves[objective]))
@@ -219,7 +222,7 @@ def efficiency_study(
 
             raise PipelineError("every arm failed: " + "; ".join(f"{o}: {m}" for o, m in failed.items()))
         result = _write(study_dir, curves, tasks, random_init, auc, versus, failed, budget, steps, corpus_tokens,
-                        seeds=len(finetune["seeds"]))
+                        seeds=len(finetune["seeds"]), floors=floors)
         run.log_metrics({f"{o}/glue": study.final(cv).glue_score for o, cv in curves.items()
                          if study.final(cv).glue_score is not None}
                         | {f"{o}/auc": a for o, a in auc.items() if a is not None}
@@ -254,12 +257,13 @@ def _snapshot_auc(run_dir: Path, fraction: str, objective: str, tracking: Tracki
 
 def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_init: dict[str, float],
            auc: dict[str, float | None], versus: dict[str, dict[str, Any]], failed: dict[str, str],
-           budget: float | None, steps: dict[str, int], corpus_tokens: int | None, seeds: int = 1) -> dict[str, Any]:
+           budget: float | None, steps: dict[str, int], corpus_tokens: int | None, seeds: int = 1,
+           floors: dict[str, float | None] | None = None) -> dict[str, Any]:
     """study.json, study.md and study_curves.png."""
     from electra_pipeline import study
 
     ri = sum(random_init.values()) / len(random_init) if random_init else None
-    plot = study.plot(curves, study_dir / "study_curves.png", random_init=ri, seeds=seeds,
+    plot = study.plot(curves, study_dir / "study_curves.png", random_init=ri, seeds=seeds, floors=floors,
                       title=f"GLUE ({', '.join(tasks)}) against pre-training FLOPs"
                             + (f", {corpus_tokens:,} tokens" if corpus_tokens else ""))
     table = study.table(curves, tasks, random_init, auc, versus)

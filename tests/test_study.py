@@ -80,3 +80,21 @@ def test_plot_adds_the_auc_panel_when_checkpoints_were_scored(tmp_path):
     narrow = Image.open(study.plot(glue_only, tmp_path / "a.png", random_init=51.0)).size
     wide = Image.open(study.plot(with_auc, tmp_path / "b.png", random_init=51.0)).size
     assert wide[0] > 1.5 * narrow[0] and wide[1] == narrow[1]
+
+
+def test_plot_draws_the_floors_that_need_no_pre_training(tmp_path):
+    """Majority-class and bag-of-words lines are drawn where their scores are known (and only then)."""
+    import numpy as np
+    from PIL import Image
+
+    curves = {"electra": [P(0.5, 50.0, 52.0), P(1.0, 100.0, 55.0)]}
+
+    def pixels(name, floors):
+        return np.asarray(Image.open(study.plot(curves, tmp_path / name, random_init=51.0, floors=floors)))
+
+    bare = pixels("a.png", None)
+    assert np.array_equal(bare, pixels("b.png", {"majority class": None, "bag-of-words": None}))
+    gold = np.array([212, 160, 23])  # the bag-of-words line's colour
+    drawn = pixels("c.png", {"majority class": 45.0, "bag-of-words": 53.5})[..., :3]
+    assert not np.array_equal(bare[..., :3], drawn)
+    assert (np.abs(drawn.astype(int) - gold).sum(axis=-1) < 30).sum() > 200  # a line across the panel
