@@ -159,10 +159,10 @@ def figure_b(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
     others = [gap(scored, best, s) for s in sizes if s != best]
     resolved = all(g["claim"] == "higher" for g in others)
     agrees = 0.25 <= float(best) <= 0.5
-    verdict = (f"Best separate generator: {best} of the discriminator's width ("
-               + ("above every other size, all intervals exclude 0" if resolved else
-                  "not resolved: an interval against another size spans 0") + f"); {PAPER_B}: "
-               + ("agrees" if agrees else "differs") + ".")
+    verdict = (f"Best separate generator: {best} of the discriminator's width; {PAPER_B}. "
+               + (("Agrees" if agrees else "Differs") + f": {best} is above every other size, all intervals exclude 0."
+                  if resolved else "Not resolved: an interval against another size spans 0, so this instrument "
+                                   "neither confirms nor contradicts the paper."))
     text = ["# Figure (b): generator size at equal training FLOPs", "",
             f"Mean probe score over {', '.join(scored['tasks'])} (dev, 95% bootstrap intervals); held-out "
             "replaced-token detection ROC-AUC with unigram replacements.", "", *_table(scored, "preset"), "", verdict]

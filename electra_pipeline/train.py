@@ -156,7 +156,7 @@ class _Run:
             integrity.write_sums(d)
         self.record_snapshot(fraction, dirs)
 
-    def start_discriminator_phase(self) -> None:
+    def start_discriminator_phase(self) -> dict[str, Any]:
         """Two-stage training's switch: the discriminator starts from the generator's weights, the
         generator is frozen, and a fresh optimizer trains the discriminator from here."""
         started = self.model.start_discriminator_phase()
@@ -168,12 +168,13 @@ class _Run:
         self.optimizer = optim.build_optimizer(self.model, t, self.device)
         self.scheduler = optim.rebind(self.scheduler, self.optimizer, self.schedule.factor)
         self.runner = torch.compile(self.model) if t.compile else self.model
+        record = {"boundary_step": self.state.step, "flops_per_step": list(self.schedule.step_flops),
+                  "generator_phase_flops": self.schedule.flops_at(self.state.step),
+                  "copied_from_generator": [n for n in started if n not in shared],
+                  "shared_with_generator": [n.removesuffix(" (shared)") for n in shared]}
         if self.world.is_main:
-            atomic.write_text(self.out / TWO_STAGE, json.dumps({
-                "boundary_step": self.state.step, "flops_per_step": list(self.schedule.step_flops),
-                "generator_phase_flops": self.schedule.flops_at(self.state.step),
-                "copied_from_generator": [n for n in started if n not in shared],
-                "shared_with_generator": [n.removesuffix(" (shared)") for n in shared]}, indent=2) + "\n")
+            atomic.write_text(self.out / TWO_STAGE, json.dumps(record, indent=2) + "\n")
+        return record
 
     def record_snapshot(self, fraction: float, dirs: dict[str, str]) -> None:
         index = self.out / "snapshots" / "index.json"
@@ -343,8 +344,11 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     try:
         while not schedule.done(state.step):
             if state.step == schedule.boundary and model.phase == "generator":
-                run.start_discriminator_phase()
+                switch = run.start_discriminator_phase()
                 window.step_flops = schedule.step_flops[1]
+                tracker.set_tags({"two_stage.boundary_step": str(switch["boundary_step"]),
+                                  "two_stage.copied_from_generator": str(len(switch["copied_from_generator"])),
+                                  "two_stage.shared_with_generator": str(len(switch["shared_with_generator"]))})
             state.phase = model.phase
             started = time.perf_counter()
             window.add(train_step(run.runner, model, run.optimizer, run.scheduler, next(loader), run.mask,
