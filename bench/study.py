@@ -6,16 +6,20 @@ at fractions of the budget, on ../shared/data (the `efficiency-study` Prefect fl
     python bench/study.py --quick                  # every objective on the shipped sample, < 15 min on 2 cores
     python bench/study.py --smoke --work /tmp/st   # electra and mlm, tiny, a few steps: a script check
     python bench/study.py --figures                # the seed's figures on the probes (bench/study_figures.py)
+    python bench/study.py --figures --figures-only b --figures-only c   # some of them (study_arms.py)
+    python bench/study.py --smoke --figures --work /tmp/sf   # the figures' script check: tiny arms, SST-2 probes
 
 Last line:
     study objectives=<n> best=<objective> electra_score=<x> mlm_score=<y> mlm_flops_to_match=<f or never> budget_flops=<b>
-        x_cheaper=<r> x_ci_low= x_ci_high= gen_best_fraction= two_stage_gap=   (the last five: --figures; nan otherwise)
+        x_cheaper=<r> x_ci_low= x_ci_high= gen_best_fraction= two_stage_gap=   (the last five: --figures only;
+        a figure --figures-only leaves out reads nan: x_* for (a), gen_best_fraction for (b), two_stage_gap for (c))
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -60,9 +64,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "decades)")
     p.add_argument("--probe-train-examples", type=int, default=4000,
                    help="--figures: probe training examples per task (default 4000)")
+    p.add_argument("--figures-only", action="append", choices=("a", "b", "c"), default=None,
+                   help="--figures: run only this figure (repeatable): a = score against FLOPs, b = generator size, "
+                        "c = joint against two-stage training and weight sharing; default: all three")
     args = p.parse_args(argv)
+    if args.figures_only and not args.figures:
+        p.error("--figures-only: needs --figures")
+    args.probe_tasks, args.figures_set, args.intrinsic_rows = ("sst2", "cola", "mrpc", "stsb", "rte"), [], None
     if args.figures and not (args.figures_budget > 0 and 1 <= args.figures_snapshots <= 10):
         p.error("--figures-budget must be > 0 and --figures-snapshots in [1, 10]")
+    if args.smoke and args.figures:  # a script check of the figures: tiny arms on the shipped sample, SST-2 probes
+        args.preset, args.figures_budget, args.figures_snapshots, args.probe_train_examples = "tiny", 8e9, 1, 32
+        args.probe_tasks, args.intrinsic_rows = ("sst2",), 64
+        args.figures_set = ["--model.vocab_size", "1000", "--train.seq_len", "64", "--train.batch_size", "4"]
     if args.smoke:
         args.budget, args.objectives, args.preset, args.snapshots = "2e10", ["electra", "mlm"], "tiny", 1
         args.tasks, args.max_train_examples, args.epochs = ["sst2"], 32, 1
@@ -137,13 +151,18 @@ def figures(args: argparse.Namespace) -> int:
     from electra_pipeline import presets
 
     cfg = presets.preset(args.preset)
+    if args.smoke:
+        from smoke import data_root
+
+        args.data = data_root(args.work / "smoke-data")
     examples, tokenizer = (args.examples, args.tokenizer) if args.examples else \
-        prepare_data(args, cfg.model.vocab_size, cfg.train.seq_len)
+        prepare_data(args, *((1000, 64) if args.smoke else (cfg.model.vocab_size, cfg.train.seq_len)))
     fields = study_figures.main(args, examples, tokenizer)
     e, m = float(fields["electra_score"]), float(fields["mlm_score"])
     times = fields["x_cheaper"]
     match = f"{float(times) * float(fields['budget_flops']):.3g}" if times[0].isdigit() else times
-    line = {"objectives": 2, "best": "electra" if e >= m else "mlm", "electra_score": fields["electra_score"],
+    best = "nan" if math.isnan(e) else "electra" if e >= m else "mlm"
+    line = {"objectives": 2, "best": best, "electra_score": fields["electra_score"],
             "mlm_score": fields["mlm_score"], "mlm_flops_to_match": match, **{k: v for k, v in fields.items()
                                                                             if k not in ("electra_score", "mlm_score")}}
     print("study " + " ".join(f"{k}={v}" for k, v in line.items()))

@@ -9,8 +9,8 @@ SST-2/CoLA/MRPC/STS-B/RTE), and `electra_pipeline.curves` turns the dev predicti
 
 Everything is cached in `--work`: pre-training resumes from its last checkpoint (`--resume auto`),
 and a probed point is not probed again, so a run cut off at any time continues where it stopped.
-Figures (b) (generator size) and (c) (joint against two-stage training) are listed as missing in
-the output until they are built.
+Figures (b) (generator size) and (c) (joint against two-stage training, weight sharing) are in
+`study_arms.py`; `--figures-only a|b|c` runs some of the three.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ def electra(*args: str) -> list[str]:
     return [sys.executable, "-m", "electra_cli", *args]
 
 
-def pretrain(work: Path, examples: Path, tokenizer: Path, budget: float, snapshots: int, preset: str) -> dict[str, Path]:
-    """{objective: run dir}, both arms side by side, resumed where a checkpoint exists."""
+def pretrain(work: Path, examples: Path, tokenizer: Path, budget: float, snapshots: int, preset: str,
+             extra: list[str]) -> dict[str, Path]:
+    """{objective: run dir}, both arms side by side, resumed where a checkpoint exists; `extra`:
+    flags on top of the preset's."""
     runs, procs = {}, []
     for objective in ("electra", "mlm"):
         out = work / "runs" / f"{objective}-{preset}-{budget:.3g}"
@@ -53,7 +55,7 @@ def pretrain(work: Path, examples: Path, tokenizer: Path, budget: float, snapsho
         cmd = electra("pretrain", "--preset", preset, "--data", str(examples), "--tokenizer", str(tokenizer),
                       "--output-dir", str(out), "--train.objective", objective, "--train.budget_flops", str(budget),
                       "--train.snapshots", str(snapshots), "--tracking.enabled", "false", "--no-progress",
-                      "--resume", "auto")
+                      "--resume", "auto", *extra)
         log = out.parent / f"{out.name}.log"
         procs.append((_run(cmd, log), log))
     _wait(procs)
@@ -68,11 +70,11 @@ def points(run: Path, objective: str) -> list[tuple[float, Path]]:
     return [(row["train_flops"], Path(row[which])) for row in index]
 
 
-def probe(encoder: Path, tokenizer: Path, glue: Path, train_examples: int) -> Path:
+def probe(encoder: Path, tokenizer: Path, glue: Path, train_examples: int, tasks: tuple[str, ...] = PROBE_TASKS) -> Path:
     out = encoder.parent / f"probe-{encoder.name}-{train_examples}"
     if not (out / "predictions.npz").is_file():
         cmd = electra("probe", str(encoder), "--tokenizer", str(tokenizer), "--glue-dir", str(glue),
-                      "--tasks", *PROBE_TASKS, "--max-train-examples", str(train_examples), "--out", str(out))
+                      "--tasks", *tasks, "--max-train-examples", str(train_examples), "--out", str(out))
         log = out.parent / f"{out.name}.log"
         _wait([(_run(cmd, log, threads=2), log)])
     return out
@@ -82,10 +84,12 @@ def figure_a(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
     from electra_pipeline import curves
 
     work = args.work / "figures"
-    runs = pretrain(work, examples, tokenizer, args.figures_budget, args.figures_snapshots, args.preset)
-    arms = {o: [curves.CurvePoint(o, f, probe(enc, tokenizer, args.data / "glue", args.probe_train_examples))
+    runs = pretrain(work, examples, tokenizer, args.figures_budget, args.figures_snapshots, args.preset,
+                    args.figures_set)
+    arms = {o: [curves.CurvePoint(o, f, probe(enc, tokenizer, args.data / "glue", args.probe_train_examples,
+                                              args.probe_tasks))
                 for f, enc in points(run, o)] for o, run in runs.items()}
-    result = curves.compare(arms, PROBE_TASKS)
+    result = curves.compare(arms, args.probe_tasks)
     final = json.loads((arms["electra"][-1].probe_dir / "probe.json").read_text())["mean"]["scores"]
     refs = {"random init": final["random_init"], "bag-of-words": final["bow"], "majority": final["majority"]}
     result["baselines"] = refs
@@ -94,19 +98,38 @@ def figure_a(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
 
 
 def main(args: Any, examples: Path, tokenizer: Path) -> dict[str, str]:
-    """Runs what exists of the three figures; returns the fields of the bench's last line."""
+    """Runs the figures `args.figures_only` selects (all three by default); returns the fields of
+    the bench's last line, nan for a figure not run."""
+    import study_arms
+
     from electra_pipeline import curves
 
-    a = figure_a(args, examples, tokenizer)
-    print("\nfigure (a): mean probe score against pre-training FLOPs (dev; 95% bootstrap intervals)")
-    print(curves.format_table(a))
-    print(f"-> {args.work / 'figures' / 'study_curves.png'}")
-    print("\nstill missing: figure (b) generator size, figure (c) joint against two-stage training")
-    last = a["x_cheaper"][-1]
-    low_end, high_end = last["measured_range"]
-    times = {"above": f">{high_end:.2f}", "below": f"<{low_end:.2f}"}.get(last["censored"], f"{last['times']:.2f}")
-    electra_final, mlm_final = a["curves"]["electra"][-1], a["curves"]["mlm"][-1]
-    return {"electra_score": f"{electra_final['score']:.1f}", "mlm_score": f"{mlm_final['score']:.1f}",
-            "budget_flops": f"{electra_final['train_flops']:.3g}", "x_cheaper": times,
-            "x_ci_low": f"{last['low']:.2f}", "x_ci_high": f"{last['high']:.2f}",
-            "gen_best_fraction": "nan", "two_stage_gap": "nan"}
+    chosen = args.figures_only or ["a", "b", "c"]
+    out: dict[str, str] = {"electra_score": "nan", "mlm_score": "nan", "budget_flops": f"{args.figures_budget:.3g}",
+                           "x_cheaper": "nan", "x_ci_low": "nan", "x_ci_high": "nan"}
+    if "a" in chosen:
+        a = figure_a(args, examples, tokenizer)
+        print("\nfigure (a): mean probe score against pre-training FLOPs (dev; 95% bootstrap intervals)")
+        print(curves.format_table(a))
+        print(f"-> {args.work / 'figures' / 'study_curves.png'}")
+        last = a["x_cheaper"][-1]
+        low_end, high_end = last["measured_range"]
+        times = {"above": f">{high_end:.2f}", "below": f"<{low_end:.2f}"}.get(last["censored"], f"{last['times']:.2f}")
+        electra_final, mlm_final = a["curves"]["electra"][-1], a["curves"]["mlm"][-1]
+        out = {"electra_score": f"{electra_final['score']:.1f}", "mlm_score": f"{mlm_final['score']:.1f}",
+               "budget_flops": f"{electra_final['train_flops']:.3g}", "x_cheaper": times,
+               "x_ci_low": f"{last['low']:.2f}", "x_ci_high": f"{last['high']:.2f}"}
+    b = study_arms.figure_b(args, examples, tokenizer) if "b" in chosen else None
+    if b is not None:
+        print("\nfigure (b): generator size at equal training FLOPs")
+        print(b["table"] + "\n" + b["verdict"])
+        print(f"-> {args.work / 'figures' / 'figure_b.png'}")
+    c = study_arms.figure_c(args, examples, tokenizer) if "c" in chosen else None
+    if c is not None:
+        print("\nfigure (c): training algorithm and weight sharing at equal training FLOPs")
+        print(c["table"] + "\n" + c["verdict"])
+        print(f"-> {args.work / 'figures' / 'figure_c.md'}")
+    missing = [f for f in ("a", "b", "c") if f not in chosen]
+    if missing:
+        print(f"\nnot run this time (--figures-only): figure(s) {', '.join(missing)}")
+    return out | study_arms.fields(b, c)

@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     from electra_pipeline.checkpoint import list_checkpoints
     from electra_pipeline.preflight import check_inputs
     from electra_pipeline.tracking import MLflowTracker, NullTracker, finished
-    from electra_pipeline.train import pretrain
+    from electra_pipeline.train import TWO_STAGE, pretrain
 
     cfg = presets.resolve(args.preset, args.config, overrides_from_args(args))
     if args.print_config:
@@ -74,6 +74,13 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     m = result.metrics
     print(f"pretrained {result.steps} steps -> {result.output_dir}")
+    switch = Path(result.output_dir) / TWO_STAGE
+    if switch.is_file():
+        record = json.loads(switch.read_text())
+        copied, shared = record["copied_from_generator"], record["shared_with_generator"]
+        print(f"two-stage: the generator alone for steps 1-{record['boundary_step']}, then the discriminator against it "
+              f"frozen, starting from its weights: {len(copied)} tensors copied ({', '.join(copied) or 'none'}), "
+              f"{len(shared)} shared ({', '.join(shared) or 'none'})")
     if m:
         print("  " + "  ".join(f"{k}={m[k]:.4g}" for k in ("loss/gen", "loss/disc", "gen/accuracy", "disc/accuracy",
                                                              "throughput/tokens_per_s") if k in m))

@@ -41,6 +41,7 @@ class TrainState:
     step: int  # optimiser steps done
     examples_seen: int  # position in the global example stream
     train_seconds: float = 0.0  # wall-clock seconds of training steps, all sessions (a minutes budget reads it)
+    phase: str = "joint"  # what the model trains (pretrainer.ElectraPretrainer.phase): its structure at a resume
 
 
 def _rng_tensors(mask_gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -65,7 +66,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
         tensors.update({k: v.cpu().contiguous() for k, v in _rng_tensors(mask_gen).items()})
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         meta = {"format": FORMAT, "step": state.step, "examples_seen": state.examples_seen,
-                "train_seconds": state.train_seconds,
+                "train_seconds": state.train_seconds, "phase": state.phase,
                 "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict(), "config": config,
                 "files": integrity.file_sums(tmp, list(WEIGHT_FILES))}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=list))
@@ -175,6 +176,6 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.O
             torch.cuda.set_rng_state_all(states)
     try:
         return TrainState(step=int(meta["step"]), examples_seen=int(meta["examples_seen"]),
-                          train_seconds=float(meta.get("train_seconds", 0.0)))
+                          train_seconds=float(meta.get("train_seconds", 0.0)), phase=str(meta.get("phase", "joint")))
     except (KeyError, ValueError, TypeError) as e:
         raise DataError(f"{state_file}: step, examples_seen or train_seconds missing or not a number ({e})") from None

@@ -119,6 +119,7 @@ class ModelConfig:
 OBJECTIVES = ("electra", "electra_15", "mlm", "replace_mlm", "all_tokens_mlm", "mc_bert", "teams")
 # objectives whose discriminator head is trained to say "replaced" (the held-out AUC reads it)
 RTD_OBJECTIVES = ("electra", "electra_15", "all_tokens_mlm", "teams")
+SCHEDULES = ("joint", "two_stage")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -158,6 +159,12 @@ class TrainConfig:
     """stop after this much training time; warm-up and decay follow the clock"""
     budget_flops: float | None = None
     """stop once training FLOPs (flops.py) reach this; fixes the step count"""
+    schedule: str = "joint"
+    """joint: generator and discriminator trained together (the paper); two_stage (the paper's Section 3.2
+    ablation, objective electra only): the generator alone on its MLM loss for two_stage_fraction of the budget,
+    then frozen while the discriminator, initialised from it where shapes match, trains on the RTD loss"""
+    two_stage_fraction: float = 0.5
+    """two_stage: the share of the budget (training FLOPs, else max_steps) spent on the generator phase"""
     lr: float = 5e-4
     """peak learning rate (after warm-up)"""
     warmup_steps: int = 10_000
@@ -231,6 +238,16 @@ class TrainConfig:
             _require(v is None or v > 0, f"train.{name}", f"must be > 0, got {v}")
         _require(self.budget_minutes is None or self.budget_flops is None, "train.budget_flops",
                  "give one budget, train.budget_minutes or train.budget_flops, not both")
+        _require(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}, got {self.schedule!r}")
+        _require(0 < self.two_stage_fraction < 1, "train.two_stage_fraction",
+                 f"must be in (0, 1), got {self.two_stage_fraction}")
+        if self.schedule == "two_stage":
+            _require(self.objective == "electra", "train.schedule",
+                     f"two_stage trains ELECTRA's generator then its discriminator; needs train.objective electra, "
+                     f"got {self.objective!r}")
+            _require(self.budget_minutes is None, "train.schedule",
+                     "two_stage splits a FLOPs or step budget between its phases; use train.budget_flops or "
+                     "train.max_steps, not train.budget_minutes")
         _require(self.warmup_fraction is None or 0 <= self.warmup_fraction < 1, "train.warmup_fraction",
                  f"must be in [0, 1), got {self.warmup_fraction}")
         _require(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "train.adam_beta1", "betas must be in [0, 1)")

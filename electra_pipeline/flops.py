@@ -97,6 +97,16 @@ def train_step_flops(model: ModelConfig, train: TrainConfig, *, batch_size: int 
     return StepFlops(generator=TRAIN_FACTOR * B * gen + B * gen_forward_only, discriminator=TRAIN_FACTOR * B * disc)
 
 
+def phase_step_flops(model: ModelConfig, train: TrainConfig) -> tuple[float, ...]:
+    """FLOPs of one optimiser step in each phase of `train.schedule`: (joint step,) or, for
+    two_stage, (generator trained alone: its forward and backward; the frozen generator's forward,
+    which samples the replacements, plus the discriminator's forward and backward)."""
+    step = train_step_flops(model, train)
+    if train.schedule != "two_stage":
+        return (float(step.total),)
+    return float(step.generator), float(step.generator // TRAIN_FACTOR + step.discriminator)
+
+
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets (fp16 where
 # the GPU has no bf16). More specific names first: "H100 PCIe" before "H100", "A100" before "A10".
 PEAK_TFLOPS: tuple[tuple[str, float], ...] = (

@@ -19,7 +19,7 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
     """Open the examples and check them against the config and tokenizer, before any run starts."""
     if not cfg.data:
         raise ConfigError("data: no examples directory given; pass --data DIR (built by `electra examples`)")
-    optim.Schedule.of(cfg.train, flops.train_step_flops(cfg.model, cfg.train).total)  # budget errors before any output
+    optim.Schedule.of(cfg.train, *flops.phase_step_flops(cfg.model, cfg.train))  # budget errors before any output
     out = Path(cfg.output_dir)
     for p in (out, *out.parents):
         if p.exists() and not p.is_dir():
@@ -64,7 +64,8 @@ def check_inputs(cfg: PretrainConfig) -> ExampleShards:
 RESUME_FIXED = ("model", "train.objective", "train.corpus_tokens", "train.seed", "train.lr", "train.batch_size",
                 "train.seq_len", "train.mask_prob", "train.mask_token_prob", "train.random_token_prob", "train.gen_weight",
                 "train.disc_weight", "train.select_weight", "train.candidates", "train.temperature", "train.warmup_steps", "train.warmup_fraction",
-                "train.weight_decay", "train.max_steps", "train.budget_flops", "train.budget_minutes")
+                "train.weight_decay", "train.max_steps", "train.budget_flops", "train.budget_minutes", "train.schedule",
+                "train.two_stage_fraction")
 # The last three lay out the lr schedule (warm-up and decay to zero at the end): resuming with another
 # length moves every later step's lr, so it is a change to name and record like the peak lr.
 
@@ -72,11 +73,13 @@ RESUME_FIXED = ("model", "train.objective", "train.corpus_tokens", "train.seed",
 def config_changes(saved: dict[str, Any], cfg: PretrainConfig) -> dict[str, list[Any]]:
     """{dotted field: [checkpoint's value, this run's]} over `RESUME_FIXED`."""
     now = config_mod.to_dict(cfg)
+    # a field added after the checkpoint was written: it trained with the field's default
+    defaults = {"model": config_mod.to_dict(config_mod.ModelConfig()), "train": config_mod.to_dict(config_mod.TrainConfig())}
     changes: dict[str, list[Any]] = {}
     for name in RESUME_FIXED:
         section, _, field_name = name.partition(".")
-        a, b = saved.get(section, {}), now.get(section, {})
-        keys = [field_name] if field_name else sorted(set(a) | set(b))
+        a, b = {**defaults.get(section, {}), **saved.get(section, {})}, now.get(section, {})
+        keys = [field_name] if field_name else sorted(set(saved.get(section, {})) | set(b))
         for k in keys:
             if a.get(k) != b.get(k):
                 changes[f"{section}.{k}"] = [a.get(k), b.get(k)]

@@ -6,6 +6,7 @@ weighted loss), so DDP and torch.compile can wrap a single module.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -56,6 +57,42 @@ class ElectraPretrainer(nn.Module):
             self.discriminator = None
             self.generator = Generator(cfg)
         init_weights(self, cfg.initializer_range)
+        # two-stage training (train.schedule): "generator" trains it alone, "discriminator" trains
+        # the discriminator against the frozen generator; "joint" is ELECTRA
+        self.phase = "joint"
+
+    def start_generator_phase(self) -> None:
+        """Two-stage training's first phase: the generator's MLM loss only, so no gradient reaches
+        a discriminator weight it does not share."""
+        self.phase = "generator"
+
+    def start_discriminator_phase(self, init_from_generator: bool = True) -> list[str]:
+        """Two-stage training's second phase. The discriminator's encoder weights are set to the
+        generator's where name and shape match (the paper, Section 3.2: "initialize the
+        discriminator with the generator's weights"), and modules the two share (tied embeddings,
+        the shared bottom layers of `share_encoder`) stay the discriminator's to train; the
+        generator becomes its own copy of itself, frozen, that only samples replacements.
+        `init_from_generator` False: only the structure (a resumed run loads the weights).
+        Returns the discriminator parameters now starting from the generator's, shared ones
+        marked "(shared)"."""
+        gen, disc = self.generator.electra, self.discriminator.electra
+        started: list[str] = []
+        if init_from_generator:
+            mine = dict(disc.named_parameters())
+            with torch.no_grad():
+                for name, p in gen.named_parameters():
+                    q = mine.get(name)
+                    if q is p:
+                        started.append(f"{name} (shared)")
+                    elif q is not None and q.shape == p.shape:
+                        q.copy_(p)
+                        started.append(name)
+        disc_params = {id(p) for p in self.discriminator.parameters()}
+        if any(id(p) in disc_params for p in self.generator.parameters()):
+            self.generator = copy.deepcopy(self.generator)  # shared modules: the generator keeps them as they are now
+        self.generator.requires_grad_(False)
+        self.phase = "discriminator"
+        return started
 
     def forward(self, batch: Batch | Mapping[str, torch.Tensor], masked: objectives.Masked,
                 rng: torch.Generator | None = None, *, pad_free: bool = False) -> objectives.StepOutput:
@@ -65,9 +102,11 @@ class ElectraPretrainer(nn.Module):
         if isinstance(batch, Batch):
             batch = batch.as_dict()
         t = self.train_cfg
-        if self.discriminator is None:
+        if self.discriminator is None or self.phase == "generator":
             return objectives.mlm_step(self.generator, batch, masked, pad_free=pad_free)
-        common = dict(gen_weight=t.gen_weight, temperature=t.temperature, rng=rng, pad_free=pad_free)
+        # the discriminator phase: the frozen generator's loss is a metric, not a term of the loss
+        gen_weight = 0.0 if self.phase == "discriminator" else t.gen_weight
+        common = dict(gen_weight=gen_weight, temperature=t.temperature, rng=rng, pad_free=pad_free)
         gen, disc = self.generator, self.discriminator
         if t.objective == "replace_mlm":
             return objectives.replace_mlm_step(gen, disc, self.mlm_head, batch, masked, **common)

@@ -51,6 +51,7 @@ from electra_pipeline.tracking import NullTracker, Tracker
 log = logging.getLogger(__name__)
 
 HELDOUT_START = "heldout_start.json"  # held-out scores before the first step (metrics.jsonl starts at step 1)
+TWO_STAGE = "two_stage.json"  # two-stage training's switch: its step and what the discriminator started from
 
 
 @dataclass
@@ -112,7 +113,7 @@ class _Run:
     state: ckpt.TrainState
     amp: torch.dtype | None
     fsdp: bool
-    step_flops: float  # the global batch, all ranks together
+    step_flops: float  # the global batch, all ranks together; two-stage: the generator phase's
     changes: dict[str, list[Any]]  # preflight.RESUME_FIXED fields changed at this resume
     resumed_at: int | None
     resumed_log_every: int | None  # the checkpoint's train.log_every: which metrics rows it should have
@@ -155,10 +156,30 @@ class _Run:
             integrity.write_sums(d)
         self.record_snapshot(fraction, dirs)
 
+    def start_discriminator_phase(self) -> dict[str, Any]:
+        """Two-stage training's switch: the discriminator starts from the generator's weights, the
+        generator is frozen, and a fresh optimizer trains the discriminator from here."""
+        started = self.model.start_discriminator_phase()
+        shared = [n for n in started if n.endswith("(shared)")]
+        log.info("two-stage: step %d, the discriminator starts from the generator's weights: %d tensors copied (%s), "
+                 "%d shared", self.state.step, len(started) - len(shared),
+                 ", ".join(n for n in started if n not in shared) or "none", len(shared))
+        t = self.cfg.train
+        self.optimizer = optim.build_optimizer(self.model, t, self.device)
+        self.scheduler = optim.rebind(self.scheduler, self.optimizer, self.schedule.factor)
+        self.runner = torch.compile(self.model) if t.compile else self.model
+        record = {"boundary_step": self.state.step, "flops_per_step": list(self.schedule.step_flops),
+                  "generator_phase_flops": self.schedule.flops_at(self.state.step),
+                  "copied_from_generator": [n for n in started if n not in shared],
+                  "shared_with_generator": [n.removesuffix(" (shared)") for n in shared]}
+        if self.world.is_main:
+            atomic.write_text(self.out / TWO_STAGE, json.dumps(record, indent=2) + "\n")
+        return record
+
     def record_snapshot(self, fraction: float, dirs: dict[str, str]) -> None:
         index = self.out / "snapshots" / "index.json"
         rows = [r for r in (json.loads(index.read_text()) if index.is_file() else []) if r["fraction"] != fraction]
-        rows.append({"fraction": fraction, "step": self.state.step, "train_flops": self.step_flops * self.state.step,
+        rows.append({"fraction": fraction, "step": self.state.step, "train_flops": self.schedule.flops_at(self.state.step),
                      "train_minutes": self.state.train_seconds / 60, **dirs})
         atomic.write_text(index, json.dumps(sorted(rows, key=lambda r: r["fraction"]), indent=2) + "\n")
 
@@ -168,7 +189,7 @@ def tracked_params(cfg: PretrainConfig) -> dict[str, Any]:
     and its warm-up in place of the `max_steps` cap and the preset's `warmup_steps` (a wall-clock
     budget keeps the cap: its step count is known only at the end, in the run's summary)."""
     params = config_mod.to_dict(cfg)
-    schedule = optim.Schedule.of(cfg.train, flops.train_step_flops(cfg.model, cfg.train).total)
+    schedule = optim.Schedule.of(cfg.train, *flops.phase_step_flops(cfg.model, cfg.train))
     params["train"]["warmup_steps"] = schedule.warmup_steps
     if schedule.budget_seconds is None:
         params["train"]["max_steps"] = schedule.total_steps
@@ -181,6 +202,8 @@ def _setup(cfg: PretrainConfig, resume: str | Path | None, allow_changes: bool, 
     world = distributed.World.from_env()
     device = runtime.resolve_device(t.device) if world.size == 1 else world.device(t.device)
     data = preflight.check_inputs(cfg)
+    if t.schedule == "two_stage" and world.size > 1:
+        raise ConfigError(f"train.schedule: two_stage runs in one process; this run has {world.size} ranks")
     if t.batch_size % (world.size * t.grad_accum):
         raise ConfigError(f"train.batch_size: {t.batch_size} is not divisible by world size {world.size} x "
                           f"train.grad_accum {t.grad_accum}")
@@ -200,6 +223,12 @@ def _setup(cfg: PretrainConfig, resume: str | Path | None, allow_changes: bool, 
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = cpu_paths.apply(ElectraPretrainer(cfg.model, t))
+    schedule = optim.Schedule.of(t, *flops.phase_step_flops(cfg.model, t))
+    if schedule.boundary is not None:  # two-stage: the structure of the phase the checkpoint was saved in
+        if saved.get("phase") == "discriminator":
+            model.start_discriminator_phase(init_from_generator=False)
+        else:
+            model.start_generator_phase()
     init: dict[str, Any] = {}
     if source is not None and resume_from is None:  # a resumed run has them in its checkpoint
         extension = warmstart.extension_of(cfg.tokenizer) if cfg.tokenizer else None
@@ -215,8 +244,7 @@ def _setup(cfg: PretrainConfig, resume: str | Path | None, allow_changes: bool, 
         source_ckpt = ckpt.list_checkpoints(Path(cfg.init_from))[-1]
         ckpt.load_optimizer_moments(source_ckpt, optimizer)
         init["optimizer"] = str(source_ckpt)
-    step_flops = flops.train_step_flops(cfg.model, t).total
-    schedule = optim.Schedule.of(t, step_flops)
+    step_flops = schedule.step_flops[0]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     mask_rng = torch.Generator(device=device).manual_seed(t.seed * 1000 + world.rank)
     state = ckpt.TrainState(step=0, examples_seen=0)
@@ -293,16 +321,18 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
         if gap is not None:
             warnings.append(gap)
             log.warning(gap)
-    session_steps = 0
+    session_steps, session_start_step = 0, state.step
     history: list[dict[str, float]] = []
-    watch = runlog.CollapseWatch(after_step=2 * schedule.warmup_steps)
+    watch = runlog.CollapseWatch(after_step=2 * schedule.warmup_steps if schedule.boundary is None else
+                                 schedule.boundary + 2 * schedule.phase2_warmup_steps)
     # scored on rank 0 between steps; under FSDP the weights are sharded, so the intrinsic stage scores at the end
     probe = intrinsic.Probe.of_examples(cfg.data, cfg.model.vocab_size) if t.eval_every and world.is_main \
         and not run.fsdp else None
     scored_bucket = state.step // t.eval_every if t.eval_every else 0
     # only a head trained to say "replaced" has a held-out AUC worth reading
     detector = model.discriminator if t.objective in config_mod.RTD_OBJECTIVES else None
-    window = runlog.Window(batch_size=t.batch_size, seq_len=t.seq_len, step_flops=run.step_flops, peak_tflops=peak)
+    window = runlog.Window(batch_size=t.batch_size, seq_len=t.seq_len, peak_tflops=peak,
+                           step_flops=schedule.step_flops[-1 if schedule.phase_of(state.step) == "discriminator" else 0])
     metrics_file = (out / "metrics.jsonl").open("a") if world.is_main else None
     if probe is not None and state.step == 0:  # where the curve starts: the run at initialisation
         start = probe.score(detector, model.generator)
@@ -313,6 +343,13 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
     model.train()
     try:
         while not schedule.done(state.step):
+            if state.step == schedule.boundary and model.phase == "generator":
+                switch = run.start_discriminator_phase()
+                window.step_flops = schedule.step_flops[1]
+                tracker.set_tags({"two_stage.boundary_step": str(switch["boundary_step"]),
+                                  "two_stage.copied_from_generator": str(len(switch["copied_from_generator"])),
+                                  "two_stage.shared_with_generator": str(len(switch["shared_with_generator"]))})
+            state.phase = model.phase
             started = time.perf_counter()
             window.add(train_step(run.runner, model, run.optimizer, run.scheduler, next(loader), run.mask,
                                   device=run.device, amp=run.amp, grad_clip=t.grad_clip, rng=run.mask_rng))
@@ -330,7 +367,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
             last = schedule.done(state.step)
             while fractions and schedule.progress(state.step) >= fractions[0] and not last:
                 run.snapshot(fractions.pop(0))
-            if state.step % t.log_every == 0 or last:
+            if state.step % t.log_every == 0 or last or state.step == schedule.boundary:  # a row per phase
                 row = window.row(world, lr=run.scheduler.get_last_lr()[0])
                 row["throughput/device_hours"] = earlier_hours + (time.perf_counter() - session_start) * world.size / 3600
                 row["progress"] = schedule.progress(state.step)  # share of the run (steps or budget) done
@@ -374,6 +411,7 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None, tracker: 
                             warnings=warnings)
     session_hours = (time.perf_counter() - session_start) * world.size / 3600
     compute = {"peak_tflops_per_device": peak, "session_steps": session_steps,
+               "session_flops": schedule.flops_at(state.step) - schedule.flops_at(session_start_step),
                "device_hours": earlier_hours + session_hours, "device_hours_this_session": session_hours}
     _finish(run, result, compute, tracker)
     distributed.barrier(world)
@@ -412,9 +450,11 @@ def _finish(run: _Run, result: PretrainResult, session: dict[str, Any], tracker:
     plot = runlog.save_plot(([json.loads(start.read_text())] if start.is_file() else []) + full_history,
                             out / "loss_curves.png")
     compute = {
-        "flops_per_step": run.step_flops,  # analytic, see flops.py
-        "train_flops": run.step_flops * state.step,  # all steps of the run, as the paper counts compute
-        "flops_this_session": run.step_flops * session["session_steps"],
+        # analytic, see flops.py; two-stage: the mean over both phases (two_stage below has each)
+        "flops_per_step": run.schedule.flops_at(state.step) / max(1, state.step) if run.schedule.boundary is not None
+        else run.step_flops,
+        "train_flops": run.schedule.flops_at(state.step),  # all steps of the run, as the paper counts compute
+        "flops_this_session": session["session_flops"],
         "device_hours": session["device_hours"],  # wall clock x devices, all sessions
         "device_hours_this_session": session["device_hours_this_session"],
         "devices": run.world.size,
@@ -431,6 +471,8 @@ def _finish(run: _Run, result: PretrainResult, session: dict[str, Any], tracker:
         summary["resumed_with_changes"] = {"at_step": run.resumed_at, "fields": run.changes}
     if run.init:  # lineage: what the weights started from
         summary["init"] = run.init
+    if (out / TWO_STAGE).is_file():
+        summary["two_stage"] = json.loads((out / TWO_STAGE).read_text())
     atomic.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     for kind in ("discriminator", "generator"):
         if (out / kind).is_dir():

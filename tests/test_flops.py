@@ -98,3 +98,30 @@ def test_each_objective_counts_what_its_step_multiplies(objective):
         model(batch, masked, torch.Generator().manual_seed(0), pad_free=True).loss.backward()
     want = flops.train_step_flops(model_cfg, train_cfg, batch_size=4, generator_positions=masked.positions.shape[1])
     assert counter.get_total_flops() == want.total
+
+
+@pytest.mark.parametrize("fraction,width,heads", [(1 / 8, 32, 1), (1 / 4, 64, 1), (1 / 2, 128, 2), (3 / 4, 192, 3),
+                                                  (1.0, 256, 4)])
+def test_figure_b_generators_are_valid_and_counted(fraction, width, heads):
+    """The generator-size arms of figure (b) on the cpu preset: a separate generator (own encoder,
+    the discriminator's depth, tied embeddings) at each width fraction. Heads are width / 64, at
+    least one, so every width divides; the generator's FLOPs are its own encoder's and head's,
+    traced through a real forward pass."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from electra_pipeline.model import Generator
+
+    cfg = c.merge(presets.cpu(), {"model": {"generator_fraction": fraction, "share_encoder": False,
+                                            "generator_layers": 0}})
+    g = cfg.model.generator()
+    assert (g.hidden_size, g.num_heads, g.num_layers, g.intermediate_size) == (width, heads, 2, int(1024 * fraction))
+    t = cfg.train
+    step = flops.train_step_flops(cfg.model, t)
+    assert step.discriminator == flops.train_step_flops(presets.cpu().model, t).discriminator
+    gen = Generator(dataclasses.replace(g, relative_attention=0)).eval()  # the bias adds no matmul
+    ids = torch.randint(5, g.vocab_size, (1, t.seq_len))
+    positions = torch.arange(t.max_predictions)[None]
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        gen(ids, None, None, positions)  # the math kernel: its matmuls are visible to the counter
+    assert 3 * t.batch_size * counter.get_total_flops() == pytest.approx(step.generator, rel=1e-3)

@@ -1,0 +1,59 @@
+"""Figures (b) and (c)'s arithmetic (bench/study_arms.py): the arms' flags are valid configs, and
+paired differences between arms read "higher" only where the interval excludes 0."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_curves import probed
+
+from electra_pipeline import curves, flops, optim, presets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import study_arms  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(study_arms.RUNS))
+def test_every_arm_is_a_valid_cpu_config_that_spends_the_budget(name):
+    """Each arm's flags, as `electra pretrain` receives them, give a valid config whose steps spend
+    the figures' budget to within one step."""
+    flags = study_arms.RUNS[name] + ["--train.budget_flops", "2e14"]
+    given: dict = {}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        section, key = flag.removeprefix("--").split(".")
+        given.setdefault(section, {})[key] = value
+    cfg = presets.resolve("cpu", None, given)
+    schedule = optim.Schedule.of(cfg.train, *flops.phase_step_flops(cfg.model, cfg.train))
+    assert 2e14 - sum(schedule.step_flops) < schedule.flops_at(schedule.total_steps) <= 2e14
+    assert (schedule.boundary is not None) == (name == "two-stage")
+    assert cfg.model.share_encoder == (name in ("electra", "two-stage", "share-all"))
+
+
+def _scored(tmp_path, accuracies: dict[str, float]) -> dict:
+    points = {arm: probed(tmp_path, arm, 1.0, acc, seed) for seed, (arm, acc) in enumerate(accuracies.items())}
+    draws = curves.resample_indices({"sst2": 600}, 300, seed=0)
+    return {"tasks": ["sst2"], "boots": {arm: curves.point_scores(p, draws) for arm, p in points.items()}}
+
+
+def test_paired_gaps_claim_only_what_the_interval_supports(tmp_path):
+    scored = _scored(tmp_path, {"joint": 85.0, "two-stage": 70.0, "close": 84.5})
+    far = study_arms.gap(scored, "joint", "two-stage")
+    assert far["diff"] == pytest.approx(15.0) and far["low"] > 0 and far["claim"] == "higher"
+    assert study_arms.gap(scored, "two-stage", "joint")["claim"] == "lower"
+    assert study_arms.gap(scored, "joint", "close")["claim"] == "not resolved"
+    line = study_arms.fields({"best": "0.25"}, {"gap": far})
+    assert line == {"gen_best_fraction": "0.25", "two_stage_gap": "15.0"}
+    assert study_arms.fields(None, None) == {"gen_best_fraction": "nan", "two_stage_gap": "nan"}
+
+
+def test_figure_b_plot(tmp_path):
+    arms = {label: {"score": 50.0 + i, "low": 48.0 + i, "high": 52.0 + i, "auc": 0.6 + i / 100}
+            for i, label in enumerate(study_arms.FIGURE_B)}
+    out = study_arms.plot_b({"tasks": ["sst2"], "arms": arms}, tmp_path / "figure_b.png")
+    from PIL import Image
+
+    assert Image.open(out).size[0] > Image.open(out).size[1]  # two panels side by side
+    assert np.isfinite([r["score"] for r in arms.values()]).all()
