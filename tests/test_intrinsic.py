@@ -118,14 +118,14 @@ def test_held_out_slice_is_deterministic_and_disjoint_from_training(held_data, t
 
 def test_budget_schedule_warms_up_and_reaches_zero_at_the_budget():
     t = c.TrainConfig(max_steps=10**6, budget_flops=1000.0, warmup_fraction=0.1)
-    s = optim.Schedule.of(t, step_flops=10.0)
+    s = optim.Schedule.of(t, 10.0)
     assert s.total_steps == 100 and s.warmup_steps == 10
     factors = [s.factor(i) for i in range(100)]
     assert factors[0] == pytest.approx(0.1) and max(factors) == pytest.approx(factors[9], abs=0.01)
     assert factors[-1] == pytest.approx(0.01) and s.factor(100) == 0.0
     assert not s.done(99) and s.done(100)
 
-    clock = optim.Schedule.of(c.TrainConfig(budget_minutes=1.0, warmup_fraction=0.2), step_flops=10.0)
+    clock = optim.Schedule.of(c.TrainConfig(budget_minutes=1.0, warmup_fraction=0.2), 10.0)
     clock.elapsed = 6.0  # 10% of the minute: halfway through warm-up
     assert clock.factor(3) == pytest.approx(0.5 * 0.9)
     clock.elapsed = 60.0
@@ -136,9 +136,9 @@ def test_budget_schedule_warms_up_and_reaches_zero_at_the_budget():
         with pytest.raises(ConfigError, match=match):
             c.TrainConfig(**bad)
     with pytest.raises(ConfigError, match="train.max_steps"):
-        optim.Schedule.of(c.TrainConfig(max_steps=5, budget_flops=1000.0), step_flops=10.0)
+        optim.Schedule.of(c.TrainConfig(max_steps=5, budget_flops=1000.0), 10.0)
     with pytest.raises(ConfigError, match="less than one step"):
-        optim.Schedule.of(c.TrainConfig(budget_flops=5.0), step_flops=10.0)
+        optim.Schedule.of(c.TrainConfig(budget_flops=5.0), 10.0)
 
 
 @pytest.fixture(scope="module")
