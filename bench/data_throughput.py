@@ -32,9 +32,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from electra_pipeline.corpus import CorpusConfig, ingest  # noqa: E402
-from electra_pipeline.examples import ExamplesConfig, build_examples  # noqa: E402
-from electra_pipeline.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece  # noqa: E402
+from electra_pipeline.data.corpus import CorpusConfig, ingest  # noqa: E402
+from electra_pipeline.data.examples import ExamplesConfig, build_examples  # noqa: E402
+from electra_pipeline.data.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from electra_pipeline.finetune import EvaluationResult, FinetuneConfig, FinetuneResult
+    from electra_pipeline.evaluation.finetune import EvaluationResult, FinetuneConfig, FinetuneResult
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -72,14 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_fallback_tokenizer(data: Path, tasks: list[str], out: Path, vocab_size: int) -> Path:
     """BERT-style uncased WordPiece with [PAD] [UNK] [CLS] [SEP] [MASK] = 0..4, on task text."""
 
-    from electra_pipeline.tasks import get_task
+    from electra_pipeline.evaluation.tasks import get_task
 
     texts: list[str] = []
     for name in tasks:
         for e in get_task(name).read(data, "train"):
             texts += [e.context, e.question] if name.startswith("squad") else [e.text_a, e.text_b or ""]
     texts = list(dict.fromkeys(t for t in texts if t))
-    from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
+    from electra_pipeline.data.tokenizer import TokenizerConfig, fit_wordpiece
 
     tok = fit_wordpiece(texts, TokenizerConfig(vocab_size=vocab_size, min_frequency=0))
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def train_fallback_tokenizer(data: Path, tasks: list[str], out: Path, vocab_size
 def run(name: str, tasks: list[str], checkpoint: Path | None, tokenizer: Path, args: argparse.Namespace,
         cfg: FinetuneConfig, squad_cfg: FinetuneConfig) -> tuple[EvaluationResult, FinetuneResult | None]:
     """evaluate() for the GLUE tasks, finetune() for SQuAD (its own window settings)."""
-    from electra_pipeline.finetune import evaluate, finetune
+    from electra_pipeline.evaluation.finetune import evaluate, finetune
 
     glue = [t for t in tasks if not t.startswith("squad")]
     t0 = time.perf_counter()
@@ -123,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     import torch
 
-    from electra_pipeline import metrics
     from electra_pipeline.errors import DataError
-    from electra_pipeline.finetune import FinetuneConfig
-    from electra_pipeline.finetune.recipe import resolve_device
-    from electra_pipeline.tasks import GLUE_TASKS, glue_tasks_present
-    from electra_pipeline.tasks.squad import find_file
+    from electra_pipeline.evaluation import metrics
+    from electra_pipeline.evaluation.finetune import FinetuneConfig
+    from electra_pipeline.evaluation.finetune.recipe import resolve_device
+    from electra_pipeline.evaluation.tasks import GLUE_TASKS, glue_tasks_present
+    from electra_pipeline.evaluation.tasks.squad import find_file
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None:
         pre_res, pre_squad = run("pretrained", tasks, args.checkpoint, tokenizer, args, cfg, squad_cfg)
 
-    from electra_pipeline.finetune.loop import task_score
-    from electra_pipeline.tasks import get_task
+    from electra_pipeline.evaluation.finetune.loop import task_score
+    from electra_pipeline.evaluation.tasks import get_task
 
     print()
     print(f"| task | metrics | random-init {cfg.model_preset} | pretrained | paper ELECTRA-Small (OWT) |")

@@ -152,7 +152,7 @@ class Check:
         self.run("intrinsic", self.electra("intrinsic", str(run)), timeout=120)
         intrinsic = json.loads((run / "intrinsic.json").read_text())
         sys.path.insert(0, str(REPO))
-        from electra_pipeline import baselines
+        from electra_pipeline.evaluation import baselines
 
         random_init = baselines.random_init_checkpoint(run / "discriminator", w / "baselines")
         scores = {}

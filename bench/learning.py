@@ -246,9 +246,9 @@ def probe(args: argparse.Namespace, runs: dict[str, Path], tokenizer: Path) -> d
 
 def sst2_floor(args: argparse.Namespace) -> float:
     """Bag-of-words on the same SST-2 training examples as the fine-tuning, scored on dev."""
-    from electra_pipeline.probe import bow_baseline
-    from electra_pipeline.tasks import get_task
-    from electra_pipeline.tasks.base import subset
+    from electra_pipeline.evaluation.probe import bow_baseline
+    from electra_pipeline.evaluation.tasks import get_task
+    from electra_pipeline.evaluation.tasks.base import subset
 
     t = get_task("sst2")
     glue = args.data / "glue"
@@ -262,7 +262,8 @@ def glue3(results: dict[str, Any]) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from electra_pipeline import baselines, presets
+    from electra_pipeline.evaluation import baselines
+    from electra_pipeline.modeling import presets
 
     cfg = presets.preset(args.preset)
     started = time.perf_counter()
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         encoders["mlm"] = runs["mlm"] / "generator"
     probes = probe(args, runs, tokenizer)
     results = finetune_arms(args, encoders, tokenizer)
-    from electra_pipeline import metrics, stats
+    from electra_pipeline.evaluation import metrics, stats
 
     gain = stats.seed_interval([
         sum(metrics.task_score(t, results[args.objective]["tasks"][t]["seeds"][s])
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {arm:12s} " + "  ".join(f"{r['tasks'][t]['score']:6.1f}" for t in args.tasks) + f"  {glue3(r):6.1f}")
     print(f"  GLUE-3 gain over random init: {gain.text()} (95% CI, {gain.method}, n={gain.n}); SST-2 "
           f"bag-of-words on the same {args.max_train_examples} examples: {floor:.1f}")
-    from electra_pipeline.probe import format_table, verdict
+    from electra_pipeline.evaluation.probe import format_table, verdict
 
     print("\nfrozen-encoder probes (dev scores; gains with paired bootstrap 95% CIs):")
     print(format_table(probes))

@@ -1,7 +1,7 @@
 """When does a recipe leave the unigram plateau? Pre-trains in-process and scores held-out text
 every `--every` steps: the generator's (or MLM model's) masked-token accuracy with every chosen
 position masked, and the discriminator's replaced-token-detection ROC-AUC with unigram
-replacements (electra_pipeline.intrinsic). Minutes on one core: the fast signal for a sweep.
+replacements (electra_pipeline.training.intrinsic). Minutes on one core: the fast signal for a sweep.
 
     python bench/learning_curve.py --examples runs/examples --preset cpu --steps 1000
     python bench/learning_curve.py --examples runs/examples --preset tiny --steps 1000 \\
@@ -54,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from electra_pipeline import cpu_paths, heldout, intrinsic, optim, presets, runlog, runtime, train
-    from electra_pipeline.data import Batch, ExampleShards, micro_batches
-    from electra_pipeline.pretrainer import ElectraPretrainer
+    from electra_pipeline.data.batches import Batch, ExampleShards, micro_batches
+    from electra_pipeline.modeling import presets
+    from electra_pipeline.training import cpu_paths, heldout, intrinsic, optim, runlog, runtime, train
+    from electra_pipeline.training.pretrainer import ElectraPretrainer
 
     if args.smoke:
         from smoke import examples

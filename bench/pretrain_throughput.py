@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from electra_pipeline import cpu_paths, flops, objectives, optim, presets, runtime, train
-from electra_pipeline.config import ModelConfig, PretrainConfig
-from electra_pipeline.data import Batch, derive_segments
-from electra_pipeline.pretrainer import ElectraPretrainer
+from electra_pipeline.data.batches import Batch, derive_segments
+from electra_pipeline.modeling import objectives, presets
+from electra_pipeline.modeling.config import ModelConfig, PretrainConfig
+from electra_pipeline.training import cpu_paths, flops, optim, runtime, train
+from electra_pipeline.training.pretrainer import ElectraPretrainer
 
 SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 

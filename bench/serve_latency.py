@@ -50,11 +50,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from electra_pipeline import export, inference, presets
-from electra_pipeline.config import ModelConfig
-from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
-from electra_pipeline.model import ElectraForSequenceClassification
-from electra_pipeline.runtime import has_bf16_matrix_units
+from electra_pipeline import inference
+from electra_pipeline.evaluation.finetuned import TaskMeta, load_finetuned, save_finetuned
+from electra_pipeline.export import onnx as export
+from electra_pipeline.modeling import presets
+from electra_pipeline.modeling.config import ModelConfig
+from electra_pipeline.modeling.model import ElectraForSequenceClassification
+from electra_pipeline.training.runtime import has_bf16_matrix_units
 
 REPO = Path(__file__).resolve().parents[1]
 SST2_DIRS = (REPO.parent / "shared" / "data" / "glue" / "SST-2",)

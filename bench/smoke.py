@@ -64,9 +64,9 @@ def data_root(out: Path, chars_per_doc: int = 600) -> Path:
 def examples(out: Path, vocab_size: int = 1000, seq_len: int = 64) -> Path:
     """Packed examples with a held-out slice, built in-process from `corpus_slice` by the library's
     own stages (ingest -> WordPiece -> examples). Returns the examples directory."""
-    from electra_pipeline.corpus import CorpusConfig, ingest
-    from electra_pipeline.examples import ExamplesConfig, build_examples
-    from electra_pipeline.tokenizer import TokenizerConfig, train_wordpiece
+    from electra_pipeline.data.corpus import CorpusConfig, ingest
+    from electra_pipeline.data.examples import ExamplesConfig, build_examples
+    from electra_pipeline.data.tokenizer import TokenizerConfig, train_wordpiece
 
     ex = out / "examples"
     if not (ex / "meta.json").is_file():

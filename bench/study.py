@@ -148,7 +148,7 @@ def figures(args: argparse.Namespace) -> int:
     import study_figures
     from learning import prepare_data
 
-    from electra_pipeline import presets
+    from electra_pipeline.modeling import presets
 
     cfg = presets.preset(args.preset)
     if args.smoke:

@@ -103,7 +103,7 @@ def heldout_auc(run: Path, max_rows: int | None) -> float:
 def score(args: Any, arms: dict[str, str], examples: Path, tokenizer: Path) -> dict[str, Any]:
     """Each arm's mean probe score with its 95% interval, its held-out AUC and FLOPs, and the
     bootstrap resamples behind them (the same draws for every arm: differences are paired)."""
-    from electra_pipeline import curves, stats
+    from electra_pipeline.evaluation import curves, stats
 
     runs = train(args, sorted(set(arms.values())), examples, tokenizer)
     probes = {label: probe(runs[name] / "discriminator", tokenizer, args.data / "glue", args.probe_train_examples,

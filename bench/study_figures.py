@@ -4,7 +4,7 @@ Figure (a), score against pre-training FLOPs: `electra` and `mlm` (the same `cpu
 model is the discriminator's size) are each trained once to `--figures-budget` FLOPs on one core,
 side by side, exporting snapshots at 1/2, 1/4, ... 1/2^k of the run. Every snapshot and the final
 encoder is probed with `electra probe` (frozen features, linear models chosen on training data,
-SST-2/CoLA/MRPC/STS-B/RTE), and `electra_pipeline.curves` turns the dev predictions into curves with
+SST-2/CoLA/MRPC/STS-B/RTE), and `electra_pipeline.evaluation.curves` turns the dev predictions into curves with
 95% bootstrap bands and "x times cheaper" with its interval at every ELECTRA budget.
 
 Everything is cached in `--work`: pre-training resumes from its last checkpoint (`--resume auto`),
@@ -81,7 +81,7 @@ def probe(encoder: Path, tokenizer: Path, glue: Path, train_examples: int, tasks
 
 
 def figure_a(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
-    from electra_pipeline import curves
+    from electra_pipeline.evaluation import curves
 
     work = args.work / "figures"
     runs = pretrain(work, examples, tokenizer, args.figures_budget, args.figures_snapshots, args.preset,
@@ -102,7 +102,7 @@ def main(args: Any, examples: Path, tokenizer: Path) -> dict[str, str]:
     the bench's last line, nan for a figure not run."""
     import study_arms
 
-    from electra_pipeline import curves
+    from electra_pipeline.evaluation import curves
 
     chosen = args.figures_only or ["a", "b", "c"]
     out: dict[str, str] = {"electra_score": "nan", "mlm_score": "nan", "budget_flops": f"{args.figures_budget:.3g}",

@@ -1,4 +1,4 @@
-"""`electra corpus`: ingest raw sources (`electra_pipeline.corpus`) from the command line."""
+"""`electra corpus`: ingest raw sources (`electra_pipeline.data.corpus`) from the command line."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from electra_cli.flags import HelpFormatter, add_field_flags, fields_from_args
-from electra_pipeline.corpus.config import CorpusConfig
-from electra_pipeline.corpus.ingest import ingest
+from electra_pipeline.data.corpus.config import CorpusConfig
+from electra_pipeline.data.corpus.ingest import ingest
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

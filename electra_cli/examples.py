@@ -1,4 +1,4 @@
-"""`electra examples`: pack a corpus into pre-training rows (`electra_pipeline.examples`) from the
+"""`electra examples`: pack a corpus into pre-training rows (`electra_pipeline.data.examples`) from the
 command line."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from electra_cli.flags import HelpFormatter, add_field_flags, fields_from_args
-from electra_pipeline.examples_config import ExamplesConfig
+from electra_pipeline.data.examples_config import ExamplesConfig
 
 _FLAG_FIELDS = ["seq_len", "seed", "examples_per_shard", "single_segment_prob", "short_seq_prob", "holdout_fraction"]
 
@@ -34,7 +34,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from electra_pipeline.examples import build_examples
+    from electra_pipeline.data.examples import build_examples
 
     kwargs = {} if args.num_proc is None else {"num_proc": args.num_proc}
     cfg = ExamplesConfig(**fields_from_args(args, ExamplesConfig, _FLAG_FIELDS),

@@ -1,5 +1,5 @@
-"""`electra export`: the command line of `electra_pipeline.export` (ONNX export, then optionally
-MLflow logging and registration via `electra_pipeline.registry`).
+"""`electra export`: the command line of `electra_pipeline.export.onnx` (ONNX export, then optionally
+MLflow logging and registration via `electra_pipeline.export.registry`).
 
 Heavy imports (torch, onnx, onnxruntime, mlflow) happen inside functions: `electra --help`
 imports this module.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from electra_cli.flags import HelpFormatter
-from electra_pipeline.export import ATOL, ATTENTIONS, DEFAULT_OPSET, EXPORTERS, OPSETS, export_onnx
+from electra_pipeline.export.onnx import ATOL, ATTENTIONS, DEFAULT_OPSET, EXPORTERS, OPSETS, export_onnx
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.mlflow or args.register:
         import mlflow
 
-        from electra_pipeline.registry import log_to_mlflow
+        from electra_pipeline.export.registry import log_to_mlflow
         from electra_pipeline.tracking import default_tracking_uri
 
         mlflow.set_tracking_uri(args.tracking_uri or default_tracking_uri())

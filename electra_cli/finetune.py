@@ -1,5 +1,5 @@
 """`electra finetune` (one task) and `electra evaluate` (several tasks, GLUE score): the command
-line of `electra_pipeline.finetune`.
+line of `electra_pipeline.evaluation.finetune`.
 
 Config precedence: FinetuneConfig defaults, then --config FILE (YAML/JSON with FinetuneConfig
 keys; unknown keys are errors), then flags. Handlers return exit codes; user mistakes raise
@@ -19,17 +19,17 @@ from typing import Any
 
 import electra_pipeline
 from electra_cli.flags import unset
-from electra_pipeline import config as config_mod
-from electra_pipeline import presets
 from electra_pipeline.errors import ConfigError
-from electra_pipeline.settings import field_docs
+from electra_pipeline.modeling import config as config_mod
+from electra_pipeline.modeling import presets
+from electra_pipeline.modeling.settings import field_docs
 
 SAMPLE_DIR = Path(electra_pipeline.__file__).resolve().parent / "sample"  # the GLUE/SQuAD slices shipped in the package
 _SPECIAL = {"seeds", "model_preset", "lr_grid"}  # flags with their own definitions below
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from electra_pipeline.finetune.recipe import FinetuneConfig
+    from electra_pipeline.evaluation.finetune.recipe import FinetuneConfig
 
     p.add_argument("--checkpoint", metavar="DIR", default=None,
                    help="pre-trained encoder in Hugging Face ELECTRA format (config.json + model.safetensors), "
@@ -69,7 +69,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> Any:
     """FinetuneConfig from defaults, --config FILE and flags, validated (ConfigError names the field)."""
-    from electra_pipeline.finetune.recipe import FinetuneConfig
+    from electra_pipeline.evaluation.finetune.recipe import FinetuneConfig
 
     data: dict[str, Any] = config_mod.load_file(args.config) if args.config else {}
     for key, value in vars(args).items():
@@ -108,7 +108,7 @@ def _note_random_init(args: argparse.Namespace, cfg: Any) -> None:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from electra_pipeline.finetune.runner import check_inputs, finetune
+    from electra_pipeline.evaluation.finetune.runner import check_inputs, finetune
 
     cfg = build_config(args)
     check_inputs([args.task], args.checkpoint, args.tokenizer, args.data_dir, cfg)  # before an MLflow run exists
@@ -126,7 +126,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from electra_pipeline.finetune.runner import check_inputs, default_tasks, evaluate
+    from electra_pipeline.evaluation.finetune.runner import check_inputs, default_tasks, evaluate
 
     cfg = build_config(args)
     check_inputs(args.tasks or default_tasks(args.data_dir), args.checkpoint, args.tokenizer, args.data_dir, cfg)
@@ -145,7 +145,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `finetune` and `evaluate` with the `electra` command."""
-    from electra_pipeline.tasks import TASK_NAMES
+    from electra_pipeline.evaluation.tasks import TASK_NAMES
 
     p = subparsers.add_parser(
         "finetune", help="fine-tune a checkpoint on one GLUE/SQuAD task (several seeds, median)",

@@ -1,7 +1,7 @@
 """Flags built from the config dataclasses: type, default and help come from the dataclass, so no
 command repeats them.
 
-The docstring under each dataclass field (`electra_pipeline.settings.field_docs`) is the one
+The docstring under each dataclass field (`electra_pipeline.modeling.settings.field_docs`) is the one
 source of a flag's `--help`. Two builders:
 
 - `add_config_flags`: one `--section.field` flag per leaf of a nested config (`electra pretrain`);
@@ -17,9 +17,9 @@ import argparse
 import typing
 from typing import Any
 
-from electra_pipeline.config import PretrainConfig
-from electra_pipeline.presets import DEFAULT, preset
-from electra_pipeline.settings import field_docs, leaf_fields
+from electra_pipeline.modeling.config import PretrainConfig
+from electra_pipeline.modeling.presets import DEFAULT, preset
+from electra_pipeline.modeling.settings import field_docs, leaf_fields
 
 
 def unset(value: Any) -> bool:

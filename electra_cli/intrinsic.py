@@ -1,4 +1,4 @@
-"""`electra intrinsic`: the command line of the held-out evaluation in `electra_pipeline.intrinsic`."""
+"""`electra intrinsic`: the command line of the held-out evaluation in `electra_pipeline.training.intrinsic`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from electra_pipeline.errors import ConfigError
-from electra_pipeline.intrinsic_config import IntrinsicConfig
+from electra_pipeline.training.intrinsic_config import IntrinsicConfig
 
 
 def add_cli(subparsers: Any) -> None:
@@ -39,7 +39,7 @@ def add_cli(subparsers: Any) -> None:
 
 
 def _run(args: Any) -> int:
-    from electra_pipeline.intrinsic import format_table, run, save, verdict
+    from electra_pipeline.training.intrinsic import format_table, run, save, verdict
 
     cfg = IntrinsicConfig(max_rows=args.max_rows, mask_prob=args.mask_prob, seed=args.seed)
     out = Path(args.out or args.checkpoint)

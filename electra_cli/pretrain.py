@@ -1,4 +1,4 @@
-"""`electra pretrain`: pre-training (`electra_pipeline.train.pretrain`) from the command line."""
+"""`electra pretrain`: pre-training (`electra_pipeline.training.train.pretrain`) from the command line."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from electra_cli.flags import HelpFormatter, add_config_flags, overrides_from_args
-from electra_pipeline import config as config_mod
-from electra_pipeline import presets
 from electra_pipeline.errors import ConfigError
+from electra_pipeline.modeling import config as config_mod
+from electra_pipeline.modeling import presets
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -42,10 +42,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from electra_pipeline.checkpoint import list_checkpoints
-    from electra_pipeline.preflight import check_inputs
     from electra_pipeline.tracking import MLflowTracker, NullTracker, finished
-    from electra_pipeline.train import TWO_STAGE, pretrain
+    from electra_pipeline.training.checkpoint import list_checkpoints
+    from electra_pipeline.training.preflight import check_inputs
+    from electra_pipeline.training.train import TWO_STAGE, pretrain
 
     cfg = presets.resolve(args.preset, args.config, overrides_from_args(args))
     if args.print_config:

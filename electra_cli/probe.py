@@ -1,4 +1,4 @@
-"""`electra probe`: frozen-encoder probes of `electra_pipeline.probe` from the shell."""
+"""`electra probe`: frozen-encoder probes of `electra_pipeline.evaluation.probe` from the shell."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from electra_pipeline.errors import ConfigError
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `electra probe`."""
-    from electra_pipeline.probe_config import ProbeConfig
+    from electra_pipeline.evaluation.probe_config import ProbeConfig
 
     d = ProbeConfig()
     p = subparsers.add_parser(
@@ -46,7 +46,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from electra_cli.finetune import SAMPLE_DIR
-    from electra_pipeline import probe
+    from electra_pipeline.evaluation import probe
 
     cfg = probe.ProbeConfig(tasks=args.tasks, max_train_examples=args.max_train_examples or None,
                             select_examples=args.select_examples, seed=args.seed)

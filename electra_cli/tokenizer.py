@@ -1,5 +1,5 @@
-"""`electra tokenizer`: train a WordPiece vocabulary (`electra_pipeline.tokenizer`), or take a
-checkpoint's (`electra_pipeline.warmstart`), from the command line."""
+"""`electra tokenizer`: train a WordPiece vocabulary (`electra_pipeline.data.tokenizer`), or take a
+checkpoint's (`electra_pipeline.modeling.warmstart`), from the command line."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from electra_cli.flags import HelpFormatter, add_field_flags, fields_from_args
+from electra_pipeline.data.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece
 from electra_pipeline.errors import ConfigError
-from electra_pipeline.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece
 
 _FLAG_FIELDS = ["vocab_size", "min_frequency", "limit_alphabet", "max_chars", "model_max_length"]
 
@@ -49,7 +49,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.from_checkpoint is not None:
-        from electra_pipeline import warmstart
+        from electra_pipeline.modeling import warmstart
 
         if args.extend_vocab < 0:
             raise ConfigError(f"extend_vocab: must be >= 0, got {args.extend_vocab}")
@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         path = warmstart.save_tokenizer(args.from_checkpoint, args.out, args.extend_vocab, corpus)
         print(f"tokenizer: {load_tokenizer(path).get_vocab_size():,} tokens from {args.from_checkpoint} -> {path}")
         if args.extend_vocab:
-            from electra_pipeline.warmstart import extension_of
+            from electra_pipeline.modeling.warmstart import extension_of
 
             tpw = extension_of(path)["tokens_per_word"]
             print(f"  {len(extension_of(path)['added']):,} domain words added: {tpw['before']:.3f} -> {tpw['after']:.3f} "

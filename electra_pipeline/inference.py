@@ -9,7 +9,7 @@ token is scored only in the window it is most central in (`question_windows`), a
 candidates per window (`window_spans`). Only numpy and tokenizers: the Bento ships without torch.
 
 An exported model directory holds `model.onnx` (and `model.int8.onnx`), `tokenizer.json` and
-`metadata.json` (see `export.py`). `Predictor` loads one and answers classify/answer/detect.
+`metadata.json` (see `export/onnx.py`). `Predictor` loads one and answers classify/answer/detect.
 """
 
 from __future__ import annotations

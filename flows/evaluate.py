@@ -23,8 +23,8 @@ from flows.tracking import SeedProgress, mlflow_run, sweep_hook
 
 def finetune_config(config: FinetuneOverrides | dict[str, Any]) -> Any:
     """The resolved `FinetuneConfig`; bad keys or values name the field before any work."""
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.finetune import FinetuneConfig
+    from electra_pipeline.evaluation.finetune import FinetuneConfig
+    from electra_pipeline.modeling import config as config_mod
 
     return config_mod.from_dict(FinetuneConfig, overrides(config), prefix="finetune_config.")
 
@@ -32,7 +32,7 @@ def finetune_config(config: FinetuneOverrides | dict[str, Any]) -> Any:
 def task_names(tasks: list[str]) -> list[str]:
     """Canonical task names (`SST-2` -> `sst2`); an unknown name lists the known ones."""
     from electra_pipeline.errors import ConfigError
-    from electra_pipeline.tasks import canonical_name
+    from electra_pipeline.evaluation.tasks import canonical_name
 
     if not tasks:
         raise ConfigError("eval_tasks: give at least one task, e.g. sst2")
@@ -41,7 +41,7 @@ def task_names(tasks: list[str]) -> list[str]:
 
 
 def task_data_dir(name: str, glue_dir: str, squad_dir: str) -> str:
-    from electra_pipeline.tasks import SQUAD_TASKS
+    from electra_pipeline.evaluation.tasks import SQUAD_TASKS
 
     return data_path(squad_dir, "squad") if name in SQUAD_TASKS else data_path(glue_dir, "glue")
 
@@ -55,10 +55,10 @@ def finetune_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, out
     per-seed runs, `<arm>-<task>-seed<n>`) nest under the evaluation run, so every run of a pipeline
     has its own name. Progress (seed, step, share of all seeds, ETA, loss) goes into a Prefect
     progress artifact and, every 30 s, the run log."""
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.finetune import FinetuneConfig, finetune
-    from electra_pipeline.finetune.loop import task_score
-    from electra_pipeline.tasks import get_task
+    from electra_pipeline.evaluation.finetune import FinetuneConfig, finetune
+    from electra_pipeline.evaluation.finetune.loop import task_score
+    from electra_pipeline.evaluation.tasks import get_task
+    from electra_pipeline.modeling import config as config_mod
 
     arm = arm or label
     with mlflow_run(tracking_uri=tracking_uri, experiment=experiment, name=f"finetune-{arm}-{name}",
@@ -94,11 +94,11 @@ def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cac
                   parent_run_id: str, tracking_uri: str, experiment: str, label: str = "electra") -> dict[str, Any]:
     """The random-init twin of `checkpoint` (the `label` model) fine-tuned on one task (cached on
     shape, task, recipe and data: a sweep pays once), and the task's majority-class metrics."""
-    from electra_pipeline import baselines
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.finetune import FinetuneConfig
-    from electra_pipeline.finetune.runner import build_task, majority_baseline
-    from electra_pipeline.tasks.base import subset
+    from electra_pipeline.evaluation import baselines
+    from electra_pipeline.evaluation.finetune import FinetuneConfig
+    from electra_pipeline.evaluation.finetune.runner import build_task, majority_baseline
+    from electra_pipeline.evaluation.tasks.base import subset
+    from electra_pipeline.modeling import config as config_mod
 
     cfg = config_mod.from_dict(FinetuneConfig, config)
     t = build_task(name, cfg)
@@ -107,7 +107,7 @@ def baseline_task(name: str, checkpoint: str, tokenizer: str, data_dir: str, cac
     majority = majority_baseline(t, train, evals)  # every dev split: MNLI has matched and mismatched
     bow = None
     if t.kind != "qa":  # the floor: a linear model on word counts of the same examples
-        from electra_pipeline.probe import bow_baseline
+        from electra_pipeline.evaluation.probe import bow_baseline
 
         bow = bow_baseline(t, train, evals[next(iter(t.eval_splits))], seed=cfg.data_seed).score
     key = baselines.cache_key(checkpoint, name, config, data_dir)
@@ -161,8 +161,8 @@ def evaluate(
     cfg = finetune_config(config)
     out = Path(output_dir)
     uri = tracking.uri()
-    from electra_pipeline import baselines as baselines_lib
-    from electra_pipeline.metrics import GLUE_SCORE_METRICS
+    from electra_pipeline.evaluation import baselines as baselines_lib
+    from electra_pipeline.evaluation.metrics import GLUE_SCORE_METRICS
 
     glue_names = [n for n in names if n in GLUE_SCORE_METRICS] if baselines else []
     # the random-init twins train beside the pre-trained model, not after it
@@ -214,10 +214,10 @@ def add_baselines_to_cards(results: dict[str, Any], base: dict[str, Any], run_id
     """Each fine-tuned model's card with its task's random-init and majority baselines beside its
     results, and its evidence with the evaluation's MLflow run (the export, and so the registered
     version, carries both)."""
-    from electra_pipeline import baselines
-    from electra_pipeline.finetune.runner import write_model_card
-    from electra_pipeline.metrics import task_score
-    from electra_pipeline.stats import Interval
+    from electra_pipeline.evaluation import baselines
+    from electra_pipeline.evaluation.finetune.runner import write_model_card
+    from electra_pipeline.evaluation.metrics import task_score
+    from electra_pipeline.evaluation.stats import Interval
 
     for n, b in base.items():
         if n in results:
@@ -233,8 +233,8 @@ def summarize(results: dict[str, Any], failed: dict[str, str], label: str, out: 
               base: dict[str, Any] | None = None, checkpoint: str | None = None) -> dict[str, Any]:
     """results.json, results.md and the bar chart for one model's evaluation, with the random-init
     and majority-class baselines beside it when `base` holds them."""
-    from electra_pipeline import baselines
-    from electra_pipeline import results as results_file
+    from electra_pipeline.evaluation import baselines
+    from electra_pipeline.evaluation import results as results_file
 
     comparison = None
     if base:

@@ -15,8 +15,8 @@ from flows.tracking import sweep_hook
 def examples_config(config: ExamplesOverrides | dict[str, Any], seq_len: int | None = None) -> Any:
     """The resolved `ExamplesConfig`; the pre-training sequence length is the default so the
     examples fit the model unless the user sets both."""
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.examples_config import ExamplesConfig
+    from electra_pipeline.data.examples_config import ExamplesConfig
+    from electra_pipeline.modeling import config as config_mod
 
     values = overrides(config)
     if seq_len is not None:
@@ -25,11 +25,11 @@ def examples_config(config: ExamplesOverrides | dict[str, Any], seq_len: int | N
 
 
 def examples_plan(corpus: str, tokenizer: str, output_dir: str, cfg: Any) -> tuple[str, Path]:
-    from electra_pipeline import data, examples
+    from electra_pipeline.data import batches, examples
 
     recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("num_proc", "encode_batch_size")}
     key = stage_key("examples", inputs=[input_key(corpus), input_key(tokenizer)], config=recipe,
-                    code=code_fingerprint(examples, data))  # num_proc and batch size do not change the bytes
+                    code=code_fingerprint(examples, batches))  # num_proc and batch size do not change the bytes
     return key, Path(output_dir) / "examples" / key
 
 
@@ -37,8 +37,8 @@ def examples_plan(corpus: str, tokenizer: str, output_dir: str, cfg: Any) -> tup
       retry_condition_fn=retry_unless_user_error)
 @user_errors
 def build_task(key: str, corpus: str, tokenizer: str, out_dir: str, config: dict[str, Any]) -> dict[str, Any]:
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.examples import ExamplesConfig, build_examples
+    from electra_pipeline.data.examples import ExamplesConfig, build_examples
+    from electra_pipeline.modeling import config as config_mod
 
     out = Path(out_dir)
     meta = build_examples(Path(corpus), Path(tokenizer), out, config_mod.from_dict(ExamplesConfig, config),

@@ -18,8 +18,8 @@ def export_task(model_dir: str, out_dir: str, optimize: bool, quantize: bool, re
 
     Retried once: registering talks to the tracking server over the network."""
 
-    from electra_pipeline.export import export_onnx
-    from electra_pipeline.registry import log_to_mlflow
+    from electra_pipeline.export.onnx import export_onnx
+    from electra_pipeline.export.registry import log_to_mlflow
 
     report = export_onnx(model_dir, out_dir, optimize=optimize, quantize=quantize)
     logged = log_to_mlflow(out_dir, registered_name or None, alias=alias, tracking_uri=tracking_uri, run_id=run_id,

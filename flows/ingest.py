@@ -23,8 +23,8 @@ from flows.tracking import sweep_hook
 
 def corpus_config(config: CorpusOverrides | dict[str, Any]) -> Any:
     """The resolved `CorpusConfig`; a bad key or value names the field before any work."""
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.corpus import CorpusConfig
+    from electra_pipeline.data.corpus import CorpusConfig
+    from electra_pipeline.modeling import config as config_mod
 
     return config_mod.from_dict(CorpusConfig, overrides(config), prefix="corpus_config.")
 
@@ -32,7 +32,7 @@ def corpus_config(config: CorpusOverrides | dict[str, Any]) -> Any:
 def corpus_plan(sources: list[str], output_dir: str, cfg: Any) -> tuple[list[str], str, Path]:
     """(source files, stage key, output dir): the key hashes the files' bytes, the config and
     the ingestion code, so only a real change re-ingests."""
-    from electra_pipeline import corpus
+    from electra_pipeline.data import corpus
 
     files = corpus.expand_sources([data_path(s, "corpus") for s in sources])
     memo = DigestMemo(Path(output_dir) / RESULTS_DIR / "file-digests.json")
@@ -47,8 +47,8 @@ def corpus_plan(sources: list[str], output_dir: str, cfg: Any) -> tuple[list[str
 @user_errors
 def ingest_task(key: str, sources: list[str], out_dir: str, config: dict[str, Any]) -> dict[str, Any]:
     """Clean and shard the sources; retried because sources may sit on flaky network storage."""
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.corpus import CorpusConfig, ingest
+    from electra_pipeline.data.corpus import CorpusConfig, ingest
+    from electra_pipeline.modeling import config as config_mod
 
     out = Path(out_dir)
     manifest = ingest(sources, out, config_mod.from_dict(CorpusConfig, config), progress=False)

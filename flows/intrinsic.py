@@ -2,7 +2,7 @@
 
 Held-out replaced-token detection (unigram and generator replacements) and masked-token
 accuracy, each next to the same config at random initialisation and a context-free detector
-(`electra_pipeline.intrinsic`). Written to `intrinsic.json` in the pre-training run directory,
+(`electra_pipeline.training.intrinsic`). Written to `intrinsic.json` in the pre-training run directory,
 logged under `intrinsic/` in its own MLflow run, and shown in the pipeline report.
 """
 
@@ -36,8 +36,8 @@ def intrinsic(
     """
     from prefect.logging import get_run_logger
 
-    from electra_pipeline import intrinsic as lib
     from electra_pipeline.errors import ConfigError, DataError
+    from electra_pipeline.training import intrinsic as lib
 
     with tracking.run(f"intrinsic-{label}", stage="intrinsic", model=label) as run:
         try:

@@ -18,12 +18,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from electra_pipeline.config import PretrainConfig
-from electra_pipeline.corpus.config import CorpusConfig
-from electra_pipeline.examples_config import ExamplesConfig
-from electra_pipeline.finetune.recipe import FinetuneConfig
-from electra_pipeline.settings import field_docs
-from electra_pipeline.tokenizer import TokenizerConfig
+from electra_pipeline.data.corpus.config import CorpusConfig
+from electra_pipeline.data.examples_config import ExamplesConfig
+from electra_pipeline.data.tokenizer import TokenizerConfig
+from electra_pipeline.evaluation.finetune.recipe import FinetuneConfig
+from electra_pipeline.modeling.config import PretrainConfig
+from electra_pipeline.modeling.settings import field_docs
 from flows.base import SAMPLE  # noqa: F401 (a default of the flow signature read below)
 
 Preset = Literal["tiny", "cpu", "small", "base", "large"]

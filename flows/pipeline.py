@@ -76,7 +76,7 @@ class Plan:
 
     def to_params(self) -> dict[str, Any]:
         """The full resolved configs, as the parent MLflow run's params."""
-        from electra_pipeline.train import tracked_params
+        from electra_pipeline.training.train import tracked_params
 
         p = self.params
         return {"pipeline": {"preset": p.preset, "corpus": p.corpus, "eval_tasks": self.tasks,
@@ -105,9 +105,9 @@ def pretrain_overrides(params: PipelineParams) -> dict[str, Any]:
 def plan(params: PipelineParams) -> Plan:
     """Resolve and check everything up front; a problem raises ConfigError/DataError naming the
     parameter or file, before any stage (or MLflow run) starts."""
-    from electra_pipeline import corpus as corpus_mod
+    from electra_pipeline.data import corpus as corpus_mod
     from electra_pipeline.errors import ConfigError, DataError
-    from electra_pipeline.tasks import SQUAD_TASKS, glue_tasks_present
+    from electra_pipeline.evaluation.tasks import SQUAD_TASKS, glue_tasks_present
 
     objectives = list(dict.fromkeys(params.objectives))
     pre: dict[str, Any] = {}
@@ -265,8 +265,8 @@ def parent_metrics(result: PipelineResult) -> dict[str, float]:
     """The parent run's metrics, each under its objective (`electra/...`): held-out detection, the
     probes with their baselines, and every evaluated task's score, baselines and gain with its CI,
     under the names the stage runs use."""
-    from electra_pipeline import intrinsic as intrinsic_lib
-    from electra_pipeline import probe as probe_lib
+    from electra_pipeline.evaluation import probe as probe_lib
+    from electra_pipeline.training import intrinsic as intrinsic_lib
     from flows.evaluate import evaluation_metrics
 
     parent = {f"{o}/glue_score": s["glue_score"] for o, s in result.summaries.items() if s.get("glue_score") is not None}

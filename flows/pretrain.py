@@ -20,7 +20,7 @@ def pretrain_config(preset: str, config: PretrainOverrides | dict[str, Any], *, 
                     max_steps: int | None = None, device: str | None = None) -> Any:
     """Preset, then the `pretrain_config` overrides, then the explicit knobs; validated, so a
     bad value names its field (`train.lr: must be > 0`) before any stage runs."""
-    from electra_pipeline import presets
+    from electra_pipeline.modeling import presets
 
     given = overrides(config)
     train: dict[str, Any] = dict(given.get("train") or {})
@@ -36,22 +36,24 @@ def pretrain_config(preset: str, config: PretrainOverrides | dict[str, Any], *, 
 def compute_matched_steps(reference: Any, other: Any) -> int:
     """Steps that give `other` the training FLOPs of `reference` (the paper's compute-matched
     comparison): an MLM step skips the generator, so the baseline gets more steps."""
-    from electra_pipeline.flops import train_step_flops
+    from electra_pipeline.training.flops import train_step_flops
 
     budget = reference.train.max_steps * train_step_flops(reference.model, reference.train).total
     return max(1, round(budget / train_step_flops(other.model, other.train).total))
 
 
 def _code() -> str:
-    from electra_pipeline import checkpoint, data, model, objectives, optim, pretrainer, runtime, train
+    from electra_pipeline.data import batches
+    from electra_pipeline.modeling import model, objectives
+    from electra_pipeline.training import checkpoint, optim, pretrainer, runtime, train
 
-    return code_fingerprint(train, optim, runtime, pretrainer, model, objectives, data, checkpoint)
+    return code_fingerprint(train, optim, runtime, pretrainer, model, objectives, batches, checkpoint)
 
 
 def pretrain_plan(cfg: Any, examples: str, tokenizer: str, output_dir: str) -> tuple[Any, str, Path]:
     """(config bound to its inputs and run directory, stage key, run directory)."""
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.data import ExampleShards
+    from electra_pipeline.data.batches import ExampleShards
+    from electra_pipeline.modeling import config as config_mod
 
     vocab = ExampleShards(examples).vocab_size  # WordPiece may stop short of the requested size
     cfg = config_mod.merge(cfg, {"data": examples, "tokenizer": tokenizer, "model": {"vocab_size": vocab}})
@@ -68,11 +70,11 @@ def pretrain_plan(cfg: Any, examples: str, tokenizer: str, output_dir: str) -> t
 def pretrain_task(key: str, out_dir: str, config: dict[str, Any], run_id: str, tracking_uri: str) -> dict[str, Any]:
     """Train (resuming from the run directory's last checkpoint if there is one); mirrors
     progress into a Prefect progress artifact through the tracker it hands the library."""
-    from electra_pipeline import checkpoint
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.config import PretrainConfig
+    from electra_pipeline.modeling import config as config_mod
+    from electra_pipeline.modeling.config import PretrainConfig
     from electra_pipeline.tracking import MLflowTracker
-    from electra_pipeline.train import pretrain
+    from electra_pipeline.training import checkpoint
+    from electra_pipeline.training.train import pretrain
 
     cfg = config_mod.from_dict(PretrainConfig, config)
     out = Path(out_dir)
@@ -124,9 +126,9 @@ def pretrain(
         tracking: MLflow store, experiment and parent run.
         refresh_cache: Re-run even when a cached result exists (a half-finished run still resumes).
     """
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.preflight import check_inputs
-    from electra_pipeline.train import tracked_params
+    from electra_pipeline.modeling import config as config_mod
+    from electra_pipeline.training.preflight import check_inputs
+    from electra_pipeline.training.train import tracked_params
 
     cfg = pretrain_config(preset, config, objective=objective, max_steps=max_steps, device=device)
     cfg, key, out = pretrain_plan(cfg, examples, tokenizer, output_dir)

@@ -1,5 +1,5 @@
 """Stage 4c, frozen-encoder probes: what the encoder's features hold, in seconds, without
-fine-tuning (`electra_pipeline.probe`).
+fine-tuning (`electra_pipeline.evaluation.probe`).
 
 Each task's linear probe stands beside the random-init twin, bag-of-words and the majority
 class, with paired bootstrap 95% intervals of the gains. Written to `probe.json` / `probe.md`
@@ -46,7 +46,7 @@ def probe(
     """
     from prefect.logging import get_run_logger
 
-    from electra_pipeline import probe as lib
+    from electra_pipeline.evaluation import probe as lib
 
     log = get_run_logger()
     cfg = lib.ProbeConfig(tasks=tasks or None, max_train_examples=max_train_examples)

@@ -43,7 +43,7 @@ def _baseline_scores(base: dict[str, Any], task: str) -> tuple[float | None, flo
 
 def _gain_cell(summary: dict[str, Any], task: str | None) -> str:
     """`+1.2 [-0.8, +3.1]`: the gain over random init and its 95% interval (task, or GLUE for None)."""
-    from electra_pipeline.stats import Interval
+    from electra_pipeline.evaluation.stats import Interval
 
     comp = (summary.get("baselines") or {}).get("comparison") or {}
     row = comp.get("glue") if task is None else comp.get("tasks", {}).get(task)
@@ -164,7 +164,7 @@ def probe_chart(result: dict[str, Any], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from electra_pipeline.probe import interval, model_name
+    from electra_pipeline.evaluation.probe import interval, model_name
 
     tasks = list(result["tasks"])
     labels = list(result["mean"]["scores"])

@@ -123,8 +123,8 @@ def efficiency_study(
     from prefect.artifacts import create_markdown_artifact
     from prefect.logging import get_run_logger
 
-    from electra_pipeline import study
-    from electra_pipeline.config import RTD_OBJECTIVES
+    from electra_pipeline.evaluation import study
+    from electra_pipeline.modeling.config import RTD_OBJECTIVES
 
     log = get_run_logger()
     objectives = list(dict.fromkeys(objectives))
@@ -260,7 +260,7 @@ def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_ini
            budget: float | None, steps: dict[str, int], corpus_tokens: int | None, seeds: int = 1,
            floors: dict[str, float | None] | None = None) -> dict[str, Any]:
     """study.json, study.md and study_curves.png."""
-    from electra_pipeline import study
+    from electra_pipeline.evaluation import study
 
     ri = sum(random_init.values()) / len(random_init) if random_init else None
     plot = study.plot(curves, study_dir / "study_curves.png", random_init=ri, seeds=seeds, floors=floors,

@@ -15,8 +15,8 @@ from flows.tracking import sweep_hook
 def tokenizer_config(config: TokenizerOverrides | dict[str, Any], vocab_size: int | None = None) -> Any:
     """The resolved `TokenizerConfig`. `vocab_size` (the model's) is the default, so the
     tokenizer and the model agree unless the user sets both."""
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.tokenizer import TokenizerConfig
+    from electra_pipeline.data.tokenizer import TokenizerConfig
+    from electra_pipeline.modeling import config as config_mod
 
     values = overrides(config)
     if vocab_size is not None:
@@ -25,7 +25,7 @@ def tokenizer_config(config: TokenizerOverrides | dict[str, Any], vocab_size: in
 
 
 def tokenizer_plan(corpus: str, output_dir: str, cfg: Any) -> tuple[str, Path]:
-    from electra_pipeline import tokenizer
+    from electra_pipeline.data import tokenizer
 
     key = stage_key("tokenizer", inputs=[input_key(corpus)], config=dataclasses.asdict(cfg),
                     code=code_fingerprint(tokenizer))
@@ -41,8 +41,8 @@ def tokenizer_file(path: str | Path) -> Path:
       retry_condition_fn=retry_unless_user_error)
 @user_errors
 def train_task(key: str, corpus: str, out_dir: str, config: dict[str, Any]) -> dict[str, Any]:
-    from electra_pipeline import config as config_mod
-    from electra_pipeline.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece
+    from electra_pipeline.data.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece
+    from electra_pipeline.modeling import config as config_mod
 
     out = Path(out_dir)
     path = tokenizer_file(train_wordpiece(Path(corpus), out, config_mod.from_dict(TokenizerConfig, config),
@@ -87,8 +87,8 @@ def train_tokenizer(
 @task(name="checkpoint-vocabulary", cache_policy=STAGE_CACHE, persist_result=True)
 @user_errors
 def vocabulary_task(key: str, source: str, out_dir: str) -> dict[str, Any]:
-    from electra_pipeline import warmstart
-    from electra_pipeline.tokenizer import load_tokenizer
+    from electra_pipeline.data.tokenizer import load_tokenizer
+    from electra_pipeline.modeling import warmstart
 
     out = Path(out_dir)
     path = warmstart.save_tokenizer(source, out)
@@ -115,7 +115,7 @@ def checkpoint_tokenizer(
         tracking: MLflow store, experiment and parent run.
         refresh_cache: Re-run even when a cached result exists.
     """
-    from electra_pipeline import warmstart
+    from electra_pipeline.modeling import warmstart
 
     warmstart.find_source(source)  # a bad source fails before an MLflow run exists
     key = stage_key("tokenizer", inputs=[input_key(source)], config={"from_checkpoint": True},

@@ -177,7 +177,7 @@ def pin(uri: str) -> dict[str, Any]:
     """{"uri", "pinned", "version"}: the registry version `uri`'s alias names now, and the URI of
     exactly that version (`models:/<name>/<version>`), so that what was checked is what the
     workers load even if the alias moves meanwhile; a wrong name or alias is one DataError."""
-    from electra_pipeline.registry import check_model_uri
+    from electra_pipeline.export.registry import check_model_uri
 
     version = check_model_uri(uri)
     return {"uri": uri, "pinned": version["uri"] if version else uri, "version": version and version["version"]}
@@ -187,7 +187,7 @@ def download(uri: str, env: dict[str, str] | os._Environ) -> tuple[Path, str | N
     """A registry model as a local export directory of this worker, and its registry version
     (None for a `runs:/` URI): the version `check_model` pinned, else the one the alias names
     now. The directory lives as long as the worker (see `remove_downloads`)."""
-    from electra_pipeline.registry import download_model
+    from electra_pipeline.export.registry import download_model
 
     pinned = json.loads(env.get(PINNED) or "{}")
     if pinned.get("uri") != uri:  # the service runs without `bentoml serve`'s deployment hook
@@ -253,8 +253,8 @@ class ElectraService:
         alias is pinned to the version it names now (PINNED, which the workers download), and the
         log says which."""
         from electra_pipeline.errors import PipelineError
+        from electra_pipeline.export.registry import download_model
         from electra_pipeline.inference import Predictor
-        from electra_pipeline.registry import download_model
 
         quantized = os.environ.get("ELECTRA_QUANTIZED") == "1"
         try:
@@ -295,7 +295,7 @@ class ElectraService:
             "max_seq_length": self.predictor.max_seq_length, "endpoint": endpoint,
             "answerability": m.get("answerability", False), "metrics": m.get("metrics", {}),
             # what the dev score means: its baselines, the gain over random init with its 95% interval,
-            # and whether the model earned the champion alias (registry.earned); null without baselines
+            # and whether the model earned the champion alias (baselines.earned); null without baselines
             "evaluation": m.get("evaluation"),
             # names, not the server's paths: a registry URI as given, a local model by its directory name
             "model_file": Path(self.predictor.model_file).name, "providers": self.predictor.session.get_providers(),

@@ -70,7 +70,7 @@ def shared_data() -> Path:
 def tiny_data(tmp_path_factory):
     """A WordPiece vocabulary and packed examples built in-process from the shipped sample:
     (tokenizer dir, examples dir, vocabulary size)."""
-    from electra_pipeline import corpus, examples, tokenizer
+    from electra_pipeline.data import corpus, examples, tokenizer
 
     root = tmp_path_factory.mktemp("data")
     corpus.ingest([str(SAMPLE_CORPUS)], root / "corpus", corpus.CorpusConfig(), progress=False)

@@ -5,14 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from electra_pipeline import config, data, finetuned, hf, preflight, presets
+from electra_pipeline.data import batches
 from electra_pipeline.errors import PipelineError
+from electra_pipeline.evaluation import finetuned
+from electra_pipeline.modeling import config, hf, presets
+from electra_pipeline.training import preflight
 
 NOISE = bytes(range(256)) * 2
 
 
 @pytest.mark.parametrize("name, read", [
-    ("meta.json", data.ExampleShards),
+    ("meta.json", batches.ExampleShards),
     ("config.json", hf.read_hf),
     ("task.json", finetuned.read_meta),
 ])
@@ -26,7 +29,7 @@ def test_binary_or_wrongly_shaped_json_names_the_file(tmp_path: Path, name, read
 
 
 def test_binary_config_file_and_glue_tsv_name_the_file(tmp_path: Path):
-    from electra_pipeline.tasks import get_task
+    from electra_pipeline.evaluation.tasks import get_task
 
     (tmp_path / "run.yaml").write_bytes(NOISE)
     with pytest.raises(PipelineError, match="run.yaml: not UTF-8"):
@@ -61,7 +64,7 @@ def test_token_ids_beyond_the_vocabulary_name_the_shard(tmp_path: Path):
 
     import numpy as np
 
-    from electra_pipeline.data import FORMAT
+    from electra_pipeline.data.batches import FORMAT
 
     rows = np.full((4, 8), 7, dtype=np.uint16)
     rows[2, 3] = 5000
@@ -71,7 +74,7 @@ def test_token_ids_beyond_the_vocabulary_name_the_shard(tmp_path: Path):
         "shards": [{"file": "shard-00000.npy", "num_examples": 4}],
         "special_ids": {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}}))
     with pytest.raises(PipelineError, match="shard-00000.npy: token id 5000 is outside the 1000-token"):
-        data.ExampleShards(tmp_path).check_ids(1000)
+        batches.ExampleShards(tmp_path).check_ids(1000)
 
 
 def test_outputs_are_readable_and_a_killed_builds_leftovers_go(tmp_path: Path):
@@ -144,7 +147,7 @@ def test_binary_sources_are_refused_by_ingestion(tmp_path: Path, name: str):
     import gzip
     import os
 
-    from electra_pipeline import corpus
+    from electra_pipeline.data import corpus
 
     raw = os.urandom(20000)
     (tmp_path / name).write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)

@@ -32,7 +32,7 @@ def _model_dir(root: Path, config: bytes | None, weights: bytes | None, extra: d
 
 def _tokenizer(root: Path) -> Path:
     """A real WordPiece tokenizer.json, trained in-process on a few lines."""
-    from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
+    from electra_pipeline.data.tokenizer import TokenizerConfig, fit_wordpiece
 
     lines = ["the quick brown fox jumps over the lazy dog", "a corpus shard that is not parquet"] * 20
     f = root / "tokenizer.json"
@@ -45,8 +45,9 @@ def _finetuned(root: Path, tok: Path, name: str, config_ffn: int | None = None) 
     its weights' (checksums rewritten to match, as a directory assembled by hand would have them)."""
     import json
 
-    from electra_pipeline import finetuned, integrity
-    from electra_pipeline.config import ModelConfig
+    from electra_pipeline import integrity
+    from electra_pipeline.evaluation import finetuned
+    from electra_pipeline.modeling.config import ModelConfig
 
     cfg = ModelConfig(vocab_size=64, embedding_size=16, hidden_size=16, num_layers=1, num_heads=2,
                       intermediate_size=32, max_position_embeddings=32)

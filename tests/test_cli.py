@@ -86,7 +86,7 @@ def _flow_default(path: Path, function: str, parameter: str) -> object:
 def test_one_default_preset_for_pretrain_the_pretrain_flow_and_the_pipeline(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from electra_cli import main
-    from electra_pipeline import presets
+    from electra_pipeline.modeling import presets
     from flows.params import PipelineParams
 
     assert presets.DEFAULT == "cpu"

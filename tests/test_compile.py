@@ -5,10 +5,11 @@ import dataclasses
 
 import torch
 
-from electra_pipeline import config as c
-from electra_pipeline import objectives, optim, presets, train
-from electra_pipeline.data import Batch
-from electra_pipeline.pretrainer import ElectraPretrainer
+from electra_pipeline.data.batches import Batch
+from electra_pipeline.modeling import config as c
+from electra_pipeline.modeling import objectives, presets
+from electra_pipeline.training import optim, train
+from electra_pipeline.training.pretrainer import ElectraPretrainer
 
 SPECIAL = torch.tensor([0, 1, 2, 3, 4])
 MASK = 4

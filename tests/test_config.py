@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from electra_pipeline import config as c
-from electra_pipeline import presets
 from electra_pipeline.errors import ConfigError
+from electra_pipeline.modeling import config as c
+from electra_pipeline.modeling import presets
 
 
 def test_presets_have_published_sizes():
@@ -113,11 +113,11 @@ def test_generator_layers_sets_the_generator_depth_only():
 def test_every_config_field_has_a_docstring_that_is_its_help(capsys):
     """One source of help text: the docstring under each field; generated flags show it."""
     from electra_cli import main
-    from electra_pipeline.corpus.config import CorpusConfig
-    from electra_pipeline.examples import ExamplesConfig
-    from electra_pipeline.finetune.recipe import FinetuneConfig
-    from electra_pipeline.settings import field_docs, undocumented
-    from electra_pipeline.tokenizer import TokenizerConfig
+    from electra_pipeline.data.corpus.config import CorpusConfig
+    from electra_pipeline.data.examples import ExamplesConfig
+    from electra_pipeline.data.tokenizer import TokenizerConfig
+    from electra_pipeline.evaluation.finetune.recipe import FinetuneConfig
+    from electra_pipeline.modeling.settings import field_docs, undocumented
 
     for cls in (c.PretrainConfig, FinetuneConfig, TokenizerConfig, ExamplesConfig, CorpusConfig):
         assert undocumented(cls) == [], cls.__name__

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from electra_pipeline.corpus import CorpusConfig, Manifest, clean_paragraph, ingest, iter_documents
+from electra_pipeline.data.corpus import CorpusConfig, Manifest, clean_paragraph, ingest, iter_documents
 from electra_pipeline.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]

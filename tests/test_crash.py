@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from electra_pipeline.checkpoint import list_checkpoints
+from electra_pipeline.training.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.slow  # five whole `electra pretrain` processes, ~2 min on two cores
 
@@ -31,7 +31,7 @@ def die():
 
 trap = sys.argv[1]
 if trap == "checkpoint":  # the 2nd checkpoint: model.safetensors and optimizer.safetensors written, no state.json
-    from electra_pipeline import checkpoint
+    from electra_pipeline.training import checkpoint
 
     real_save_file, calls = checkpoint.save_file, []
 
@@ -43,7 +43,7 @@ if trap == "checkpoint":  # the 2nd checkpoint: model.safetensors and optimizer.
 
     checkpoint.save_file = save_file
 elif trap == "export":  # the discriminator export: config.json and weights written, before the rename
-    from electra_pipeline import hf
+    from electra_pipeline.modeling import hf
 
     real_save_hf, real_save_file = hf.save_hf, hf.save_file
 

@@ -6,8 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from electra_pipeline import objectives, optim, presets
-from electra_pipeline.pretrainer import ElectraPretrainer
+from electra_pipeline.modeling import objectives, presets
+from electra_pipeline.training import optim
+from electra_pipeline.training.pretrainer import ElectraPretrainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -52,7 +53,7 @@ def test_gumbel_sampling_on_cuda_matches_the_softmax():
 
 @pytest.mark.parametrize("pre_layer_norm", [False, True])
 def test_flash_and_masked_attention_agree(pre_layer_norm):
-    from electra_pipeline.model import Discriminator, init_weights
+    from electra_pipeline.modeling.model import Discriminator, init_weights
 
     cfg = dataclasses.replace(presets.tiny().model, pre_layer_norm=pre_layer_norm)
     torch.manual_seed(0)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from electra_pipeline import curves
-from electra_pipeline.probe import save_predictions
+from electra_pipeline.evaluation import curves
+from electra_pipeline.evaluation.probe import save_predictions
 
 N = 600
 

@@ -15,9 +15,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from electra_pipeline import config as c
-from electra_pipeline import distributed, objectives, optim, presets, train
-from electra_pipeline.data import Batch, ExampleShards, micro_batches
+from electra_pipeline.data.batches import Batch, ExampleShards, micro_batches
+from electra_pipeline.modeling import config as c
+from electra_pipeline.modeling import objectives, presets
+from electra_pipeline.training import distributed, optim, train
 
 SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 VOCAB, SEQ, STEPS = 512, 32, 3
@@ -76,7 +77,7 @@ def train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path,
 
 
 def _train_steps(cfg: c.PretrainConfig, world: distributed.World, out_file: Path, fsdp: bool) -> None:
-    from electra_pipeline.pretrainer import ElectraPretrainer
+    from electra_pipeline.training.pretrainer import ElectraPretrainer
 
     t = cfg.train
     torch.manual_seed(t.seed)
@@ -140,7 +141,7 @@ def test_two_ranks_match_one_process_with_the_combined_batch(tmp_path, fsdp):
 
 
 def start_weights(cfg: c.PretrainConfig) -> torch.Tensor:
-    from electra_pipeline.pretrainer import ElectraPretrainer
+    from electra_pipeline.training.pretrainer import ElectraPretrainer
 
     torch.manual_seed(cfg.train.seed)
     return ElectraPretrainer(cfg.model, cfg.train).discriminator.head.dense.weight.detach()
@@ -148,8 +149,9 @@ def start_weights(cfg: c.PretrainConfig) -> torch.Tensor:
 
 DRIVER = """
 import json, sys
-from electra_pipeline import config, optim, train
-from electra_pipeline import presets
+from electra_pipeline.modeling import config
+from electra_pipeline.training import optim, train
+from electra_pipeline.modeling import presets
 cfg = presets.resolve("tiny", None, json.loads(sys.argv[1]))
 resume = sys.argv[2] == "resume"  # each resume runs a longer schedule: a recorded change
 train.pretrain(cfg, resume=cfg.output_dir if resume else None, progress=False, allow_changes=resume)
@@ -201,7 +203,7 @@ def test_torchrun_logs_once_and_resumes_under_other_world_sizes_and_fsdp(tmp_pat
     t = presets.resolve("tiny", None, cfg(8, fsdp=True)).train  # the warm-up fitted to 8 steps, as the driver's
     expected = [t.lr * optim.lr_factor(s, t.warmup_steps, 8) for s in range(1, 9)]
     assert [r["lr"] for r in rows[-2:]] == pytest.approx(expected[-2:])
-    from electra_pipeline import hf
+    from electra_pipeline.modeling import hf
 
     assert hf.load_discriminator(run / "discriminator") is not None  # a full model, not a shard
 

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from electra_pipeline.corpus import CorpusConfig, ingest
+from electra_pipeline.data.corpus import CorpusConfig, ingest
+from electra_pipeline.data.examples import ExamplesConfig, build_examples
+from electra_pipeline.data.packing import _Encoder, _pack, _sentence_ends, _SentenceMarks
+from electra_pipeline.data.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.examples import ExamplesConfig, build_examples
-from electra_pipeline.packing import _Encoder, _pack, _sentence_ends, _SentenceMarks
-from electra_pipeline.tokenizer import TokenizerConfig, load_tokenizer, train_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "electra_pipeline" / "sample" / "corpus" / "sample.txt.gz"
@@ -88,7 +88,7 @@ def test_output_matches_the_reader_contract(real, real_examples):
     assert single == stats["single_segment_examples"] and 0.05 < single / len(rows) < 0.6  # short L: long sentences fill A
 
     # the trainer's reader accepts it and derives the segments the way the format says
-    from electra_pipeline.data import ExampleShards, derive_segments
+    from electra_pipeline.data.batches import ExampleShards, derive_segments
 
     shards = ExampleShards(out)
     assert len(shards) == len(rows)
@@ -143,7 +143,7 @@ def test_worker_pool_finishes_under_a_parent_sigterm_handler(real, tmp_path):
     script = (
         "import signal, sys\n"
         "from pathlib import Path\n"
-        "from electra_pipeline.examples import ExamplesConfig, build_examples\n"
+        "from electra_pipeline.data.examples import ExamplesConfig, build_examples\n"
         "signal.signal(signal.SIGTERM, lambda *a: None)\n"
         "meta = build_examples(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]),\n"
         "                      ExamplesConfig(seq_len=64, num_proc=2), progress=False)\n"

@@ -18,12 +18,14 @@ import pytest
 import torch
 
 from electra_cli import export as export_cli
-from electra_pipeline import export, inference, registry
-from electra_pipeline.config import ModelConfig
+from electra_pipeline import inference
 from electra_pipeline.errors import DataError
-from electra_pipeline.finetuned import TaskMeta, load_finetuned, save_finetuned
-from electra_pipeline.hf import save_hf
-from electra_pipeline.model import Discriminator, ElectraForQuestionAnswering, ElectraForSequenceClassification
+from electra_pipeline.evaluation.finetuned import TaskMeta, load_finetuned, save_finetuned
+from electra_pipeline.export import onnx as export
+from electra_pipeline.export import registry
+from electra_pipeline.modeling.config import ModelConfig
+from electra_pipeline.modeling.hf import save_hf
+from electra_pipeline.modeling.model import Discriminator, ElectraForQuestionAnswering, ElectraForSequenceClassification
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT_SOURCES = (REPO / "electra_pipeline" / "sample", REPO.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv")
@@ -176,7 +178,7 @@ def test_classifier_export_matches_pytorch(classifier: Path, classifier_export: 
 
 
 def test_dynamic_axes_accept_other_batch_and_sequence_sizes(classifier: Path, classifier_export) -> None:
-    from electra_pipeline.finetuned import load_finetuned
+    from electra_pipeline.evaluation.finetuned import load_finetuned
 
     model, _ = load_finetuned(classifier)
     pred = inference.Predictor.load(classifier_export[0])

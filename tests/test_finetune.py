@@ -12,16 +12,23 @@ import yaml
 from tokenizers import Tokenizer
 
 from electra_cli.finetune import add_cli, build_config
-from electra_pipeline import hf
-from electra_pipeline.config import ModelConfig
+from electra_pipeline.data.tokenizer import TokenizerConfig, fit_wordpiece
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.finetune import FinetuneConfig, evaluate, finetune, layer_depth, lr_lambda, param_groups
-from electra_pipeline.finetune.recipe import resolved
-from electra_pipeline.finetune.runner import write_model_card
-from electra_pipeline.finetuned import TaskMeta, build_model, load_finetuned
-from electra_pipeline.model import Discriminator, init_weights
-from electra_pipeline.tasks import get_task
-from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
+from electra_pipeline.evaluation.finetune import (
+    FinetuneConfig,
+    evaluate,
+    finetune,
+    layer_depth,
+    lr_lambda,
+    param_groups,
+)
+from electra_pipeline.evaluation.finetune.recipe import resolved
+from electra_pipeline.evaluation.finetune.runner import write_model_card
+from electra_pipeline.evaluation.finetuned import TaskMeta, build_model, load_finetuned
+from electra_pipeline.evaluation.tasks import get_task
+from electra_pipeline.modeling import hf
+from electra_pipeline.modeling.config import ModelConfig
+from electra_pipeline.modeling.model import Discriminator, init_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -158,7 +165,7 @@ def test_vocab_mismatch_is_a_clear_error(assets, tmp_path):
 
 
 def test_inputs_are_checked_before_any_run(assets, tmp_path):
-    from electra_pipeline.finetune.runner import check_inputs
+    from electra_pipeline.evaluation.finetune.runner import check_inputs
 
     tok_file, ckpt = assets
     cfg = FinetuneConfig(seeds=[1])
@@ -211,7 +218,7 @@ def test_evaluate_writes_table_submission_and_reloadable_models(assets, tmp_path
     table = res.table_md.read_text()
     assert "| sst2 |" in table and "| stsb |" in table and "**GLUE**" in table
     data = json.loads(res.table_json.read_text())
-    # the one results schema (electra_pipeline.results), shared with the pipeline's evaluate flow
+    # the one results schema (electra_pipeline.evaluation.results), shared with the pipeline's evaluate flow
     assert set(data) == {"label", "checkpoint", "glue_score", "tasks", "failed"}
     assert {"metrics", "score", "seeds", "model_dir"} <= set(data["tasks"]["sst2"])
     stsb = data["tasks"]["stsb"]["metrics"]
@@ -247,11 +254,11 @@ def test_evaluate_writes_table_submission_and_reloadable_models(assets, tmp_path
     card = (res.results["sst2"].model_dir / "README.md").read_text()
     assert "| random init | majority class |" in card and "| 12.5 |" in card
     task = get_task("sst2")
-    from electra_pipeline.tasks.base import subset
+    from electra_pipeline.evaluation.tasks.base import subset
     examples = subset(task.read(SAMPLE, "dev"), 40, 0)
     tok = Tokenizer.from_file(str(res.results["sst2"].model_dir / "tokenizer.json"))
     feats = task.featurize(examples, tok, 64, training=False)
-    from electra_pipeline.finetune.loop import run_model
+    from electra_pipeline.evaluation.finetune.loop import run_model
     preds = task.predict(examples, feats, run_model(model, task, feats, 16, 0, torch.device("cpu"), "fp32"))
     rows = res.results["sst2"].predictions["dev"].read_text().splitlines()
     saved = {d["id"]: d["prediction"] for d in map(json.loads, rows)}

@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from electra_pipeline import config as c
-from electra_pipeline import flops, presets
+from electra_pipeline.modeling import config as c
+from electra_pipeline.modeling import presets
+from electra_pipeline.training import flops
 
 
 def test_one_layer_matches_a_hand_count():
@@ -25,7 +26,7 @@ def test_layer_count_equals_traced_matmuls():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from electra_pipeline.model import Layer
+    from electra_pipeline.modeling.model import Layer
 
     cfg = dataclasses.replace(presets.small().model, dropout=0.0, attention_dropout=0.0)
     layer = Layer(cfg).eval()
@@ -85,7 +86,7 @@ def test_each_objective_counts_what_its_step_multiplies(objective):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from electra_pipeline.pretrainer import ElectraPretrainer
+    from electra_pipeline.training.pretrainer import ElectraPretrainer
 
     cfg = presets.tiny()
     model_cfg = dataclasses.replace(cfg.model, vocab_size=1000, dropout=0.0, attention_dropout=0.0)
@@ -110,7 +111,7 @@ def test_figure_b_generators_are_valid_and_counted(fraction, width, heads):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from electra_pipeline.model import Generator
+    from electra_pipeline.modeling.model import Generator
 
     cfg = c.merge(presets.cpu(), {"model": {"generator_fraction": fraction, "share_encoder": False,
                                             "generator_layers": 0}})

@@ -165,12 +165,12 @@ def test_stage_configs_are_typed_forms_generated_from_the_dataclasses() -> None:
     form with untouched fields as null: they keep the preset's values."""
     import dataclasses
 
-    from electra_pipeline.config import PretrainConfig, TrainConfig
-    from electra_pipeline.corpus.config import CorpusConfig
-    from electra_pipeline.examples import ExamplesConfig
-    from electra_pipeline.finetune.recipe import FinetuneConfig
-    from electra_pipeline.settings import field_docs
-    from electra_pipeline.tokenizer import TokenizerConfig
+    from electra_pipeline.data.corpus.config import CorpusConfig
+    from electra_pipeline.data.examples import ExamplesConfig
+    from electra_pipeline.data.tokenizer import TokenizerConfig
+    from electra_pipeline.evaluation.finetune.recipe import FinetuneConfig
+    from electra_pipeline.modeling.config import PretrainConfig, TrainConfig
+    from electra_pipeline.modeling.settings import field_docs
     from flows.evaluate import evaluate
     from flows.examples import build_examples
     from flows.ingest import ingest_corpus
@@ -282,7 +282,7 @@ def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) 
     # Every results table carries its baselines: random init (same config, recipe, seeds) and majority class.
     results = json.loads((run_dir / "results.json").read_text())
     per_model = json.loads((run_dir / "evaluate" / "electra" / "results.json").read_text())
-    assert {"label", "checkpoint", "glue_score", "tasks", "failed", "baselines"} <= set(per_model)  # electra_pipeline.results
+    assert {"label", "checkpoint", "glue_score", "tasks", "failed", "baselines"} <= set(per_model)  # electra_pipeline.evaluation.results
     assert {"metrics", "score", "seeds", "model_dir"} <= set(per_model["tasks"]["sst2"])
     for objective in ("electra", "mlm"):
         base = results["summaries"][objective]["baselines"]
@@ -753,8 +753,8 @@ def test_mlflow_links_open_the_training_view(tmp_path: Path) -> None:
 def test_logged_params_are_the_step_counts_the_run_trains() -> None:
     """A FLOPs budget trains the steps it buys, warmed up over its share of them: MLflow gets those,
     not the preset's 1,000,000-step cap and 10,000 warm-up steps."""
-    from electra_pipeline import flops
-    from electra_pipeline.train import tracked_params
+    from electra_pipeline.training import flops
+    from electra_pipeline.training.train import tracked_params
     from flows.params import validated
     from flows.pipeline import plan
     from flows.pretrain import pretrain_config
@@ -855,7 +855,7 @@ def test_the_cli_and_the_flow_resolve_one_request_to_one_config(preset, flags, o
     """`electra pretrain` and the pipeline's pre-training stage go through the library's one
     resolver: the same request (preset, step count, overrides) gives the same config."""
     from electra_cli import main
-    from electra_pipeline import config as config_mod
+    from electra_pipeline.modeling import config as config_mod
     from flows.pretrain import pretrain_config
 
     assert main(["pretrain", "--preset", preset, *flags, "--print-config"]) == 0

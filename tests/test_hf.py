@@ -12,9 +12,9 @@ import logging
 import pytest
 import torch
 
-from electra_pipeline import hf, presets
 from electra_pipeline.errors import DataError
-from electra_pipeline.pretrainer import ElectraPretrainer
+from electra_pipeline.modeling import hf, presets
+from electra_pipeline.training.pretrainer import ElectraPretrainer
 
 transformers = pytest.importorskip("transformers")
 

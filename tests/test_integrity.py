@@ -90,8 +90,8 @@ def test_init_from_and_export_refuse_a_damaged_model_dir(tiny_data, run: Path, t
 
 
 def test_fine_tuned_model_dir_is_verified(run: Path, tmp_path: Path) -> None:
-    from electra_pipeline import finetuned
     from electra_pipeline.errors import DataError
+    from electra_pipeline.evaluation import finetuned
 
     model = finetuned.build_model(finetuned.hf.read_hf(run / "discriminator")[0],
                                   finetuned.TaskMeta(task="sst2", kind="classification", labels=["0", "1"]))

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from electra_pipeline import baselines, intrinsic, optim, presets, train
-from electra_pipeline import config as c
+from electra_pipeline.data.examples import ExamplesConfig, build_examples, is_held_out
+from electra_pipeline.data.tokenizer import SPECIAL_IDS
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.examples import ExamplesConfig, build_examples, is_held_out
-from electra_pipeline.tokenizer import SPECIAL_IDS
+from electra_pipeline.evaluation import baselines
+from electra_pipeline.modeling import config as c
+from electra_pipeline.modeling import presets
+from electra_pipeline.training import intrinsic, optim, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +71,7 @@ def held_data(tmp_path_factory):
     """Corpus, tokenizer and examples with a 20% held-out slice, from the shipped sample."""
     from conftest import SAMPLE_CORPUS
 
-    from electra_pipeline import corpus, tokenizer
+    from electra_pipeline.data import corpus, tokenizer
 
     root = tmp_path_factory.mktemp("held")
     corpus.ingest([str(SAMPLE_CORPUS)], root / "corpus", corpus.CorpusConfig(), progress=False)
@@ -82,7 +84,7 @@ def held_data(tmp_path_factory):
 
 
 def test_held_out_slice_is_deterministic_and_disjoint_from_training(held_data, tmp_path):
-    from electra_pipeline.corpus import iter_documents
+    from electra_pipeline.data.corpus import iter_documents
 
     root, tok, ex = held_data
     meta = json.loads((ex / "meta.json").read_text())
@@ -144,7 +146,7 @@ def test_budget_schedule_warms_up_and_reaches_zero_at_the_budget():
 @pytest.fixture(scope="module")
 def budget_run(held_data, tmp_path_factory):
     """A tiny pre-training stopped by a FLOPs budget of exactly 12 steps."""
-    from electra_pipeline import flops
+    from electra_pipeline.training import flops
 
     _, tok, ex = held_data
     vocab = json.loads((ex / "meta.json").read_text())["vocab_size"]
@@ -238,8 +240,8 @@ def test_intrinsic_cli_writes_json_and_fails_cleanly_on_bad_held_out_text(budget
 # --- baselines ----------------------------------------------------------------------------------
 
 def test_majority_baseline_and_the_verdict():
-    from electra_pipeline.tasks import get_task
-    from electra_pipeline.tasks.glue import Example
+    from electra_pipeline.evaluation.tasks import get_task
+    from electra_pipeline.evaluation.tasks.glue import Example
 
     sst2 = get_task("sst2")
     train_ex = [Example(guid=str(i), text_a="x", text_b=None, label=int(i % 3 == 0)) for i in range(30)]
@@ -264,7 +266,7 @@ def test_majority_baseline_and_the_verdict():
 
 
 def test_random_init_checkpoint_is_the_same_config_made_once(budget_run, tmp_path):
-    from electra_pipeline import hf
+    from electra_pipeline.modeling import hf
 
     _, result = budget_run
     a = baselines.random_init_checkpoint(result.discriminator_dir, tmp_path)

@@ -18,7 +18,7 @@ def test_library_imports_nothing_above_it() -> None:
     (nor Prefect or BentoML) may appear in sys.modules."""
     modules = sorted(m.name for m in pkgutil.walk_packages(electra_pipeline.__path__, "electra_pipeline.")
                      if not m.name.endswith("__main__"))
-    assert "electra_pipeline.warmstart" in modules and "electra_pipeline.corpus.ingest" in modules
+    assert "electra_pipeline.modeling.warmstart" in modules and "electra_pipeline.data.corpus.ingest" in modules
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {ABOVE!r})\n"
@@ -96,9 +96,9 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_library_has_no_import_circles() -> None:
     graph = _library_graph()
-    assert "electra_pipeline.examples_config" in graph["electra_pipeline.packing"]  # the graph sees imports
+    assert "electra_pipeline.data.examples_config" in graph["electra_pipeline.data.packing"]  # the graph sees imports
     assert _cycle(graph) is None, "import circle: " + " -> ".join(_cycle(graph))
-    assert _cycle({**graph, "electra_pipeline.examples_config": {"electra_pipeline.packing"}})  # and circles
+    assert _cycle({**graph, "electra_pipeline.data.examples_config": {"electra_pipeline.data.packing"}})  # and circles
 
 
 def test_importing_the_library_loads_only_its_root() -> None:

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from electra_pipeline import metrics
+from electra_pipeline.evaluation import metrics
 
 LABELS = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1]
 PREDS = [1, 0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1]

@@ -5,15 +5,16 @@ import dataclasses
 import pytest
 import torch
 
-from electra_pipeline import cpu_paths, presets
-from electra_pipeline.cpu_paths import attention_with_dropout, dropout
-from electra_pipeline.model import (
+from electra_pipeline.modeling import presets
+from electra_pipeline.modeling.model import (
     Discriminator,
     ElectraForQuestionAnswering,
     ElectraForSequenceClassification,
     count_parameters,
 )
-from electra_pipeline.pretrainer import ElectraPretrainer
+from electra_pipeline.training import cpu_paths
+from electra_pipeline.training.cpu_paths import attention_with_dropout, dropout
+from electra_pipeline.training.pretrainer import ElectraPretrainer
 
 
 def test_generator_and_discriminator_share_one_embedding_storage():

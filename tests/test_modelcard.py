@@ -12,10 +12,12 @@ import pytest
 import torch
 import yaml
 
-from electra_pipeline import config as config_mod
-from electra_pipeline import corpus, finetuned, hf, modelcard, presets
-from electra_pipeline.finetuned import TaskMeta
-from electra_pipeline.model import Discriminator
+from electra_pipeline.data import corpus
+from electra_pipeline.evaluation import finetuned
+from electra_pipeline.evaluation.finetuned import TaskMeta
+from electra_pipeline.modeling import config as config_mod
+from electra_pipeline.modeling import hf, modelcard, presets
+from electra_pipeline.modeling.model import Discriminator
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CORPUS = REPO / "electra_pipeline" / "sample" / "corpus" / "sample.txt.gz"

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from electra_pipeline import objectives as o
+from electra_pipeline.modeling import objectives as o
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = torch.tensor([PAD, UNK, CLS, SEP, MASK])
@@ -132,8 +132,8 @@ def test_losses():
 def test_electra_step_weights_losses_and_blocks_gradient_through_sampling():
     import dataclasses
 
-    from electra_pipeline import presets
-    from electra_pipeline.pretrainer import ElectraPretrainer
+    from electra_pipeline.modeling import presets
+    from electra_pipeline.training.pretrainer import ElectraPretrainer
 
     cfg = presets.tiny()
     model = ElectraPretrainer(dataclasses.replace(cfg.model, vocab_size=V), cfg.train)
@@ -175,8 +175,8 @@ def test_electra_15_scores_the_discriminator_on_the_masked_positions_only():
 
     import dataclasses
 
-    from electra_pipeline import presets
-    from electra_pipeline.pretrainer import ElectraPretrainer
+    from electra_pipeline.modeling import presets
+    from electra_pipeline.training.pretrainer import ElectraPretrainer
 
     cfg = presets.tiny()
     ids, am = batch(B=4, T=64, pad_from=60)
@@ -195,7 +195,7 @@ def test_electra_15_scores_the_discriminator_on_the_masked_positions_only():
 def test_generator_accuracy_counts_only_positions_it_could_not_see():
     """A generator that copies its input scores 100% at the kept 15% of chosen positions: the
     accuracy metric leaves those out, so copying reads as 0%, not ~15%."""
-    from electra_pipeline.objectives import Masked, hidden_accuracy
+    from electra_pipeline.modeling.objectives import Masked, hidden_accuracy
 
     original = torch.tensor([[10, 11, 12, 13]])
     shown = torch.tensor([[4, 11, 4, 13]])  # positions 0 and 2 masked, 1 and 3 kept
@@ -213,8 +213,8 @@ def test_generator_accuracy_counts_only_positions_it_could_not_see():
 def _pretrainer(objective="electra", sharing="tied", **train):
     import dataclasses
 
-    from electra_pipeline import presets
-    from electra_pipeline.pretrainer import ElectraPretrainer
+    from electra_pipeline.modeling import presets
+    from electra_pipeline.training.pretrainer import ElectraPretrainer
 
     cfg = presets.tiny()
     model_cfg = dataclasses.replace(cfg.model, vocab_size=V, embedding_sharing=sharing)

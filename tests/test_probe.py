@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from electra_pipeline import baselines, metrics, probe, stats
 from electra_pipeline.errors import DataError
+from electra_pipeline.evaluation import baselines, metrics, probe, stats
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_GLUE = REPO / "electra_pipeline" / "sample" / "glue"
@@ -61,8 +61,8 @@ def test_seed_interval_is_students_t_over_paired_gains():
 @pytest.fixture(scope="module")
 def encoder(tiny_data, tmp_path_factory) -> Path:
     """A tiny discriminator at random init in the Hugging Face layout, with its tokenizer."""
-    from electra_pipeline import hf, presets
-    from electra_pipeline.model import Discriminator, init_weights
+    from electra_pipeline.modeling import hf, presets
+    from electra_pipeline.modeling.model import Discriminator, init_weights
 
     tok_file, _, vocab = tiny_data
     cfg = dataclasses.replace(presets.preset("tiny").model, vocab_size=vocab)
@@ -107,7 +107,7 @@ def test_probe_is_deterministic_and_reports_every_baseline(encoder, tmp_path):
 
 def test_bag_of_words_learns_sentiment_from_word_counts():
     """The floor is a real model: on the shipped SST-2 slice it beats the majority class."""
-    from electra_pipeline.tasks import get_task
+    from electra_pipeline.evaluation.tasks import get_task
 
     t = get_task("sst2")
     train, dev = t.read(SAMPLE_GLUE, "train"), t.read(SAMPLE_GLUE, "dev")
@@ -122,7 +122,7 @@ def test_probe_bad_input_is_one_line(encoder, tiny_data, tmp_path):
         probe.find_encoder(tmp_path / "empty")
     with pytest.raises(DataError, match="QNLI/train.tsv: not found"):
         probe.tasks_to_probe(SAMPLE_GLUE, ["qnli"])
-    from electra_pipeline.tokenizer import TokenizerConfig, train_wordpiece
+    from electra_pipeline.data.tokenizer import TokenizerConfig, train_wordpiece
 
     other = Path(train_wordpiece(tiny_data[1].parent / "corpus", tmp_path / "tok500",
                                  TokenizerConfig(vocab_size=500), progress=False))

@@ -30,8 +30,9 @@ import torch
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("bentoml")
 
-from electra_pipeline import __version__, export, inference, registry  # noqa: E402
-from electra_pipeline.finetuned import load_finetuned  # noqa: E402
+from electra_pipeline import __version__, inference  # noqa: E402
+from electra_pipeline.evaluation.finetuned import load_finetuned  # noqa: E402
+from electra_pipeline.export import onnx, registry  # noqa: E402
 
 try:
     from tests.test_export import make_classifier, make_discriminator, make_qa, train_tokenizer
@@ -113,16 +114,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     cls_src, qa_src, disc_src = make_classifier(root, tok), make_qa(root, tok, answerability=True), \
         make_discriminator(root, tok)
     # what the evaluate flow writes beside a fine-tuned model: its dev score against its baselines
-    from electra_pipeline import baselines, stats
+    from electra_pipeline.evaluation import baselines, stats
 
     ev = baselines.evidence("sst2", 50.0, 50.9, 51.5, stats.Interval(-1.5, -4.0, 1.0, n=872), bow=78.7)
     (cls_src / baselines.EVIDENCE_FILE).write_text(json.dumps(ev))
-    export.export_onnx(cls_src, root / "x_cls", optimize=True)  # as the export flow writes it: ORT's fused attention
+    onnx.export_onnx(cls_src, root / "x_cls", optimize=True)  # as the export flow writes it: ORT's fused attention
     # no --host: the service's own default must be loopback
     servers = {"cls": Server({"ELECTRA_MODEL_DIR": str(root / "x_cls")}, root / "cls.log", host=None)}
-    export.export_onnx(disc_src, root / "x_disc", quantize=True)
+    onnx.export_onnx(disc_src, root / "x_disc", quantize=True)
     servers["disc"] = Server({"ELECTRA_MODEL_DIR": str(root / "x_disc"), "ELECTRA_QUANTIZED": "1"}, root / "disc.log")
-    export.export_onnx(qa_src, root / "x_qa", optimize=True)
+    onnx.export_onnx(qa_src, root / "x_qa", optimize=True)
     registered = _register_in_mlflow(root / "x_qa", root)
     servers["qa"] = Server(registered, root / "qa.log")
     try:

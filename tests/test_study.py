@@ -4,9 +4,11 @@ import dataclasses
 
 import pytest
 
-from electra_pipeline import config as c
-from electra_pipeline import flops, presets, study
 from electra_pipeline.errors import ConfigError
+from electra_pipeline.evaluation import study
+from electra_pipeline.modeling import config as c
+from electra_pipeline.modeling import presets
+from electra_pipeline.training import flops
 
 
 def P(frac, f, score, **tasks):

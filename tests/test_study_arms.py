@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from test_curves import probed
 
-from electra_pipeline import curves, flops, optim, presets
+from electra_pipeline.evaluation import curves
+from electra_pipeline.modeling import presets
+from electra_pipeline.training import flops, optim
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import study_arms  # noqa: E402

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from electra_pipeline.data.tokenizer import TokenizerConfig, fit_wordpiece
 from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.evaluation.tasks import TASK_NAMES, canonical_name, get_task, glue_tasks_present
 from electra_pipeline.inference import longest_first as truncate_pair
-from electra_pipeline.tasks import TASK_NAMES, canonical_name, get_task, glue_tasks_present
-from electra_pipeline.tokenizer import TokenizerConfig, fit_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

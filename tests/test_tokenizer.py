@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from electra_pipeline.corpus import CorpusConfig, ingest
+from electra_pipeline.data.corpus import CorpusConfig, ingest
+from electra_pipeline.data.tokenizer import (
+    SPECIAL_TOKENS,
+    TokenizerConfig,
+    load_tokenizer,
+    tokenizer_stats,
+    train_wordpiece,
+)
 from electra_pipeline.errors import ConfigError, DataError
-from electra_pipeline.tokenizer import SPECIAL_TOKENS, TokenizerConfig, load_tokenizer, tokenizer_stats, train_wordpiece
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "electra_pipeline" / "sample" / "corpus" / "sample.txt.gz"
@@ -183,8 +189,8 @@ def test_cli_registers_and_runs(corpus, tmp_path, capsys):
 def test_a_size_other_than_asked_is_reported_and_noise_refused(tmp_path, capsys):
     """The size note; binary input is refused before training (ingestion's text check)."""
     from electra_cli import main
+    from electra_pipeline.data.tokenizer import TokenizerConfig, train_wordpiece
     from electra_pipeline.errors import DataError
-    from electra_pipeline.tokenizer import TokenizerConfig, train_wordpiece
 
     (tmp_path / "tiny.txt").write_text("the cat sat on the mat and the cat sat again\n" * 50)
     assert main(["tokenizer", str(tmp_path / "tiny.txt"), "-o", str(tmp_path / "tok"), "--vocab-size", "5000",

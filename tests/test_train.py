@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from electra_pipeline import config as c
-from electra_pipeline import integrity, optim, presets, runlog, runtime, train
+from electra_pipeline import integrity
 from electra_pipeline.errors import ConfigError, DataError
+from electra_pipeline.modeling import config as c
+from electra_pipeline.modeling import presets
 from electra_pipeline.tracking import NullTracker
+from electra_pipeline.training import optim, runlog, runtime, train
 
 
 def tiny_cfg(tiny_data, out: Path, **train_overrides) -> c.PretrainConfig:
@@ -46,7 +48,7 @@ def test_loss_falls_on_real_text(tiny_data, tmp_path, precision):
     tok = transformers.AutoTokenizer.from_pretrained(result.discriminator_dir)
     hf_model = transformers.ElectraForPreTraining.from_pretrained(result.discriminator_dir).eval()
     enc = tok(["the old house stood by the river."], return_tensors="pt")
-    from electra_pipeline.hf import load_discriminator
+    from electra_pipeline.modeling.hf import load_discriminator
 
     ours = load_discriminator(result.discriminator_dir).eval()
     with torch.no_grad():
@@ -237,7 +239,7 @@ def test_auto_precision_is_bf16_on_cpus_with_bf16_dot_products(monkeypatch, amx,
 def test_small_budget_architecture_trains_and_round_trips(tiny_data, tmp_path):
     """Pre-LN with the relative-distance bias (the cpu preset's architecture, at tiny sizes):
     the loss falls, the bias learns, and the exported discriminator reloads exactly."""
-    from electra_pipeline import hf
+    from electra_pipeline.modeling import hf
 
     cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=40, lr=2e-3, warmup_steps=4, log_every=5, save_every=40,
                    disc_weight=10.0, precision="fp32")
@@ -257,7 +259,7 @@ def test_small_budget_architecture_trains_and_round_trips(tiny_data, tmp_path):
 
 
 def test_shared_encoder_is_one_set_of_layers(tiny_data):
-    from electra_pipeline.pretrainer import ElectraPretrainer
+    from electra_pipeline.training.pretrainer import ElectraPretrainer
 
     cfg = presets.tiny()
     model = ElectraPretrainer(dataclasses.replace(cfg.model, generator_fraction=1.0, share_encoder=True), cfg.train)
@@ -323,7 +325,8 @@ def test_collapse_watch_trusts_a_held_out_score_over_the_training_loss():
 def test_held_out_scores_during_training_match_the_intrinsic_stage(tiny_data, tmp_path):
     """Every `eval_every` steps (and at the last) a row carries heldout/ metrics, and the last
     equals what `electra intrinsic` reports for the exported models on the same rows."""
-    from electra_pipeline import heldout, hf, intrinsic
+    from electra_pipeline.modeling import hf
+    from electra_pipeline.training import heldout, intrinsic
 
     cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=5, log_every=1, save_every=5, eval_every=2,
                    precision="fp32")
@@ -346,8 +349,8 @@ def test_held_out_scores_during_training_match_the_intrinsic_stage(tiny_data, tm
 def test_generator_as_the_discriminators_bottom_layers_trains_saves_and_resumes(tiny_data, tmp_path):
     """share_encoder with generator_layers 1 (TEAMS): the generator runs the discriminator's first
     layer under its own head; checkpoints store the shared layer once and resume exactly."""
-    from electra_pipeline import hf
-    from electra_pipeline.pretrainer import ElectraPretrainer
+    from electra_pipeline.modeling import hf
+    from electra_pipeline.training.pretrainer import ElectraPretrainer
 
     cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=4, log_every=1, save_every=2, precision="fp32")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, generator_fraction=1.0, share_encoder=True,
@@ -371,7 +374,7 @@ def test_every_objective_trains_and_exports_the_encoder_users_keep(tiny_data, tm
     """Each objective is a full one: it trains, and the encoder kept is the
     discriminator (the main model), with the objective in its model card. Under gdes the export
     holds the table the discriminator reads: the generator's plus the delta."""
-    from electra_pipeline import hf
+    from electra_pipeline.modeling import hf
 
     cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=2, log_every=1, save_every=1, objective=objective)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, embedding_sharing=sharing))
@@ -380,7 +383,7 @@ def test_every_objective_trains_and_exports_the_encoder_users_keep(tiny_data, tm
     disc = hf.load_discriminator(result.discriminator_dir)
     assert objective in (Path(result.discriminator_dir) / "README.md").read_text()
     if objective in ("replace_mlm", "mc_bert"):  # no trained RTD head: held-out detection says it does not apply
-        from electra_pipeline import intrinsic
+        from electra_pipeline.training import intrinsic
 
         with pytest.raises(ConfigError, match="trains no replaced-token head"):
             intrinsic.run(tmp_path / "run")
@@ -393,7 +396,7 @@ def test_every_objective_trains_and_exports_the_encoder_users_keep(tiny_data, tm
 def test_snapshots_at_budget_fractions(tiny_data, tmp_path):
     """train.snapshots=2 exports the encoders at 1/4 and 1/2 of the run and lists them, with the
     final export, in snapshots/index.json: the points of a compute-matched curve."""
-    from electra_pipeline import hf
+    from electra_pipeline.modeling import hf
 
     cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=8, log_every=4, save_every=8, snapshots=2)
     train.pretrain(cfg, progress=False)
@@ -407,7 +410,7 @@ def test_snapshots_at_budget_fractions(tiny_data, tmp_path):
 def test_corpus_tokens_caps_the_rows_and_repeats_them(tiny_data):
     """The low-resource setting: with corpus_tokens = 3 rows, every step draws from those 3 rows
     only, epoch after epoch, each epoch in a new order."""
-    from electra_pipeline.data import ExampleShards, micro_batches
+    from electra_pipeline.data.batches import ExampleShards, micro_batches
 
     data = ExampleShards(tiny_data[1])
     cfg = c.merge(presets.tiny(), {"train": {"corpus_tokens": 3 * 64, "seq_len": 64}})
@@ -428,7 +431,7 @@ def test_metrics_reach_the_disk_before_each_checkpoint_and_a_lost_tail_is_named(
     import logging
     import os
 
-    from electra_pipeline import checkpoint
+    from electra_pipeline.training import checkpoint
 
     run = tmp_path / "run"
     events: list[str] = []

@@ -10,10 +10,11 @@ import pytest
 import torch
 from test_train import _Interrupt, _losses, tiny_cfg
 
-from electra_pipeline import config as c
-from electra_pipeline import flops, hf, optim, presets, train
 from electra_pipeline.errors import ConfigError
-from electra_pipeline.pretrainer import ElectraPretrainer
+from electra_pipeline.modeling import config as c
+from electra_pipeline.modeling import hf, presets
+from electra_pipeline.training import flops, optim, train
+from electra_pipeline.training.pretrainer import ElectraPretrainer
 
 
 def two_stage(tiny_data, out: Path, sharing: str = "tied", **train_overrides) -> c.PretrainConfig:

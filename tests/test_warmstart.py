@@ -15,10 +15,10 @@ import yaml
 from safetensors.torch import load_file
 
 import electra_cli as cli
-from electra_pipeline import objectives, warmstart
-from electra_pipeline.config import TrainConfig
-from electra_pipeline.pretrainer import ElectraPretrainer
-from electra_pipeline.tokenizer import SPECIAL_TOKENS
+from electra_pipeline.data.tokenizer import SPECIAL_TOKENS
+from electra_pipeline.modeling import objectives, warmstart
+from electra_pipeline.modeling.config import TrainConfig
+from electra_pipeline.training.pretrainer import ElectraPretrainer
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,7 +30,7 @@ def corpus_and_vocab(tmp_path_factory) -> tuple[Path, list[str]]:
     """The shipped sample as a corpus, and a WordPiece vocabulary of it (no special tokens)."""
     from conftest import SAMPLE_CORPUS
 
-    from electra_pipeline import corpus, tokenizer
+    from electra_pipeline.data import corpus, tokenizer
 
     root = tmp_path_factory.mktemp("ws")
     corpus.ingest([str(SAMPLE_CORPUS)], root / "corpus", corpus.CorpusConfig(), progress=False)
@@ -65,7 +65,7 @@ def source(tmp_path_factory, corpus_and_vocab) -> Path:
 
 
 def _loaded(source: Path, objective: str = "electra") -> tuple[ElectraPretrainer, warmstart.Source]:
-    from electra_pipeline import presets
+    from electra_pipeline.modeling import presets
 
     src = warmstart.find_source(source)
     cfg = presets.resolve("tiny", overrides={"init_from": str(source), "train": {"objective": objective}})
@@ -105,7 +105,7 @@ def test_loaded_model_computes_what_transformers_computes(source: Path) -> None:
 def test_first_step_losses_equal_loading_the_weights_directly(source: Path) -> None:
     """The joint step's generator and discriminator losses from `load_weights` equal those of
     modules built from the same files by hand (hf loaders + the row swap)."""
-    from electra_pipeline import hf
+    from electra_pipeline.modeling import hf
 
     model, src = _loaded(source)
     perm = torch.tensor(src.permutation)
@@ -173,8 +173,8 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
     assert cli.main(again + ["--train.init_optimizer", "true"]) == 0
     init = json.loads((tmp_path / "run2" / "summary.json").read_text())["init"]
     assert init["from"] == str(run) and init["optimizer"].endswith("step-00000002")
-    from electra_pipeline import checkpoint
-    from electra_pipeline.optim import build_optimizer
+    from electra_pipeline.training import checkpoint
+    from electra_pipeline.training.optim import build_optimizer
 
     model, _ = _loaded(source)
     opt = build_optimizer(model, TrainConfig(), torch.device("cpu"))
@@ -205,8 +205,9 @@ def test_cli_continues_pretraining_from_the_checkpoint(source: Path, corpus_and_
 
 
 def test_a_tokenizer_other_than_the_checkpoints_is_refused(source: Path, tmp_path: Path) -> None:
-    from electra_pipeline import presets, tokenizer
+    from electra_pipeline.data import tokenizer
     from electra_pipeline.errors import ConfigError
+    from electra_pipeline.modeling import presets
 
     src = warmstart.find_source(source)
     tok = src.tokenizer()
@@ -224,8 +225,8 @@ def test_a_tokenizer_other_than_the_checkpoints_is_refused(source: Path, tmp_pat
 
 def test_vocabulary_extension_adds_costly_words_initialised_from_their_pieces(source: Path, corpus_and_vocab,
                                                                                 tmp_path: Path) -> None:
-    from electra_pipeline import presets
-    from electra_pipeline.tokenizer import load_tokenizer
+    from electra_pipeline.data.tokenizer import load_tokenizer
+    from electra_pipeline.modeling import presets
 
     corpus, _ = corpus_and_vocab
     assert cli.main(["tokenizer", "--from", str(source), "--extend-vocab", "20", str(corpus), "-o",
@@ -260,8 +261,8 @@ def test_a_shallower_generator_is_adopted_as_generator_layers(source: Path, tmp_
     `model.generator_layers` set to that depth, and its weights load."""
     import shutil
 
-    from electra_pipeline import presets
     from electra_pipeline.errors import ConfigError
+    from electra_pipeline.modeling import presets
 
     shallow = tmp_path / "shallow"
     shutil.copytree(source, shallow, ignore=shutil.ignore_patterns("generator"))
