@@ -1,5 +1,5 @@
 """The layers stay visible: the library imports no orchestration, serving or CLI layer above it,
-and holds no command-line code."""
+holds no command-line code, and its own subpackages import only the layers below them."""
 
 import ast
 import pkgutil
@@ -99,6 +99,36 @@ def test_the_library_has_no_import_circles() -> None:
     assert "electra_pipeline.data.examples_config" in graph["electra_pipeline.data.packing"]  # the graph sees imports
     assert _cycle(graph) is None, "import circle: " + " -> ".join(_cycle(graph))
     assert _cycle({**graph, "electra_pipeline.data.examples_config": {"electra_pipeline.data.packing"}})  # and circles
+
+
+# the library's layers, lowest first: each subpackage imports only the ones before it and the root
+LAYERS = ("data", "modeling", "training", "evaluation", "export")
+ROOT_MODULES = {"electra_pipeline", *(f"electra_pipeline.{m}" for m in ("errors", "atomic", "integrity", "tracking",
+                                                                         "inference"))}
+
+
+def _layer(module: str) -> int:
+    """0 for the root modules every stage shares, else 1 + the index of the module's subpackage."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) + 1 if len(parts) > 1 and parts[1] in LAYERS else 0
+
+
+def _arrows_up(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((a, b) for a, targets in graph.items() for b in targets if _layer(b) > _layer(a))
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    """root < data < modeling < training < evaluation < export: no module imports one of a higher
+    layer (type-only and function-level imports count), and a new module is put in a layer."""
+    graph = _library_graph()
+    assert {m for m in graph if _layer(m) == 0} == ROOT_MODULES, "a module outside the layers"
+    assert _arrows_up(graph) == [], "imports that point up the layers: " + ", ".join(
+        f"{a} -> {b}" for a, b in _arrows_up(graph))
+    # the check sees the arrows: one down is there, and an added one up is reported
+    assert "electra_pipeline.modeling.model" in graph["electra_pipeline.training.pretrainer"]
+    wrong = {**graph, "electra_pipeline.data.packing": graph["electra_pipeline.data.packing"]
+             | {"electra_pipeline.training.train"}}
+    assert _arrows_up(wrong) == [("electra_pipeline.data.packing", "electra_pipeline.training.train")]
 
 
 def test_importing_the_library_loads_only_its_root() -> None:
