@@ -12,6 +12,7 @@ from prefect import flow
 
 from flows.base import SAMPLE, stage, user_errors
 from flows.params import (
+    DEFAULT_PRESET,
     DEMO_FINETUNE,
     SAMPLE_GLUE_TASKS,
     Concurrency,
@@ -30,7 +31,7 @@ from flows.tracking import sweep_hook
 @flow(name="electra-vs-mlm", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
 @user_errors
 def electra_vs_mlm(
-    preset: Preset = "cpu",
+    preset: Preset = DEFAULT_PRESET,
     corpus: NonEmpty = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
     eval_tasks: NonEmpty = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,

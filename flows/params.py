@@ -23,6 +23,7 @@ from electra_pipeline.data.examples_config import ExamplesConfig
 from electra_pipeline.data.tokenizer import TokenizerConfig
 from electra_pipeline.evaluation.finetune.recipe import FinetuneConfig
 from electra_pipeline.modeling.config import PretrainConfig
+from electra_pipeline.modeling.presets import DEFAULT as DEFAULT_PRESET  # noqa: F401 (a flow default, and the one default preset)
 from electra_pipeline.modeling.settings import field_docs
 from flows.base import SAMPLE  # noqa: F401 (a default of the flow signature read below)
 

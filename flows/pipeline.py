@@ -35,6 +35,7 @@ from flows.export import export_model
 from flows.ingest import ingest_corpus
 from flows.intrinsic import intrinsic
 from flows.params import (
+    DEFAULT_PRESET,
     DEMO_FINETUNE,
     SAMPLE_GLUE_TASKS,
     SERVED_TASKS,
@@ -54,11 +55,11 @@ from flows.params import (
     overrides,
     validated,
 )
-from flows.pretrain import pretrain
+from flows.pretrain import pretrain_resolved
 from flows.probe import probe
-from flows.report import glue_chart, loss_chart, task_table
+from flows.report import glue_chart, headline_columns, loss_chart, parent_metrics, report_markdown, run_note, task_table
 from flows.tokenizer import checkpoint_tokenizer, train_tokenizer
-from flows.tracking import experiment_id, is_server, run_url, runs_url, save_runs_view, sweep_hook, ui_hint
+from flows.tracking import experiment_id, run_url, runs_url, save_runs_view, sweep_hook, ui_hint
 
 
 @dataclass
@@ -89,12 +90,24 @@ class Plan:
                 "pretrain": tracked_params(self.pretrain[p.objectives[0]]),
                 "finetune": dataclasses.asdict(self.finetune)}
 
+    def describe(self) -> str:
+        """The resolved plan in a few lines: the one resolution of this run's configs, logged
+        before the first stage (the full configs are the parent MLflow run's params)."""
+        from electra_pipeline.training.train import tracked_params
 
-def _explicit_steps(cfg: Any) -> int | None:
-    """The step count to hand the pre-training stage: none for a budgeted config (an explicit
-    count would replace its budget), else the resolved (possibly compute-matched) steps."""
-    budgeted = cfg.train.budget_flops is not None or cfg.train.budget_minutes is not None
-    return None if budgeted else cfg.train.max_steps
+        lines = [f"tokenizer: vocab {self.tokenizer.vocab_size}; examples: seq_len {self.examples.seq_len}"]
+        for objective, cfg in self.pretrain.items():
+            t = tracked_params(cfg)["train"]
+            budget = (f"{cfg.train.budget_flops:.3g} FLOPs" if cfg.train.budget_flops is not None else
+                      f"{cfg.train.budget_minutes:g} min" if cfg.train.budget_minutes is not None else "steps")
+            lines.append(f"pretrain-{objective}: {cfg.preset} preset, {cfg.model.num_layers} x {cfg.model.hidden_size}, "
+                         f"{t['max_steps']:,} steps ({budget}) of batch {t['batch_size']} x {t['seq_len']}, "
+                         f"lr {t['lr']:g}, warm-up {t['warmup_steps']:,}, device {t['device']}")
+        f = self.finetune
+        lr = f"lr grid {f.lr_grid}" if f.lr_grid else "the task's lr" if f.lr is None else f"lr {f.lr:g}"
+        lines.append(f"evaluate: {', '.join(self.tasks)} (seeds {f.seeds}, {lr}, pooling {f.pooling}); "
+                     f"probes: {', '.join(self.probe_tasks) or 'none'}")
+        return "\n".join(lines)
 
 
 def pretrain_overrides(params: PipelineParams) -> dict[str, Any]:
@@ -166,6 +179,28 @@ class StageTiming(BaseModel):
     path: str = ""
 
 
+class StageClock:
+    """Each stage's wall-clock time and whether its cache answered: the report's stage table, and
+    a log line as each stage ends."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.stages: list[StageTiming] = []
+        self._name, self._t0 = "", 0.0
+
+    def start(self, name: str) -> None:
+        self._name, self._t0 = name, time.perf_counter()
+
+    def done(self, out: Any, path: str = "") -> Any:
+        """Record the stage started last; `out` (returned as it is) is its result."""
+        cached = isinstance(out, StageOutput) and out.cached
+        timing = StageTiming(stage=self._name, seconds=time.perf_counter() - self._t0, cached=cached,
+                             path=out.path if isinstance(out, StageOutput) else path)
+        self.stages.append(timing)
+        self.log.info("%s: %s in %.1f s", timing.stage, "cached" if cached else "done", timing.seconds)
+        return out
+
+
 class PipelineResult(BaseModel):
     """What a pipeline run returns (and the CLI prints)."""
 
@@ -190,59 +225,13 @@ def _run_dir(output_dir: str) -> Path:
     return Path(output_dir) / "runs" / f"{stamp}-{flow_run.name or 'local'}"
 
 
-def _report_markdown(p: PipelineParams, result: PipelineResult) -> str:
-    """The Prefect artifact and report.md: results, stage times, the MLflow link, the model."""
-    local = not is_server(result.tracking_uri)
-    lines = [f"# ELECTRA pipeline ({p.preset} preset)", "",
-             f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}` "
-             f"([runs compared]({result.mlflow_runs_url}))"
-             + (f"; open the UI with `{result.mlflow_ui}`." if local else "."), ""]
-    if p.init_from:
-        lines += [f"Pre-training continued from `{p.init_from}` (its sizes and vocabulary); the held-out figures "
-                  "below compare the result with random initialisation of the same config.", ""]
-    if result.intrinsic:
-        lines += ["## What pre-training learned (held-out text)", "",
-                  "Replaced-token detection on held-out text: with unigram replacements token identity is worth "
-                  "nothing, so only context separates replaced from original (0.5 = chance).", ""]
-        for objective, r in result.intrinsic.items():
-            if "skipped" in r:
-                lines += [f"**{objective}**: {r['verdict']}", ""]
-                continue
-            lines += [f"**{objective}** ({r['heldout']['rows']} rows, {r['heldout']['tokens']:,} tokens):", "",
-                      r["table"], "", r["verdict"], ""]
-    if result.probes:
-        lines += ["## What the encoder's frozen features hold (linear probes)", "",
-                  "A linear model on the frozen encoder's mean-pooled or [CLS] states (layer and regularisation "
-                  "chosen on a split of the training data), scored on dev next to the same config at random "
-                  "initialisation, a bag-of-words model on the same examples and the majority class. Intervals: "
-                  "paired bootstrap over dev examples, 95%.", ""]
-        for objective, r in result.probes.items():
-            lines += [f"**{objective}**:", "", r["table"], "", *[f"- {v}" for v in r["verdict"]], ""]
-    lines += ["## Fine-tuned dev scores", "", result.table, "",
-              "## Stages", "", "| stage | status | seconds | output |", "|---|---|---|---|"]
-    for s in result.stages:
-        lines.append(f"| {s.stage} | {'cached' if s.cached else 'ran'} | {s.seconds:.1f} | `{s.path}` |")
-    if result.exported:
-        e = result.exported
-        where = f"`{e['model_uri']}` (version {e['version']})" if e.get("version") else f"`{e['model_uri']}`"
-        lines += ["", "## Exported model", "", f"ONNX in `{e['onnx_dir']}`, registered as {where}; "
-                  f"max |ONNX - PyTorch| = {e['max_abs_diff']:.2g}."]
-        if e.get("alias_reason"):
-            lines += ["", f"Alias `@{e['alias']}` {'moved to this version' if e['alias_moved'] else 'kept'}: "
-                          f"{e['alias_reason']}."]
-        if e.get("version"):
-            lines += ["", f"Serve it: `ELECTRA_MODEL_URI={e['model_uri']} MLFLOW_TRACKING_URI={result.tracking_uri} "
-                          "bentoml serve serving.service:ElectraService`"]
-    return "\n".join(lines) + "\n"
-
-
 def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: Path,
              pretrained: dict[str, StageOutput]) -> None:
     """report.md, results.json and the charts in the run directory and the parent MLflow run;
     the report as the Prefect run's Markdown artifact."""
     from prefect.artifacts import create_markdown_artifact
 
-    report = _report_markdown(params, result)
+    report = report_markdown(params, result)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(run_dir / "report.md", report)
     atomic.write_text(run_dir / "results.json", json.dumps(result.model_dump(), indent=2) + "\n")
@@ -261,60 +250,10 @@ def _publish(result: PipelineResult, params: PipelineParams, run: Any, run_dir: 
     create_markdown_artifact(report, key="electra-pipeline-report", description=f"Results and MLflow run {run.run_id}")
 
 
-def parent_metrics(result: PipelineResult) -> dict[str, float]:
-    """The parent run's metrics, each under its objective (`electra/...`): held-out detection, the
-    probes with their baselines, and every evaluated task's score, baselines and gain with its CI,
-    under the names the stage runs use."""
-    from electra_pipeline.evaluation import probe as probe_lib
-    from electra_pipeline.training import intrinsic as intrinsic_lib
-    from flows.evaluate import evaluation_metrics
-
-    parent = {f"{o}/glue_score": s["glue_score"] for o, s in result.summaries.items() if s.get("glue_score") is not None}
-    for o, s in result.summaries.items():
-        parent |= {f"{o}/{k}": v for k, v in evaluation_metrics(s).items() if k != "glue/score"}
-    for o, r in result.intrinsic.items():
-        if "skipped" not in r:
-            parent |= {f"{o}/{k}": v for k, v in intrinsic_lib.flat_metrics(r).items()}
-    for o, r in result.probes.items():
-        parent |= {f"{o}/{k}": v for k, v in probe_lib.flat_metrics(r).items()}
-    return parent
-
-
-HEADLINE = ("{task}/score", "{task}/score_random", "{task}/score_majority", "{task}/gain", "{task}/gain_low",
-            "{task}/gain_high", "probe/mean/encoder", "probe/mean/random_init", "probe/mean/bow", "probe/mean/majority",
-            "intrinsic/unigram/auc", "intrinsic/unigram/auc_random")
-
-
-def headline_columns(metrics: dict[str, float], objectives: list[str], task: str) -> list[str]:
-    """The parent-run metrics the runs list shows side by side: per objective, the served task's
-    score, baselines and gain with its CI, the probe mean and its baselines, and held-out ROC-AUC."""
-    keys = [f"{o}/{h.format(task=task)}" for o in objectives for h in HEADLINE]
-    return [k for k in keys if k in metrics]
-
-
-def run_note(params: PipelineParams, result: PipelineResult) -> str:
-    """The parent run's description (`mlflow.note.content`, Markdown): the report's verdicts and
-    where the served model went."""
-    lines = [f"**ELECTRA pipeline**, {params.preset} preset, {' vs '.join(params.objectives)}.", ""]
-    for o, r in result.intrinsic.items():
-        lines.append(f"- **{o}**, held-out text: {r['verdict']}")
-    for o, r in result.probes.items():
-        lines += [f"- **{o}**, probes: {v}" for v in r["verdict"]]
-    for o, s in result.summaries.items():
-        comp = (s.get("baselines") or {}).get("comparison") or {}
-        if comp.get("verdict"):
-            lines.append(f"- **{o}**: {comp['verdict']}")
-    e = result.exported
-    if e and e.get("version"):
-        lines += ["", f"Registered `{e['registered_name']}` version {e['version']} "
-                      f"(`{e['model_uri']}`)" + (f": {e['alias_reason']}." if e.get("alias_reason") else ".")]
-    return "\n".join(lines)
-
-
 @flow(name="electra-pipeline", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
 @user_errors
 def electra_pipeline(
-    preset: Preset = "cpu",
+    preset: Preset = DEFAULT_PRESET,
     corpus: NonEmpty = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
     eval_tasks: NonEmpty = SERVED_TASKS,
     probe_tasks: list[str] = SAMPLE_GLUE_TASKS,
@@ -382,21 +321,19 @@ def electra_pipeline(
     from prefect.logging import get_run_logger
 
     log = get_run_logger()
-    params = validated({k: v for k, v in locals().items() if k in PipelineParams.model_fields})
+    params = validated(dict(
+    preset=preset, corpus=corpus, eval_tasks=eval_tasks, probe_tasks=probe_tasks, glue_dir=glue_dir,
+    squad_dir=squad_dir, objectives=objectives, init_from=init_from, max_steps=max_steps,
+    match_compute=match_compute, device=device, output_dir=output_dir, tracking_uri=tracking_uri,
+    experiment=experiment, export=export, register_as=register_as, alias=alias, force_alias=force_alias,
+    quantize=quantize, eval_concurrency=eval_concurrency, corpus_config=corpus_config,
+    tokenizer_config=tokenizer_config, examples_config=examples_config, pretrain_config=pretrain_config,
+    finetune_config=finetune_config, refresh_cache=refresh_cache))
     p = plan(params)
+    log.info("plan:\n%s", p.describe())
     uri = Tracking(tracking_uri=tracking_uri).uri()  # resolved once: every stage logs to the same store
     run_dir = _run_dir(output_dir)
-    stages: list[StageTiming] = []
-
-    def timed(name: str, fn: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        out = stage(fn, name)(**kwargs)
-        path = out.path if isinstance(out, StageOutput) else str(kwargs.get("output_dir", kwargs.get("run_dir", "")))
-        stages.append(StageTiming(stage=name, seconds=time.perf_counter() - t0,
-                                  cached=isinstance(out, StageOutput) and out.cached, path=path))
-        log.info("%s: %s in %.1f s", name, "cached" if stages[-1].cached else "done", stages[-1].seconds)
-        return out
-
+    clock = StageClock(log)
     top = Tracking(tracking_uri=uri, experiment=experiment)
     objective_names = ",".join(p.params.objectives)
     lineage = {"init_from": init_from} if init_from else {}
@@ -404,54 +341,62 @@ def electra_pipeline(
         run.log_params(p.to_params())
         t = top.model_copy(update={"parent_run_id": run.run_id})
         common = {"output_dir": output_dir, "tracking": t, "refresh_cache": refresh_cache}
-        c = timed("corpus", ingest_corpus, sources=corpus, config=dataclasses.asdict(p.corpus), **common)
+        clock.start("corpus")
+        c = clock.done(stage(ingest_corpus, "corpus")(sources=corpus, config=dataclasses.asdict(p.corpus), **common))
+        clock.start("tokenizer")
         if init_from:  # the checkpoint's own vocabulary, not a new one
-            tok = timed("tokenizer", checkpoint_tokenizer, source=init_from, **common)
+            tok = stage(checkpoint_tokenizer, "tokenizer")(source=init_from, **common)
         else:
-            tok = timed("tokenizer", train_tokenizer, corpus=c.path, config=dataclasses.asdict(p.tokenizer), **common)
-        ex = timed("examples", build_examples, corpus=c.path, tokenizer=tok.path,
-                   config=dataclasses.asdict(p.examples), **common)
+            tok = stage(train_tokenizer, "tokenizer")(corpus=c.path, config=dataclasses.asdict(p.tokenizer), **common)
+        clock.done(tok)
+        clock.start("examples")
+        ex = clock.done(stage(build_examples, "examples")(corpus=c.path, tokenizer=tok.path,
+                                                         config=dataclasses.asdict(p.examples), **common))
         summaries: dict[str, dict[str, Any]] = {}
         intrinsic_results: dict[str, dict[str, Any]] = {}
         probes: dict[str, dict[str, Any]] = {}
         pretrained: dict[str, StageOutput] = {}
         for objective in p.params.objectives:
-            pretrained[objective] = timed(f"pretrain-{objective}", pretrain, examples=ex.path, tokenizer=tok.path,
-                                          preset=preset, objective=objective,
-                                          max_steps=_explicit_steps(p.pretrain[objective]), device=device,
-                                          config=dataclasses.asdict(p.pretrain[objective]), **common)
-            intrinsic_results[objective] = timed(f"intrinsic-{objective}", intrinsic,
-                                                 run_dir=pretrained[objective].summary["output_dir"],
-                                                 label=objective, tracking=t)
+            clock.start(f"pretrain-{objective}")
+            pretrained[objective] = clock.done(stage(pretrain_resolved, f"pretrain-{objective}")(
+                config=p.pretrain[objective], examples=ex.path, tokenizer=tok.path, **common))
+            run_path = pretrained[objective].summary["output_dir"]
+            clock.start(f"intrinsic-{objective}")
+            intrinsic_results[objective] = clock.done(stage(intrinsic, f"intrinsic-{objective}")(
+                run_dir=run_path, label=objective, tracking=t), path=run_path)
         for objective in p.params.objectives if p.probe_tasks else []:
             # the first objective's table carries the MLM arm beside it when both were pre-trained
             other = "mlm" if objective != "mlm" and "mlm" in pretrained else ""
-            probes[objective] = timed(f"probe-{objective}", probe, run_dir=pretrained[objective].summary["output_dir"],
-                                      glue_dir=glue_dir, tasks=p.probe_tasks, label=objective,
-                                      compare=pretrained[other].summary["output_dir"] if other else "",
-                                      compare_label=other or "mlm", tracking=t)
+            run_path = pretrained[objective].summary["output_dir"]
+            clock.start(f"probe-{objective}")
+            probes[objective] = clock.done(stage(probe, f"probe-{objective}")(
+                run_dir=run_path, glue_dir=glue_dir, tasks=p.probe_tasks, label=objective,
+                compare=pretrained[other].summary["output_dir"] if other else "", compare_label=other or "mlm",
+                tracking=t), path=run_path)
         for objective in p.params.objectives:
-            summaries[objective] = timed(f"evaluate-{objective}", evaluate, checkpoint=pretrained[objective].path,
-                                         tokenizer=tok.path, tasks=p.tasks, glue_dir=glue_dir, squad_dir=squad_dir,
-                                         output_dir=str(run_dir / "evaluate" / objective),
-                                         config=dataclasses.asdict(p.finetune), concurrency=eval_concurrency,
-                                         label=objective, baseline_dir=str(Path(output_dir) / "baselines"),
-                                         tracking=t)
+            out = str(run_dir / "evaluate" / objective)
+            clock.start(f"evaluate-{objective}")
+            summaries[objective] = clock.done(stage(evaluate, f"evaluate-{objective}")(
+                checkpoint=pretrained[objective].path, tokenizer=tok.path, tasks=p.tasks, glue_dir=glue_dir,
+                squad_dir=squad_dir, output_dir=out, config=dataclasses.asdict(p.finetune),
+                concurrency=eval_concurrency, label=objective, baseline_dir=str(Path(output_dir) / "baselines"),
+                tracking=t), path=out)
         exported = None
         if export:
             objective = p.params.objectives[0]
             done = summaries[objective]["tasks"]
             name = next(n for n in p.tasks if n in done)  # evaluate fails the run when none finished
             registered = register_as.format(task=name, preset=preset, objective=objective)
-            exported = timed("export", export_model, model_dir=done[name]["model_dir"],
-                             output_dir=str(run_dir / "export" / name), registered_name=registered, alias=alias,
-                             force_alias=force_alias,
-                             quantize=quantize, tracking=t)
+            out = str(run_dir / "export" / name)
+            clock.start("export")
+            exported = clock.done(stage(export_model, "export")(
+                model_dir=done[name]["model_dir"], output_dir=out, registered_name=registered, alias=alias,
+                force_alias=force_alias, quantize=quantize, tracking=t), path=out)
 
         result = PipelineResult(run_id=run.run_id, tracking_uri=uri,
                                 mlflow_url=run_url(uri, experiment_id(run), run.run_id),
                                 mlflow_runs_url=runs_url(uri, experiment_id(run)), mlflow_ui=ui_hint(uri),
-                                run_dir=str(run_dir.resolve()), stages=stages, summaries=summaries,
+                                run_dir=str(run_dir.resolve()), stages=clock.stages, summaries=summaries,
                                 intrinsic=intrinsic_results, probes=probes, exported=exported,
                                 table=task_table(summaries))
         _publish(result, p.params, run, run_dir, pretrained)

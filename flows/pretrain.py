@@ -10,16 +10,19 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from electra_pipeline.modeling.config import PretrainConfig
 from flows.base import RESULTS_DIR, StageOutput, Tracking, call_stage_task, user_errors
 from flows.caching import STAGE_CACHE, code_fingerprint, input_key, mark_complete, stage_key
-from flows.params import Device, Objective, Preset, PretrainOverrides, Steps, overrides
+from flows.params import DEFAULT_PRESET, Device, Objective, Preset, PretrainOverrides, Steps, overrides
 from flows.tracking import PrefectProgress, sweep_hook
 
 
 def pretrain_config(preset: str, config: PretrainOverrides | dict[str, Any], *, objective: str | None = None,
-                    max_steps: int | None = None, device: str | None = None) -> Any:
-    """Preset, then the `pretrain_config` overrides, then the explicit knobs; validated, so a
-    bad value names its field (`train.lr: must be > 0`) before any stage runs."""
+                    max_steps: int | None = None, device: str | None = None) -> PretrainConfig:
+    """The one resolution of a pre-training request: preset, then the `pretrain_config`
+    overrides, then the explicit knobs, through the library's resolver (`presets.resolve`, which
+    the `electra pretrain` command uses too); validated, so a bad value names its field
+    (`train.lr: must be > 0`) before any stage runs."""
     from electra_pipeline.modeling import presets
 
     given = overrides(config)
@@ -102,7 +105,7 @@ def pretrain_task(key: str, out_dir: str, config: dict[str, Any], run_id: str, t
 def pretrain(
     examples: str,
     tokenizer: str,
-    preset: Preset = "cpu",
+    preset: Preset = DEFAULT_PRESET,
     objective: Objective = "electra",
     max_steps: Steps = None,
     device: Device = "auto",
@@ -112,6 +115,10 @@ def pretrain(
     refresh_cache: bool = False,
 ) -> StageOutput:
     """Pre-train on packed examples into `<output_dir>/pretrain/<objective>-<preset>-<key>`.
+
+    The stage started on its own (UI, deployment): its parameters resolve through
+    `pretrain_config`, the function the pipeline's and the study's plans resolve with, and the
+    resolved config trains in `pretrain_resolved`.
 
     Args:
         examples: Packed examples directory (build-examples flow).
@@ -126,12 +133,38 @@ def pretrain(
         tracking: MLflow store, experiment and parent run.
         refresh_cache: Re-run even when a cached result exists (a half-finished run still resumes).
     """
+    cfg = pretrain_config(preset, config, objective=objective, max_steps=max_steps, device=device)
+    return pretrain_resolved.fn(cfg, examples, tokenizer, output_dir=output_dir, tracking=tracking,
+                                refresh_cache=refresh_cache)
+
+
+@flow(name="pretrain", on_crashed=[sweep_hook], on_cancellation=[sweep_hook])
+@user_errors
+def pretrain_resolved(
+    config: PretrainConfig,
+    examples: str,
+    tokenizer: str,
+    output_dir: str = "outputs",
+    tracking: Tracking = Tracking(),
+    refresh_cache: bool = False,
+) -> StageOutput:
+    """Pre-train with a config its caller resolved (`pretrain_config`): the pipeline's and the
+    study's stage, so the config their plan logged is the one that trains.
+
+    Args:
+        config: The resolved PretrainConfig; its data, tokenizer and vocabulary size are bound here.
+        examples: Packed examples directory (build-examples flow).
+        tokenizer: The tokenizer.json the examples were built with.
+        output_dir: Root of all pipeline outputs.
+        tracking: MLflow store, experiment and parent run.
+        refresh_cache: Re-run even when a cached result exists (a half-finished run still resumes).
+    """
     from electra_pipeline.modeling import config as config_mod
     from electra_pipeline.training.preflight import check_inputs
     from electra_pipeline.training.train import tracked_params
 
-    cfg = pretrain_config(preset, config, objective=objective, max_steps=max_steps, device=device)
-    cfg, key, out = pretrain_plan(cfg, examples, tokenizer, output_dir)
+    objective = config.train.objective
+    cfg, key, out = pretrain_plan(config, examples, tokenizer, output_dir)
     check_inputs(cfg)  # data, vocabulary and sequence length agree: fail before an MLflow run exists
     uri = tracking.uri()
     with tracking.run(f"pretrain-{objective}", stage="pretrain", stage_key=key, objective=objective) as run:

@@ -226,3 +226,102 @@ def loss_chart(histories: dict[str, Path], out: Path) -> Path | None:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def report_markdown(p: Any, result: Any) -> str:
+    """A pipeline run's Prefect artifact and report.md (`p`: its PipelineParams, `result`: its
+    PipelineResult): results, stage times, the MLflow link, the model."""
+    from flows.tracking import is_server
+
+    local = not is_server(result.tracking_uri)
+    lines = [f"# ELECTRA pipeline ({p.preset} preset)", "",
+             f"MLflow: [parent run]({result.mlflow_url}) in experiment `{p.experiment}` "
+             f"([runs compared]({result.mlflow_runs_url}))"
+             + (f"; open the UI with `{result.mlflow_ui}`." if local else "."), ""]
+    if p.init_from:
+        lines += [f"Pre-training continued from `{p.init_from}` (its sizes and vocabulary); the held-out figures "
+                  "below compare the result with random initialisation of the same config.", ""]
+    if result.intrinsic:
+        lines += ["## What pre-training learned (held-out text)", "",
+                  "Replaced-token detection on held-out text: with unigram replacements token identity is worth "
+                  "nothing, so only context separates replaced from original (0.5 = chance).", ""]
+        for objective, r in result.intrinsic.items():
+            if "skipped" in r:
+                lines += [f"**{objective}**: {r['verdict']}", ""]
+                continue
+            lines += [f"**{objective}** ({r['heldout']['rows']} rows, {r['heldout']['tokens']:,} tokens):", "",
+                      r["table"], "", r["verdict"], ""]
+    if result.probes:
+        lines += ["## What the encoder's frozen features hold (linear probes)", "",
+                  "A linear model on the frozen encoder's mean-pooled or [CLS] states (layer and regularisation "
+                  "chosen on a split of the training data), scored on dev next to the same config at random "
+                  "initialisation, a bag-of-words model on the same examples and the majority class. Intervals: "
+                  "paired bootstrap over dev examples, 95%.", ""]
+        for objective, r in result.probes.items():
+            lines += [f"**{objective}**:", "", r["table"], "", *[f"- {v}" for v in r["verdict"]], ""]
+    lines += ["## Fine-tuned dev scores", "", result.table, "",
+              "## Stages", "", "| stage | status | seconds | output |", "|---|---|---|---|"]
+    for s in result.stages:
+        lines.append(f"| {s.stage} | {'cached' if s.cached else 'ran'} | {s.seconds:.1f} | `{s.path}` |")
+    if result.exported:
+        e = result.exported
+        where = f"`{e['model_uri']}` (version {e['version']})" if e.get("version") else f"`{e['model_uri']}`"
+        lines += ["", "## Exported model", "", f"ONNX in `{e['onnx_dir']}`, registered as {where}; "
+                  f"max |ONNX - PyTorch| = {e['max_abs_diff']:.2g}."]
+        if e.get("alias_reason"):
+            lines += ["", f"Alias `@{e['alias']}` {'moved to this version' if e['alias_moved'] else 'kept'}: "
+                          f"{e['alias_reason']}."]
+        if e.get("version"):
+            lines += ["", f"Serve it: `ELECTRA_MODEL_URI={e['model_uri']} MLFLOW_TRACKING_URI={result.tracking_uri} "
+                          "bentoml serve serving.service:ElectraService`"]
+    return "\n".join(lines) + "\n"
+
+
+def parent_metrics(result: Any) -> dict[str, float]:
+    """The parent run's metrics, each under its objective (`electra/...`): held-out detection, the
+    probes with their baselines, and every evaluated task's score, baselines and gain with its CI,
+    under the names the stage runs use."""
+    from electra_pipeline.evaluation import probe as probe_lib
+    from electra_pipeline.training import intrinsic as intrinsic_lib
+    from flows.evaluate import evaluation_metrics
+
+    parent = {f"{o}/glue_score": s["glue_score"] for o, s in result.summaries.items() if s.get("glue_score") is not None}
+    for o, s in result.summaries.items():
+        parent |= {f"{o}/{k}": v for k, v in evaluation_metrics(s).items() if k != "glue/score"}
+    for o, r in result.intrinsic.items():
+        if "skipped" not in r:
+            parent |= {f"{o}/{k}": v for k, v in intrinsic_lib.flat_metrics(r).items()}
+    for o, r in result.probes.items():
+        parent |= {f"{o}/{k}": v for k, v in probe_lib.flat_metrics(r).items()}
+    return parent
+
+
+HEADLINE = ("{task}/score", "{task}/score_random", "{task}/score_majority", "{task}/gain", "{task}/gain_low",
+            "{task}/gain_high", "probe/mean/encoder", "probe/mean/random_init", "probe/mean/bow", "probe/mean/majority",
+            "intrinsic/unigram/auc", "intrinsic/unigram/auc_random")
+
+
+def headline_columns(metrics: dict[str, float], objectives: list[str], task: str) -> list[str]:
+    """The parent-run metrics the runs list shows side by side: per objective, the served task's
+    score, baselines and gain with its CI, the probe mean and its baselines, and held-out ROC-AUC."""
+    keys = [f"{o}/{h.format(task=task)}" for o in objectives for h in HEADLINE]
+    return [k for k in keys if k in metrics]
+
+
+def run_note(params: Any, result: Any) -> str:
+    """The parent run's description (`mlflow.note.content`, Markdown): the report's verdicts and
+    where the served model went."""
+    lines = [f"**ELECTRA pipeline**, {params.preset} preset, {' vs '.join(params.objectives)}.", ""]
+    for o, r in result.intrinsic.items():
+        lines.append(f"- **{o}**, held-out text: {r['verdict']}")
+    for o, r in result.probes.items():
+        lines += [f"- **{o}**, probes: {v}" for v in r["verdict"]]
+    for o, s in result.summaries.items():
+        comp = (s.get("baselines") or {}).get("comparison") or {}
+        if comp.get("verdict"):
+            lines.append(f"- **{o}**: {comp['verdict']}")
+    e = result.exported
+    if e and e.get("version"):
+        lines += ["", f"Registered `{e['registered_name']}` version {e['version']} "
+                      f"(`{e['model_uri']}`)" + (f": {e['alias_reason']}." if e.get("alias_reason") else ".")]
+    return "\n".join(lines)

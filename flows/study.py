@@ -31,6 +31,7 @@ from flows.examples import build_examples
 from flows.ingest import ingest_corpus
 from flows.intrinsic import intrinsic
 from flows.params import (
+    DEFAULT_PRESET,
     DEMO_FINETUNE,
     Concurrency,
     Device,
@@ -42,7 +43,7 @@ from flows.params import (
     PretrainOverrides,
     overrides,
 )
-from flows.pretrain import pretrain
+from flows.pretrain import pretrain_resolved
 from flows.tokenizer import train_tokenizer
 from flows.tracking import experiment_id, run_url, sweep_hook, ui_hint
 
@@ -77,7 +78,7 @@ def _eval_key(pretrain_key: str, fraction: float, tasks: list[str], finetune: di
 @user_errors
 def efficiency_study(
     objectives: Objectives = ALL_OBJECTIVES,  # noqa: B006 (Prefect copies parameter defaults)
-    preset: Preset = "cpu",
+    preset: Preset = DEFAULT_PRESET,
     budget_flops: Budget = None,
     snapshots: Snapshots = 2,
     corpus_tokens: Tokens = None,
@@ -172,9 +173,8 @@ def efficiency_study(
         versus: dict[str, dict[str, Any]] = {}  # objective -> GLUE gain over random init at the full budget
         for objective in objectives:
             try:
-                pre = stage(pretrain, f"pretrain-{objective}")(
-                    examples=ex_path, tokenizer=tok_path, preset=preset, objective=objective, device=device,
-                    config=dataclasses.asdict(configs[objective]), **common)
+                pre = stage(pretrain_resolved, f"pretrain-{objective}")(
+                    config=configs[objective], examples=ex_path, tokenizer=tok_path, **common)
                 run_dir = Path(pre.summary["output_dir"])
                 if objective in RTD_OBJECTIVES:
                     r = stage(intrinsic, f"intrinsic-{objective}")(run_dir=str(run_dir), label=objective, tracking=t)

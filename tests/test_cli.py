@@ -76,11 +76,11 @@ def test_the_empty_fragment_pattern_finds_what_it_is_for() -> None:
 
 
 def _flow_default(path: Path, function: str, parameter: str) -> object:
-    """A flow parameter's default, read from the flow's source (importing flows/ imports Prefect)."""
+    """A flow parameter's default as written in the flow's source (importing flows/ imports Prefect)."""
     fn = next(n for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
               if isinstance(n, ast.FunctionDef) and n.name == function)
     names = [a.arg for a in fn.args.args][-len(fn.args.defaults):]
-    return ast.literal_eval(dict(zip(names, fn.args.defaults))[parameter])
+    return ast.unparse(dict(zip(names, fn.args.defaults))[parameter])
 
 
 def test_one_default_preset_for_pretrain_the_pretrain_flow_and_the_pipeline(
@@ -97,6 +97,11 @@ def test_one_default_preset_for_pretrain_the_pretrain_flow_and_the_pipeline(
     assert main(["pretrain", "--config", str(run), "--print-config"]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["preset"] == presets.DEFAULT and resolved["train"]["lr"] == 0.002
-    assert _flow_default(REPO / "flows" / "pretrain.py", "pretrain", "preset") == presets.DEFAULT
+    import flows.params
+
+    assert flows.params.DEFAULT_PRESET == presets.DEFAULT  # every flow's default is this name
+    for module, function in (("pretrain", "pretrain"), ("pipeline", "electra_pipeline"), ("compare", "electra_vs_mlm"),
+                             ("study", "efficiency_study")):
+        assert _flow_default(REPO / "flows" / f"{module}.py", function, "preset") == "DEFAULT_PRESET", module
     assert PipelineParams.model_fields["preset"].default == presets.DEFAULT
     assert f"else {presets.DEFAULT})" in every_help()["pretrain"]

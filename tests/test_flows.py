@@ -276,6 +276,27 @@ def test_pipeline_completes_every_stage(first_run: Any, params: dict[str, Any]) 
     assert not any(s.cached for s in result.stages)
     assert sorted(r.name for r in children) == sorted(s.stage for s in result.stages)  # runs named after stages
     assert set(result.summaries) == {"electra", "mlm"} and "sst2" in result.summaries["mlm"]["tasks"]
+    # one resolution: the flow logs its plan once, and each pre-training stage trains the plan's config as it
+    # is (the compute-matched MLM steps included), with only its inputs bound to it
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from electra_pipeline.modeling import config as config_mod
+    from flows.params import validated
+    from flows.pipeline import plan
+
+    logs = get_client(sync_client=True).read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first_run.state_details.flow_run_id])))
+    assert sum(log.message.startswith("plan:") for log in logs) == 1, [log.message for log in logs]
+    planned = plan(validated(params)).pretrain
+    for objective, cfg in planned.items():
+        trained = json.loads((Path(next(s.path for s in result.stages if s.stage == f"pretrain-{objective}")).parent
+                              / "config.json").read_text())
+        want = config_mod.to_dict(cfg)
+        for bound in ("data", "tokenizer", "output_dir"):
+            trained.pop(bound), want.pop(bound)
+        trained["model"].pop("vocab_size"), want["model"].pop("vocab_size")
+        assert trained == want, objective
+    assert planned["mlm"].train.max_steps > planned["electra"].train.max_steps == 5  # matched training FLOPs
     run_dir = Path(result.run_dir)
     for name in ("report.md", "results.json", "glue_scores.png", "loss_curves.png"):
         assert (run_dir / name).is_file(), name
@@ -766,39 +787,6 @@ def test_logged_params_are_the_step_counts_the_run_trains() -> None:
     assert logged["max_steps"] == steps < 1_000_000
     assert logged["warmup_steps"] == round(cfg.train.warmup_fraction * steps)
     assert plan(validated({})).to_params()["pretrain"]["train"]["max_steps"] == steps  # the parent run's params
-
-
-def test_a_budgeted_preset_keeps_its_budget_through_the_pipeline() -> None:
-    """The pipeline hands pre-training no step count for a budgeted preset: an explicit count
-    replaces the budget, and the cpu preset's 1,000,000-step cap would then be trained."""
-    from flows.pipeline import _explicit_steps
-    from flows.pretrain import pretrain_config
-
-    cfg = pretrain_config("cpu", {})
-    assert _explicit_steps(cfg) is None and cfg.train.budget_flops == 4e13
-    assert pretrain_config("cpu", {}, max_steps=_explicit_steps(cfg)).train.budget_flops == 4e13
-    assert _explicit_steps(pretrain_config("tiny", {})) == 300
-
-
-@pytest.mark.parametrize("values", [
-    {}, {"preset": "tiny"}, {"objectives": ["electra", "mlm"], "max_steps": 50},
-    {"objectives": ["electra", "mlm"], "pretrain_config": {"train": {"lr": 3e-4}}},
-    {"preset": "tiny", "pretrain_config": {"model": {"vocab_size": 1000}, "train": {"max_steps": 4}}},
-])
-def test_the_plan_resolves_pretraining_once_and_the_stage_keeps_it(values: dict[str, Any]) -> None:
-    """The pipeline hands each pre-training stage the config its plan resolved (the compute-matched
-    MLM steps included); the stage, which also runs on its own from the UI, resolves it to itself."""
-    import dataclasses
-
-    from flows.params import validated
-    from flows.pipeline import _explicit_steps, plan
-    from flows.pretrain import pretrain_config
-
-    p = plan(validated(values))
-    for objective, cfg in p.pretrain.items():
-        again = pretrain_config(p.params.preset, dataclasses.asdict(cfg), objective=objective,
-                                max_steps=_explicit_steps(cfg), device=p.params.device)
-        assert again == cfg, objective
 
 
 def test_progress_line_keeps_the_latest_held_out_score(monkeypatch: pytest.MonkeyPatch) -> None:
