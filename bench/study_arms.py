@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from study_figures import _run, _wait, electra, probe
+from study_figures import _run, _wait, electra, log_figure, probe
 
 # the paper's numbers the figures are read against (Clark et al. 2020, Figure 3 and Section 3.1, GLUE dev,
 # ELECTRA-Small and -Base): the best generators are 1/4 to 1/2 of the discriminator; two-stage training is
@@ -150,6 +150,14 @@ def _write(work: Path, name: str, scored: dict[str, Any], text: list[str]) -> No
     atomic.write_text(work / f"{name}.md", "\n".join(text) + "\n")
 
 
+def _log(args: Any, figure: str, scored: dict[str, Any], metrics: dict[str, float], files: list[Path],
+         verdict: str) -> str:
+    """The figure's MLflow parent run, one child run per arm (its single point at its FLOPs)."""
+    arms = {label: [{"train_flops": r["train_flops"], "score": r["score"], "low": r["low"], "high": r["high"],
+                     "auc": r["auc"]}] for label, r in scored["arms"].items()}
+    return log_figure(args, figure, arms, metrics, files, verdict)
+
+
 def figure_b(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
     """Probe score and held-out AUC against generator width; the best separate generator."""
     work = args.work / "figures"
@@ -168,7 +176,9 @@ def figure_b(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
             "replaced-token detection ROC-AUC with unigram replacements.", "", *_table(scored, "preset"), "", verdict]
     _write(work, "figure_b", scored, text)
     plot_b(scored, work / "figure_b.png")
-    return {"best": best, "resolved": resolved, "verdict": verdict, "table": "\n".join(text[4:-2]), **scored}
+    url = _log(args, "b", scored, {"best_fraction": float(best)}, [work / "figure_b.png", work / "figure_b.md"],
+               verdict)
+    return {"mlflow": url, "best": best, "resolved": resolved, "verdict": verdict, "table": "\n".join(text[4:-2]), **scored}
 
 
 def plot_b(scored: dict[str, Any], out: Path) -> Path:
@@ -215,7 +225,9 @@ def figure_c(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
             "on the same draws); held-out replaced-token detection ROC-AUC with unigram replacements.", "",
             *_table(scored, "joint"), "", verdict]
     _write(work, "figure_c", scored, text)
-    return {"gap": g, "verdict": verdict, "table": "\n".join(text[4:-2]), **scored}
+    url = _log(args, "c", scored, {"two_stage_gap": g["diff"], "two_stage_gap_low": g["low"],
+                                   "two_stage_gap_high": g["high"]}, [work / "figure_c.md"], verdict)
+    return {"mlflow": url, "gap": g, "verdict": verdict, "table": "\n".join(text[4:-2]), **scored}
 
 
 def fields(b: dict[str, Any] | None, c: dict[str, Any] | None) -> dict[str, str]:

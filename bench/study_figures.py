@@ -80,6 +80,40 @@ def probe(encoder: Path, tokenizer: Path, glue: Path, train_examples: int, tasks
     return out
 
 
+def log_figure(args: Any, figure: str, arms: dict[str, list[dict[str, Any]]], metrics: dict[str, float],
+               files: list[Path], verdict: str) -> str:
+    """One MLflow parent run per figure (`figure-a-cpu-2e+14`, experiment `electra-study-figures` in
+    --work/mlflow.db): the verdict as its description, the figure's summary metrics, its plot and
+    table as artifacts, and a child run per arm whose points are `probe/mean` (with `probe/low`,
+    `probe/high` and `heldout/auc` where measured) stepped by training TFLOPs. Returns the run's URL."""
+    import math
+
+    from electra_pipeline.tracking import MLflowTracker, finished
+
+    uri = f"sqlite:///{(args.work / 'mlflow.db').resolve()}"
+    run = MLflowTracker.start(tracking_uri=uri, experiment="electra-study-figures",
+                              run_name=f"figure-{figure}-{args.preset}-{args.figures_budget:.3g}",
+                              tags={"figure": figure, "mlflow.note.content": verdict})
+    with finished(run):
+        run.log_params({"preset": args.preset, "budget_flops": args.figures_budget, "tasks": ",".join(args.probe_tasks),
+                        "probe_train_examples": args.probe_train_examples, "arms": ",".join(arms)})
+        run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        for path in files:
+            if path.is_file():
+                run.log_artifact(path)
+        for arm, rows in arms.items():
+            with run.child(arm) as child:
+                for row in rows:
+                    point = {"probe/mean": row["score"], "probe/low": row["low"], "probe/high": row["high"]}
+                    if row.get("auc") is not None:
+                        point["heldout/auc"] = row["auc"]
+                    child.log_metrics(point, step=round(row["train_flops"] / 1e12))
+    import mlflow
+
+    experiment = mlflow.MlflowClient(tracking_uri=uri).get_run(run.run_id).info.experiment_id
+    return f"mlflow ui --backend-store-uri {uri}  # then #/experiments/{experiment}/runs/{run.run_id}"
+
+
 def figure_a(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
     from electra_pipeline.evaluation import curves
 
@@ -94,6 +128,13 @@ def figure_a(args: Any, examples: Path, tokenizer: Path) -> dict[str, Any]:
     refs = {"random init": final["random_init"], "bag-of-words": final["bow"], "majority": final["majority"]}
     result["baselines"] = refs
     curves.write(result, work, refs)
+    last = result["x_cheaper"][-1]
+    verdict = (f"Figure (a), mean probe score against pre-training FLOPs: at {last['train_flops']:.3g} FLOPs "
+               + curves.ratio_text(last))
+    result["mlflow"] = log_figure(args, "a", result["curves"], {
+        "x_cheaper": last["times"], "x_ci_low": last["low"], "x_ci_high": last["high"],
+        **{f"baseline/{k.replace(' ', '_')}": v for k, v in refs.items()}},
+        [work / "study_curves.png", work / "curves.md"], verdict)
     return result
 
 
@@ -111,7 +152,7 @@ def main(args: Any, examples: Path, tokenizer: Path) -> dict[str, str]:
         a = figure_a(args, examples, tokenizer)
         print("\nfigure (a): mean probe score against pre-training FLOPs (dev; 95% bootstrap intervals)")
         print(curves.format_table(a))
-        print(f"-> {args.work / 'figures' / 'study_curves.png'}")
+        print(f"-> {args.work / 'figures' / 'study_curves.png'}; MLflow: {a['mlflow']}")
         last = a["x_cheaper"][-1]
         low_end, high_end = last["measured_range"]
         times = {"above": f">{high_end:.2f}", "below": f"<{low_end:.2f}"}.get(last["censored"], f"{last['times']:.2f}")
@@ -123,12 +164,12 @@ def main(args: Any, examples: Path, tokenizer: Path) -> dict[str, str]:
     if b is not None:
         print("\nfigure (b): generator size at equal training FLOPs")
         print(b["table"] + "\n" + b["verdict"])
-        print(f"-> {args.work / 'figures' / 'figure_b.png'}")
+        print(f"-> {args.work / 'figures' / 'figure_b.png'}; MLflow: {b['mlflow']}")
     c = study_arms.figure_c(args, examples, tokenizer) if "c" in chosen else None
     if c is not None:
         print("\nfigure (c): training algorithm and weight sharing at equal training FLOPs")
         print(c["table"] + "\n" + c["verdict"])
-        print(f"-> {args.work / 'figures' / 'figure_c.md'}")
+        print(f"-> {args.work / 'figures' / 'figure_c.md'}; MLflow: {c['mlflow']}")
     missing = [f for f in ("a", "b", "c") if f not in chosen]
     if missing:
         print(f"\nnot run this time (--figures-only): figure(s) {', '.join(missing)}")

@@ -34,6 +34,7 @@ def electra_vs_mlm(
     preset: Preset = DEFAULT_PRESET,
     corpus: NonEmpty = [SAMPLE],  # noqa: B006 (Prefect copies parameter defaults)
     eval_tasks: NonEmpty = SAMPLE_GLUE_TASKS,
+    probe_tasks: list[str] = SAMPLE_GLUE_TASKS,
     glue_dir: str = SAMPLE,
     max_steps: Steps = None,
     match_compute: bool = True,
@@ -52,6 +53,8 @@ def electra_vs_mlm(
         preset: Model size and recipe shared by both models.
         corpus: Corpus files, folders, globs or hf: datasets; `sample` is the shipped corpus.
         eval_tasks: GLUE / SQuAD tasks both models are fine-tuned on.
+        probe_tasks: GLUE tasks of the frozen-encoder probes, each model next to the other and the baselines;
+            empty: no probes.
         glue_dir: GLUE root; `sample` is the shipped slices.
         max_steps: ELECTRA's pre-training steps; empty: the preset's.
         match_compute: Give the baseline ELECTRA's training FLOPs (more steps, as it has no generator);
@@ -65,7 +68,7 @@ def electra_vs_mlm(
         finetune_config: FinetuneConfig fields to change for both models (empty ones keep the default).
         refresh_cache: Re-run cached stages.
     """
-    return stage(electra_pipeline, "pipeline")(preset=preset, corpus=corpus, eval_tasks=eval_tasks, glue_dir=glue_dir,
+    return stage(electra_pipeline, "pipeline")(preset=preset, corpus=corpus, eval_tasks=eval_tasks, probe_tasks=probe_tasks, glue_dir=glue_dir,
                             objectives=["electra", "mlm"], max_steps=max_steps, match_compute=match_compute,
                             device=device, output_dir=output_dir, tracking_uri=tracking_uri, experiment=experiment,
                             export=False, eval_concurrency=eval_concurrency, pretrain_config=pretrain_config,

@@ -36,6 +36,25 @@ BENCHES = {
 PREFIX = {"serve_latency": "serve"}
 # values that are words, not figures
 WORDS = {"device", "best", "steps_ok", "mlm_flops_to_match"}
+
+
+def gpu_check_outputs(out: Path) -> None:
+    """The GPU check's report, written on the CPU as it will be on a lent GPU: every step ran."""
+    import json
+
+    result = json.loads((out / "gpu_check.json").read_text())
+    steps = result["steps"]
+    assert result["dry_run"] and set(steps) == {"throughput", "learning"}
+    assert all(s["ok"] for s in steps.values()), steps
+    learn = steps["learning"]
+    assert learn["steps"] == 4 and 0.0 <= learn["auc"] <= 1.0
+    assert set(learn["finetune"]["pretrained"]) == {"sst2", "mrpc", "stsb", "glue3"}
+    md = (out / "gpu_check.md").read_text()
+    assert "held-out ROC-AUC" in md and "| tiny |" in md
+
+
+# checks of what a bench writes, beyond its last line (called with its output directory)
+OUTPUTS = {"gpu_check": gpu_check_outputs}
 # the figure compared with a reference measured in the same run, where the bench has one
 RATIOS = {"data_throughput": "ratio", "pretrain_throughput": "ratio", "serve_latency": "ratio", "gpu_check": "ratio"}
 
@@ -45,12 +64,13 @@ def test_every_bench_has_a_smoke_entry():
     assert scripts == set(BENCHES)
 
 
-def run_smoke(name: str, work: Path) -> subprocess.CompletedProcess:
+def run_smoke(name: str, work: Path) -> tuple[subprocess.CompletedProcess, Path]:
     args = [a.format(work=work / "out") for a in BENCHES[name][0]]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                PREFECT_HOME=str(work / "prefect"), BENTOML_HOME=str(work / "bentoml"), MPLCONFIGDIR=str(work / "mpl"))
-    return subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), "--smoke", *args], cwd=work, env=env,
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), "--smoke", *args], cwd=work, env=env,
                           capture_output=True, text=True, timeout=900)
+    return proc, work / "out"
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +84,7 @@ def smoke_runs(request, tmp_path_factory):
 
 @pytest.mark.parametrize("bench", sorted(BENCHES))
 def test_bench_smoke_prints_its_last_line(bench: str, smoke_runs: dict[str, Future]):
-    proc = smoke_runs[bench].result()
+    proc, out = smoke_runs[bench].result()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1].split()
     assert last[0] == PREFIX.get(bench, bench), last
@@ -75,3 +95,5 @@ def test_bench_smoke_prints_its_last_line(bench: str, smoke_runs: dict[str, Futu
             float(value)  # a figure, possibly nan where the smoke run has no such arm
     if bench in RATIOS:
         assert math.isfinite(float(values[RATIOS[bench]])) and float(values[RATIOS[bench]]) > 0, values
+    if bench in OUTPUTS:
+        OUTPUTS[bench](out)

@@ -471,14 +471,15 @@ def test_pipeline_continues_pretraining_from_a_checkpoint(first_run: Any, params
 def test_compare_flow_puts_both_models_side_by_side(first_run: Any, params: dict[str, Any]) -> None:
     from flows.compare import electra_vs_mlm
 
-    keep = {k: params[k] for k in ("preset", "corpus", "eval_tasks", "max_steps", "device", "output_dir", "tracking_uri",
-                                   "pretrain_config", "finetune_config", "eval_concurrency")}
+    keep = {k: params[k] for k in ("preset", "corpus", "eval_tasks", "probe_tasks", "max_steps", "device", "output_dir",
+                                   "tracking_uri", "pretrain_config", "finetune_config", "eval_concurrency")}
     state = electra_vs_mlm(**keep, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
     assert set(result.summaries) == {"electra", "mlm"} and result.exported is None
     steps = {s.stage: s.cached for s in result.stages}
     assert steps["pretrain-electra"] and steps["pretrain-mlm"]  # the pipeline's runs, reused
+    assert set(result.probes) == {"electra", "mlm"} and "| rte |" in result.probes["electra"]["table"]
     mlm = json.loads((Path(next(s.path for s in result.stages if s.stage == "pretrain-mlm")).parent
                       / "summary.json").read_text())
     assert mlm["steps"] == 7  # compute-matched: 5 ELECTRA steps cost as much as 7 cheaper MLM steps
@@ -671,7 +672,8 @@ def test_ctrl_c_ends_every_run_and_the_same_command_resumes(first_run: Any, pref
 
     p = params
     argv = [sys.executable, "-m", "electra_cli", "pipeline", "--preset", "tiny", "--corpus", *p["corpus"],
-            "--eval-tasks", "sst2", "--objectives", "electra", "--max-steps", "40", "--device", "cpu",
+            "--eval-tasks", "sst2", "--probe-tasks", *p["probe_tasks"], "--objectives", "electra", "--max-steps", "40",
+            "--device", "cpu",
             "--output-dir", p["output_dir"], "--tracking-uri", p["tracking_uri"], "--experiment", "flows-ctrl-c",
             "--no-export",
             "--pretrain-config", json.dumps({**p["pretrain_config"], "train": {"log_every": 1}}),

@@ -59,3 +59,34 @@ def test_figure_b_plot(tmp_path):
 
     assert Image.open(out).size[0] > Image.open(out).size[1]  # two panels side by side
     assert np.isfinite([r["score"] for r in arms.values()]).all()
+
+
+def test_each_figure_is_one_mlflow_parent_run_with_a_child_run_per_arm(tmp_path):
+    """The figure's parent run holds its verdict, summary metrics and plot; each arm's child run its
+    points, stepped by training TFLOPs."""
+    import argparse
+
+    import mlflow
+    import study_figures
+
+    args = argparse.Namespace(work=tmp_path, preset="cpu", figures_budget=2e14, probe_tasks=("sst2", "rte"),
+                              probe_train_examples=4000)
+    (tmp_path / "figure.md").write_text("| arm | score |\n", encoding="utf-8")
+    rows = {"electra": [{"train_flops": 5e13, "score": 40.0, "low": 38.0, "high": 42.0, "auc": 0.8},
+                        {"train_flops": 2e14, "score": 43.0, "low": 41.0, "high": 45.0, "auc": None}],
+            "mlm": [{"train_flops": 2e14, "score": 41.0, "low": 39.0, "high": 43.0}]}
+    hint = study_figures.log_figure(args, "a", rows, {"x_cheaper": 1.5, "x_ci_low": float("inf")},
+                                    [tmp_path / "figure.md", tmp_path / "absent.png"], "not resolved")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("electra-study-figures")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    parent = runs["figure-a-cpu-2e+14"]
+    assert parent.info.run_id in hint and parent.info.status == "FINISHED"
+    assert parent.data.metrics == {"x_cheaper": 1.5} and parent.data.tags["mlflow.note.content"] == "not resolved"
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["figure.md"]
+    electra = runs["electra"]
+    assert electra.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    history = client.get_metric_history(electra.info.run_id, "probe/mean")
+    assert [(m.step, m.value) for m in history] == [(50, 40.0), (200, 43.0)]
+    assert [m.step for m in client.get_metric_history(electra.info.run_id, "heldout/auc")] == [50]
+    assert runs["mlm"].data.metrics["probe/high"] == 43.0
