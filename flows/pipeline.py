@@ -98,10 +98,10 @@ class Plan:
         lines = [f"tokenizer: vocab {self.tokenizer.vocab_size}; examples: seq_len {self.examples.seq_len}"]
         for objective, cfg in self.pretrain.items():
             t = tracked_params(cfg)["train"]
-            budget = (f"{cfg.train.budget_flops:.3g} FLOPs" if cfg.train.budget_flops is not None else
-                      f"{cfg.train.budget_minutes:g} min" if cfg.train.budget_minutes is not None else "steps")
+            budget = (f" (budget {cfg.train.budget_flops:.3g} FLOPs)" if cfg.train.budget_flops is not None else
+                      f" (budget {cfg.train.budget_minutes:g} min)" if cfg.train.budget_minutes is not None else "")
             lines.append(f"pretrain-{objective}: {cfg.preset} preset, {cfg.model.num_layers} x {cfg.model.hidden_size}, "
-                         f"{t['max_steps']:,} steps ({budget}) of batch {t['batch_size']} x {t['seq_len']}, "
+                         f"{t['max_steps']:,} steps{budget} of batch {t['batch_size']} x {t['seq_len']}, "
                          f"lr {t['lr']:g}, warm-up {t['warmup_steps']:,}, device {t['device']}")
         f = self.finetune
         lr = f"lr grid {f.lr_grid}" if f.lr_grid else "the task's lr" if f.lr is None else f"lr {f.lr:g}"
