@@ -147,6 +147,7 @@ def pretrain_resolved(
     output_dir: str = "outputs",
     tracking: Tracking = Tracking(),
     refresh_cache: bool = False,
+    label: str = "",
 ) -> StageOutput:
     """Pre-train with a config its caller resolved (`pretrain_config`): the pipeline's and the
     study's stage, so the config their plan logged is the one that trains.
@@ -158,16 +159,18 @@ def pretrain_resolved(
         output_dir: Root of all pipeline outputs.
         tracking: MLflow store, experiment and parent run.
         refresh_cache: Re-run even when a cached result exists (a half-finished run still resumes).
+        label: The arm's name in the MLflow run name (`pretrain-<label>`); empty: the objective.
     """
     from electra_pipeline.modeling import config as config_mod
     from electra_pipeline.training.preflight import check_inputs
     from electra_pipeline.training.train import tracked_params
 
     objective = config.train.objective
+    label = label or objective
     cfg, key, out = pretrain_plan(config, examples, tokenizer, output_dir)
     check_inputs(cfg)  # data, vocabulary and sequence length agree: fail before an MLflow run exists
     uri = tracking.uri()
-    with tracking.run(f"pretrain-{objective}", stage="pretrain", stage_key=key, objective=objective) as run:
+    with tracking.run(f"pretrain-{label}", stage="pretrain", stage_key=key, objective=objective) as run:
         summary, cached = call_stage_task(pretrain_task, out_dir=out, results=Path(output_dir) / RESULTS_DIR,
                                           refresh=refresh_cache, key=key, config=config_mod.to_dict(cfg),
                                           run_id=run.run_id, tracking_uri=uri)
@@ -180,5 +183,5 @@ def pretrain_resolved(
                     run.log_artifact(out / name)
         if objective == "mlm":  # the baseline's model to fine-tune is its MLM encoder
             run.log_artifact(summary["generator_dir"], "generator")
-    return StageOutput(stage=f"pretrain-{objective}", path=summary["encoder_dir"], key=key, cached=cached,
+    return StageOutput(stage=f"pretrain-{label}", path=summary["encoder_dir"], key=key, cached=cached,
                        run_id=run.run_id, summary=summary)

@@ -15,6 +15,7 @@ a rerun resumes: pre-training is cached per arm, and evaluations already on disk
 import dataclasses
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -64,8 +65,29 @@ class StudyResult(BaseModel):
     failed: dict[str, str] = Field(default_factory=dict)
 
 
-def _arm_configs(objectives: list[str], preset: str, given: dict[str, Any], device: str) -> dict[str, Any]:
-    return {o: pretrain_stage.pretrain_config(preset, given, objective=o, device=device) for o in objectives}
+ARM_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
+
+
+def _arm_configs(objectives: list[str], arms: dict[str, Any], preset: str, given: dict[str, Any],
+                 device: str) -> dict[str, Any]:
+    """{arm: its resolved PretrainConfig}: one arm per objective, then the named arms, each the
+    shared config with its own fields on top (objective electra unless it sets one). Every arm is
+    resolved here, so a bad name or value fails naming it before any arm trains."""
+    from electra_pipeline.errors import ConfigError
+
+    configs = {o: pretrain_stage.pretrain_config(preset, given, objective=o, device=device) for o in objectives}
+    for name, fields in arms.items():
+        if not ARM_NAME.fullmatch(name) or name in configs:
+            raise ConfigError(f"arms.{name}: an arm name is 1-40 lower-case letters, digits, '.', '_' or '-', and "
+                              f"not an objective of the study ({', '.join(configs)})")
+        own = overrides(fields)
+        merged = {**given, **{k: {**(given.get(k) or {}), **v} if isinstance(v, dict) else v for k, v in own.items()}}
+        objective = (own.get("train") or {}).get("objective", "electra")
+        try:
+            configs[name] = pretrain_stage.pretrain_config(preset, merged, objective=objective, device=device)
+        except ConfigError as e:
+            raise ConfigError(f"arms.{name}.{e}") from None
+    return configs
 
 
 def _eval_key(pretrain_key: str, fraction: float, tasks: list[str], finetune: dict[str, Any], glue_dir: str) -> str:
@@ -78,6 +100,7 @@ def _eval_key(pretrain_key: str, fraction: float, tasks: list[str], finetune: di
 @user_errors
 def efficiency_study(
     objectives: Objectives = ALL_OBJECTIVES,  # noqa: B006 (Prefect copies parameter defaults)
+    arms: dict[str, PretrainOverrides] = {},  # noqa: B006
     preset: Preset = DEFAULT_PRESET,
     budget_flops: Budget = None,
     snapshots: Snapshots = 2,
@@ -101,6 +124,10 @@ def efficiency_study(
     Args:
         objectives: Arms of the study: electra, mlm (BERT), the paper's ablations replace_mlm, electra_15,
             all_tokens_mlm, and the later mc_bert and teams.
+        arms: More arms by name, each PretrainConfig fields on top of the shared ones (objective electra
+            unless set), e.g. the seed's generator size {"gen-0.25": {"model": {"generator_fraction": 0.25,
+            "share_encoder": false, "generator_layers": 0}}} or training algorithm {"two-stage": {"train":
+            {"schedule": "two_stage"}}}; every arm is checked before any trains.
         preset: Model size and recipe shared by every arm (cpu: 4e13 FLOPs a few minutes each on a CPU).
         budget_flops: Training FLOPs of every arm; empty: the preset's budget (or its max_steps).
         snapshots: Fine-tune each arm also at 1/2, 1/4 ... 1/2^k of its budget (a curve, not a point).
@@ -140,19 +167,20 @@ def efficiency_study(
     if corpus_tokens is not None:
         train["corpus_tokens"] = corpus_tokens
     given = {**given, "train": train}
-    configs = _arm_configs(objectives, preset, given, device)  # every bad value fails here, before any arm
+    configs = _arm_configs(objectives, arms, preset, given, device)  # every bad value fails here, before any arm
     steps = study.check_arms(configs)
     finetune = dataclasses.asdict(evaluate_stage.finetune_config(finetune_config))
     tasks = evaluate_stage.task_names(eval_tasks)
     first = configs[objectives[0]]
     budget = first.train.budget_flops
-    name = (f"study-{preset}-{len(objectives)}obj-{f'{budget:.2g}flops' if budget else 'preset'}"
+    name = (f"study-{preset}-{len(configs)}{'obj' if not arms else 'arms'}-{f'{budget:.2g}flops' if budget else 'preset'}"
             f"{f'-{corpus_tokens:.2g}tok' if corpus_tokens else ''}-{time.strftime('%Y%m%d-%H%M%S')}")
     study_dir = Path(output_dir) / "study" / name
     uri = Tracking(tracking_uri=tracking_uri).uri()
     top = Tracking(tracking_uri=uri, experiment=experiment)
     with top.run(name, stage="study", preset=preset, objectives=",".join(objectives)) as run:
-        run.log_params({"objectives": ",".join(objectives), "preset": preset, "budget_flops": budget,
+        run.log_params({"objectives": ",".join(objectives), "arms": json.dumps({a: overrides(f) for a, f in arms.items()}),
+                        "preset": preset, "budget_flops": budget,
                         "snapshots": snapshots, "corpus_tokens": corpus_tokens, "tasks": ",".join(tasks),
                         **{f"steps/{o}": n for o, n in steps.items()}, "finetune": json.dumps(finetune)})
         t = top.model_copy(update={"parent_run_id": run.run_id})
@@ -171,33 +199,32 @@ def efficiency_study(
         random_init: dict[str, float] = {}
         floors: dict[str, float | None] = {}  # the GLUE score of the baselines without pre-training
         versus: dict[str, dict[str, Any]] = {}  # objective -> GLUE gain over random init at the full budget
-        for objective in objectives:
+        for arm, cfg in configs.items():
             try:
-                pre = stage(pretrain_resolved, f"pretrain-{objective}")(
-                    config=configs[objective], examples=ex_path, tokenizer=tok_path, **common)
+                pre = stage(pretrain_resolved, f"pretrain-{arm}")(config=cfg, examples=ex_path, tokenizer=tok_path,
+                                                                  label=arm, **common)
                 run_dir = Path(pre.summary["output_dir"])
-                if objective in RTD_OBJECTIVES:
-                    r = stage(intrinsic, f"intrinsic-{objective}")(run_dir=str(run_dir), label=objective, tracking=t)
-                    auc[objective] = _unigram_auc(r)
+                if cfg.train.objective in RTD_OBJECTIVES:
+                    r = stage(intrinsic, f"intrinsic-{arm}")(run_dir=str(run_dir), label=arm, tracking=t)
+                    auc[arm] = _unigram_auc(r)
                 index = json.loads((run_dir / "snapshots" / "index.json").read_text())
-                curves[objective] = []
+                curves[arm] = []
                 for snap in index:
                     frac = snap["fraction"]
-                    point_auc = auc.get(objective) if frac == 1.0 else (
-                        _snapshot_auc(run_dir, f"{frac:g}", objective, t, refresh_cache)
-                        if objective in RTD_OBJECTIVES else None)
+                    point_auc = auc.get(arm) if frac == 1.0 else (
+                        _snapshot_auc(run_dir, f"{frac:g}", arm, t, refresh_cache)
+                        if cfg.train.objective in RTD_OBJECTIVES else None)
                     encoder = snap.get("discriminator") or snap["generator"]
-                    out = study_dir.parent / "evaluate" / objective / _eval_key(pre.key, frac, tasks, finetune,
-                                                                              glue_dir)
+                    out = study_dir.parent / "evaluate" / arm / _eval_key(pre.key, frac, tasks, finetune, glue_dir)
                     if (out / "results.json").is_file() and not refresh_cache:
                         summary = json.loads((out / "results.json").read_text())
                     else:
-                        summary = stage(evaluate, f"evaluate-{objective}@{frac:g}")(
+                        summary = stage(evaluate, f"evaluate-{arm}@{frac:g}")(
                             checkpoint=encoder, tokenizer=tok_path, tasks=tasks, glue_dir=glue_dir,
                             output_dir=str(out), config=finetune, concurrency=eval_concurrency,
-                            label=f"{objective}@{frac:g}", baselines=frac == 1.0,
+                            label=f"{arm}@{frac:g}", baselines=frac == 1.0,
                             baseline_dir=str(Path(output_dir) / "baselines"), tracking=t)
-                    curves[objective].append(study.Point(
+                    curves[arm].append(study.Point(
                         fraction=frac, step=snap["step"], train_flops=snap["train_flops"],
                         glue_score=summary.get("glue_score"), auc=point_auc,
                         tasks={n: r["score"] for n, r in summary["tasks"].items()}))
@@ -207,16 +234,16 @@ def efficiency_study(
                     if frac == 1.0 and comparison.get("glue"):
                         floors |= {"majority class": comparison["glue"].get("majority"),
                                    "bag-of-words": comparison["glue"].get("bow")}
-                        versus[objective] = {**{k: comparison["glue"][k] for k in ("gain", "seed_gains")},
-                                             "measurable": bool(comparison.get("measurable"))}
-                log.info("%s: %s", objective, ", ".join(f"{p.fraction:g} -> {p.glue_score}" for p in curves[objective]))
+                        versus[arm] = {**{k: comparison["glue"][k] for k in ("gain", "seed_gains")},
+                                       "measurable": bool(comparison.get("measurable"))}
+                log.info("%s: %s", arm, ", ".join(f"{p.fraction:g} -> {p.glue_score}" for p in curves[arm]))
             except Exception as e:  # one arm's failure leaves the others' results
                 from electra_pipeline.errors import ConfigError
 
                 if isinstance(e, ConfigError):
                     raise
-                failed[objective] = f"{type(e).__name__}: {e}"
-                log.error("arm %s failed: %s", objective, failed[objective])
+                failed[arm] = f"{type(e).__name__}: {e}"
+                log.error("arm %s failed: %s", arm, failed[arm])
         if not curves:
             from electra_pipeline.errors import PipelineError
 
@@ -273,7 +300,7 @@ def _write(study_dir: Path, curves: dict[str, Any], tasks: list[str], random_ini
     line = study.summary_line(curves, budget)
     budget_text = f"{budget:.3g} training FLOPs per arm" if budget else "the preset's budget per arm"
     md = "\n".join([
-        f"# Efficiency study: {len(curves)} objectives at {budget_text}", "",
+        f"# Efficiency study: {len(curves)} arms at {budget_text}", "",
         f"Steps per arm (each buys the same FLOPs): {', '.join(f'{o} {n:,}' for o, n in steps.items())}."
         + (f" Low-resource: {corpus_tokens:,} tokens of examples, epoch after epoch." if corpus_tokens else ""), "",
         "Scores at the full budget (dev, median over fine-tuning seeds); held-out AUC is the discriminator's "

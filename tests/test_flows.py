@@ -497,7 +497,8 @@ def test_study_flow_gives_the_table_curves_and_cheaper_line(prefect_api: str, pa
 
     from flows.study import efficiency_study
 
-    kw = dict(objectives=["electra", "mlm", "mc_bert"], preset="tiny", snapshots=1, corpus=params["corpus"],
+    kw = dict(objectives=["electra", "mlm", "mc_bert"], arms={"two-stage": {"train": {"schedule": "two_stage"}}},
+              preset="tiny", snapshots=1, corpus=params["corpus"],
               eval_tasks=["sst2"], device="cpu", output_dir=params["output_dir"], tracking_uri=params["tracking_uri"],
               experiment="study-test", eval_concurrency=1,
               pretrain_config={"model": {"vocab_size": 1000}, "train": {"max_steps": 4}},
@@ -507,22 +508,23 @@ def test_study_flow_gives_the_table_curves_and_cheaper_line(prefect_api: str, pa
     result = state.result()
     study_dir = Path(result.study_dir)
     doc = json.loads((study_dir / "study.json").read_text())
-    assert set(doc["curves"]) == {"electra", "mlm", "mc_bert"}
+    assert set(doc["curves"]) == {"electra", "mlm", "mc_bert", "two-stage"}  # a named arm beside the objectives
     assert all([p["fraction"] for p in c] == [0.5, 1.0] for c in doc["curves"].values())
-    assert doc["steps"]["mlm"] == doc["steps"]["electra"] == 4  # max_steps given: the same steps
+    assert doc["steps"]["mlm"] == doc["steps"]["electra"] == doc["steps"]["two-stage"] == 4  # the same steps
     md = (study_dir / "study.md").read_text()
     assert "| objective | sst2 | GLUE | vs random init | held-out AUC | steps | paper (base) |" in md
-    assert "| random init |" in md and set(doc["versus_random_init"]) == {"electra", "mlm", "mc_bert"}
+    assert "| random init |" in md and set(doc["versus_random_init"]) == set(doc["curves"])
     assert result.cheaper in md and ("cheaper" in result.cheaper) and result.learned in md
     assert "above random init" in result.learned
     assert (study_dir / "study_curves.png").stat().st_size > 10_000
-    assert result.line.startswith("study objectives=3 best=") and "budget_flops=preset" in result.line
+    assert result.line.startswith("study objectives=4 best=") and "budget_flops=preset" in result.line
     client = _mlflow(params)
     exp = client.get_experiment_by_name("study-test")
     runs = client.search_runs([exp.experiment_id], max_results=200)
     children = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
     assert {"evaluate-electra@0.5", "evaluate-electra@1", "evaluate-mlm@0.5", "evaluate-mc_bert@1",
-            "pretrain-mc_bert", "intrinsic-electra", "intrinsic-electra@0.5"} <= children  # AUC at each checkpoint
+            "pretrain-mc_bert", "intrinsic-electra", "intrinsic-electra@0.5", "pretrain-two-stage",
+            "intrinsic-two-stage@0.5", "evaluate-two-stage@1"} <= children  # AUC at each checkpoint
     assert "intrinsic-mlm@0.5" not in children and "intrinsic-mc_bert@0.5" not in children  # no RTD head
     parent = next(r for r in runs if r.info.run_id == result.run_id)
     assert {"electra/glue", "mlm/glue", "mc_bert/glue"} <= set(parent.data.metrics)
@@ -547,6 +549,12 @@ def test_study_flow_refuses_bad_arms_before_any_runs(prefect_api: str, params: d
                                  output_dir=params["output_dir"], tracking_uri=params["tracking_uri"],
                                  experiment="study-bad", pretrain_config=config, return_state=True)
         assert state.is_failed() and state.message.startswith(field), state.message
+    for arms, message in (({"x": {"train": {"lr": -1}}}, "arms.x.train.lr: must be > 0"),
+                          ({"mlm": {}}, "arms.mlm: an arm name is")):
+        state = efficiency_study(objectives=["electra", "mlm"], arms=arms, preset="tiny", corpus=params["corpus"],
+                                 output_dir=params["output_dir"], tracking_uri=params["tracking_uri"],
+                                 experiment="study-bad", return_state=True)
+        assert state.is_failed() and state.message.startswith(message), state.message
     state = efficiency_study(objectives=["electra"], preset="tiny", budget_flops=1e6, corpus=params["corpus"],
                              output_dir=params["output_dir"], tracking_uri=params["tracking_uri"],
                              experiment="study-bad", return_state=True)
