@@ -65,9 +65,10 @@ def pretrain(work: Path, examples: Path, tokenizer: Path, budget: float, snapsho
 def points(run: Path, objective: str) -> list[tuple[float, Path]]:
     """(training FLOPs, encoder dir) of every snapshot and the final export; the MLM arm's encoder
     is its generator (the only model it trains), ELECTRA's the discriminator."""
+    from electra_pipeline.training import runlog
+
     which = "generator" if objective == "mlm" else "discriminator"
-    index = json.loads((run / "snapshots" / "index.json").read_text())
-    return [(row["train_flops"], Path(row[which])) for row in index]
+    return [(row["train_flops"], row[which]) for row in runlog.snapshots(run)]
 
 
 def probe(encoder: Path, tokenizer: Path, glue: Path, train_examples: int, tasks: tuple[str, ...] = PROBE_TASKS) -> Path:

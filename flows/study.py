@@ -153,6 +153,7 @@ def efficiency_study(
 
     from electra_pipeline.evaluation import study
     from electra_pipeline.modeling.config import RTD_OBJECTIVES
+    from electra_pipeline.training import runlog
 
     log = get_run_logger()
     objectives = list(dict.fromkeys(objectives))
@@ -207,14 +208,14 @@ def efficiency_study(
                 if cfg.train.objective in RTD_OBJECTIVES:
                     r = stage(intrinsic, f"intrinsic-{arm}")(run_dir=str(run_dir), label=arm, tracking=t)
                     auc[arm] = _unigram_auc(r)
-                index = json.loads((run_dir / "snapshots" / "index.json").read_text())
+                index = runlog.snapshots(run_dir)
                 curves[arm] = []
                 for snap in index:
                     frac = snap["fraction"]
                     point_auc = auc.get(arm) if frac == 1.0 else (
                         _snapshot_auc(run_dir, f"{frac:g}", arm, t, refresh_cache)
                         if cfg.train.objective in RTD_OBJECTIVES else None)
-                    encoder = snap.get("discriminator") or snap["generator"]
+                    encoder = str(snap.get("discriminator") or snap["generator"])
                     out = study_dir.parent / "evaluate" / arm / _eval_key(pre.key, frac, tasks, finetune, glue_dir)
                     if (out / "results.json").is_file() and not refresh_cache:
                         summary = json.loads((out / "results.json").read_text())

@@ -420,11 +420,30 @@ def test_snapshots_at_budget_fractions(tiny_data, tmp_path):
 
     cfg = tiny_cfg(tiny_data, tmp_path / "run", max_steps=8, log_every=4, save_every=8, snapshots=2)
     train.pretrain(cfg, progress=False)
-    index = json.loads((tmp_path / "run" / "snapshots" / "index.json").read_text())
+    stored = json.loads((tmp_path / "run" / runlog.SNAPSHOT_INDEX).read_text())
+    assert [r["discriminator"] for r in stored] == ["snapshots/0.25/discriminator", "snapshots/0.5/discriminator",
+                                                    "discriminator"]  # relative to the run: it can move
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    index = runlog.snapshots(tmp_path / "moved")
     assert [(r["fraction"], r["step"]) for r in index] == [(0.25, 2), (0.5, 4), (1.0, 8)]
     assert index[1]["train_flops"] == 2 * index[0]["train_flops"]
+    assert index[2]["generator"] == tmp_path / "moved" / "generator"
     early, final = hf.load_discriminator(index[0]["discriminator"]), hf.load_discriminator(index[2]["discriminator"])
     assert not torch.equal(early.head.dense.weight, final.head.dense.weight)
+
+
+def test_a_snapshot_index_written_relative_to_another_directory_still_reads(tmp_path):
+    """Indexes of earlier runs hold paths relative to the trainer's working directory: read from
+    anywhere, they resolve to the encoders inside the run."""
+    run = tmp_path / "somewhere" / "run"
+    for d in ("snapshots/0.5/discriminator", "discriminator", "generator"):
+        (run / d).mkdir(parents=True)
+    rows = [{"fraction": 0.5, "discriminator": "runs/x/run/snapshots/0.5/discriminator"},
+            {"fraction": 1.0, "discriminator": "runs/x/run/discriminator", "generator": str(run / "generator")}]
+    (run / runlog.SNAPSHOT_INDEX).write_text(json.dumps(rows), encoding="utf-8")
+    index = runlog.snapshots(run)
+    assert [r["discriminator"] for r in index] == [run / "snapshots/0.5/discriminator", run / "discriminator"]
+    assert index[1]["generator"] == run / "generator"  # an absolute path stays as it is
 
 
 def test_corpus_tokens_caps_the_rows_and_repeats_them(tiny_data):

@@ -13,7 +13,7 @@ from test_train import _Interrupt, _losses, tiny_cfg
 from electra_pipeline.errors import ConfigError
 from electra_pipeline.modeling import config as c
 from electra_pipeline.modeling import hf, presets
-from electra_pipeline.training import flops, optim, train
+from electra_pipeline.training import flops, optim, runlog, train
 from electra_pipeline.training.pretrainer import ElectraPretrainer
 
 
@@ -40,7 +40,7 @@ def test_each_phase_trains_only_its_model(tiny_data, tmp_path, sharing):
     the initial ones there; from then on the generator does not change."""
     cfg = two_stage(tiny_data, tmp_path / "run", sharing, snapshots=1)
     result = train.pretrain(cfg, progress=False)
-    index = json.loads((tmp_path / "run" / "snapshots" / "index.json").read_text())
+    index = runlog.snapshots(tmp_path / "run")
     assert [(r["fraction"], r["step"]) for r in index] == [(0.5, 4), (1.0, 8)]
     init = _initial(cfg)
     shared = _shared_names(init)

@@ -193,3 +193,28 @@ def save_plot(history: list[dict[str, float]], out: Path) -> Path | None:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+SNAPSHOT_INDEX = Path("snapshots") / "index.json"
+ENCODERS = ("generator", "discriminator")
+
+
+def snapshots(run_dir: str | Path) -> list[dict]:
+    """A run's snapshots/index.json, its encoder directories as paths. Each is stored relative to
+    the run directory, so a run keeps working when moved or read from another directory; an index
+    written with paths relative to the trainer's working directory is read by their part inside
+    the run (`snapshots/<fraction>/<encoder>`, or the final `<encoder>`)."""
+    run = Path(run_dir)
+    rows = json.loads((run / SNAPSHOT_INDEX).read_text())
+    for row in rows:
+        for name in ENCODERS:
+            if name in row:
+                row[name] = _inside(run, Path(row[name]))
+    return rows
+
+
+def _inside(run: Path, stored: Path) -> Path:
+    if stored.is_absolute() or (run / stored).exists():
+        return run / stored
+    tail = stored.parts[stored.parts.index("snapshots"):] if "snapshots" in stored.parts else stored.parts[-1:]
+    return run / Path(*tail)

@@ -166,10 +166,13 @@ class _Run:
         return record
 
     def record_snapshot(self, fraction: float, dirs: dict[str, str]) -> None:
-        index = self.out / "snapshots" / "index.json"
+        """List the encoders exported at `fraction` of the run in snapshots/index.json, their paths
+        relative to the run directory (`runlog.snapshots` reads them back as paths)."""
+        index = self.out / runlog.SNAPSHOT_INDEX
         rows = [r for r in (json.loads(index.read_text()) if index.is_file() else []) if r["fraction"] != fraction]
         rows.append({"fraction": fraction, "step": self.state.step, "train_flops": self.schedule.flops_at(self.state.step),
-                     "train_minutes": self.state.train_seconds / 60, **dirs})
+                     "train_minutes": self.state.train_seconds / 60,
+                     **{k: os.path.relpath(d, self.out) for k, d in dirs.items()}})
         atomic.write_text(index, json.dumps(sorted(rows, key=lambda r: r["fraction"]), indent=2) + "\n")
 
 
