@@ -5,6 +5,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -225,12 +226,15 @@ def test_intrinsic_cli_writes_json_and_fails_cleanly_on_bad_held_out_text(budget
     empty.write_text("\n\n")
     binary = tmp_path / "bin.txt"
     binary.write_bytes(bytes(range(256)) * 4)
-    for args, needle in ((["--text", str(tmp_path / "missing.txt")], "not found"),
-                         (["--text", str(empty)], "empty"),
-                         (["--text", str(short)], "scorable tokens"),
-                         (["--text", str(binary)], "not UTF-8"),
-                         (["--examples", str(tmp_path)], "meta.json")):
-        bad = _cli("intrinsic", str(run), *args, "--out", str(tmp_path / "bad"), cwd=tmp_path)
+    cases = ((["--text", str(tmp_path / "missing.txt")], "not found"),
+             (["--text", str(empty)], "empty"),
+             (["--text", str(short)], "scorable tokens"),
+             (["--text", str(binary)], "not UTF-8"),
+             (["--examples", str(tmp_path)], "meta.json"))
+    with ThreadPoolExecutor(len(cases)) as pool:  # each is mostly interpreter start-up: run them side by side
+        runs = list(pool.map(lambda a: _cli("intrinsic", str(run), *a, "--out", str(tmp_path / "bad"), cwd=tmp_path),
+                             [args for args, _ in cases]))
+    for (args, needle), bad in zip(cases, runs):
         assert bad.returncode == 2, (args, bad.stderr)
         assert needle in bad.stderr and "Traceback" not in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
