@@ -128,11 +128,15 @@ def test_probe_bad_input_is_one_line(encoder, tiny_data, tmp_path):
                                  TokenizerConfig(vocab_size=500), progress=False))
     with pytest.raises(DataError, match="probe with the tokenizer the encoder was trained with"):
         probe.find_encoder(encoder, other)
-    for args, needle in (([str(tmp_path / "empty")], "holds no encoder"),
-                         ([str(encoder), "--tasks", "qnli"], "QNLI/train.tsv: not found"),
-                         ([str(encoder), "--tokenizer", str(other)], "vocabulary of")):
-        r = subprocess.run([sys.executable, "-m", "electra_cli", "probe", *args, "--out", str(tmp_path / "o")],
-                           capture_output=True, text=True, cwd=tmp_path)
+    cases = (([str(tmp_path / "empty")], "holds no encoder"),
+             ([str(encoder), "--tasks", "qnli"], "QNLI/train.tsv: not found"),
+             ([str(encoder), "--tokenizer", str(other)], "vocabulary of"))
+    procs = [subprocess.Popen([sys.executable, "-m", "electra_cli", "probe", *args, "--out", str(tmp_path / "o")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+             for args, _ in cases]  # side by side: each is mostly interpreter start-up
+    for (_, needle), proc in zip(cases, procs):
+        _, stderr = proc.communicate(timeout=300)
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "probe.json").exists()
