@@ -50,10 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def step(work: Path, done: Path, cmd: list[str], threads: int = 1) -> None:
-    if not done.is_file():
-        log = work / f"{done.parent.name}.log"
-        wait([(sh(electra_cmd(*cmd), log, threads=threads), log)])
+def steps(work: Path, *todo: tuple[Path, list[str]], threads: int = 1) -> None:
+    """Run the `electra` commands whose output (`done`) is missing, side by side; each logs to
+    `<work>/<output dir>.log`."""
+    procs = []
+    for done, cmd in todo:
+        if not done.is_file():
+            log = work / f"{done.parent.name}.log"
+            procs.append((sh(electra_cmd(*cmd), log, threads=threads), log))
+    wait(procs)
 
 
 def pretrain_cmd(args: argparse.Namespace, examples: Path, tok: Path, out: Path, flops: float, *extra: str) -> list[str]:
@@ -74,15 +79,14 @@ def main(argv: list[str] | None = None) -> int:
 
         source_text, target_text = corpus_slice(w / "smoke-input", parts=2)
     wiki, gut, tok = w / "wikipedia", w / "gutenberg", w / f"tokenizer-wikipedia-{args.vocab_size}"
-    step(w, wiki / "manifest.json", ["corpus", str(source_text), "-o", str(wiki), "--no-progress"], threads=2)
-    step(w, gut / "manifest.json", ["corpus", str(target_text), "-o", str(gut), "--no-progress"], threads=2)
-    step(w, tok / "tokenizer.json", ["tokenizer", str(wiki), "-o", str(tok), "--vocab-size", str(args.vocab_size),
-                                     "--no-progress"], threads=2)
+    steps(w, (wiki / "manifest.json", ["corpus", str(source_text), "-o", str(wiki), "--no-progress"]),
+          (gut / "manifest.json", ["corpus", str(target_text), "-o", str(gut), "--no-progress"]))
+    steps(w, (tok / "tokenizer.json", ["tokenizer", str(wiki), "-o", str(tok), "--vocab-size", str(args.vocab_size),
+                                       "--no-progress"]), threads=2)
     ex_wiki, ex_gut = w / "examples-wikipedia", w / "examples-gutenberg"
-    for c, ex in ((wiki, ex_wiki), (gut, ex_gut)):
-        step(w, ex / "meta.json", ["examples", "--corpus", str(c), "--tokenizer", str(tok), "-o", str(ex),
-                                   "--no-progress", *(["--seq-len", "64", "--holdout-fraction", "0.1"] if args.smoke else [])],
-             threads=2)
+    shape = ["--seq-len", "64", "--holdout-fraction", "0.1"] if args.smoke else []
+    steps(w, *[(ex / "meta.json", ["examples", "--corpus", str(c), "--tokenizer", str(tok), "-o", str(ex),
+                                   "--no-progress", *shape]) for c, ex in ((wiki, ex_wiki), (gut, ex_gut))])
 
     source = w / "runs" / f"source-wikipedia-{args.source_flops:.3g}"
     if not (source / "summary.json").is_file():
@@ -94,11 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (out / "summary.json").is_file():
             procs.append((sh(pretrain_cmd(args, ex_gut, tok, out, args.flops, *extra), log_of(out)), log_of(out)))
     wait(procs)
-    scores = {}
-    for name, out in (("adapted", adapted), ("scratch", scratch)):
-        if not (out / "intrinsic.json").is_file():
-            wait([(sh(electra_cmd("intrinsic", str(out)), out / "intrinsic.log", threads=2), out / "intrinsic.log")])
-        scores[name] = json.loads((out / "intrinsic.json").read_text())
+    runs = {"adapted": adapted, "scratch": scratch}
+    wait([(sh(electra_cmd("intrinsic", str(out)), out / "intrinsic.log"), out / "intrinsic.log")
+          for out in runs.values() if not (out / "intrinsic.json").is_file()])
+    scores = {name: json.loads((out / "intrinsic.json").read_text()) for name, out in runs.items()}
 
     u, m = scores["adapted"]["unigram"], scores["adapted"]["mlm"]
     line = {"flops": f"{args.flops:.3g}", "auc_start": f"{u['start']['auc']:.3f}", "auc_adapted": f"{u['pretrained']['auc']:.3f}",
