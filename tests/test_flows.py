@@ -488,7 +488,8 @@ def test_compare_flow_puts_both_models_side_by_side(first_run: Any, params: dict
 
 @pytest.mark.slow
 def test_study_flow_gives_the_table_curves_and_cheaper_line(prefect_api: str, params: dict[str, Any]) -> None:
-    """Three objectives (one with an underscore in its name) at equal compute, each fine-tuned at half and all of its budget: study.md
+    """Two objectives and a named arm (with an underscore in its name) at equal compute, each fine-tuned at half
+    and all of its budget: study.md
     with the table and the "x cheaper" sentence, the plot, study.json with a curve per arm, an
     MLflow parent with a child per arm and checkpoint, and the Prefect artifact. A rerun resumes:
     every pre-training and evaluation is reused."""
@@ -497,7 +498,7 @@ def test_study_flow_gives_the_table_curves_and_cheaper_line(prefect_api: str, pa
 
     from flows.study import efficiency_study
 
-    kw = dict(objectives=["electra", "mlm", "mc_bert"], arms={"two-stage": {"train": {"schedule": "two_stage"}}},
+    kw = dict(objectives=["electra", "mlm"], arms={"two_stage": {"train": {"schedule": "two_stage"}}},
               preset="tiny", snapshots=1, corpus=params["corpus"],
               eval_tasks=["sst2"], device="cpu", output_dir=params["output_dir"], tracking_uri=params["tracking_uri"],
               experiment="study-test", eval_concurrency=1,
@@ -508,31 +509,31 @@ def test_study_flow_gives_the_table_curves_and_cheaper_line(prefect_api: str, pa
     result = state.result()
     study_dir = Path(result.study_dir)
     doc = json.loads((study_dir / "study.json").read_text())
-    assert set(doc["curves"]) == {"electra", "mlm", "mc_bert", "two-stage"}  # a named arm beside the objectives
+    assert set(doc["curves"]) == {"electra", "mlm", "two_stage"}  # a named arm beside the objectives
     assert all([p["fraction"] for p in c] == [0.5, 1.0] for c in doc["curves"].values())
-    assert doc["steps"]["mlm"] == doc["steps"]["electra"] == doc["steps"]["two-stage"] == 4  # the same steps
+    assert doc["steps"]["mlm"] == doc["steps"]["electra"] == doc["steps"]["two_stage"] == 4  # the same steps
     md = (study_dir / "study.md").read_text()
     assert "| objective | sst2 | GLUE | vs random init | held-out AUC | steps | paper (base) |" in md
     assert "| random init |" in md and set(doc["versus_random_init"]) == set(doc["curves"])
     assert result.cheaper in md and ("cheaper" in result.cheaper) and result.learned in md
     assert "above random init" in result.learned
     assert (study_dir / "study_curves.png").stat().st_size > 10_000
-    assert result.line.startswith("study objectives=4 best=") and "budget_flops=preset" in result.line
+    assert result.line.startswith("study objectives=3 best=") and "budget_flops=preset" in result.line
     client = _mlflow(params)
     exp = client.get_experiment_by_name("study-test")
     runs = client.search_runs([exp.experiment_id], max_results=200)
     children = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
-    assert {"evaluate-electra@0.5", "evaluate-electra@1", "evaluate-mlm@0.5", "evaluate-mc_bert@1",
-            "pretrain-mc_bert", "intrinsic-electra", "intrinsic-electra@0.5", "pretrain-two-stage",
-            "intrinsic-two-stage@0.5", "evaluate-two-stage@1"} <= children  # AUC at each checkpoint
-    assert "intrinsic-mlm@0.5" not in children and "intrinsic-mc_bert@0.5" not in children  # no RTD head
+    assert {"evaluate-electra@0.5", "evaluate-electra@1", "evaluate-mlm@0.5", "evaluate-two_stage@1",
+            "intrinsic-electra", "intrinsic-electra@0.5", "pretrain-two_stage",
+            "intrinsic-two_stage@0.5"} <= children  # AUC at each checkpoint
+    assert "intrinsic-mlm@0.5" not in children  # no RTD head
     parent = next(r for r in runs if r.info.run_id == result.run_id)
-    assert {"electra/glue", "mlm/glue", "mc_bert/glue"} <= set(parent.data.metrics)
+    assert {"electra/glue", "mlm/glue", "two_stage/glue"} <= set(parent.data.metrics)
     client = get_client(sync_client=True)
     art = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["efficiency-study"])))
     assert art and "| objective |" in art[0].data
-    # an objective's underscore is no artifact key character: its progress artifact is still there
-    keys = {"pretrain-progress-mc-bert", "finetune-progress-mc-bert-0-5-sst2"}
+    # an arm's underscore is no artifact key character: its progress artifact is still there
+    keys = {"finetune-progress-two-stage-0-5-sst2"}
     found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=sorted(keys))))
     assert {a.key for a in found} == keys
     again = efficiency_study(**kw, return_state=True).result()  # resumes: nothing is trained again
